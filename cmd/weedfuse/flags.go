@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// config is everything the command line sets.
+type config struct {
+	filer              string
+	filerPath          string
+	dir                string
+	readOnly           bool
+	allowOthers        bool
+	umask              string
+	dataCenter         string
+	volumeServerAccess string
+	concurrentReaders  int
+	cacheDir           string
+	cacheCapacityMB    int
+	cacheMetaTTLSec    int
+	nonempty           bool
+	dirAutoCreate      bool
+	debug              bool
+	debugPort          int
+	debugFuse          bool
+	readRetryTime      time.Duration
+	maxBackground      int
+	defaultPermissions bool
+	disableXAttr       bool
+	volumeName         string
+	optionsFile        string
+
+	// weedfuse's own flags.
+	readAheadKB int
+	metricsAddr string
+
+	rdmaEnabled       bool
+	rdmaSidecar       string
+	rdmaFallback      bool
+	rdmaMaxConcurrent int
+	rdmaTimeoutMs     int
+	rdmaDevice        string
+}
+
+// ignoredFlags are weed mount's flags that a read-only mount has no use for.
+// They are accepted, so that weedfuse drops in for weed mount, with a
+// one-line warning. The value says whether the flag is boolean (takes no
+// argument).
+var ignoredFlags = map[string]bool{
+	"asyncDio": true, "autofs": true, "cacheSymlink": true, "df.logical": true,
+	"dlm": true, "peer.enable": true, "posix.dirNLink": true, "sys.novncache": true,
+	"writebackCache": true, "includeSystemEntries": true,
+	"cacheDirMaxEntries": false, "cacheDirWrite": false, "chunkSizeLimitMB": false,
+	"collection": false, "collectionQuotaMB": false, "concurrentWriters": false,
+	"cpuprofile": false, "dirIdleEvictSec": false, "disk": false,
+	"fuse.congestionThreshold": false, "localSocket": false, "map.gid": false,
+	"map.uid": false, "memoryLimitMB": false, "memprofile": false,
+	"metadataFlushSeconds": false, "peer.advertise": false, "peer.dataCenter": false,
+	"peer.listen": false, "peer.rack": false, "readerCacheSizeMB": false,
+	"replication": false, "ttl": false, "windows.gid": false, "windows.uid": false,
+	"writeBufferSizeMB": false,
+}
+
+// ignored is a flag.Value that warns once when set.
+type ignored struct {
+	name    string
+	isBool  bool
+	warn    io.Writer
+	warned  bool
+	setWith string
+}
+
+func (f *ignored) String() string   { return f.setWith }
+func (f *ignored) IsBoolFlag() bool { return f.isBool }
+func (f *ignored) Set(v string) error {
+	f.setWith = v
+	if !f.warned {
+		fmt.Fprintf(f.warn, "weedfuse: -%s is a weed mount flag that a read-only mount does not use; ignored\n", f.name)
+		f.warned = true
+	}
+	return nil
+}
+
+// newFlagSet declares every flag. Go's flag package takes -name=value,
+// -name value and --name=value alike, which covers weed's single-dash
+// spellings and pflag's double-dash ones.
+func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("weedfuse", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.filer, "filer", "localhost:8888", "comma-separated weed filer locations: host:port or host:port.grpcPort")
+	fs.StringVar(&c.filerPath, "filer.path", "/", "mount this remote path from the filer")
+	fs.StringVar(&c.dir, "dir", ".", "mount the filer at this directory")
+	fs.BoolVar(&c.readOnly, "readOnly", false, "read only (weedfuse always mounts read-only; accepted for compatibility)")
+	fs.BoolVar(&c.allowOthers, "allowOthers", true, "allow other users to access the file system")
+	fs.StringVar(&c.umask, "umask", "022", "octal umask, e.g. 022, 0111")
+	fs.StringVar(&c.dataCenter, "dataCenter", "", "prefer volume servers in this data center")
+	fs.StringVar(&c.volumeServerAccess, "volumeServerAccess", "direct", "access volume servers by [direct|publicUrl|filerProxy]")
+	fs.IntVar(&c.concurrentReaders, "concurrentReaders", 128, "limit concurrent chunk fetches for read operations")
+	fs.StringVar(&c.cacheDir, "cacheDir", os.TempDir(), "local cache directory for chunks and metadata")
+	fs.IntVar(&c.cacheCapacityMB, "cacheCapacityMB", 128, "chunk read cache capacity in MB")
+	fs.IntVar(&c.cacheMetaTTLSec, "cacheMetaTtlSec", 60, "metadata cache validity seconds")
+	fs.BoolVar(&c.nonempty, "nonempty", false, "allow mounting over a non-empty directory")
+	fs.BoolVar(&c.dirAutoCreate, "dirAutoCreate", false, "create the mount directory if it does not exist")
+	fs.BoolVar(&c.debug, "debug", false, "serve profiling data and metrics on localhost:<debug.port>")
+	fs.IntVar(&c.debugPort, "debug.port", 6061, "http port for debugging")
+	fs.BoolVar(&c.debugFuse, "debug.fuse", false, "log raw FUSE requests and responses")
+	fs.DurationVar(&c.readRetryTime, "readRetryTime", 6*time.Second, "maximum read retry wait time")
+	fs.IntVar(&c.maxBackground, "fuse.maxBackground", 128, "FUSE max_background: in-flight asynchronous requests")
+	fs.BoolVar(&c.defaultPermissions, "defaultPermissions", true, "enforce permissions by the operating system")
+	fs.BoolVar(&c.disableXAttr, "disableXAttr", false, "disable xattr")
+	fs.StringVar(&c.volumeName, "volumeName", "", "name of the mount shown by mount and df")
+	fs.StringVar(&c.optionsFile, "options", "", "a file of command line options, each line in optionName=optionValue format")
+
+	fs.IntVar(&c.readAheadKB, "readAheadKB", 16384, "weedfuse: kernel readahead for the mount (bdi read_ahead_kb); 0 keeps the kernel's")
+	fs.StringVar(&c.metricsAddr, "metrics.address", "", "weedfuse: serve counters at http://ADDR/metrics (e.g. 127.0.0.1:9327)")
+
+	fs.BoolVar(&c.rdmaEnabled, "rdma.enabled", false, "read chunks over RDMA through weedrdma sidecars")
+	fs.StringVar(&c.rdmaSidecar, "rdma.sidecar", "", "weedrdma addresses: a comma list of volumeHost:port=sidecarHost:port, or :PORT for a sidecar on every volume server's host")
+	fs.BoolVar(&c.rdmaFallback, "rdma.fallback", true, "fall back to HTTP when RDMA cannot serve a read")
+	fs.IntVar(&c.rdmaMaxConcurrent, "rdma.maxConcurrent", 64, "maximum concurrent RDMA reads")
+	fs.IntVar(&c.rdmaTimeoutMs, "rdma.timeoutMs", 5000, "timeout of one RDMA read in milliseconds")
+	fs.StringVar(&c.rdmaDevice, "rdma.device", "", "weedfuse: RDMA device name (default: the first with an active port)")
+
+	for name, isBool := range ignoredFlags {
+		fs.Var(&ignored{name: name, isBool: isBool, warn: stderr}, name, "weed mount flag; ignored by weedfuse")
+	}
+	return fs
+}
+
+// parseFlags parses args, then the -options file for flags not given on
+// the command line, as weed mount does.
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := newFlagSet(c, stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.optionsFile != "" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if err := applyOptionsFile(fs, c.optionsFile, set); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func applyOptionsFile(fs *flag.FlagSet, file string, set map[string]bool) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return fmt.Errorf("-options: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		s := strings.TrimSpace(sc.Text())
+		if s == "" || strings.HasPrefix(s, "#") {
+			continue
+		}
+		name, value, ok := strings.Cut(s, "=")
+		name = strings.TrimLeft(strings.TrimSpace(name), "-")
+		if !ok {
+			value = "true"
+		}
+		if set[name] {
+			continue
+		}
+		if fs.Lookup(name) == nil {
+			return fmt.Errorf("-options %s:%d: unknown option %q", file, line, name)
+		}
+		if err := fs.Set(name, strings.TrimSpace(value)); err != nil {
+			return fmt.Errorf("-options %s:%d: %w", file, line, err)
+		}
+	}
+	return sc.Err()
+}

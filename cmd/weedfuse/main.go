@@ -1,0 +1,304 @@
+// Command weedfuse mounts a SeaweedFS filer read-only, as a drop-in for
+// `weed mount` with the same flags, reading chunks over RDMA where a weedrdma
+// sidecar answers and over the volume servers' HTTP otherwise.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	_ "net/http/pprof" // served on the -debug port only
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	weedfs "github.com/weedfuse/weedfuse/fs"
+	"github.com/weedfuse/weedfuse/internal/filer"
+	"github.com/weedfuse/weedfuse/internal/filerpb"
+	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/pagecache"
+)
+
+func main() {
+	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "weedfuse:", err)
+		os.Exit(2)
+	}
+	if err := run(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "weedfuse:", err)
+		os.Exit(1)
+	}
+}
+
+func run(cfg *config) error {
+	umask, err := strconv.ParseUint(cfg.umask, 8, 32)
+	if err != nil || umask > 0o777 {
+		return fmt.Errorf("-umask %q: want an octal mask such as 022", cfg.umask)
+	}
+	dir, err := prepareMountpoint(cfg)
+	if err != nil {
+		return err
+	}
+	switch cfg.volumeServerAccess {
+	case "direct", "publicUrl":
+	case "filerProxy":
+		log.Printf("weedfuse: -volumeServerAccess=filerProxy is not supported yet; reading volume servers directly")
+	default:
+		return fmt.Errorf("-volumeServerAccess %q: want direct, publicUrl or filerProxy", cfg.volumeServerAccess)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	fc, err := filer.New(ctx, filer.Options{
+		Addresses:  splitList(cfg.filer),
+		DataCenter: cfg.dataCenter,
+		PublicURL:  cfg.volumeServerAccess == "publicUrl",
+		ClientName: "weedfuse:" + dir,
+	})
+	if err != nil {
+		return err
+	}
+	defer fc.Close()
+
+	root := filepath.ToSlash(filepath.Clean("/" + cfg.filerPath))
+	var rootEntry *filerpb.Entry
+	if root != "/" {
+		parent, name := filepath.Split(root)
+		rootEntry, err = fc.LookupEntry(ctx, filepath.Clean(parent), name)
+		if err != nil {
+			return fmt.Errorf("-filer.path %s: %w", root, err)
+		}
+		if !rootEntry.GetIsDirectory() {
+			return fmt.Errorf("-filer.path %s: not a directory", root)
+		}
+	}
+
+	sec, err := volume.LoadSecurityTOML()
+	if err != nil {
+		return err
+	}
+	httpReader := volume.New(fc, volume.Options{
+		ReadRetryTime:    cfg.readRetryTime,
+		ReadSigningKey:   sec.ReadSigningKey,
+		ReadExpiresAfter: sec.ReadExpiresAfter,
+	})
+	chain := pagecache.Chain{httpReader}
+	rdmaStep, closeRDMA, err := newRDMAStep(cfg, fc)
+	if err != nil {
+		return err
+	}
+	defer closeRDMA()
+	if rdmaStep != nil {
+		chain = append(pagecache.Chain{rdmaStep}, chain...)
+	}
+	cache := pagecache.New(chain)
+
+	wfs := weedfs.New(fc, cache, weedfs.Options{
+		Root:            root,
+		MetaTTL:         time.Duration(cfg.cacheMetaTTLSec) * time.Second,
+		Umask:           uint32(umask),
+		DisableXAttr:    cfg.disableXAttr,
+		ReadConcurrency: min(cfg.concurrentReaders, 64),
+	})
+	kernelTTL := min(time.Duration(cfg.cacheMetaTTLSec)*time.Second, time.Second)
+	name := cfg.volumeName
+	if name == "" {
+		name = fc.Addresses()[0].HTTP + ":" + root
+	}
+	opts := &gofs.Options{
+		EntryTimeout:    &kernelTTL,
+		AttrTimeout:     &kernelTTL,
+		NegativeTimeout: &kernelTTL,
+		MountOptions: fuse.MountOptions{
+			AllowOther:    cfg.allowOthers,
+			FsName:        name,
+			Name:          "weedfuse",
+			MaxWrite:      1 << 20,
+			MaxBackground: max(cfg.maxBackground, 64),
+			DirectMount:   true,
+			Debug:         cfg.debugFuse,
+			DisableXAttrs: cfg.disableXAttr,
+			// Replies come from Go memory, where splice saves nothing, and a
+			// 1 MiB reply plus its header overflows the default pipe.
+			DisableSplice: true,
+			Options:       mountFlags(cfg),
+		},
+	}
+	server, err := gofs.Mount(dir, wfs.Root(rootEntry), opts)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", dir, err)
+	}
+	log.Printf("weedfuse: mounted %s%s at %s (read-only)", fc.Addresses()[0].HTTP, root, dir)
+	if cfg.readAheadKB > 0 {
+		if err := setReadAhead(dir, cfg.readAheadKB); err != nil {
+			log.Printf("weedfuse: readahead stays at the kernel's: %v", err)
+		}
+	}
+	srv := startHTTP(cfg, httpReader)
+	defer srv.close()
+
+	done := make(chan struct{})
+	go func() {
+		server.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		log.Printf("weedfuse: %s was unmounted", dir)
+		return nil
+	case <-ctx.Done():
+	}
+	log.Printf("weedfuse: unmounting %s", dir)
+	if err := unmount(server, dir); err != nil {
+		return err
+	}
+	<-done
+	return nil
+}
+
+// mountFlags are the kernel mount options: always read-only, since there is
+// no write path, so that writes fail with EROFS in the kernel.
+func mountFlags(cfg *config) []string {
+	o := []string{"ro"}
+	if cfg.defaultPermissions {
+		o = append(o, "default_permissions")
+	}
+	return o
+}
+
+// unmount asks the kernel to detach the mount, retrying a busy mount for a
+// while and finally detaching it lazily, so that Ctrl-C never leaves a dead
+// mount behind.
+func unmount(server *fuse.Server, dir string) error {
+	var err error
+	for i := 0; i < 10; i++ {
+		if err = server.Unmount(); err == nil {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if lerr := syscall.Unmount(dir, syscall.MNT_DETACH); lerr != nil {
+		return fmt.Errorf("unmount %s: %w (lazy unmount: %v)", dir, err, lerr)
+	}
+	return nil
+}
+
+func prepareMountpoint(cfg *config) (string, error) {
+	dir, err := filepath.Abs(cfg.dir)
+	if err != nil {
+		return "", fmt.Errorf("-dir %q: %w", cfg.dir, err)
+	}
+	st, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) && cfg.dirAutoCreate {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", fmt.Errorf("-dir %s: %w", dir, err)
+		}
+		st, err = os.Stat(dir)
+	}
+	if err != nil {
+		return "", fmt.Errorf("-dir %s: %w", dir, err)
+	}
+	if !st.IsDir() {
+		return "", fmt.Errorf("-dir %s: not a directory", dir)
+	}
+	if !cfg.nonempty {
+		f, err := os.Open(dir)
+		if err != nil {
+			return "", fmt.Errorf("-dir %s: %w", dir, err)
+		}
+		names, _ := f.Readdirnames(1)
+		f.Close()
+		if len(names) > 0 {
+			return "", fmt.Errorf("-dir %s: not empty (use -nonempty to mount over it)", dir)
+		}
+	}
+	return dir, nil
+}
+
+// setReadAhead raises the mount's kernel readahead: go-fuse's MaxReadAhead
+// can only lower the kernel's 128 KiB, but the bdi knob can raise it.
+func setReadAhead(dir string, kb int) error {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return err
+	}
+	dev := uint64(st.Dev)
+	major, minor := (dev>>8)&0xfff|(dev>>32)&^0xfff, dev&0xff|(dev>>12)&^0xff
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", major, minor)
+	return os.WriteFile(p, []byte(strconv.Itoa(kb)), 0o644)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// httpServers are the optional debug and metrics endpoints.
+type httpServers []*http.Server
+
+func (s httpServers) close() {
+	for _, srv := range s {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		srv.Shutdown(ctx)
+		cancel()
+	}
+}
+
+type statser interface{ Stats() volume.Stats }
+
+func startHTTP(cfg *config, counters statser) httpServers {
+	var out httpServers
+	serve := func(addr string, h http.Handler) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			log.Printf("weedfuse: listen %s: %v", addr, err)
+			return
+		}
+		srv := &http.Server{Handler: h}
+		go srv.Serve(ln)
+		out = append(out, srv)
+	}
+	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeMetrics(w, counters)
+	})
+	if cfg.debug {
+		mux := http.NewServeMux()
+		mux.Handle("/debug/", http.DefaultServeMux)
+		mux.Handle("/metrics", metrics)
+		serve(fmt.Sprintf("127.0.0.1:%d", cfg.debugPort), mux)
+	}
+	if cfg.metricsAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics)
+		serve(cfg.metricsAddr, mux)
+	}
+	return out
+}
+
+func writeMetrics(w io.Writer, counters statser) {
+	s := counters.Stats()
+	fmt.Fprintf(w, "weedfuse_http_reads %d\nweedfuse_http_bytes %d\n", s.Reads, s.Bytes)
+}

@@ -1,0 +1,201 @@
+// Package mount builds the weedfuse binary and runs it as a real process
+// against a real filer, for end-to-end tests and benchmarks: start, wait
+// until the kernel shows the FUSE mount, and unmount and stop for certain,
+// even when a test fails.
+package mount
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Build compiles ./cmd/weedfuse (found by walking up to go.mod) into dir and
+// returns the binary's path. tags are Go build tags, for example "rdma".
+func Build(dir string, tags ...string) (string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "weedfuse")
+	args := []string{"build", "-o", bin}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	cmd := exec.Command("go", append(args, "./cmd/weedfuse")...)
+	cmd.Dir = root
+	if len(tags) == 0 {
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build weedfuse: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Mount is a running weedfuse process and its mount point.
+type Mount struct {
+	Dir string
+	cmd *exec.Cmd
+	log *lockedBuffer
+
+	done chan struct{} // closed when the process has exited
+	err  error         // the process's exit error, set before done closes
+
+	stopOnce sync.Once
+}
+
+// Start runs bin with args (which must include -dir=Dir) and waits until
+// dir is a FUSE mount, the process exits, or timeout passes.
+func Start(ctx context.Context, bin, dir string, timeout time.Duration, args ...string) (*Mount, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	m := &Mount{Dir: dir, log: &lockedBuffer{}, done: make(chan struct{})}
+	m.cmd = exec.Command(bin, args...)
+	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := m.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	go func() {
+		m.err = m.cmd.Wait()
+		close(m.done)
+	}()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if ok, _ := IsMounted(dir); ok {
+			return m, nil
+		}
+		select {
+		case <-m.done:
+			return nil, fmt.Errorf("weedfuse exited before mounting (%v):\n%s", m.err, m.Log())
+		case <-deadline.C:
+			m.Stop()
+			return nil, fmt.Errorf("weedfuse did not mount %s within %v:\n%s", dir, timeout, m.Log())
+		case <-ctx.Done():
+			m.Stop()
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Log is what the process printed so far.
+func (m *Mount) Log() string { return m.log.String() }
+
+// Done is closed when the process has exited.
+func (m *Mount) Done() <-chan struct{} { return m.done }
+
+// Stop sends SIGTERM (weedfuse unmounts on it), waits, and then makes sure:
+// SIGKILL and a lazy unmount. It is idempotent and returns the process's
+// exit error from the SIGTERM, if it exited in time.
+func (m *Mount) Stop() error {
+	var err error
+	m.stopOnce.Do(func() {
+		m.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-m.done:
+			err = m.err
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
+			<-m.done
+			err = fmt.Errorf("weedfuse did not exit within 10s of SIGTERM")
+		}
+		if ok, _ := IsMounted(m.Dir); ok {
+			syscall.Unmount(m.Dir, syscall.MNT_DETACH)
+			if err == nil {
+				err = fmt.Errorf("%s still mounted after weedfuse exited", m.Dir)
+			}
+		}
+	})
+	return err
+}
+
+// IsMounted reports whether dir is a mount point, from /proc/self/mountinfo.
+func IsMounted(dir string) (bool, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return false, err
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescape(fields[4]) == abs {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+// unescape undoes mountinfo's octal escapes (\040 for a space).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// lockedBuffer collects a process's output while tests read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,371 @@
+// Package filer is weedfuse's gRPC client for the SeaweedFS filer: entry
+// look-ups, streamed directory listings, volume locations (cached in front of
+// LookupVolume), statistics and metadata subscriptions. It speaks the wire
+// protocol of internal/filerpb and fails over between several filers.
+//
+// A missing entry is reported as an error wrapping io/fs.ErrNotExist, so that
+// callers can test for it without importing this package.
+package filer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	iofs "io/fs"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/weedfuse/weedfuse/internal/filerpb"
+)
+
+// Options configure a Client.
+type Options struct {
+	// Addresses are the filers in weed's forms: "host:port" (gRPC on
+	// port+10000) or "host:port.grpcPort". At least one is needed.
+	Addresses []string
+	// DialTimeout bounds the start-up probe of each filer. Default 5s.
+	DialTimeout time.Duration
+	// VolumeTTL is how long a volume's locations are cached. Default 10m.
+	VolumeTTL time.Duration
+	// DataCenter, when set, puts volume servers of that data center first.
+	DataCenter string
+	// PublicURL makes Locations return the servers' public URLs
+	// (weed mount's -volumeServerAccess=publicUrl).
+	PublicURL bool
+	// ClientName identifies this mount in metadata subscriptions.
+	ClientName string
+}
+
+// Address is one filer: its HTTP and its gRPC address.
+type Address struct {
+	HTTP string
+	GRPC string
+}
+
+// ParseAddress reads weed's filer address forms: "host:port", whose gRPC
+// port is port+10000, and "host:port.grpcPort".
+func ParseAddress(s string) (Address, error) {
+	host, port, err := net.SplitHostPort(strings.TrimSpace(s))
+	if err != nil {
+		return Address{}, fmt.Errorf("filer address %q: %w", s, err)
+	}
+	httpPort, grpcPort, hasGRPC := strings.Cut(port, ".")
+	hp, err := strconv.Atoi(httpPort)
+	if err != nil || hp <= 0 || hp > 65535 {
+		return Address{}, fmt.Errorf("filer address %q: bad port %q", s, httpPort)
+	}
+	gp := hp + 10000
+	if hasGRPC {
+		gp, err = strconv.Atoi(grpcPort)
+		if err != nil || gp <= 0 || gp > 65535 {
+			return Address{}, fmt.Errorf("filer address %q: bad gRPC port %q", s, grpcPort)
+		}
+	}
+	if gp > 65535 {
+		return Address{}, fmt.Errorf("filer address %q: gRPC port %d out of range; give it as host:port.grpcPort", s, gp)
+	}
+	return Address{
+		HTTP: net.JoinHostPort(host, strconv.Itoa(hp)),
+		GRPC: net.JoinHostPort(host, strconv.Itoa(gp)),
+	}, nil
+}
+
+// Client talks to one or more filers. All methods are safe for concurrent use.
+type Client struct {
+	opts  Options
+	addrs []Address
+	conns []*grpc.ClientConn
+	// cur is the index of the filer that last answered; calls start there.
+	cur    atomic.Int32
+	config *filerpb.GetFilerConfigurationResponse
+
+	volMu sync.Mutex
+	// vols caches LookupVolume answers by volume id.
+	vols map[uint32]volEntry
+}
+
+type volEntry struct {
+	addrs   []string
+	expires time.Time
+}
+
+// maxMsgSize lets an entry with hundreds of thousands of chunks through.
+const maxMsgSize = 1 << 30
+
+// New connects to the filers and fetches the filer configuration from the
+// first one that answers. It fails within about DialTimeout per filer when
+// none is reachable, rather than waiting forever as gRPC would.
+func New(ctx context.Context, opts Options) (*Client, error) {
+	if len(opts.Addresses) == 0 {
+		return nil, errors.New("no filer address given")
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 5 * time.Second
+	}
+	if opts.VolumeTTL <= 0 {
+		opts.VolumeTTL = 10 * time.Minute
+	}
+	if opts.ClientName == "" {
+		opts.ClientName = "weedfuse"
+	}
+	c := &Client{opts: opts, vols: make(map[uint32]volEntry)}
+	for _, s := range opts.Addresses {
+		a, err := ParseAddress(s)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := grpc.NewClient(a.GRPC,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize)))
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("filer %s: %w", s, err)
+		}
+		c.addrs = append(c.addrs, a)
+		c.conns = append(c.conns, conn)
+	}
+	var errs []string
+	for i := range c.conns {
+		pctx, cancel := context.WithTimeout(ctx, opts.DialTimeout)
+		// Without WaitForReady a refused connection fails at once, while a
+		// filer that is slow to accept still gets DialTimeout.
+		cfg, err := filerpb.NewSeaweedFilerClient(c.conns[i]).GetFilerConfiguration(pctx,
+			&filerpb.GetFilerConfigurationRequest{})
+		cancel()
+		if err == nil {
+			c.cur.Store(int32(i))
+			c.config = cfg
+			return c, nil
+		}
+		errs = append(errs, fmt.Sprintf("%s (gRPC %s): %s", c.addrs[i].HTTP, c.addrs[i].GRPC, status.Convert(err).Message()))
+	}
+	c.Close()
+	// One line, so that a failed start says why in one line.
+	return nil, fmt.Errorf("no filer reachable: %s", strings.Join(errs, "; "))
+}
+
+// Close releases the connections.
+func (c *Client) Close() {
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+}
+
+// Config is the configuration the filer reported at start.
+func (c *Client) Config() *filerpb.GetFilerConfigurationResponse { return c.config }
+
+// Addresses are the filers, in the order given.
+func (c *Client) Addresses() []Address { return c.addrs }
+
+// retryable tells whether another filer may do better.
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted:
+		return true
+	}
+	return false
+}
+
+// call runs fn against the current filer and fails over to the others on
+// transport errors. The filer that answers becomes the current one.
+func (c *Client) call(ctx context.Context, fn func(filerpb.SeaweedFilerClient) error) error {
+	start := int(c.cur.Load())
+	var err error
+	for i := 0; i < len(c.conns); i++ {
+		idx := (start + i) % len(c.conns)
+		err = fn(filerpb.NewSeaweedFilerClient(c.conns[idx]))
+		if err == nil || !retryable(err) || ctx.Err() != nil {
+			if err == nil {
+				c.cur.Store(int32(idx))
+			}
+			return err
+		}
+	}
+	return err
+}
+
+// LookupEntry returns the entry dir/name. A missing entry is an error
+// wrapping io/fs.ErrNotExist.
+func (c *Client) LookupEntry(ctx context.Context, dir, name string) (*filerpb.Entry, error) {
+	var entry *filerpb.Entry
+	err := c.call(ctx, func(fc filerpb.SeaweedFilerClient) error {
+		resp, err := fc.LookupDirectoryEntry(ctx, &filerpb.LookupDirectoryEntryRequest{Directory: dir, Name: name})
+		if err != nil {
+			return err
+		}
+		entry = resp.GetEntry()
+		return nil
+	})
+	if err != nil {
+		// The filer reports a missing entry as an error whose text names
+		// filer_pb.ErrNotFound ("no entry is found in filer store").
+		if status.Code(err) == codes.NotFound || strings.Contains(err.Error(), "no entry is found") {
+			return nil, fmt.Errorf("lookup %s/%s: %w", dir, name, iofs.ErrNotExist)
+		}
+		return nil, fmt.Errorf("lookup %s/%s: %w", dir, name, err)
+	}
+	if entry == nil {
+		return nil, fmt.Errorf("lookup %s/%s: %w", dir, name, iofs.ErrNotExist)
+	}
+	return entry, nil
+}
+
+// listPage is how many entries List asks for per stream; listing continues
+// from the last name, so a directory of any size streams through.
+const listPage = 4096
+
+// ListPage returns up to limit entries of dir that sort after startFrom
+// (all from the start when startFrom is empty), in the filer's name order.
+func (c *Client) ListPage(ctx context.Context, dir, startFrom string, limit int) ([]*filerpb.Entry, error) {
+	var page []*filerpb.Entry
+	err := c.call(ctx, func(fc filerpb.SeaweedFilerClient) error {
+		page = page[:0]
+		stream, err := fc.ListEntries(ctx, &filerpb.ListEntriesRequest{
+			Directory: dir, StartFromFileName: startFrom, Limit: uint32(limit),
+		})
+		if err != nil {
+			return err
+		}
+		for {
+			resp, err := stream.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if e := resp.GetEntry(); e != nil {
+				page = append(page, e)
+			}
+		}
+	})
+	if err != nil {
+		if status.Code(err) == codes.NotFound {
+			return nil, fmt.Errorf("list %s: %w", dir, iofs.ErrNotExist)
+		}
+		return nil, fmt.Errorf("list %s: %w", dir, err)
+	}
+	return page, nil
+}
+
+// List calls fn for each entry of dir, in the filer's name order, a page at
+// a time. It stops at the first error fn returns and returns it.
+func (c *Client) List(ctx context.Context, dir string, fn func(*filerpb.Entry) error) error {
+	last := ""
+	for {
+		page, err := c.ListPage(ctx, dir, last, listPage)
+		if err != nil {
+			return err
+		}
+		for _, e := range page {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		if len(page) < listPage {
+			return nil
+		}
+		last = page[len(page)-1].Name
+	}
+}
+
+// Locations returns the HTTP addresses of the volume servers holding
+// volume vid, preferred first. Answers are cached for VolumeTTL.
+func (c *Client) Locations(ctx context.Context, vid uint32) ([]string, error) {
+	now := time.Now()
+	c.volMu.Lock()
+	v, ok := c.vols[vid]
+	c.volMu.Unlock()
+	if ok && now.Before(v.expires) {
+		return v.addrs, nil
+	}
+	key := strconv.FormatUint(uint64(vid), 10)
+	var locs []*filerpb.Location
+	err := c.call(ctx, func(fc filerpb.SeaweedFilerClient) error {
+		resp, err := fc.LookupVolume(ctx, &filerpb.LookupVolumeRequest{VolumeIds: []string{key}})
+		if err != nil {
+			return err
+		}
+		locs = resp.GetLocationsMap()[key].GetLocations()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lookup volume %d: %w", vid, err)
+	}
+	if len(locs) == 0 {
+		return nil, fmt.Errorf("lookup volume %d: no locations: %w", vid, iofs.ErrNotExist)
+	}
+	addrs := make([]string, 0, len(locs))
+	for pass := 0; pass < 2; pass++ {
+		for _, l := range locs {
+			local := c.opts.DataCenter == "" || l.DataCenter == c.opts.DataCenter
+			if local != (pass == 0) {
+				continue
+			}
+			u := l.Url
+			if c.opts.PublicURL && l.PublicUrl != "" {
+				u = l.PublicUrl
+			}
+			addrs = append(addrs, u)
+		}
+	}
+	c.volMu.Lock()
+	c.vols[vid] = volEntry{addrs: addrs, expires: now.Add(c.opts.VolumeTTL)}
+	c.volMu.Unlock()
+	return addrs, nil
+}
+
+// Invalidate forgets the cached locations of vid, so that the next
+// Locations asks the filer again.
+func (c *Client) Invalidate(vid uint32) {
+	c.volMu.Lock()
+	delete(c.vols, vid)
+	c.volMu.Unlock()
+}
+
+// Statistics reports the cluster's total and used bytes and file count.
+func (c *Client) Statistics(ctx context.Context) (*filerpb.StatisticsResponse, error) {
+	var resp *filerpb.StatisticsResponse
+	err := c.call(ctx, func(fc filerpb.SeaweedFilerClient) error {
+		var err error
+		resp, err = fc.Statistics(ctx, &filerpb.StatisticsRequest{})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("statistics: %w", err)
+	}
+	return resp, nil
+}
+
+// Subscribe streams metadata events under prefix from sinceNs on, calling
+// fn for each, until ctx ends, the stream breaks or fn returns an error. The
+// caller reconnects; the last event's TsNs is where to resume.
+func (c *Client) Subscribe(ctx context.Context, prefix string, sinceNs int64, fn func(*filerpb.SubscribeMetadataResponse) error) error {
+	conn := c.conns[int(c.cur.Load())%len(c.conns)]
+	stream, err := filerpb.NewSeaweedFilerClient(conn).SubscribeMetadata(ctx, &filerpb.SubscribeMetadataRequest{
+		ClientName: c.opts.ClientName, PathPrefix: prefix, SinceNs: sinceNs,
+		ClientId: int32(time.Now().UnixNano()), ClientEpoch: 1,
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", prefix, err)
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", prefix, err)
+		}
+		if err := fn(resp); err != nil {
+			return err
+		}
+	}
+}
