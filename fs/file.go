@@ -14,6 +14,7 @@ import (
 
 	"github.com/weedfuse/weedfuse/chunkmap"
 	"github.com/weedfuse/weedfuse/internal/filerpb"
+	"github.com/weedfuse/weedfuse/pagecache"
 )
 
 // file is a regular file node.
@@ -77,7 +78,10 @@ func (f *file) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if unchanged {
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
-	return &handle{f: f, entry: e, cmap: m, size: int64(fileSize(e))}, fuseFlags, 0
+	return &handle{
+		f: f, entry: e, cmap: m, size: int64(fileSize(e)),
+		ra: pagecache.NewReadahead(f.fsys.opts.ReadaheadMin, f.fsys.opts.ReadaheadMax),
+	}, fuseFlags, 0
 }
 
 // fingerprint identifies a chunk list: equal fingerprints mean equal bytes.
@@ -108,7 +112,7 @@ func (f *file) chunkMap(ctx context.Context, e *filerpb.Entry) (*chunkmap.Map, b
 	if f.cmap != nil && f.mapKey == key {
 		return f.cmap, true, nil
 	}
-	m, err := chunkmap.Build(ctx, e.GetChunks(), f.fsys.chunks)
+	m, err := chunkmap.Build(ctx, e.GetChunks(), f.fsys.manifests)
 	if err != nil {
 		return nil, false, fmt.Errorf("chunk map of %s: %w", f.path, err)
 	}
@@ -123,6 +127,7 @@ type handle struct {
 	entry *filerpb.Entry
 	cmap  *chunkmap.Map
 	size  int64
+	ra    *pagecache.Readahead
 }
 
 var _ = (gofs.FileReader)((*handle)(nil))
@@ -134,10 +139,28 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		return fuse.ReadResultData(nil), 0
 	}
 	buf := dest[:min(int64(len(dest)), h.size-off)]
+	h.readahead(off, int64(len(buf)))
 	if err := h.readAt(ctx, buf, off); err != nil {
 		return nil, toErrno(fmt.Sprintf("read %s [%d,+%d)", h.f.path, off, len(buf)), err)
 	}
 	return fuse.ReadResultData(buf), 0
+}
+
+// readahead tells the stream detector about a read and starts fetching
+// what it asks for, before the read itself waits on its own bytes.
+func (h *handle) readahead(off, n int64) {
+	if len(h.entry.GetContent()) > 0 {
+		return
+	}
+	pOff, pLen := h.ra.Observe(off, n)
+	if pLen <= 0 {
+		return
+	}
+	for _, v := range h.cmap.Views(nil, pOff, pLen, h.size) {
+		if !v.Hole {
+			h.f.fsys.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len)
+		}
+	}
 }
 
 // readAt fills buf, which lies within the file, exactly.

@@ -21,6 +21,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/weedfuse/weedfuse/chunkmap"
 	"github.com/weedfuse/weedfuse/internal/filerpb"
 	"github.com/weedfuse/weedfuse/internal/volume"
 )
@@ -34,9 +35,11 @@ type Meta interface {
 }
 
 // ChunkReader reads the logical bytes [off, off+len(dst)) of a chunk; it
-// returns fewer only when the chunk ends first. Safe for concurrent use.
+// returns fewer only when the chunk ends first. Prefetch starts fetching a
+// range ahead of a reader without waiting. Safe for concurrent use.
 type ChunkReader interface {
 	ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error)
+	Prefetch(c volume.Chunk, off, n int64)
 }
 
 // Options configure the tree.
@@ -53,13 +56,17 @@ type Options struct {
 	// ReadConcurrency bounds the chunk fetches one read request runs in
 	// parallel. Default 8.
 	ReadConcurrency int
+	// ReadaheadMin and ReadaheadMax bound the readahead window of a
+	// sequentially read file. Defaults 1 MiB and 64 MiB.
+	ReadaheadMin, ReadaheadMax int64
 }
 
 // FS holds what all nodes share.
 type FS struct {
-	meta   Meta
-	chunks ChunkReader
-	opts   Options
+	meta      Meta
+	chunks    ChunkReader
+	manifests chunkmap.Fetcher
+	opts      Options
 
 	statMu sync.Mutex
 	// stat caches the filer's statistics for statfs, which df calls often.
@@ -67,8 +74,9 @@ type FS struct {
 	statTime time.Time
 }
 
-// New returns the file system; mount its Root.
-func New(meta Meta, chunks ChunkReader, opts Options) *FS {
+// New returns the file system; mount its Root. Chunk bytes come from
+// chunks; manifest blobs, read whole, from manifests.
+func New(meta Meta, chunks ChunkReader, manifests chunkmap.Fetcher, opts Options) *FS {
 	if opts.Root == "" {
 		opts.Root = "/"
 	}
@@ -76,7 +84,13 @@ func New(meta Meta, chunks ChunkReader, opts Options) *FS {
 	if opts.ReadConcurrency <= 0 {
 		opts.ReadConcurrency = 8
 	}
-	return &FS{meta: meta, chunks: chunks, opts: opts}
+	if opts.ReadaheadMin <= 0 {
+		opts.ReadaheadMin = 1 << 20
+	}
+	if opts.ReadaheadMax <= 0 {
+		opts.ReadaheadMax = 64 << 20
+	}
+	return &FS{meta: meta, chunks: chunks, manifests: manifests, opts: opts}
 }
 
 // Root returns the root directory node. rootEntry may be nil when the root

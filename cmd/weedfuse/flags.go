@@ -117,7 +117,7 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.volumeName, "volumeName", "", "name of the mount shown by mount and df")
 	fs.StringVar(&c.optionsFile, "options", "", "a file of command line options, each line in optionName=optionValue format")
 
-	fs.IntVar(&c.readAheadKB, "readAheadKB", 16384, "weedfuse: kernel readahead for the mount (bdi read_ahead_kb); 0 keeps the kernel's")
+	fs.IntVar(&c.readAheadKB, "readAheadKB", 4096, "weedfuse: kernel readahead for the mount (bdi read_ahead_kb); 0 keeps the kernel's")
 	fs.StringVar(&c.metricsAddr, "metrics.address", "", "weedfuse: serve counters at http://ADDR/metrics (e.g. 127.0.0.1:9327)")
 
 	fs.BoolVar(&c.rdmaEnabled, "rdma.enabled", false, "read chunks over RDMA through weedrdma sidecars")

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -109,14 +110,24 @@ func run(cfg *config) error {
 	if rdmaStep != nil {
 		chain = append(pagecache.Chain{rdmaStep}, chain...)
 	}
-	cache := pagecache.New(chain)
+	capacity := int64(max(cfg.cacheCapacityMB, 16)) << 20
+	cache, err := pagecache.New(chain, pagecache.Options{Capacity: capacity})
+	if err != nil {
+		return err
+	}
+	defer cache.Close()
+	// The cache's buffers live on the Go heap: a soft limit a little above
+	// the cache keeps the heap from growing to twice the cache between
+	// collections, so the mount's RSS stays near its capacity.
+	debug.SetMemoryLimit(capacity + 96<<20)
 
-	wfs := weedfs.New(fc, cache, weedfs.Options{
+	wfs := weedfs.New(fc, cache, httpReader, weedfs.Options{
 		Root:            root,
 		MetaTTL:         time.Duration(cfg.cacheMetaTTLSec) * time.Second,
 		Umask:           uint32(umask),
 		DisableXAttr:    cfg.disableXAttr,
 		ReadConcurrency: min(cfg.concurrentReaders, 64),
+		ReadaheadMax:    min(64<<20, capacity/8),
 	})
 	kernelTTL := min(time.Duration(cfg.cacheMetaTTLSec)*time.Second, time.Second)
 	name := cfg.volumeName

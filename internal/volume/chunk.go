@@ -1,6 +1,7 @@
 // Package volume reads chunk bytes from SeaweedFS volume servers over HTTP:
-// Range requests on a keep-alive pool, replica failover, read JWTs, and the
-// decoding of gzip-compressed and AES-256-GCM-encrypted chunks.
+// Range requests on a keep-alive pool, replica failover, read JWTs (with
+// the settings from weed's security.toml), and the decoding of
+// gzip-compressed and AES-256-GCM-encrypted chunks.
 //
 // It is the lowest room of the read path and imports nothing of weedfuse's.
 // Its Chunk type is the descriptor every fetcher (HTTP here, RDMA in package
@@ -21,8 +22,10 @@ type Chunk struct {
 	CipherKey []byte
 	// Compressed means the stored bytes are gzip-compressed.
 	Compressed bool
-	// ETag is the filer's e_tag for the chunk: hex MD5 of the stored bytes,
-	// or empty. Used to verify whole-chunk reads.
+	// ETag is the filer's e_tag for the chunk, or empty. Filers write the
+	// standard base64 of the MD5 of the chunk's logical bytes (for example
+	// "QCnwRUJN/mB0Ti6LoQGzhQ=="); whole-chunk reads verify that form and
+	// skip any other (see Decode).
 	ETag string
 }
 

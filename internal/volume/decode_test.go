@@ -1,0 +1,145 @@
+package volume
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/md5"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+)
+
+// sealForTest encrypts as weed's util.Encrypt does: AES-GCM, a random nonce
+// prepended.
+func sealForTest(t testing.TB, key, plain []byte) []byte {
+	t.Helper()
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := make([]byte, gcm.NonceSize())
+	rand.Read(nonce)
+	return gcm.Seal(nonce, nonce, plain, nil)
+}
+
+func md5ETag(data []byte) string {
+	sum := md5.Sum(data)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+func TestDecode(t *testing.T) {
+	key := randomBytes(t, 32)
+	text := textBytes(100_000)
+	binary := randomBytes(t, 70_000)
+	tests := []struct {
+		name   string
+		chunk  Chunk
+		stored []byte
+		want   []byte
+	}{
+		{"plain", Chunk{Size: int64(len(binary))}, binary, binary},
+		{"plain with etag", Chunk{Size: int64(len(binary)), ETag: md5ETag(binary)}, binary, binary},
+		{"gzip", Chunk{Size: int64(len(text)), Compressed: true, ETag: md5ETag(text)}, gzipForTest(text), text},
+		{"compressed flag on bytes that are not gzip", Chunk{Size: int64(len(binary)), Compressed: true}, binary, binary},
+		{"encrypted", Chunk{Size: int64(len(binary)), CipherKey: key, ETag: md5ETag(binary)}, sealForTest(t, key, binary), binary},
+		{"encrypted and gzipped", Chunk{Size: int64(len(text)), CipherKey: key, Compressed: true, ETag: md5ETag(text)}, sealForTest(t, key, gzipForTest(text)), text},
+		{"etag of another form is not checked", Chunk{Size: int64(len(binary)), ETag: "ecec08a7"}, binary, binary},
+		{"multipart-style etag is not checked", Chunk{Size: int64(len(binary)), ETag: "5d41402abc4b2a76b9719d911017c592-3"}, binary, binary},
+		{"empty", Chunk{}, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.chunk.FileID = "3,01637037d6"
+			got, err := Decode(tt.chunk, tt.stored)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, tt.want) {
+				t.Errorf("decoded %d bytes that differ from the %d expected", len(got), len(tt.want))
+			}
+		})
+	}
+}
+
+func TestDecodeEncryptedETagOfStoredBytes(t *testing.T) {
+	key := randomBytes(t, 32)
+	plain := randomBytes(t, 1000)
+	stored := sealForTest(t, key, plain)
+	c := Chunk{FileID: "1,01", Size: 1000, CipherKey: key, ETag: md5ETag(stored)}
+	if _, err := Decode(c, stored); err != nil {
+		t.Errorf("an e_tag of the sealed bytes should pass: %v", err)
+	}
+}
+
+func TestDecodeCorrupt(t *testing.T) {
+	key := randomBytes(t, 32)
+	text := textBytes(50_000)
+	sealed := sealForTest(t, key, gzipForTest(text))
+	flipped := bytes.Clone(sealed)
+	flipped[100] ^= 1
+	gz := gzipForTest(text)
+	badCRC := bytes.Clone(gz)
+	badCRC[len(badCRC)-6] ^= 1 // inside the CRC-32 trailer
+	tests := []struct {
+		name   string
+		chunk  Chunk
+		stored []byte
+	}{
+		{"etag mismatch", Chunk{Size: int64(len(text)), ETag: md5ETag([]byte("other"))}, text},
+		{"size mismatch", Chunk{Size: int64(len(text)) + 1}, text},
+		{"gcm tag fails", Chunk{Size: int64(len(text)), CipherKey: key, Compressed: true}, flipped},
+		{"wrong key", Chunk{Size: int64(len(text)), CipherKey: randomBytes(t, 32), Compressed: true}, sealed},
+		{"bad key length", Chunk{Size: int64(len(text)), CipherKey: []byte("short"), Compressed: true}, sealed},
+		{"sealed too short", Chunk{Size: 1, CipherKey: key}, sealed[:20]},
+		{"gzip truncated", Chunk{Size: int64(len(text)), Compressed: true}, gz[:len(gz)/2]},
+		{"gzip crc", Chunk{Size: int64(len(text)), Compressed: true}, badCRC},
+		{"gzip longer than size", Chunk{Size: int64(len(text)) - 1, Compressed: true}, gz},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.chunk.FileID = "3,01637037d6"
+			_, err := Decode(tt.chunk, tt.stored)
+			if !errors.Is(err, ErrCorrupt) {
+				t.Errorf("err = %v, want ErrCorrupt", err)
+			}
+			if err != nil && !strings.Contains(err.Error(), "3,01637037d6") {
+				t.Errorf("error %q does not name the file id", err)
+			}
+		})
+	}
+}
+
+// TestDecodeWeedNeedle decodes a needle that weed 4.48 stored for a filer
+// with -encryptVolumeData: c.txt, gzipped, then sealed. The chunk metadata
+// is the filer's, and the stored bytes are the volume server's GET reply.
+func TestDecodeWeedNeedle(t *testing.T) {
+	stored, err := os.ReadFile("testdata/weed448-encrypted-gzipped.needle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := base64.StdEncoding.DecodeString("aA8FW7onFYRaPeFbJdIUBurbcVbgXF2HKDK/WMQ5TXc=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Chunk{FileID: "1,04b53d64f9", Size: 58890, CipherKey: key, Compressed: true, ETag: "uK7wvSmV6i/8xRj6FS493w=="}
+	got, err := Decode(c, stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want strings.Builder
+	for i := range 3000 {
+		fmt.Fprintf(&want, "encrypted line %d\n", i)
+	}
+	if string(got) != want.String() {
+		t.Error("decoded bytes differ from the file weed stored")
+	}
+}

@@ -1,0 +1,65 @@
+package volume
+
+import (
+	"container/list"
+	"sync"
+)
+
+// wholeCache keeps the decoded bytes of the last few encrypted chunks. An
+// encrypted chunk can only be fetched and opened whole, while the page cache
+// asks for it a block at a time; without this, every block of a 4 MiB chunk
+// would fetch and decrypt all 4 MiB again. Needles never change under a
+// file id, so entries need no invalidation. It is safe for concurrent use;
+// the slices it hands out are shared and must not be written.
+type wholeCache struct {
+	limit int64 // bytes; fixed at construction
+
+	mu sync.Mutex
+	// size is the total length of the cached chunks.
+	size int64
+	// lru holds *wholeEntry, most recently used at the front.
+	lru *list.List
+	// byID indexes lru by file id.
+	byID map[string]*list.Element
+}
+
+type wholeEntry struct {
+	fid  string
+	data []byte
+}
+
+func newWholeCache(limit int64) *wholeCache {
+	return &wholeCache{limit: limit, lru: list.New(), byID: map[string]*list.Element{}}
+}
+
+func (c *wholeCache) get(fid string) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.byID[fid]
+	if !ok {
+		return nil, false
+	}
+	c.lru.MoveToFront(e)
+	return e.Value.(*wholeEntry).data, true
+}
+
+// put caches data under fid, evicting the least recently used chunks to
+// stay within the limit. A chunk larger than the whole limit is not kept.
+func (c *wholeCache) put(fid string, data []byte) {
+	if int64(len(data)) > c.limit {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.byID[fid]; ok {
+		return
+	}
+	c.byID[fid] = c.lru.PushFront(&wholeEntry{fid: fid, data: data})
+	c.size += int64(len(data))
+	for c.size > c.limit {
+		oldest := c.lru.Back()
+		entry := c.lru.Remove(oldest).(*wholeEntry)
+		delete(c.byID, entry.fid)
+		c.size -= int64(len(entry.data))
+	}
+}

@@ -1,0 +1,235 @@
+package pagecache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/weedfuse/weedfuse/internal/volume"
+)
+
+// fakeFetcher serves chunks from memory, counts fetches, and can be made
+// to block or fail: the faults a real volume server cannot show on demand.
+type fakeFetcher struct {
+	chunks map[string][]byte
+	calls  atomic.Int64
+	bytes  atomic.Int64
+	gate   chan struct{} // when non-nil, each fetch waits for a token
+	fail   atomic.Bool
+}
+
+func (f *fakeFetcher) ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error) {
+	f.calls.Add(1)
+	if f.gate != nil {
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	if f.fail.Load() {
+		return 0, errors.New("injected failure")
+	}
+	src := f.chunks[c.FileID]
+	n := copy(dst, src[off:])
+	f.bytes.Add(int64(n))
+	return n, nil
+}
+
+func newFake(sizes ...int) (*fakeFetcher, []volume.Chunk) {
+	f := &fakeFetcher{chunks: map[string][]byte{}}
+	rng := rand.New(rand.NewPCG(7, 8))
+	var chunks []volume.Chunk
+	for i, size := range sizes {
+		id := fmt.Sprintf("%d,%x", i+1, i+100)
+		data := make([]byte, size)
+		for j := range data {
+			data[j] = byte(rng.Uint32())
+		}
+		f.chunks[id] = data
+		chunks = append(chunks, volume.Chunk{FileID: id, Size: int64(size)})
+	}
+	return f, chunks
+}
+
+func newCache(t testing.TB, f Fetcher, opts Options) *Cache {
+	c, err := New(f, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// TestReadMatchesModel compares random reads and prefetches with the
+// chunks' bytes, with a cache small enough to evict.
+func TestReadMatchesModel(t *testing.T) {
+	f, chunks := newFake(4<<20, 1<<20+17, 300_000, 1, 0)
+	c := newCache(t, f, Options{Capacity: 2 << 20, BlockSize: 64 << 10})
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 3000; i++ {
+		ch := chunks[rng.IntN(len(chunks))]
+		src := f.chunks[ch.FileID]
+		off := rng.Int64N(ch.Size + 1)
+		dst := make([]byte, rng.IntN(600_000)+1)
+		if rng.IntN(5) == 0 {
+			c.Prefetch(ch, off, int64(len(dst)))
+		}
+		n, err := c.ReadChunk(context.Background(), ch, off, dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := src[min(off, ch.Size):min(off+int64(len(dst)), ch.Size)]
+		if !bytes.Equal(dst[:n], want) {
+			t.Fatalf("read %s [%d,+%d): got %d bytes that differ from the model's %d", ch.FileID, off, len(dst), n, len(want))
+		}
+	}
+}
+
+// TestConcurrentMissesShareOneFetch holds the fetch until every reader
+// waits on it: they must all be served by one fetch.
+func TestConcurrentMissesShareOneFetch(t *testing.T) {
+	f, chunks := newFake(1 << 20)
+	f.gate = make(chan struct{})
+	c := newCache(t, f, Options{BlockSize: 1 << 20})
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dst := make([]byte, 4096)
+			if _, err := c.ReadChunk(context.Background(), chunks[0], int64(i)*4096, dst); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond) // let the readers queue up
+	close(f.gate)
+	wg.Wait()
+	if got := f.calls.Load(); got != 1 {
+		t.Errorf("fetches: got %d, want 1", got)
+	}
+}
+
+// TestPrefetchedScanIsFetchedOnce scans a chunk four times the cache's size
+// with readahead: every byte must be fetched exactly once, although the
+// cache's admission policy may refuse the new blocks.
+func TestPrefetchedScanIsFetchedOnce(t *testing.T) {
+	const size = 32 << 20
+	f, chunks := newFake(size)
+	c := newCache(t, f, Options{Capacity: 8 << 20, BlockSize: 256 << 10, MaxFetch: 1 << 20})
+	ra := NewReadahead(1<<20, 2<<20)
+	dst := make([]byte, 1<<20)
+	for off := int64(0); off < size; off += int64(len(dst)) {
+		if pOff, pLen := ra.Observe(off, int64(len(dst))); pLen > 0 {
+			c.Prefetch(chunks[0], pOff, pLen)
+		}
+		if _, err := c.ReadChunk(context.Background(), chunks[0], off, dst); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(dst, f.chunks[chunks[0].FileID][off:off+int64(len(dst))]) {
+			t.Fatalf("bytes at %d differ", off)
+		}
+	}
+	if got := f.bytes.Load(); got != size {
+		t.Errorf("fetched %d bytes for a %d-byte scan, want each byte once", got, size)
+	}
+	if s := c.Stats(); s.PrefetchUsedBytes == 0 {
+		t.Errorf("no prefetched byte was used: %+v", s)
+	}
+}
+
+func TestFetchErrorIsNotCached(t *testing.T) {
+	f, chunks := newFake(100_000)
+	c := newCache(t, f, Options{})
+	f.fail.Store(true)
+	dst := make([]byte, 1000)
+	if _, err := c.ReadChunk(context.Background(), chunks[0], 0, dst); err == nil {
+		t.Fatal("got no error from a failing fetcher")
+	}
+	f.fail.Store(false)
+	if _, err := c.ReadChunk(context.Background(), chunks[0], 0, dst); err != nil {
+		t.Fatalf("after the fetcher recovered: %v", err)
+	}
+}
+
+// TestCancelledReaderLeavesFetchToOthers cancels one of two readers of a
+// block: the other still gets the bytes, from the same fetch.
+func TestCancelledReaderLeavesFetchToOthers(t *testing.T) {
+	f, chunks := newFake(100_000)
+	f.gate = make(chan struct{})
+	c := newCache(t, f, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 2)
+	go func() {
+		_, err := c.ReadChunk(ctx, chunks[0], 0, make([]byte, 10))
+		errc <- err
+	}()
+	go func() {
+		_, err := c.ReadChunk(context.Background(), chunks[0], 10, make([]byte, 10))
+		errc <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled reader: got %v, want context.Canceled", err)
+	}
+	close(f.gate)
+	if err := <-errc; err != nil {
+		t.Errorf("other reader: %v", err)
+	}
+	if got := f.calls.Load(); got != 1 {
+		t.Errorf("fetches: got %d, want 1", got)
+	}
+}
+
+func TestChainFallsThroughNotServed(t *testing.T) {
+	f, chunks := newFake(1000)
+	notServed := fetcherFunc(func(context.Context, volume.Chunk, int64, []byte) (int, error) {
+		return 0, fmt.Errorf("rdma: %w", volume.ErrNotServed)
+	})
+	broken := fetcherFunc(func(context.Context, volume.Chunk, int64, []byte) (int, error) {
+		return 0, errors.New("broken")
+	})
+	dst := make([]byte, 100)
+	if _, err := (Chain{notServed, f}).ReadChunk(context.Background(), chunks[0], 0, dst); err != nil {
+		t.Errorf("not-served then working: %v", err)
+	}
+	if _, err := (Chain{broken, f}).ReadChunk(context.Background(), chunks[0], 0, dst); err == nil {
+		t.Error("a real error must end the read, got nil")
+	}
+	if _, err := (Chain{notServed}).ReadChunk(context.Background(), chunks[0], 0, dst); !errors.Is(err, volume.ErrNotServed) {
+		t.Errorf("nothing served: got %v, want ErrNotServed", err)
+	}
+}
+
+type fetcherFunc func(context.Context, volume.Chunk, int64, []byte) (int, error)
+
+func (f fetcherFunc) ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error) {
+	return f(ctx, c, off, dst)
+}
+
+func BenchmarkReadChunkHit(b *testing.B) {
+	f, chunks := newFake(4 << 20)
+	c := newCache(b, f, Options{Capacity: 64 << 20})
+	dst := make([]byte, 128<<10)
+	for off := int64(0); off < 4<<20; off += int64(len(dst)) {
+		c.ReadChunk(context.Background(), chunks[0], off, dst)
+	}
+	c.rc.Wait()
+	b.SetBytes(int64(len(dst)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		off := int64(i%32) * int64(len(dst))
+		if _, err := c.ReadChunk(context.Background(), chunks[0], off, dst); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
