@@ -12,7 +12,10 @@ import (
 )
 
 // dir is a directory node.
-type dir struct{ node }
+type dir struct {
+	node
+	ds dataset
+}
 
 var (
 	_ = (gofs.NodeLookuper)((*dir)(nil))
@@ -35,6 +38,7 @@ func (d *dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 		}); ok {
 			if e, fresh := n.cached(); fresh && e != nil {
 				d.fsys.fillAttr(p, e, &out.Attr)
+				d.fsys.entryTimeouts(out)
 				return ch, 0
 			}
 		}
@@ -51,6 +55,7 @@ func (d *dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 func (d *dir) child(ctx context.Context, name string, e *filerpb.Entry, out *fuse.EntryOut) *gofs.Inode {
 	p := d.childPath(name)
 	d.fsys.fillAttr(p, e, &out.Attr)
+	d.fsys.entryTimeouts(out)
 	if ch := d.GetChild(name); ch != nil && ch.StableAttr().Mode == out.Attr.Mode&syscall.S_IFMT && refresh(ch, e) {
 		return ch
 	}
@@ -63,6 +68,7 @@ func (d *dir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut
 		return toErrno("getattr "+d.path, err)
 	}
 	d.fsys.fillAttr(d.path, e, &out.Attr)
+	out.SetTimeout(d.fsys.metaTTL())
 	return 0
 }
 

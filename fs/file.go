@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	"path"
 	"sync"
 	"syscall"
 
@@ -20,6 +21,9 @@ import (
 // file is a regular file node.
 type file struct {
 	node
+	// parent is the directory the file was found in, told of each open so
+	// that it can fetch the next files of a dataset ahead.
+	parent *dir
 
 	mapMu sync.Mutex
 	// cmap is the chunk map built for the chunk list whose fingerprint is
@@ -41,6 +45,7 @@ func (f *file) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 		// An open file answers with the entry it was opened with, so that
 		// size and content agree while it stays open.
 		f.fsys.fillAttr(f.path, h.entry, &out.Attr)
+		out.SetTimeout(f.fsys.metaTTL())
 		return 0
 	}
 	e, err := f.current(ctx)
@@ -48,6 +53,7 @@ func (f *file) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 		return toErrno("getattr "+f.path, err)
 	}
 	f.fsys.fillAttr(f.path, e, &out.Attr)
+	out.SetTimeout(f.fsys.metaTTL())
 	return 0
 }
 
@@ -73,6 +79,9 @@ func (f *file) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	m, unchanged, err := f.chunkMap(ctx, e)
 	if err != nil {
 		return nil, 0, toErrno("open "+f.path, err)
+	}
+	if f.parent != nil {
+		f.parent.noteOpen(path.Base(f.path))
 	}
 	var fuseFlags uint32
 	if unchanged {

@@ -15,6 +15,7 @@ import (
 	"hash/fnv"
 	"path"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,6 +41,8 @@ type Meta interface {
 type ChunkReader interface {
 	ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error)
 	Prefetch(c volume.Chunk, off, n int64)
+	// Forget drops the cached bytes of a chunk no file uses any more.
+	Forget(c volume.Chunk)
 }
 
 // Options configure the tree.
@@ -67,6 +70,15 @@ type FS struct {
 	chunks    ChunkReader
 	manifests chunkmap.Fetcher
 	opts      Options
+	root      *dir
+	// watched is true while a metadata subscription keeps caches fresh.
+	watched atomic.Bool
+
+	// bg is the context of background work (metadata events, dataset
+	// prefetch); Close cancels it and waits on bgWG.
+	bg       context.Context
+	bgCancel context.CancelFunc
+	bgWG     sync.WaitGroup
 
 	statMu sync.Mutex
 	// stat caches the filer's statistics for statfs, which df calls often.
@@ -90,7 +102,15 @@ func New(meta Meta, chunks ChunkReader, manifests chunkmap.Fetcher, opts Options
 	if opts.ReadaheadMax <= 0 {
 		opts.ReadaheadMax = 64 << 20
 	}
-	return &FS{meta: meta, chunks: chunks, manifests: manifests, opts: opts}
+	f := &FS{meta: meta, chunks: chunks, manifests: manifests, opts: opts}
+	f.bg, f.bgCancel = context.WithCancel(context.Background())
+	return f
+}
+
+// Close stops the background work (Watch, dataset prefetch) and waits for it.
+func (f *FS) Close() {
+	f.bgCancel()
+	f.bgWG.Wait()
 }
 
 // Root returns the root directory node. rootEntry may be nil when the root
@@ -98,6 +118,7 @@ func New(meta Meta, chunks ChunkReader, manifests chunkmap.Fetcher, opts Options
 func (f *FS) Root(rootEntry *filerpb.Entry) gofs.InodeEmbedder {
 	d := &dir{}
 	d.init(f, f.opts.Root, rootEntry)
+	f.root = d
 	return d
 }
 
@@ -119,11 +140,11 @@ func (n *node) init(f *FS, p string, e *filerpb.Entry) {
 	n.fsys, n.path, n.entry, n.fetched = f, p, e, time.Now()
 }
 
-// cached returns the node's entry and whether it is still within MetaTTL.
+// cached returns the node's entry and whether it is still fresh.
 func (n *node) cached() (*filerpb.Entry, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.entry, time.Since(n.fetched) < n.fsys.opts.MetaTTL
+	return n.entry, time.Since(n.fetched) < n.fsys.metaTTL()
 }
 
 func (n *node) setEntry(e *filerpb.Entry) {
@@ -133,7 +154,7 @@ func (n *node) setEntry(e *filerpb.Entry) {
 }
 
 // current returns the node's entry, asking the filer when the cached one
-// is older than MetaTTL.
+// is no longer fresh.
 func (n *node) current(ctx context.Context) (*filerpb.Entry, error) {
 	if e, fresh := n.cached(); fresh || n.path == "/" {
 		return e, nil
@@ -273,6 +294,7 @@ func (f *FS) newChild(ctx context.Context, parent *gofs.Inode, p string, e *file
 	default:
 		fl := &file{}
 		fl.init(f, p, e)
+		fl.parent, _ = parent.Operations().(*dir)
 		emb = fl
 	}
 	return parent.NewInode(ctx, emb, id)

@@ -54,6 +54,14 @@ func (n *node) listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	return uint32(copy(dest, names)), 0
 }
 
+// entryTimeouts sets how long the kernel may keep a looked-up entry and its
+// attributes.
+func (f *FS) entryTimeouts(out *fuse.EntryOut) {
+	ttl := f.metaTTL()
+	out.SetEntryTimeout(ttl)
+	out.SetAttrTimeout(ttl)
+}
+
 // statfsTTL keeps df from costing an RPC every call.
 const statfsTTL = 10 * time.Second
 

@@ -30,5 +30,6 @@ func (l *symlink) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Att
 		return toErrno("getattr "+l.path, err)
 	}
 	l.fsys.fillAttr(l.path, e, &out.Attr)
+	out.SetTimeout(l.fsys.metaTTL())
 	return 0
 }

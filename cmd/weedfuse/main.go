@@ -129,6 +129,9 @@ func run(cfg *config) error {
 		ReadConcurrency: min(cfg.concurrentReaders, 64),
 		ReadaheadMax:    min(64<<20, capacity/8),
 	})
+	// Replies that carry no timeout of their own (negative look-ups) use
+	// this; entries and attributes carry the file system's, which is
+	// -cacheMetaTtlSec while the metadata subscription keeps them fresh.
 	kernelTTL := min(time.Duration(cfg.cacheMetaTTLSec)*time.Second, time.Second)
 	name := cfg.volumeName
 	if name == "" {
@@ -158,12 +161,14 @@ func run(cfg *config) error {
 		return fmt.Errorf("mount %s: %w", dir, err)
 	}
 	log.Printf("weedfuse: mounted %s%s at %s (read-only)", fc.Addresses()[0].HTTP, root, dir)
+	wfs.Watch(fc)
+	defer wfs.Close()
 	if cfg.readAheadKB > 0 {
 		if err := setReadAhead(dir, cfg.readAheadKB); err != nil {
 			log.Printf("weedfuse: readahead stays at the kernel's: %v", err)
 		}
 	}
-	srv := startHTTP(cfg, httpReader)
+	srv := startHTTP(cfg, metricsSources{http: httpReader, cache: cache})
 	defer srv.close()
 
 	done := make(chan struct{})
@@ -278,9 +283,13 @@ func (s httpServers) close() {
 	}
 }
 
-type statser interface{ Stats() volume.Stats }
+// metricsSources are the counters /metrics reports.
+type metricsSources struct {
+	http  *volume.Reader
+	cache *pagecache.Cache
+}
 
-func startHTTP(cfg *config, counters statser) httpServers {
+func startHTTP(cfg *config, m metricsSources) httpServers {
 	var out httpServers
 	serve := func(addr string, h http.Handler) {
 		ln, err := net.Listen("tcp", addr)
@@ -293,7 +302,7 @@ func startHTTP(cfg *config, counters statser) httpServers {
 		out = append(out, srv)
 	}
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeMetrics(w, counters)
+		writeMetrics(w, m)
 	})
 	if cfg.debug {
 		mux := http.NewServeMux()
@@ -309,7 +318,28 @@ func startHTTP(cfg *config, counters statser) httpServers {
 	return out
 }
 
-func writeMetrics(w io.Writer, counters statser) {
-	s := counters.Stats()
-	fmt.Fprintf(w, "weedfuse_http_reads %d\nweedfuse_http_bytes %d\n", s.Reads, s.Bytes)
+// writeMetrics prints the counters in Prometheus' text format.
+func writeMetrics(w io.Writer, m metricsSources) {
+	h := m.http.Stats()
+	c := m.cache.Stats()
+	for _, kv := range []struct {
+		name string
+		v    any
+	}{
+		{"weedfuse_http_reads_total", h.Reads},
+		{"weedfuse_http_bytes_total", h.Bytes},
+		{"weedfuse_http_errors_total", h.Errors},
+		{"weedfuse_http_retries_total", h.Retries},
+		{"weedfuse_http_replica_failures_total", h.ReplicaFailures},
+		{"weedfuse_cache_hits_total", c.Hits},
+		{"weedfuse_cache_misses_total", c.Misses},
+		{"weedfuse_cache_fetches_total", c.Fetches},
+		{"weedfuse_cache_fetch_errors_total", c.FetchErrs},
+		{"weedfuse_cache_fetched_bytes_total", c.FetchedBytes},
+		{"weedfuse_readahead_bytes_total", c.PrefetchedBytes},
+		{"weedfuse_readahead_used_bytes_total", c.PrefetchUsedBytes},
+		{"weedfuse_readahead_dropped_blocks_total", c.PrefetchDropped},
+	} {
+		fmt.Fprintf(w, "%s %v\n", kv.name, kv.v)
+	}
 }

@@ -1,0 +1,119 @@
+package fs
+
+import (
+	"context"
+	"log"
+	"sync"
+	"syscall"
+
+	"github.com/weedfuse/weedfuse/chunkmap"
+	"github.com/weedfuse/weedfuse/internal/filerpb"
+)
+
+const (
+	// datasetStreak is how many files of one directory must be opened in
+	// ascending name order before the next ones are fetched ahead.
+	datasetStreak = 3
+	// datasetAhead is how many files one prefetch round covers.
+	datasetAhead = 32
+	// datasetMaxFile skips files too large to be worth fetching whole
+	// ahead of their reader; sequential readahead serves those.
+	datasetMaxFile = 16 << 20
+)
+
+// dataset notices a reader walking a directory's files in listing order,
+// as a PyTorch DataLoader does over a sorted file list, and fetches the
+// next files ahead. Its methods are safe for concurrent use.
+type dataset struct {
+	mu sync.Mutex
+	// last is the last file name opened; streak rises with each open in
+	// ascending name order and halves with each open out of order, so the
+	// interleaved opens of several DataLoader workers still count as a
+	// walk, while a shuffled order rarely does.
+	last   string
+	streak int
+	// from is where the last prefetch round started and ahead is the name
+	// whose open starts the next one; busy is set while a round runs.
+	from, ahead string
+	busy        bool
+}
+
+// opened records that name was opened and says where a prefetch round
+// should start, if one is due.
+func (d *dataset) opened(name string) (from string, due bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if name > d.last {
+		d.streak++
+	} else {
+		d.streak /= 2
+	}
+	d.last = name
+	if d.streak < datasetStreak || d.busy {
+		return "", false
+	}
+	// A round is due when the reader reaches the middle of the last one,
+	// or starts over before it (the next epoch).
+	if d.ahead != "" && name < d.ahead && name >= d.from {
+		return "", false
+	}
+	d.busy, d.from = true, name
+	return name, true
+}
+
+// done ends a round; ahead is the name whose open starts the next one.
+func (d *dataset) done(ahead string) {
+	d.mu.Lock()
+	d.busy, d.ahead = false, ahead
+	d.mu.Unlock()
+}
+
+// noteOpen is called when a file of d is opened; it may start a prefetch
+// round on the file system's background group.
+func (d *dir) noteOpen(name string) {
+	from, due := d.ds.opened(name)
+	if !due {
+		return
+	}
+	f := d.fsys
+	f.bgWG.Add(1)
+	go func() {
+		defer f.bgWG.Done()
+		ahead := from
+		defer func() { d.ds.done(ahead) }()
+		page, err := f.meta.ListPage(f.bg, d.path, from, datasetAhead)
+		if err != nil {
+			if toErrno("dataset prefetch "+d.path, err) != syscall.EINTR {
+				log.Printf("weedfuse: dataset prefetch of %s stopped", d.path)
+			}
+			return
+		}
+		for i, e := range page {
+			if i == len(page)/2 {
+				// The next round starts once the reader opens this file.
+				ahead = e.GetName()
+			}
+			f.prefetchFile(f.bg, e)
+		}
+	}()
+}
+
+// prefetchFile fetches a small regular file's chunks ahead of its reader.
+func (f *FS) prefetchFile(ctx context.Context, e *filerpb.Entry) {
+	size := fileSize(e)
+	if e.GetIsDirectory() || len(e.GetContent()) > 0 || size == 0 || size > datasetMaxFile {
+		return
+	}
+	if f.sysMode(e)&syscall.S_IFMT != syscall.S_IFREG {
+		return
+	}
+	m, err := chunkmap.Build(ctx, e.GetChunks(), f.manifests)
+	if err != nil {
+		return // the reader will meet and report the error itself
+	}
+	for _, v := range m.Views(nil, 0, int64(size), int64(size)) {
+		if !v.Hole {
+			f.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len)
+		}
+	}
+}
