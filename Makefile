@@ -4,9 +4,10 @@ BIN       := bin
 GOFLAGS_T ?= -count=1
 TEST_TIMEOUT ?= 25m
 
-.PHONY: help build build-rdma test lint check demo proto clean
+.PHONY: help deps build build-rdma test lint check demo proto clean compose-test
 
 help:
+	@echo "deps        install what the tests and the demo need (apt, pip; idempotent)"
 	@echo "build       build bin/weedfuse and bin/weedrdma (no RDMA, no cgo)"
 	@echo "build-rdma  build with -tags rdma (needs libibverbs-dev)"
 	@echo "test        all tests, race-enabled: unit, real cluster, real FUSE mount"
@@ -15,13 +16,16 @@ help:
 	@echo "demo        local SeaweedFS with sample data, mounted at ./mnt, until Ctrl-C"
 	@echo "proto       regenerate internal/filerpb from filer.proto"
 
+deps:
+	@.ci/install
+
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
 
 build-rdma:
 	$(GO) build -tags rdma -o $(BIN)/rdma/ ./cmd/...
 
-test: build
+test: deps build
 	$(GO) test $(GOFLAGS_T) -race -timeout $(TEST_TIMEOUT) ./...
 
 lint:
@@ -31,7 +35,7 @@ lint:
 
 check: lint test
 
-demo: build
+demo: deps build
 	$(GO) run ./integration/demo -exec "$(CURDIR)/$(BIN)/weedfuse -filer=%s -dir=$(CURDIR)/mnt -dirAutoCreate"
 
 proto:
@@ -43,3 +47,9 @@ proto:
 
 clean:
 	rm -rf $(BIN)
+
+# docker-compose integration test: images FROM scratch, a one-node cluster,
+# weedfuse in a container, fio, a volume-server outage. Always tears down.
+# See docker/compose-test.sh and README.md ("docker-compose").
+compose-test:
+	GO="$(GO)" docker/compose-test.sh

@@ -5,7 +5,6 @@
 package mount
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/weedfuse/weedfuse/integration/cluster"
 )
 
 // Build compiles ./cmd/weedfuse (found by walking up to go.mod) into dir and
@@ -93,7 +94,7 @@ func Start(ctx context.Context, bin, dir string, timeout time.Duration, args ...
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if ok, _ := IsMounted(dir); ok {
+		if ok, _ := cluster.IsFUSEMount(dir); ok {
 			return m, nil
 		}
 		select {
@@ -131,7 +132,7 @@ func (m *Mount) Stop() error {
 			<-m.done
 			err = fmt.Errorf("weedfuse did not exit within 10s of SIGTERM")
 		}
-		if ok, _ := IsMounted(m.Dir); ok {
+		if ok, _ := cluster.IsFUSEMount(m.Dir); ok {
 			syscall.Unmount(m.Dir, syscall.MNT_DETACH)
 			if err == nil {
 				err = fmt.Errorf("%s still mounted after weedfuse exited", m.Dir)
@@ -139,47 +140,6 @@ func (m *Mount) Stop() error {
 		}
 	})
 	return err
-}
-
-// IsMounted reports whether dir is a mount point, from /proc/self/mountinfo.
-func IsMounted(dir string) (bool, error) {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return false, err
-	}
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescape(fields[4]) == abs {
-			return true, nil
-		}
-	}
-	return false, sc.Err()
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v byte
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // lockedBuffer collects a process's output while tests read it.
