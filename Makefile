@@ -4,13 +4,14 @@ BIN       := bin
 GOFLAGS_T ?= -count=1
 TEST_TIMEOUT ?= 25m
 
-.PHONY: help deps build build-rdma test lint check demo proto clean compose-test
+.PHONY: help deps build build-rdma test test-rdma lint check demo proto clean compose-test
 
 help:
 	@echo "deps        install what the tests and the demo need (apt, pip; idempotent)"
 	@echo "build       build bin/weedfuse and bin/weedrdma (no RDMA, no cgo)"
 	@echo "build-rdma  build with -tags rdma (needs libibverbs-dev)"
 	@echo "test        all tests, race-enabled: unit, real cluster, real FUSE mount"
+	@echo "test-rdma   -tags rdma in the Soft-RoCE VM: engine tests on real verbs, ib_read_bw, a real cluster + weedrdma + mount"
 	@echo "lint        gofmt, go vet (with and without the rdma tag)"
 	@echo "check       lint + test"
 	@echo "demo        local SeaweedFS with sample data, mounted at ./mnt, until Ctrl-C"
@@ -27,6 +28,11 @@ build-rdma:
 
 test: deps build
 	$(GO) test $(GOFLAGS_T) -race -timeout $(TEST_TIMEOUT) ./...
+
+# Boots Debian's kernel under qemu (TCG) with Soft-RoCE; the kernel and
+# initramfs are cached in .rxe. Takes 3-5 minutes.
+test-rdma: deps
+	E2E_REQUIRE_RDMA=1 integration/rxe/suite.sh engine perf e2e
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -46,6 +46,9 @@ type config struct {
 	rdmaMaxConcurrent int
 	rdmaTimeoutMs     int
 	rdmaDevice        string
+	rdmaTLSCert       string
+	rdmaTLSKey        string
+	rdmaTLSCA         string
 }
 
 // ignoredFlags are weed mount's flags that a read-only mount has no use for.
@@ -122,10 +125,13 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 
 	fs.BoolVar(&c.rdmaEnabled, "rdma.enabled", false, "read chunks over RDMA through weedrdma sidecars")
 	fs.StringVar(&c.rdmaSidecar, "rdma.sidecar", "", "weedrdma addresses: a comma list of volumeHost:port=sidecarHost:port, or :PORT for a sidecar on every volume server's host")
-	fs.BoolVar(&c.rdmaFallback, "rdma.fallback", true, "fall back to HTTP when RDMA cannot serve a read")
-	fs.IntVar(&c.rdmaMaxConcurrent, "rdma.maxConcurrent", 64, "maximum concurrent RDMA reads")
+	fs.BoolVar(&c.rdmaFallback, "rdma.fallback", true, "fall back to HTTP when RDMA cannot serve a read (false: such reads fail)")
+	fs.IntVar(&c.rdmaMaxConcurrent, "rdma.maxConcurrent", 16, "maximum concurrent RDMA reads; each holds a 4 MiB registered slot")
 	fs.IntVar(&c.rdmaTimeoutMs, "rdma.timeoutMs", 5000, "timeout of one RDMA read in milliseconds")
 	fs.StringVar(&c.rdmaDevice, "rdma.device", "", "weedfuse: RDMA device name (default: the first with an active port)")
+	fs.StringVar(&c.rdmaTLSCert, "rdma.tls.cert", "", "weedfuse: client certificate for the weedrdma control connection (TLS when given)")
+	fs.StringVar(&c.rdmaTLSKey, "rdma.tls.key", "", "weedfuse: key of -rdma.tls.cert")
+	fs.StringVar(&c.rdmaTLSCA, "rdma.tls.ca", "", "weedfuse: CA that signs weedrdma's certificate")
 
 	for name, isBool := range ignoredFlags {
 		fs.Var(&ignored{name: name, isBool: isBool, warn: stderr}, name, "weed mount flag; ignored by weedfuse")

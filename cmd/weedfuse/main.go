@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served on the -debug port only
@@ -17,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,6 +32,7 @@ import (
 	"github.com/weedfuse/weedfuse/internal/filerpb"
 	"github.com/weedfuse/weedfuse/internal/volume"
 	"github.com/weedfuse/weedfuse/pagecache"
+	"github.com/weedfuse/weedfuse/rdma"
 )
 
 func main() {
@@ -102,13 +105,16 @@ func run(cfg *config) error {
 		ReadExpiresAfter: sec.ReadExpiresAfter,
 	})
 	chain := pagecache.Chain{httpReader}
-	rdmaStep, closeRDMA, err := newRDMAStep(cfg, fc)
+	rdmaClient, err := newRDMAClient(cfg, fc, sec)
 	if err != nil {
 		return err
 	}
-	defer closeRDMA()
-	if rdmaStep != nil {
-		chain = append(pagecache.Chain{rdmaStep}, chain...)
+	if rdmaClient != nil {
+		defer rdmaClient.Close()
+		chain = pagecache.Chain{rdmaClient, httpReader}
+		if !cfg.rdmaFallback {
+			chain = pagecache.Chain{rdmaClient}
+		}
 	}
 	capacity := int64(max(cfg.cacheCapacityMB, 16)) << 20
 	cache, err := pagecache.New(chain, pagecache.Options{Capacity: capacity})
@@ -168,7 +174,7 @@ func run(cfg *config) error {
 			log.Printf("weedfuse: readahead stays at the kernel's: %v", err)
 		}
 	}
-	srv := startHTTP(cfg, metricsSources{http: httpReader, cache: cache})
+	srv := startHTTP(cfg, metricsSources{http: httpReader, cache: cache, rdma: rdmaClient})
 	defer srv.close()
 
 	done := make(chan struct{})
@@ -287,6 +293,7 @@ func (s httpServers) close() {
 type metricsSources struct {
 	http  *volume.Reader
 	cache *pagecache.Cache
+	rdma  *rdma.Client // nil without -rdma.enabled
 }
 
 func startHTTP(cfg *config, m metricsSources) httpServers {
@@ -341,5 +348,15 @@ func writeMetrics(w io.Writer, m metricsSources) {
 		{"weedfuse_readahead_dropped_blocks_total", c.PrefetchDropped},
 	} {
 		fmt.Fprintf(w, "%s %v\n", kv.name, kv.v)
+	}
+	if m.rdma == nil {
+		return
+	}
+	r := m.rdma.Stats()
+	fmt.Fprintf(w, "weedfuse_rdma_reads_total %d\nweedfuse_rdma_bytes_total %d\n", r.Reads, r.Bytes)
+	fmt.Fprintf(w, "weedfuse_rdma_crc_failures_total %d\nweedfuse_rdma_reconnects_total %d\n", r.CRCFailures, r.Reconnects)
+	fmt.Fprintf(w, "weedfuse_rdma_peers %d\nweedfuse_rdma_connected %d\nweedfuse_rdma_open_circuits %d\n", r.Peers, r.Connected, r.OpenCircuit)
+	for _, reason := range slices.Sorted(maps.Keys(r.Fallbacks)) {
+		fmt.Fprintf(w, "weedfuse_rdma_fallbacks_total{reason=%q} %d\n", reason, r.Fallbacks[reason])
 	}
 }

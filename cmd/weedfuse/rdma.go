@@ -2,16 +2,48 @@ package main
 
 import (
 	"log"
+	"time"
 
 	"github.com/weedfuse/weedfuse/internal/filer"
-	"github.com/weedfuse/weedfuse/pagecache"
+	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/rdma"
 )
 
-// newRDMAStep builds the RDMA step of the fetch chain when -rdma.enabled is
-// given. The returned close function is never nil.
-func newRDMAStep(cfg *config, fc *filer.Client) (pagecache.Fetcher, func(), error) {
-	if cfg.rdmaEnabled {
-		log.Printf("weedfuse: -rdma.enabled: RDMA is not built into this binary yet; reading over HTTP")
+// newRDMAClient builds the RDMA step of the fetch chain when -rdma.enabled
+// is given, or returns nil. Without a usable device (or in a build without
+// the rdma tag) the client still works: every read falls back to HTTP,
+// counted, and one line at start says why.
+func newRDMAClient(cfg *config, fc *filer.Client, sec volume.SecurityConfig) (*rdma.Client, error) {
+	if !cfg.rdmaEnabled {
+		return nil, nil
 	}
-	return nil, func() {}, nil
+	sidecars, err := rdma.ParseSidecars(cfg.rdmaSidecar)
+	if err != nil {
+		return nil, err
+	}
+	c, err := rdma.NewClient(rdma.ClientOptions{
+		Sidecars:      sidecars,
+		Locator:       fc,
+		MaxConcurrent: cfg.rdmaMaxConcurrent,
+		Timeout:       time.Duration(cfg.rdmaTimeoutMs) * time.Millisecond,
+		Device:        cfg.rdmaDevice,
+		GIDIndex:      -1,
+		TLS:           rdma.TLSFiles{Cert: cfg.rdmaTLSCert, Key: cfg.rdmaTLSKey, CA: cfg.rdmaTLSCA},
+		ReadJWTKey:    sec.ReadSigningKey,
+		ReadJWTExpiry: sec.ReadExpiresAfter,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if e := c.Unavailable(); e != nil {
+		if cfg.rdmaFallback {
+			log.Printf("weedfuse: RDMA unavailable, reading over HTTP: %v", e)
+		} else {
+			log.Printf("weedfuse: RDMA unavailable and -rdma.fallback=false: reads will fail: %v", e)
+		}
+	} else {
+		d := c.Device()
+		log.Printf("weedfuse: RDMA on %s", d.Name)
+	}
+	return c, nil
 }

@@ -1,0 +1,91 @@
+// Command weedrdma serves one SeaweedFS volume server's needles over RDMA.
+// It runs beside the volume server, fetches needles from it over loopback
+// HTTP (passing each client's read JWT on), keeps hot needles in registered
+// memory and answers weedfuse mounts, which RDMA READ the bytes.
+//
+//	weedrdma -volume.server=127.0.0.1:8080 -listen=:18515 [-device=mlx5_0] [-gid.index=N]
+//	         [-cache.mb=256] [-slot.mb=8] [-tls.cert=F -tls.key=F [-tls.ca=F]]
+//	weedrdma -list
+//
+// Mounts find it through their -rdma.sidecar mapping (e.g. ":18515": the
+// volume server's host, port 18515). SIGINT or SIGTERM shut it down
+// gracefully. Without an RDMA device it exits with status 1 and one line.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/weedfuse/weedfuse/rdma"
+)
+
+func main() {
+	var (
+		volumeServer = flag.String("volume.server", "127.0.0.1:8080", "HTTP address of the volume server to serve")
+		listen       = flag.String("listen", ":18515", "address of the control connection (TCP)")
+		device       = flag.String("device", "", `verbs device, "name" or "name:port" (default: first active port)`)
+		gidIndex     = flag.Int("gid.index", -1, "GID index (default: first IPv4-mapped RoCE v2 GID, else the first)")
+		cacheMB      = flag.Int("cache.mb", 256, "registered memory for hot needles, MiB")
+		slotMB       = flag.Int("slot.mb", 8, "largest needle cached whole, MiB (larger ones are served by range)")
+		tlsCert      = flag.String("tls.cert", "", "TLS certificate (PEM) of the control connection")
+		tlsKey       = flag.String("tls.key", "", "TLS key (PEM)")
+		tlsCA        = flag.String("tls.ca", "", "CA (PEM) that client certificates must chain to")
+		list         = flag.Bool("list", false, "list RDMA devices and exit")
+	)
+	flag.Parse()
+	log.SetPrefix("weedrdma: ")
+	if *list {
+		devs, err := rdma.ListDevices()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "weedrdma:", err)
+			os.Exit(1)
+		}
+		for _, d := range devs {
+			fmt.Println(d)
+		}
+		return
+	}
+	srv, err := rdma.NewServer(rdma.ServerOptions{
+		VolumeServer: *volumeServer,
+		Device:       *device,
+		GIDIndex:     *gidIndex,
+		TLS:          rdma.TLSFiles{Cert: *tlsCert, Key: *tlsKey, CA: *tlsCA},
+		CacheBytes:   int64(*cacheMB) << 20,
+		SlotBytes:    *slotMB << 20,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "weedrdma:", err)
+		os.Exit(1)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		srv.Close()
+		fmt.Fprintln(os.Stderr, "weedrdma:", err)
+		os.Exit(1)
+	}
+	log.Printf("serving %s on %s, device %s, hugepages=%v", *volumeServer, ln.Addr(), srv.Device(), srv.HugePages())
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		log.Printf("shutting down")
+	case err = <-served:
+	}
+	srv.Close()
+	st := srv.Stats()
+	log.Printf("stopped: %d peers seen, %d requests, %d error replies, %d bytes offered",
+		st.PeersSeen, st.Requests, st.ErrorReplies, st.BytesOffered)
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		log.Fatal(err)
+	}
+}

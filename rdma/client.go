@@ -1,0 +1,813 @@
+package rdma
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weedfuse/weedfuse/internal/volume"
+)
+
+// Locator lists the volume servers (HTTP "host:port") that hold a volume.
+// volume.Locator satisfies it.
+type Locator interface {
+	Locations(ctx context.Context, vid uint32) ([]string, error)
+}
+
+// ClientOptions configure a Client (the mount's -rdma.* flags).
+type ClientOptions struct {
+	// Sidecars maps a volume server to its weedrdma (see SidecarMap).
+	Sidecars SidecarMap
+	Locator  Locator
+	// MaxConcurrent bounds RDMA reads in flight in this process; it is also
+	// the number of arena slots. Default 16.
+	MaxConcurrent int
+	// SlotBytes is one arena slot: the most one RDMA READ moves. Default 4 MiB.
+	SlotBytes int
+	// Timeout bounds one ReadChunk on the RDMA path; past it the read falls
+	// back to HTTP. Default 5 s.
+	Timeout time.Duration
+	// Device and GIDIndex select the local port as for ServerOptions.
+	Device   string
+	GIDIndex int
+	TLS      TLSFiles
+	// ReadJWTKey is security.toml's jwt.signing.read.key; when set each
+	// request carries a read JWT for its file id, which weedrdma passes on
+	// to the volume server. ReadJWTExpiry is its lifetime (0: no exp claim).
+	ReadJWTKey    []byte
+	ReadJWTExpiry time.Duration
+	// Logf logs connection events; default log.Printf.
+	Logf func(format string, args ...any)
+}
+
+// Fallback reasons, the keys of ClientStats.Fallbacks.
+const (
+	reasonUnsupported  = iota // no verbs engine or no usable device
+	reasonNoSidecar           // no weedrdma mapped for any replica
+	reasonLookup              // bad file id or volume lookup failed
+	reasonNotConnected        // control connection down (reconnecting)
+	reasonCircuitOpen         // breaker open after repeated failures
+	reasonTimeout             // Timeout passed on the RDMA path
+	reasonTransport           // TCP or QP failure, or a reply that makes no sense
+	reasonCRC                 // CRC32C mismatch after the transfer
+	reasonServer              // error reply (volume server status, range)
+	reasonBusy                // the server had no free slot
+	reasonDecode              // volume.Decode failed on the stored bytes
+	numReasons
+)
+
+var reasonNames = [numReasons]string{"unsupported", "no_sidecar", "lookup", "not_connected", "circuit_open",
+	"timeout", "transport", "crc", "server_error", "server_busy", "decode"}
+
+// fallback is an internal error that makes a read fall back to HTTP. sick
+// marks failures of the path itself, which count against the breaker.
+type fallback struct {
+	reason int
+	sick   bool
+	err    error
+}
+
+func (f *fallback) Error() string { return reasonNames[f.reason] + ": " + f.err.Error() }
+func (f *fallback) Unwrap() error { return f.err }
+
+func fallbackf(reason int, sick bool, format string, args ...any) *fallback {
+	return &fallback{reason: reason, sick: sick, err: fmt.Errorf(format, args...)}
+}
+
+// Client reads chunks from weedrdma servers by RDMA READ. It is the first
+// step of the fetch chain: whenever it cannot serve a read it returns an
+// error wrapping volume.ErrNotServed, and counts why. ReadChunk is safe for
+// concurrent use.
+//
+// Each weedrdma address gets a peer whose goroutine keeps one connection up,
+// reconnecting with backoff; a read never waits for a reconnect (only for
+// the very first connection attempt), and a per-peer breaker keeps reads
+// off a failing path. All goroutines belong to the Client; Close stops and
+// waits for them.
+type Client struct {
+	opts        ClientOptions
+	unavailable error // non-nil: no engine or device; every read falls back
+
+	dev   *device
+	ar    *arena
+	slots *slotPool
+	tls   *tls.Config
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // peer goroutines
+
+	mu    sync.Mutex
+	peers map[string]*clientPeer // guarded by mu; by weedrdma address, never removed before Close
+
+	// Every ReadChunk holds closeMu shared, so Close, which takes it
+	// exclusively, frees the arena only when no read can touch it.
+	closeMu sync.RWMutex
+	closed  bool // guarded by closeMu
+
+	nextID                                atomic.Uint64 // request ids and work request ids
+	reads, bytes, crcFailures, reconnects atomic.Uint64
+	fallbacks                             [numReasons]atomic.Uint64
+}
+
+// NewClient checks the options and opens the device and arena. Bad options
+// are an error. A missing engine or device is not: the Client is returned
+// and serves nothing (every read falls back, counted as "unsupported"), and
+// Unavailable says why; in a build without the engine that error wraps
+// errors.ErrUnsupported.
+func NewClient(opts ClientOptions) (*Client, error) {
+	if opts.Locator == nil {
+		return nil, errors.New("rdma client: no Locator")
+	}
+	if opts.MaxConcurrent <= 0 {
+		opts.MaxConcurrent = 16
+	}
+	if opts.SlotBytes <= 0 {
+		opts.SlotBytes = 4 << 20
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	if opts.Logf == nil {
+		opts.Logf = log.Printf
+	}
+	tcfg, err := opts.TLS.clientConfig()
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{opts: opts, tls: tcfg, peers: map[string]*clientPeer{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if c.dev, err = openDevice(opts.Device, opts.GIDIndex); err != nil {
+		c.unavailable = fmt.Errorf("rdma client: %w", err)
+		return c, nil
+	}
+	if c.ar, err = newArena(opts.MaxConcurrent * opts.SlotBytes); err != nil {
+		c.dev.close()
+		c.unavailable = fmt.Errorf("rdma client: %w", err)
+		return c, nil
+	}
+	c.slots = newSlotPool(opts.MaxConcurrent)
+	return c, nil
+}
+
+// Unavailable is nil when the engine is up, else why every read falls back.
+func (c *Client) Unavailable() error { return c.unavailable }
+
+// Device describes the local port in use (zero when Unavailable).
+func (c *Client) Device() DeviceInfo {
+	if c.dev == nil {
+		return DeviceInfo{}
+	}
+	return c.dev.info
+}
+
+// Close stops every peer goroutine, tears down the connections (QPs
+// destroyed) and waits, then frees the arena. Reads after Close fall back.
+func (c *Client) Close() error {
+	c.cancel() // connections die, so reads in flight return promptly
+	c.closeMu.Lock()
+	c.closed = true
+	c.closeMu.Unlock()
+	c.wg.Wait()
+	if c.ar != nil {
+		c.ar.free()
+		c.ar = nil
+	}
+	if c.dev != nil {
+		c.dev.close()
+		c.dev = nil
+	}
+	return nil
+}
+
+// ClientStats are a Client's counters.
+type ClientStats struct {
+	Reads       uint64            // ReadChunk calls served over RDMA
+	Bytes       uint64            // bytes they returned
+	Fallbacks   map[string]uint64 // reads left to HTTP, by reason
+	CRCFailures uint64
+	Reconnects  uint64 // connections established after a peer's first
+	Peers       int    // weedrdma servers known
+	Connected   int    // of which connected now
+	OpenCircuit int    // of which with an open breaker
+}
+
+func (c *Client) Stats() ClientStats {
+	st := ClientStats{Reads: c.reads.Load(), Bytes: c.bytes.Load(), CRCFailures: c.crcFailures.Load(),
+		Reconnects: c.reconnects.Load(), Fallbacks: map[string]uint64{}}
+	for i := range c.fallbacks {
+		st.Fallbacks[reasonNames[i]] = c.fallbacks[i].Load()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st.Peers = len(c.peers)
+	for _, p := range c.peers {
+		if p.current() != nil {
+			st.Connected++
+		}
+		if p.br.isOpen() {
+			st.OpenCircuit++
+		}
+	}
+	return st
+}
+
+// ReadChunk fills dst with the chunk's logical bytes [off, off+len(dst)) and
+// returns n < len(dst) only where the chunk ends. Any failure of the RDMA
+// path returns an error wrapping volume.ErrNotServed (the read is then
+// served over HTTP); the caller's own cancellation is returned as is.
+func (c *Client) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst []byte) (int, error) {
+	if c.unavailable != nil {
+		return 0, c.notServed(ch.FileID, &fallback{reason: reasonUnsupported, err: c.unavailable})
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("rdma read %s: negative offset %d", ch.FileID, off)
+	}
+	c.closeMu.RLock()
+	defer c.closeMu.RUnlock()
+	if c.closed {
+		return 0, c.notServed(ch.FileID, fallbackf(reasonNotConnected, false, "client closed"))
+	}
+	if off >= ch.Size || len(dst) == 0 {
+		return 0, nil
+	}
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
+	p, fb := c.pick(ctx, ch.FileID)
+	if fb != nil {
+		return 0, c.notServed(ch.FileID, fb)
+	}
+	n, err := p.read(ctx, ch, off, dst)
+	var f *fallback
+	switch {
+	case err == nil:
+		p.br.success()
+		c.reads.Add(1)
+		c.bytes.Add(uint64(n))
+		return n, nil
+	case parent.Err() != nil:
+		p.br.abandon()
+		return 0, fmt.Errorf("rdma read %s: %w", ch.FileID, parent.Err())
+	case errors.As(err, &f):
+		if f.sick {
+			p.br.failure()
+		} else {
+			p.br.abandon()
+		}
+		return 0, c.notServed(ch.FileID, f)
+	default:
+		p.br.failure()
+		return 0, c.notServed(ch.FileID, &fallback{reason: reasonTransport, err: err})
+	}
+}
+
+func (c *Client) notServed(fid string, f *fallback) error {
+	c.fallbacks[f.reason].Add(1)
+	return fmt.Errorf("rdma read %s: %w (%w)", fid, volume.ErrNotServed, f)
+}
+
+// pick returns the peer of the first replica that has a weedrdma whose
+// breaker admits the read. A returned peer's breaker must be told the
+// outcome (success, failure or abandon).
+func (c *Client) pick(ctx context.Context, fid string) (*clientPeer, *fallback) {
+	vid, _, _, err := volume.ParseFileID(fid)
+	if err != nil {
+		return nil, &fallback{reason: reasonLookup, err: err}
+	}
+	locs, err := c.opts.Locator.Locations(ctx, vid)
+	if err != nil {
+		return nil, &fallback{reason: reasonLookup, err: err}
+	}
+	open := false
+	for _, vs := range locs {
+		addr, ok := c.opts.Sidecars.Lookup(vs)
+		if !ok {
+			continue
+		}
+		p := c.peer(addr)
+		if p.br.allow() {
+			return p, nil
+		}
+		open = true
+	}
+	if open {
+		return nil, fallbackf(reasonCircuitOpen, false, "circuit open for every weedrdma of volume %d", vid)
+	}
+	return nil, fallbackf(reasonNoSidecar, false, "no weedrdma for volume %d at %v", vid, locs)
+}
+
+func (c *Client) peer(addr string) *clientPeer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.peers[addr]; ok {
+		return p
+	}
+	p := &clientPeer{c: c, addr: addr, br: newBreaker(3, time.Second, 30*time.Second), firstDone: make(chan struct{})}
+	c.peers[addr] = p
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		p.run()
+	}()
+	return p
+}
+
+// clientPeer is one weedrdma server. Its run goroutine owns the connection.
+type clientPeer struct {
+	c         *Client
+	addr      string
+	br        *breaker
+	firstDone chan struct{} // closed when the first connection attempt ended
+
+	mu   sync.Mutex
+	conn *clientConn // guarded by mu; nil while not connected
+}
+
+func (p *clientPeer) current() *clientConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conn
+}
+
+func (p *clientPeer) setConn(cn *clientConn) {
+	p.mu.Lock()
+	p.conn = cn
+	p.mu.Unlock()
+}
+
+// run keeps one connection up until the Client closes: dial, serve until
+// the connection dies, tear it down, wait out a backoff, dial again.
+func (p *clientPeer) run() {
+	c := p.c
+	bo := backoff{min: 100 * time.Millisecond, max: 30 * time.Second}
+	first, everUp := true, false
+	for {
+		cn, err := p.dial()
+		if err == nil {
+			if everUp {
+				c.reconnects.Add(1)
+			}
+			everUp = true
+			p.setConn(cn)
+			c.opts.Logf("rdma: connected to %s (local %s, qpn %d)", p.addr, c.dev.info.Name, cn.ep.local().QPN)
+		} else if c.ctx.Err() == nil {
+			c.opts.Logf("rdma: connect %s: %v", p.addr, err)
+		}
+		if first {
+			close(p.firstDone)
+			first = false
+		}
+		if cn != nil {
+			up := time.Now()
+			select {
+			case <-cn.dead:
+			case <-c.ctx.Done():
+				cn.fail(errors.New("client closed"))
+			}
+			p.setConn(nil)
+			cn.teardown()
+			if c.ctx.Err() == nil {
+				c.opts.Logf("rdma: connection to %s lost: %v", p.addr, cn.err())
+			}
+			if time.Since(up) > 10*time.Second {
+				bo.reset()
+			}
+		}
+		select {
+		case <-time.After(bo.delay()):
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// dial opens the control connection, exchanges hellos and connects a new
+// endpoint's QP.
+func (p *clientPeer) dial() (_ *clientConn, err error) {
+	c := p.c
+	ctx, cancel := context.WithTimeout(c.ctx, handshakeTimeout)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	var ep *endpoint
+	defer func() {
+		if err != nil {
+			nc.Close()
+			if ep != nil {
+				ep.close()
+			}
+		}
+	}()
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	if c.tls != nil {
+		cfg := c.tls.Clone()
+		cfg.ServerName, _, _ = net.SplitHostPort(p.addr)
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, err
+		}
+		nc = tc
+	}
+	if ep, err = c.dev.newEndpoint(c.ar, 2*c.opts.MaxConcurrent+4, true); err != nil {
+		return nil, err
+	}
+	br, bw := bufio.NewReaderSize(nc, 64<<10), bufio.NewWriterSize(nc, 16<<10)
+	h := hello{Version: protoVersion, QP: ep.local()}
+	if err := writeFrame(bw, frameHello, h.encode()); err != nil {
+		return nil, err
+	}
+	if err := bw.Flush(); err != nil {
+		return nil, err
+	}
+	typ, payload, err := readFrame(br)
+	if err != nil {
+		return nil, err
+	}
+	if typ != frameHello {
+		return nil, fmt.Errorf("%w: answer is frame type %d, not hello", errProtocol, typ)
+	}
+	ans, err := decodeHello(payload)
+	if err != nil {
+		return nil, err
+	}
+	if ans.Status != statusOK {
+		return nil, fmt.Errorf("server refused: %d %s", ans.Status, ans.Err)
+	}
+	if err := ep.connect(ans.QP); err != nil {
+		return nil, err
+	}
+	if err := nc.SetDeadline(time.Time{}); err != nil {
+		return nil, err
+	}
+	cn := &clientConn{c: c, nc: nc, br: br, bw: bw, ep: ep, stop: make(chan struct{}), dead: make(chan struct{}),
+		gone: make(chan struct{}), relKick: make(chan struct{}, 1),
+		replies: map[uint64]chan readReply{}, wcs: map[uint64]chan error{}}
+	cn.wg.Add(3)
+	go func() { defer cn.wg.Done(); cn.readLoop() }()
+	go func() { defer cn.wg.Done(); cn.pollLoop() }()
+	go func() { defer cn.wg.Done(); cn.releaseLoop() }()
+	return cn, nil
+}
+
+// read serves one ReadChunk on this peer's current connection.
+func (p *clientPeer) read(ctx context.Context, ch volume.Chunk, off int64, dst []byte) (int, error) {
+	select {
+	case <-p.firstDone:
+	case <-ctx.Done():
+		return 0, fallbackf(reasonTimeout, true, "waiting for the first connection to %s", p.addr)
+	}
+	cn := p.current()
+	if cn == nil {
+		return 0, fallbackf(reasonNotConnected, true, "not connected to %s", p.addr)
+	}
+	slot, err := p.c.slots.acquire(ctx)
+	if err != nil {
+		return 0, &fallback{reason: reasonTimeout, err: err}
+	}
+	defer p.c.slots.release(slot)
+	if ch.Whole() {
+		return cn.readWhole(ctx, ch, off, dst, slot)
+	}
+	return cn.readRange(ctx, ch, off, dst, slot)
+}
+
+// clientConn is one live control connection and QP. readLoop, pollLoop and
+// releaseLoop belong to it (wg); fail marks it dead, and the peer's run
+// goroutine then calls teardown, which waits for them and destroys the QP.
+// Only after teardown (gone closed) may a read whose RDMA READ never
+// completed reuse its slot: until the QP is destroyed the NIC may write it.
+type clientConn struct {
+	c  *Client
+	nc net.Conn
+	br *bufio.Reader // owned by readLoop
+	ep *endpoint
+	wg sync.WaitGroup
+
+	stop    chan struct{} // closed by fail: pollLoop returns
+	dead    chan struct{} // closed by fail
+	gone    chan struct{} // closed by teardown: the QP is destroyed
+	relKick chan struct{} // a release is pending (buffered, 1)
+
+	wmu sync.Mutex
+	bw  *bufio.Writer // guarded by wmu
+
+	epMu     sync.RWMutex // posting holds it shared; teardown exclusive
+	epClosed bool         // guarded by epMu
+
+	mu       sync.Mutex
+	failErr  error                     // guarded by mu; set once, by fail
+	replies  map[uint64]chan readReply // guarded by mu: requests awaiting a reply
+	wcs      map[uint64]chan error     // guarded by mu: RDMA READs awaiting completion
+	releases []uint64                  // guarded by mu: reply ids to release
+}
+
+// fail marks the connection dead (once) and unblocks its goroutines.
+func (cn *clientConn) fail(err error) {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	if cn.failErr != nil {
+		return
+	}
+	cn.failErr = err
+	close(cn.stop)
+	close(cn.dead)
+	cn.nc.Close()
+}
+
+func (cn *clientConn) err() error {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	return cn.failErr
+}
+
+// teardown waits for the connection's goroutines, then destroys the QP and
+// frees the endpoint. Called once, by the peer's run goroutine, after fail.
+func (cn *clientConn) teardown() {
+	cn.wg.Wait()
+	cn.epMu.Lock()
+	cn.epClosed = true
+	cn.ep.close()
+	cn.epMu.Unlock()
+	close(cn.gone)
+}
+
+func (cn *clientConn) send(typ uint8, payload []byte) error {
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	if err := cn.nc.SetWriteDeadline(time.Now().Add(cn.c.opts.Timeout)); err != nil {
+		return err
+	}
+	if err := writeFrame(cn.bw, typ, payload); err != nil {
+		return err
+	}
+	return cn.bw.Flush()
+}
+
+// readLoop delivers replies. A reply nobody waits for any more (its read
+// timed out) is released at once.
+func (cn *clientConn) readLoop() {
+	for {
+		typ, payload, err := readFrame(cn.br)
+		if err == nil && typ != frameReply {
+			err = fmt.Errorf("%w: unexpected frame type %d", errProtocol, typ)
+		}
+		var rep readReply
+		if err == nil {
+			rep, err = decodeReply(payload)
+		}
+		if err != nil {
+			cn.fail(fmt.Errorf("control connection: %w", err))
+			return
+		}
+		cn.mu.Lock()
+		ch, ok := cn.replies[rep.ID]
+		delete(cn.replies, rep.ID)
+		cn.mu.Unlock()
+		switch {
+		case ok:
+			ch <- rep
+		case rep.Status == statusOK:
+			cn.release(rep.ID)
+		}
+	}
+}
+
+// pollLoop delivers RDMA READ completions. A failed completion leaves the
+// QP in the error state, so it also fails the connection.
+func (cn *clientConn) pollLoop() {
+	err := cn.ep.poll(cn.stop, func(wrid uint64, werr error) {
+		cn.mu.Lock()
+		ch, ok := cn.wcs[wrid]
+		delete(cn.wcs, wrid)
+		cn.mu.Unlock()
+		if ok {
+			ch <- werr
+		}
+		if werr != nil {
+			cn.fail(werr)
+		}
+	})
+	if err != nil {
+		cn.fail(err)
+	}
+}
+
+// releaseBatchDelay lets releases gather, and ride on a request frame if
+// one is sent meanwhile, before a release frame of their own goes out.
+const releaseBatchDelay = 2 * time.Millisecond
+
+func (cn *clientConn) releaseLoop() {
+	for {
+		select {
+		case <-cn.dead:
+			return
+		case <-cn.relKick:
+		}
+		select {
+		case <-cn.dead:
+			return
+		case <-time.After(releaseBatchDelay):
+		}
+		cn.mu.Lock()
+		ids := cn.takeReleasesLocked()
+		cn.mu.Unlock()
+		if len(ids) > 0 {
+			if err := cn.send(frameRelease, encodeRelease(ids)); err != nil {
+				cn.fail(err)
+				return
+			}
+		}
+	}
+}
+
+func (cn *clientConn) takeReleasesLocked() []uint64 {
+	n := min(len(cn.releases), maxReleases)
+	ids := cn.releases[:n:n]
+	cn.releases = cn.releases[n:]
+	if len(cn.releases) > 0 {
+		select {
+		case cn.relKick <- struct{}{}:
+		default:
+		}
+	}
+	return ids
+}
+
+func (cn *clientConn) release(id uint64) {
+	cn.mu.Lock()
+	cn.releases = append(cn.releases, id)
+	cn.mu.Unlock()
+	select {
+	case cn.relKick <- struct{}{}:
+	default:
+	}
+}
+
+// request sends req (with pending releases piggybacked) and waits for its
+// reply. A reply with a status other than OK is returned as a fallback.
+func (cn *clientConn) request(ctx context.Context, req readRequest) (readReply, error) {
+	req.ID = cn.c.nextID.Add(1)
+	ch := make(chan readReply, 1)
+	cn.mu.Lock()
+	if cn.failErr != nil {
+		cn.mu.Unlock()
+		return readReply{}, fallbackf(reasonTransport, true, "connection lost")
+	}
+	cn.replies[req.ID] = ch
+	req.Releases = cn.takeReleasesLocked()
+	cn.mu.Unlock()
+	if err := cn.send(frameRequest, req.encode()); err != nil {
+		cn.fail(err)
+		return readReply{}, &fallback{reason: reasonTransport, sick: true, err: err}
+	}
+	var rep readReply
+	select {
+	case rep = <-ch:
+	case <-cn.dead:
+		return readReply{}, fallbackf(reasonTransport, true, "connection lost: %v", cn.err())
+	case <-ctx.Done():
+		cn.mu.Lock()
+		_, waiting := cn.replies[req.ID]
+		delete(cn.replies, req.ID)
+		cn.mu.Unlock()
+		if !waiting { // the reply raced in: release what it pinned
+			if rep := <-ch; rep.Status == statusOK {
+				cn.release(rep.ID)
+			}
+		}
+		return readReply{}, fallbackf(reasonTimeout, true, "waiting for the reply: %v", ctx.Err())
+	}
+	switch rep.Status {
+	case statusOK:
+		return rep, nil
+	case statusBusy:
+		return rep, fallbackf(reasonBusy, false, "server busy: %s", rep.Err)
+	default:
+		return rep, fallbackf(reasonServer, false, "server: %d %s", rep.Status, rep.Err)
+	}
+}
+
+// transfer RDMA-READs the reply's bytes through arena slot into out
+// (len(out) == rep.Length), checks their CRC32C and releases the reply.
+func (cn *clientConn) transfer(ctx context.Context, rep readReply, out []byte, slot int) error {
+	defer cn.release(rep.ID)
+	c := cn.c
+	base := slot * c.opts.SlotBytes
+	crc := uint32(0)
+	for done := 0; done < len(out); {
+		k := min(c.opts.SlotBytes, len(out)-done)
+		wrid := c.nextID.Add(1)
+		wc := make(chan error, 1)
+		cn.mu.Lock()
+		cn.wcs[wrid] = wc
+		cn.mu.Unlock()
+		if err := cn.post(wrid, base, k, rep.Addr+uint64(done), rep.RKey); err != nil {
+			cn.mu.Lock()
+			delete(cn.wcs, wrid)
+			cn.mu.Unlock()
+			cn.fail(err)
+			return &fallback{reason: reasonTransport, sick: true, err: err}
+		}
+		select {
+		case err := <-wc:
+			if err != nil {
+				return &fallback{reason: reasonTransport, sick: true, err: err}
+			}
+		case <-cn.dead:
+			<-cn.gone
+			return fallbackf(reasonTransport, true, "connection lost during RDMA READ: %v", cn.err())
+		case <-ctx.Done():
+			// The READ may still land in the slot: kill the QP and wait until
+			// it is destroyed before the slot is reused.
+			cn.fail(fmt.Errorf("RDMA READ timed out: %w", ctx.Err()))
+			<-cn.gone
+			return fallbackf(reasonTimeout, true, "RDMA READ: %v", ctx.Err())
+		}
+		piece := c.ar.mem[base : base+k]
+		crc = crc32.Update(crc, castagnoli, piece)
+		copy(out[done:], piece)
+		done += k
+	}
+	if crc != rep.CRC {
+		c.crcFailures.Add(1)
+		return fallbackf(reasonCRC, true, "CRC32C %08x, server said %08x", crc, rep.CRC)
+	}
+	return nil
+}
+
+func (cn *clientConn) post(wrid uint64, off, n int, raddr uint64, rkey uint32) error {
+	cn.epMu.RLock()
+	defer cn.epMu.RUnlock()
+	if cn.epClosed {
+		return errors.New("queue pair destroyed")
+	}
+	return cn.ep.postRead(wrid, off, n, raddr, rkey)
+}
+
+// readRange serves a plain chunk: the stored bytes are the logical bytes,
+// so only [off, off+len(dst)) moves. A server may answer with fewer bytes
+// than asked (a needle larger than its slots), so it loops.
+func (cn *clientConn) readRange(ctx context.Context, ch volume.Chunk, off int64, dst []byte, slot int) (int, error) {
+	want := int(min(int64(len(dst)), ch.Size-off))
+	jwt := cn.c.jwt(ch.FileID)
+	done := 0
+	for done < want {
+		rep, err := cn.request(ctx, readRequest{FileID: ch.FileID, Offset: uint64(off) + uint64(done),
+			Length: uint32(min(want-done, 1<<31)), JWT: jwt})
+		if err != nil {
+			return 0, err
+		}
+		if rep.Length == 0 || int(rep.Length) > want-done {
+			cn.release(rep.ID)
+			if rep.Length == 0 {
+				return 0, fallbackf(reasonServer, false, "needle of %d bytes is shorter than the chunk's %d", rep.Size, ch.Size)
+			}
+			return 0, fallbackf(reasonTransport, true, "reply of %d bytes for %d asked", rep.Length, want-done)
+		}
+		if err := cn.transfer(ctx, rep, dst[done:done+int(rep.Length)], slot); err != nil {
+			return 0, err
+		}
+		done += int(rep.Length)
+	}
+	return done, nil
+}
+
+// readWhole serves an encrypted or compressed chunk: the whole stored
+// needle moves, then volume.Decode turns it into logical bytes exactly as
+// the HTTP path does.
+func (cn *clientConn) readWhole(ctx context.Context, ch volume.Chunk, off int64, dst []byte, slot int) (int, error) {
+	rep, err := cn.request(ctx, readRequest{FileID: ch.FileID, Raw: true, JWT: cn.c.jwt(ch.FileID)})
+	if err != nil {
+		return 0, err
+	}
+	stored := make([]byte, rep.Length)
+	if err := cn.transfer(ctx, rep, stored, slot); err != nil {
+		return 0, err
+	}
+	logical, err := volume.Decode(ch, stored)
+	if err != nil {
+		return 0, &fallback{reason: reasonDecode, err: err}
+	}
+	if off >= int64(len(logical)) {
+		return 0, nil
+	}
+	return copy(dst, logical[off:]), nil
+}
+
+func (c *Client) jwt(fid string) string {
+	return volume.SignReadJWT(c.opts.ReadJWTKey, fid, c.opts.ReadJWTExpiry)
+}

@@ -1,0 +1,135 @@
+package rdma
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"reflect"
+	"testing"
+)
+
+func TestProtocolRoundTrip(t *testing.T) {
+	gid := [16]byte{0: 0xfe, 15: 7}
+	tests := []struct {
+		name string
+		typ  uint8
+		msg  any
+	}{
+		{"hello client", frameHello, hello{Version: protoVersion, QP: qpInfo{QPN: 0x11, PSN: 0xabcdef, LID: 3, MTU: 3, RDAtomic: 16, GID: gid}}},
+		{"hello refusal", frameHello, hello{Version: protoVersion, Status: statusBusy, Err: "no QP"}},
+		{"request", frameRequest, readRequest{ID: 1 << 60, FileID: "3,01637037d6", Offset: 1 << 33, Length: 4 << 20, JWT: "a.b.c"}},
+		{"request raw releases", frameRequest, readRequest{ID: 9, Raw: true, FileID: "7,ff00000001", Releases: []uint64{1, 2, 1 << 63}}},
+		{"reply ok", frameReply, readReply{ID: 9, Status: statusOK, Addr: 0x7f0000001000, RKey: 0x1234, Length: 1 << 20, CRC: 0xdeadbeef, Size: 4 << 20}},
+		{"reply error", frameReply, readReply{ID: 10, Status: 404, Err: "not found"}},
+		{"release", frameRelease, []uint64{5, 6, 7}},
+	}
+	var buf bytes.Buffer
+	w := bufio.NewWriter(&buf)
+	for _, tc := range tests {
+		var p []byte
+		switch m := tc.msg.(type) {
+		case hello:
+			p = m.encode()
+		case readRequest:
+			p = m.encode()
+		case readReply:
+			p = m.encode()
+		case []uint64:
+			p = encodeRelease(m)
+		}
+		if err := writeFrame(w, tc.typ, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Flush()
+	r := bufio.NewReader(&buf)
+	for _, tc := range tests {
+		typ, p, err := readFrame(r)
+		if err != nil || typ != tc.typ {
+			t.Fatalf("%s: frame type %d err %v", tc.name, typ, err)
+		}
+		var got any
+		switch tc.typ {
+		case frameHello:
+			got, err = decodeHello(p)
+		case frameRequest:
+			got, err = decodeRequest(p)
+		case frameReply:
+			got, err = decodeReply(p)
+		case frameRelease:
+			got, err = decodeRelease(p)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if !reflect.DeepEqual(got, tc.msg) {
+			t.Errorf("%s: got %+v, want %+v", tc.name, got, tc.msg)
+		}
+	}
+}
+
+func TestProtocolRejects(t *testing.T) {
+	req := (&readRequest{ID: 1, FileID: "1,0100000001", Length: 10}).encode()
+	tests := []struct {
+		name   string
+		decode func([]byte) error
+		p      []byte
+	}{
+		{"short request", func(p []byte) error { _, err := decodeRequest(p); return err }, req[:len(req)-1]},
+		{"trailing bytes", func(p []byte) error { _, err := decodeRequest(p); return err }, append(append([]byte{}, req...), 0)},
+		{"unknown flags", func(p []byte) error { _, err := decodeRequest(p); return err }, func() []byte {
+			b := append([]byte{}, req...)
+			b[8] = 0x80
+			return b
+		}()},
+		{"release count lies", func(p []byte) error { _, err := decodeRelease(p); return err }, []byte{0, 3, 0, 0, 0, 0, 0, 0, 0, 1}},
+		{"too many releases", func(p []byte) error { _, err := decodeRelease(p); return err }, []byte{0xff, 0xff}},
+		{"empty hello", func(p []byte) error { _, err := decodeHello(p); return err }, nil},
+		{"reply string past end", func(p []byte) error { _, err := decodeReply(p); return err }, []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 200, 0x10, 0}},
+	}
+	for _, tc := range tests {
+		if err := tc.decode(tc.p); !errors.Is(err, errProtocol) {
+			t.Errorf("%s: err %v, want a protocol error", tc.name, err)
+		}
+	}
+	// A header announcing more than maxFrame bytes is refused before any allocation.
+	r := bufio.NewReader(bytes.NewReader([]byte{frameRequest, 0x7f, 0xff, 0xff, 0xff}))
+	if _, _, err := readFrame(r); !errors.Is(err, errProtocol) {
+		t.Errorf("oversized frame: err %v", err)
+	}
+	r = bufio.NewReader(bytes.NewReader([]byte{frameRequest, 0, 0, 0, 9, 1, 2}))
+	if _, _, err := readFrame(r); !errors.Is(err, errProtocol) {
+		t.Errorf("truncated frame: err %v", err)
+	}
+}
+
+// FuzzFrameDecoder feeds arbitrary bytes through the frame reader and every
+// payload decoder, as a server or client does with what it receives: garbage
+// must produce errors, never a panic or a huge allocation.
+func FuzzFrameDecoder(f *testing.F) {
+	f.Add((&readRequest{ID: 1, FileID: "3,01637037d6", Length: 1, Releases: []uint64{4}}).encode())
+	f.Add((&readReply{ID: 2, Status: 200, Length: 5}).encode())
+	f.Add((&hello{Version: 1}).encode())
+	f.Add([]byte{frameRequest, 0, 0, 0, 3, 1, 2, 3})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, d := range []func([]byte) error{
+			func(p []byte) error { _, err := decodeHello(p); return err },
+			func(p []byte) error { _, err := decodeRequest(p); return err },
+			func(p []byte) error { _, err := decodeReply(p); return err },
+			func(p []byte) error { _, err := decodeRelease(p); return err },
+		} {
+			_ = d(data)
+		}
+		r := bufio.NewReader(bytes.NewReader(data))
+		for {
+			_, p, err := readFrame(r)
+			if err != nil {
+				return
+			}
+			if len(p) > maxFrame {
+				t.Fatalf("payload of %d bytes passed the frame limit", len(p))
+			}
+			_, _ = decodeRequest(p)
+		}
+	})
+}

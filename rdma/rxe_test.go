@@ -1,0 +1,613 @@
+//go:build linux && cgo && rdma
+
+package rdma
+
+// Tests on real verbs. They need an RDMA device (Soft-RoCE rxe0 in the
+// integration/rxe VM); without one they skip, unless RDMA_REQUIRED is set,
+// as the VM harness does, which turns a missing device into a failure.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weedfuse/weedfuse/internal/volume"
+)
+
+const (
+	fid1M  = "3,01637037d6"
+	fid4M  = "3,02637037d6"
+	fid12M = "3,03637037d6" // larger than a server slot: served by range
+	fidGz  = "3,04637037d6" // stored gzip-compressed
+)
+
+func needDevice(t testing.TB) {
+	devs, err := ListDevices()
+	if err != nil || len(devs) == 0 {
+		if os.Getenv("RDMA_REQUIRED") != "" {
+			t.Fatalf("no RDMA device: %v", err)
+		}
+		t.Skipf("no RDMA device: %v", err)
+	}
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+type rig struct {
+	fv      *fakeVolume
+	vol     *httptest.Server
+	volAddr string
+	srv     *Server
+	srvAddr string
+	sc      SidecarMap
+}
+
+// newRig starts a fake volume server and a Server for it on loopback TCP;
+// the RDMA traffic goes over the device's own GID.
+func newRig(t testing.TB) *rig {
+	needDevice(t)
+	r := &rig{fv: &fakeVolume{needles: map[string][]byte{
+		fid1M: randomBytes(1 << 20), fid4M: randomBytes(4 << 20), fid12M: randomBytes(12<<20 + 12345),
+		fidGz: bytes.Repeat([]byte("compressible text "), 60000),
+	}, gzipped: map[string]bool{fidGz: true}}}
+	r.vol = httptest.NewServer(r.fv)
+	t.Cleanup(r.vol.Close)
+	r.volAddr = strings.TrimPrefix(r.vol.URL, "http://")
+	r.start(t, "127.0.0.1:0")
+	return r
+}
+
+func (r *rig) start(t testing.TB, addr string) {
+	r.startTLS(t, addr, TLSFiles{})
+}
+
+func (r *rig) startTLS(t testing.TB, addr string, tf TLSFiles) {
+	srv, err := NewServer(ServerOptions{VolumeServer: r.volAddr, GIDIndex: -1, CacheBytes: 64 << 20,
+		SlotBytes: 8 << 20, TLS: tf, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		srv.Close()
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	r.srv, r.srvAddr = srv, ln.Addr().String()
+	t.Cleanup(func() { srv.Close() })
+	if r.sc, err = ParseSidecars(r.volAddr + "=" + r.srvAddr); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *rig) client(t testing.TB, conc int) *Client {
+	return r.clientWith(t, ClientOptions{MaxConcurrent: conc})
+}
+
+// clientWith fills in what every test client shares.
+func (r *rig) clientWith(t testing.TB, o ClientOptions) *Client {
+	o.Sidecars, o.Locator, o.GIDIndex, o.Logf = r.sc, staticLocator{r.volAddr}, -1, t.Logf
+	if o.Timeout == 0 {
+		o.Timeout = 60 * time.Second
+	}
+	c, err := NewClient(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Unavailable(); err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func (r *rig) chunk(fid string) volume.Chunk {
+	return volume.Chunk{FileID: fid, Size: int64(len(r.fv.needles[fid]))}
+}
+
+func TestRXEReads(t *testing.T) {
+	r := newRig(t)
+	c := r.client(t, 4)
+	t.Logf("device %s, client hugepages=%v, server hugepages=%v", c.Device(), c.ar.hugetlb, r.srv.HugePages())
+	ctx := context.Background()
+	read := func(ch volume.Chunk, off int64, n int) []byte {
+		t.Helper()
+		dst := make([]byte, n)
+		got, err := c.ReadChunk(ctx, ch, off, dst)
+		if err != nil {
+			t.Fatalf("read %s [%d,+%d): %v", ch.FileID, off, n, err)
+		}
+		return dst[:got]
+	}
+	for _, fid := range []string{fid1M, fid4M, fid12M} {
+		want := r.fv.needles[fid]
+		start := time.Now()
+		if got := read(r.chunk(fid), 0, len(want)); !bytes.Equal(got, want) {
+			t.Fatalf("%s: whole read differs (%d bytes)", fid, len(got))
+		}
+		t.Logf("RXE read %s: %d bytes ok in %v", fid, len(want), time.Since(start))
+		for _, rg := range [][2]int{{0, 1}, {4095, 8193}, {len(want) - 100, 100}, {len(want) / 3, len(want) / 2}} {
+			if got := read(r.chunk(fid), int64(rg[0]), rg[1]); !bytes.Equal(got, want[rg[0]:rg[0]+rg[1]]) {
+				t.Fatalf("%s: range %v differs", fid, rg)
+			}
+		}
+		// Past the end: a short read, as the chunk ends.
+		if got := read(r.chunk(fid), int64(len(want)-10), 100); !bytes.Equal(got, want[len(want)-10:]) {
+			t.Fatalf("%s: short read at the end: %d bytes", fid, len(got))
+		}
+	}
+	// A compressed chunk moves whole and stored, then decodes.
+	gz := r.chunk(fidGz)
+	gz.Compressed = true
+	if got := read(gz, 1000, 5000); !bytes.Equal(got, r.fv.needles[fidGz][1000:6000]) {
+		t.Fatal("compressed chunk differs")
+	}
+	// An unknown needle falls back to HTTP, which reports the real error.
+	_, err := c.ReadChunk(ctx, volume.Chunk{FileID: "3,09637037d6", Size: 10}, 0, make([]byte, 10))
+	if !errors.Is(err, volume.ErrNotServed) || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("unknown needle: %v", err)
+	}
+	st := c.Stats()
+	t.Logf("client stats %+v, server stats %+v", st, r.srv.Stats())
+	if st.Fallbacks["server_error"] != 1 || st.CRCFailures != 0 || st.Reads != 3*6+1 || st.Connected != 1 {
+		t.Fatalf("stats: %+v", st)
+	}
+	// Everything released: no server slot stays pinned.
+	waitFor(t, "server slots unpinned", func() bool { return r.srv.Stats().PinnedSlots == 0 })
+}
+
+func waitFor(t testing.TB, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// rawPeer speaks the control protocol by hand, with a QP that is never
+// used, to misbehave in ways the Client does not.
+type rawPeer struct {
+	nc net.Conn
+	br *bufio.Reader
+	bw *bufio.Writer
+}
+
+func dialRaw(t *testing.T, addr string, version uint16) (*rawPeer, hello) {
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &rawPeer{nc: nc, br: bufio.NewReader(nc), bw: bufio.NewWriter(nc)}
+	h := hello{Version: version, QP: qpInfo{QPN: 0x77, PSN: 1, MTU: 3, RDAtomic: 1}}
+	copy(h.QP.GID[:], net.ParseIP("::ffff:127.0.0.1"))
+	p.send(t, frameHello, h.encode())
+	typ, payload, err := readFrame(p.br)
+	if err != nil || typ != frameHello {
+		t.Fatalf("hello answer: type %d err %v", typ, err)
+	}
+	ans, err := decodeHello(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, ans
+}
+
+func (p *rawPeer) send(t *testing.T, typ uint8, payload []byte) {
+	if err := writeFrame(p.bw, typ, payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.bw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (p *rawPeer) reply(t *testing.T) readReply {
+	typ, payload, err := readFrame(p.br)
+	if err != nil || typ != frameReply {
+		t.Fatalf("reply: type %d err %v", typ, err)
+	}
+	rep, err := decodeReply(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+func TestRXEServerSurvivesBadPeers(t *testing.T) {
+	r := newRig(t)
+	c := r.client(t, 2)
+	ctx := context.Background()
+	check := func(stage string) {
+		t.Helper()
+		dst := make([]byte, 1<<20)
+		if n, err := c.ReadChunk(ctx, r.chunk(fid1M), 0, dst); err != nil || !bytes.Equal(dst[:n], r.fv.needles[fid1M]) {
+			t.Fatalf("after %s: n=%d err=%v", stage, n, err)
+		}
+	}
+	check("start")
+
+	// Garbage instead of a hello: the server hangs up.
+	nc, err := net.Dial("tcp", r.srvAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.ReadAll(nc); err != nil {
+		t.Fatalf("garbage hello: server did not hang up cleanly: %v", err)
+	}
+	nc.Close()
+	check("garbage hello")
+
+	// A wrong protocol version is refused with a status.
+	p, ans := dialRaw(t, r.srvAddr, protoVersion+1)
+	if ans.Status != statusBadRequest {
+		t.Fatalf("bad version: %+v", ans)
+	}
+	p.nc.Close()
+
+	// A connected peer: error replies, duplicate ids, past-the-end offsets,
+	// then a garbage frame.
+	p, ans = dialRaw(t, r.srvAddr, protoVersion)
+	if ans.Status != statusOK {
+		t.Fatalf("hello refused: %+v", ans)
+	}
+	p.send(t, frameRequest, (&readRequest{ID: 1, FileID: "3,0a637037d6", Length: 10}).encode())
+	if rep := p.reply(t); rep.Status != 404 {
+		t.Fatalf("unknown fid: %+v", rep)
+	}
+	p.send(t, frameRequest, (&readRequest{ID: 2, FileID: "not-a-fid", Length: 10}).encode())
+	if rep := p.reply(t); rep.Status != statusBadRequest {
+		t.Fatalf("bad fid: %+v", rep)
+	}
+	p.send(t, frameRequest, (&readRequest{ID: 3, FileID: fid1M, Offset: 2 << 20, Length: 10}).encode())
+	if rep := p.reply(t); rep.Status != statusRange {
+		t.Fatalf("offset past the end: %+v", rep)
+	}
+	p.send(t, frameRequest, (&readRequest{ID: 4, FileID: fid1M, Offset: 1<<20 - 5, Length: 1000}).encode())
+	if rep := p.reply(t); rep.Status != statusOK || rep.Length != 5 || rep.Size != 1<<20 {
+		t.Fatalf("length past the end is clipped: %+v", rep)
+	}
+	p.send(t, frameRequest, (&readRequest{ID: 4, FileID: fid1M, Length: 10}).encode())
+	if rep := p.reply(t); rep.Status != statusBadRequest {
+		t.Fatalf("duplicate id: %+v", rep)
+	}
+	if st := r.srv.Stats(); st.PinnedSlots != 1 {
+		t.Fatalf("pinned slots %d, want 1 (id 4 not released)", st.PinnedSlots)
+	}
+	p.send(t, 99, []byte("junk"))
+	p.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.ReadAll(p.br); err != nil {
+		t.Fatalf("garbage frame: %v", err)
+	}
+	p.nc.Close()
+	check("garbage frame")
+
+	// A peer that vanishes holding a reply: its slot is unpinned, its QP freed.
+	p, _ = dialRaw(t, r.srvAddr, protoVersion)
+	p.send(t, frameRequest, (&readRequest{ID: 1, FileID: fid4M, Length: 4 << 20}).encode())
+	if rep := p.reply(t); rep.Status != statusOK {
+		t.Fatalf("read: %+v", rep)
+	}
+	p.nc.Close()
+	waitFor(t, "vanished peers cleaned up", func() bool {
+		st := r.srv.Stats()
+		return st.Peers == 1 && st.PinnedSlots == 0
+	})
+	check("vanished peer")
+}
+
+// TestRXEAuthorization: a needle cached for a client holding a valid read
+// JWT is not served to one holding a bad JWT; the server re-checks it
+// upstream, and the read falls back with the volume server's 401.
+func TestRXEAuthorization(t *testing.T) {
+	r := newRig(t)
+	r.fv.jwtKey = []byte("read-secret")
+	good := r.clientWith(t, ClientOptions{ReadJWTKey: []byte("read-secret")})
+	bad := r.clientWith(t, ClientOptions{ReadJWTKey: []byte("wrong")})
+	none := r.clientWith(t, ClientOptions{})
+	dst := make([]byte, 1<<20)
+	ctx := context.Background()
+	if n, err := good.ReadChunk(ctx, r.chunk(fid1M), 0, dst); err != nil || !bytes.Equal(dst[:n], r.fv.needles[fid1M]) {
+		t.Fatalf("valid JWT: n=%d err=%v", n, err)
+	}
+	for name, c := range map[string]*Client{"bad JWT": bad, "no JWT": none} {
+		_, err := c.ReadChunk(ctx, r.chunk(fid1M), 0, dst)
+		if !errors.Is(err, volume.ErrNotServed) || !strings.Contains(err.Error(), "401") {
+			t.Fatalf("%s on a cached needle: %v", name, err)
+		}
+	}
+	if n, err := good.ReadChunk(ctx, r.chunk(fid1M), 0, dst); err != nil || n != 1<<20 {
+		t.Fatalf("valid JWT again: n=%d err=%v", n, err)
+	}
+}
+
+// TestRXETLS runs the control connection over mutual TLS.
+func TestRXETLS(t *testing.T) {
+	r := newRig(t)
+	dir := t.TempDir()
+	tf := writeTestPKI(t, dir)
+	r.startTLS(t, "127.0.0.1:0", tf)
+	c := r.clientWith(t, ClientOptions{TLS: tf})
+	dst := make([]byte, 4<<20)
+	if n, err := c.ReadChunk(context.Background(), r.chunk(fid4M), 0, dst); err != nil || !bytes.Equal(dst[:n], r.fv.needles[fid4M]) {
+		t.Fatalf("read over TLS: n=%d err=%v", n, err)
+	}
+	// A client without a certificate is refused by the TLS server.
+	noCert := r.clientWith(t, ClientOptions{TLS: TLSFiles{CA: tf.CA}, Timeout: 5 * time.Second})
+	if _, err := noCert.ReadChunk(context.Background(), r.chunk(fid1M), 0, dst); !errors.Is(err, volume.ErrNotServed) {
+		t.Fatalf("client without a certificate: %v", err)
+	}
+}
+
+func TestRXEManyClients(t *testing.T) {
+	r := newRig(t)
+	const clients = 12 // more than the predecessor's fixed limit of 10
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := 0; i < clients; i++ {
+		c := r.client(t, 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dst := make([]byte, 1<<20)
+			for k := 0; k < 2; k++ {
+				n, err := c.ReadChunk(context.Background(), r.chunk(fid1M), 0, dst)
+				if err == nil && !bytes.Equal(dst[:n], r.fv.needles[fid1M]) {
+					err = errors.New("bytes differ")
+				}
+				if err != nil {
+					errs <- fmt.Errorf("client %d: %w", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if st := r.srv.Stats(); st.Peers != clients {
+		t.Fatalf("server has %d peers, want %d", st.Peers, clients)
+	}
+}
+
+// TestRXEClientCloseMidRead closes a Client while reads are in flight: they
+// fall back or finish, Close returns, and the server reclaims everything.
+func TestRXEClientCloseMidRead(t *testing.T) {
+	r := newRig(t)
+	c := r.client(t, 4)
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dst := make([]byte, 4<<20)
+			for {
+				if _, err := c.ReadChunk(context.Background(), r.chunk(fid4M), 0, dst); err != nil {
+					if !errors.Is(err, volume.ErrNotServed) {
+						t.Errorf("read during close: %v", err)
+					}
+					return
+				}
+			}
+		}()
+	}
+	waitFor(t, "reads in flight", func() bool { return c.Stats().Reads >= 2 })
+	c.Close()
+	wg.Wait()
+	waitFor(t, "server cleanup", func() bool {
+		st := r.srv.Stats()
+		return st.Peers == 0 && st.PinnedSlots == 0
+	})
+}
+
+// TestRXEServerRestart kills the server under a read loop: reads fall back,
+// then the client reconnects with backoff and reads over RDMA again.
+func TestRXEServerRestart(t *testing.T) {
+	r := newRig(t)
+	c := r.client(t, 2)
+	ctx := context.Background()
+	dst := make([]byte, 1<<20)
+	ok, fellBack := 0, 0
+	restarted := false
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); {
+		n, err := c.ReadChunk(ctx, r.chunk(fid1M), 0, dst)
+		switch {
+		case err == nil:
+			if !bytes.Equal(dst[:n], r.fv.needles[fid1M]) {
+				t.Fatal("bytes differ")
+			}
+			ok++
+		case errors.Is(err, volume.ErrNotServed):
+			fellBack++
+		default:
+			t.Fatal(err)
+		}
+		if ok == 3 && !restarted {
+			addr := r.srvAddr
+			r.srv.Close()
+			r.start(t, addr)
+			restarted = true
+		}
+		if restarted && fellBack > 0 && ok >= 6 {
+			break
+		}
+		if err != nil {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	st := c.Stats()
+	t.Logf("ok=%d fell back=%d stats=%+v", ok, fellBack, st)
+	if ok < 6 || fellBack == 0 || st.Reconnects < 1 {
+		t.Fatalf("no recovery: ok=%d fellBack=%d reconnects=%d", ok, fellBack, st.Reconnects)
+	}
+}
+
+// TestRXEThroughput measures the RDMA path and the HTTP path on the same
+// needles with the same concurrency, and perftest's ib_read_bw at the same
+// message size when it is on PATH (the VM), interleaved over a few rounds
+// so that drifting load on the host hits all of them alike; it logs the
+// medians as "RDMA-BENCH" lines.
+func TestRXEThroughput(t *testing.T) {
+	r := newRig(t)
+	conc, total, rounds := 8, 48, 3
+	for env, v := range map[string]*int{"RDMA_BENCH_CONC": &conc, "RDMA_BENCH_MB": &total, "RDMA_BENCH_ROUNDS": &rounds} {
+		if s := os.Getenv(env); s != "" {
+			fmt.Sscan(s, v)
+		}
+	}
+	total <<= 20
+	c := r.client(t, conc)
+	// The path's own CPU work per byte (CRC32C and one copy) competes with
+	// Soft-RoCE for the VM's CPUs; log it to read the ratio against.
+	buf, out := randomBytes(4<<20), make([]byte, 4<<20)
+	start := time.Now()
+	for i := 0; i < 8; i++ {
+		crc32.Update(0, castagnoli, buf)
+	}
+	crcMB := 32 / time.Since(start).Seconds()
+	start = time.Now()
+	for i := 0; i < 8; i++ {
+		copy(out, buf)
+	}
+	t.Logf("RDMA-CPU crc32c_MiBps=%.0f copy_MiBps=%.0f", crcMB, 32/time.Since(start).Seconds())
+
+	ctx := context.Background()
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc, DisableCompression: true}}
+	for _, fid := range []string{fid1M, fid4M} {
+		size := len(r.fv.needles[fid])
+		iters := total / size
+		run := func(read func(dst []byte) error) float64 {
+			var wg sync.WaitGroup
+			jobs := make(chan struct{}, iters)
+			for i := 0; i < iters; i++ {
+				jobs <- struct{}{}
+			}
+			close(jobs)
+			start := time.Now()
+			for w := 0; w < conc; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					dst := make([]byte, size)
+					for range jobs {
+						if err := read(dst); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			return float64(iters*size) / time.Since(start).Seconds() / 1e6
+		}
+		rdmaRead := func(dst []byte) error {
+			n, err := c.ReadChunk(ctx, r.chunk(fid), 0, dst)
+			if err == nil && n != size {
+				err = fmt.Errorf("short read %d", n)
+			}
+			return err
+		}
+		httpRead := func(dst []byte) error {
+			resp, err := hc.Get(r.vol.URL + "/" + fid)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			_, err = io.ReadFull(resp.Body, dst)
+			return err
+		}
+		var lat []string
+		for i := 0; i < 4; i++ { // the first also warms the server's cache
+			start := time.Now()
+			if err := rdmaRead(make([]byte, size)); err != nil {
+				t.Fatal(err)
+			}
+			lat = append(lat, time.Since(start).Round(100*time.Microsecond).String())
+		}
+		t.Logf("RDMA-LAT size=%d sequential reads: %s", size, strings.Join(lat, " "))
+		var rd, ht, ib []float64
+		for i := 0; i < rounds; i++ {
+			if v := ibReadBW(t, c.Device(), size, iters); v > 0 {
+				ib = append(ib, v)
+			}
+			rd = append(rd, run(rdmaRead))
+			ht = append(ht, run(httpRead))
+			t.Logf("round %d size=%d rdma=%.1f http=%.1f ib_read_bw=%v MB/s", i, size, rd[i], ht[i], ib)
+		}
+		line := fmt.Sprintf("RDMA-BENCH size=%d conc=%d bytes=%d rounds=%d rdma_MBps=%.1f http_MBps=%.1f",
+			size, conc, iters*size, rounds, median(rd), median(ht))
+		if len(ib) > 0 {
+			line += fmt.Sprintf(" ib_read_bw_MBps=%.1f ratio=%.2f", median(ib), median(rd)/median(ib))
+		}
+		t.Log(line)
+	}
+	st := c.Stats()
+	t.Logf("client stats %+v", st)
+	if st.Reads == 0 || st.CRCFailures != 0 {
+		t.Fatalf("stats: %+v", st)
+	}
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// ibReadBW runs perftest's ib_read_bw server and client on dev (client to
+// $IP) and returns the client's average MB/s, or 0 when it is not available.
+func ibReadBW(t *testing.T, dev DeviceInfo, size, iters int) float64 {
+	bin, err := exec.LookPath("ib_read_bw")
+	if err != nil || os.Getenv("IP") == "" {
+		return 0
+	}
+	args := []string{"-d", dev.Name, "-i", fmt.Sprint(dev.Port), "-x", fmt.Sprint(dev.GIDIndex), "-F",
+		"-s", fmt.Sprint(size), "-n", fmt.Sprint(iters)}
+	srv := exec.Command(bin, args...)
+	if err := srv.Start(); err != nil {
+		t.Logf("ib_read_bw server: %v", err)
+		return 0
+	}
+	defer srv.Wait()
+	time.Sleep(time.Second)
+	out, err := exec.Command(bin, append(args, os.Getenv("IP"))...).CombinedOutput()
+	if err != nil {
+		srv.Process.Kill()
+		t.Logf("ib_read_bw: %v\n%s", err, out)
+		return 0
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		var v float64
+		if len(f) >= 4 && f[0] == fmt.Sprint(size) {
+			if _, err := fmt.Sscan(f[3], &v); err == nil {
+				return v
+			}
+		}
+	}
+	return 0
+}
