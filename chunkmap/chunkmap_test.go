@@ -203,28 +203,6 @@ func TestBuildRejects(t *testing.T) {
 	}
 }
 
-func TestFormatFileID(t *testing.T) {
-	tests := []struct {
-		vid    uint32
-		key    uint64
-		cookie uint32
-		want   string
-	}{
-		{3, 0x01637037d6, 0x6b1a2c3d, "3,01637037d66b1a2c3d"},
-		{7, 0x123, 0xdeadbeef, "7,0123deadbeef"}, // whole bytes: a leading 0 nibble stays
-		{7, 0xabc, 0x1, "7,0abc00000001"},
-		{1, 0x1, 0x0, "1,0100000000"},
-		{1, 0x0, 0x12345678, "1,12345678"}, // key 0 drops all 8 key bytes
-		{math.MaxUint32, math.MaxUint64, math.MaxUint32, "4294967295,ffffffffffffffffffffffff"},
-		{0, 0x100, 0, "0,010000000000"},
-	}
-	for _, tt := range tests {
-		if got := FormatFileID(tt.vid, tt.key, tt.cookie); got != tt.want {
-			t.Errorf("FormatFileID(%d, %#x, %#x): got %q, want %q", tt.vid, tt.key, tt.cookie, got, tt.want)
-		}
-	}
-}
-
 func TestFileIDPrefersString(t *testing.T) {
 	c := &filerpb.FileChunk{FileId: "9,01aabbccdd", Fid: &filerpb.FileId{VolumeId: 1, FileKey: 2, Cookie: 3}}
 	if got, want := FileID(c), "9,01aabbccdd"; got != want {

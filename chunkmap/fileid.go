@@ -1,11 +1,6 @@
 package chunkmap
 
 import (
-	"encoding/binary"
-	"encoding/hex"
-	"strconv"
-	"strings"
-
 	"github.com/weedfuse/weedfuse/internal/filerpb"
 	"github.com/weedfuse/weedfuse/internal/volume"
 )
@@ -31,30 +26,9 @@ func FileID(c *filerpb.FileChunk) string {
 		return id
 	}
 	if f := c.GetFid(); f != nil {
-		return FormatFileID(f.GetVolumeId(), f.GetFileKey(), f.GetCookie())
+		return volume.FormatFileID(f.GetVolumeId(), f.GetFileKey(), f.GetCookie())
 	}
 	return ""
-}
-
-// FormatFileID renders a file id as SeaweedFS does
-// (weed/storage/needle/file_id.go): the volume id in decimal, a comma, then
-// the hex of the 8-byte big-endian key followed by the 4-byte cookie, with the
-// key's leading zero bytes (whole bytes, not nibbles) dropped. So key 0x123
-// renders "0123", never "123", and key 0 leaves only the 8 cookie digits.
-// The string is a cache key and a JWT claim, so it must match byte for byte.
-func FormatFileID(vid uint32, key uint64, cookie uint32) string {
-	var kc [12]byte
-	binary.BigEndian.PutUint64(kc[:8], key)
-	binary.BigEndian.PutUint32(kc[8:], cookie)
-	skip := 0
-	for skip < 8 && kc[skip] == 0 {
-		skip++
-	}
-	var buf [10 + 1 + 2*len(kc)]byte
-	b := strconv.AppendUint(buf[:0], uint64(vid), 10)
-	b = append(b, ',')
-	b = hex.AppendEncode(b, kc[skip:])
-	return string(b)
 }
 
 // needleKey is the chunk's needle key, the equal-timestamp tie-break. The
@@ -65,16 +39,7 @@ func needleKey(c *filerpb.FileChunk) uint64 {
 	if id == "" {
 		return c.GetFid().GetFileKey()
 	}
-	comma := strings.IndexByte(id, ',')
-	if comma < 0 {
-		return 0
-	}
-	kc := id[comma+1:]
-	// The cookie is always 8 hex digits; the key takes 1 to 16 before it.
-	if len(kc) <= 8 || len(kc) > 24 {
-		return 0
-	}
-	key, err := strconv.ParseUint(kc[:len(kc)-8], 16, 64)
+	_, key, _, err := volume.ParseFileID(id)
 	if err != nil {
 		return 0
 	}

@@ -33,7 +33,7 @@ func chunksOf(specs []spec) []*filerpb.FileChunk {
 		if s.asFid {
 			c.Fid = fid
 		} else {
-			c.FileId = FormatFileID(fid.VolumeId, fid.FileKey, fid.Cookie)
+			c.FileId = volume.FormatFileID(fid.VolumeId, fid.FileKey, fid.Cookie)
 		}
 		out[i] = c
 	}
