@@ -1,9 +1,9 @@
 // Package pagecache sits between the file readers and the fetchers. It
 // answers chunk reads from an in-memory block cache (ristretto, costed in
-// bytes), shares one fetch among all readers waiting for the same block,
-// prefetches ahead of sequential readers, and chains fetchers (RDMA, then
-// HTTP). Fetcher is defined here, where it is consumed; the package imports
-// nothing above it.
+// bytes, over an arena outside the Go heap), shares one fetch among all
+// readers waiting for the same block, prefetches ahead of sequential readers,
+// and chains fetchers (RDMA, then HTTP). Fetcher is defined here, where it is
+// consumed; the package imports nothing above it.
 //
 // Invariants:
 //   - A block is the logical bytes [i*BlockSize, min((i+1)*BlockSize, size))
@@ -17,8 +17,12 @@
 //     cache (whose admission policy refuses new keys) is never fetched twice.
 //     Prefetched bytes are bounded by the readahead budget: when it is full,
 //     readahead pauses rather than dropping blocks a reader is about to take.
-//   - Block buffers are never reused: a buffer handed to a reader stays valid
-//     for as long as the reader holds it, whatever the cache evicts.
+//   - Block memory is reference counted (see arena): a slot is reused only
+//     when neither the cache, a fetch nor a reader holds it, so a buffer is
+//     never recycled under a reader, whatever the cache evicts.
+//   - Memory: the arena is Capacity bytes, all blocks included; the cache
+//     proper (ristretto's MaxCost) is what remains after the readahead
+//     budget and a reserve for fetches in flight.
 package pagecache
 
 import (
@@ -36,8 +40,8 @@ import (
 
 // Options configure a Cache.
 type Options struct {
-	// Capacity is the memory, in bytes, for cached blocks and readahead
-	// together. Default 128 MiB.
+	// Capacity is the memory, in bytes, for cached blocks, readahead and
+	// fetches in flight together. Default 128 MiB.
 	Capacity int64
 	// BlockSize is the unit of caching and of random-access fetches.
 	// Default 256 KiB.
@@ -78,14 +82,18 @@ type Stats struct {
 	PrefetchUsedBytes  uint64 // prefetched bytes a reader then took
 	PrefetchDropped    uint64 // prefetched blocks dropped unread
 	Fetches, FetchErrs uint64
+	Uncached           uint64 // blocks fetched to the heap: the arena was full
 }
 
 // Cache serves chunk reads from memory and fetches what it lacks. It is safe
 // for concurrent use. Close stops its fetches and waits for them.
 type Cache struct {
-	f    Fetcher
-	opts Options
-	rc   *ristretto.Cache[string, []byte]
+	f     Fetcher
+	opts  Options
+	arena *arena
+	// rc maps block keys to arena slots. Each value it holds owns one
+	// reference to its slot, dropped by onExit.
+	rc *ristretto.Cache[string, blockRef]
 	// raBudget is the share of Capacity that prefetched, not yet read
 	// blocks may hold.
 	raBudget int64
@@ -94,17 +102,19 @@ type Cache struct {
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup // fetch goroutines
 	prefetchSem chan struct{}
+	bufs        sync.Pool // *[]byte of MaxFetch bytes, for multi-block fetches
 
 	mu sync.Mutex
 	// inflight holds every block being fetched, and prefetched blocks not
-	// yet taken by a reader, by block key.
+	// yet taken by a reader, by block key. Each entry's fetch owns one
+	// reference to its slot while it is here.
 	inflight map[string]*fetch
 	// raQueue lists prefetched blocks in the order they were started, for
 	// dropping abandoned ones; raBytes is what prefetched blocks hold.
 	raQueue []raItem
 	raBytes int64
 
-	hits, misses, fetched, prefetched, prefetchUsed, prefetchDropped, fetches, fetchErrs atomic.Uint64
+	hits, misses, fetched, prefetched, prefetchUsed, prefetchDropped, fetches, fetchErrs, uncached atomic.Uint64
 }
 
 // raAbandon is how long a prefetched block waits for its reader before it
@@ -117,42 +127,68 @@ type raItem struct {
 	started time.Time
 }
 
-// fetch is one block's fetch. done closes when data or err is set.
+// fetch is one block's fetch. done closes when the bytes or err are set.
 type fetch struct {
-	done     chan struct{}
-	data     []byte
-	err      error
-	prefetch bool // started by readahead; stays in inflight until taken
+	done chan struct{}
+	ref  blockRef // the block's arena slot; zero when heap-backed
+	heap []byte   // the block's bytes when the arena had no free slot
+	n    int      // the block's length
+	err  error
+	// prefetch marks a readahead fetch: it stays in inflight until taken.
+	prefetch bool
+}
+
+// data is the block's bytes; the caller holds a reference (or the block is
+// on the heap).
+func (c *Cache) data(f *fetch) []byte {
+	if f.ref.idx != 0 {
+		return c.arena.bytes(f.ref)
+	}
+	return f.heap
 }
 
 // New returns a cache over f.
 func New(f Fetcher, opts Options) (*Cache, error) {
 	opts.setDefaults()
+	a, err := newArena(opts.Capacity, opts.BlockSize)
+	if err != nil {
+		return nil, err
+	}
 	raBudget := min(opts.Capacity/4, 256<<20)
-	rcCost := opts.Capacity - raBudget
-	rc, err := ristretto.NewCache(&ristretto.Config[string, []byte]{
+	// Fetches in flight for readers need slots too: keep room for a few
+	// full-size fetches besides the cache and the readahead.
+	reserve := min(opts.Capacity/8, 4*opts.MaxFetch)
+	rcCost := max(opts.Capacity-raBudget-reserve, opts.BlockSize)
+	c := &Cache{
+		f: f, opts: opts, arena: a, raBudget: raBudget,
+		prefetchSem: make(chan struct{}, opts.Prefetchers),
+		inflight:    make(map[string]*fetch),
+	}
+	c.bufs.New = func() any { b := make([]byte, opts.MaxFetch); return &b }
+	c.rc, err = ristretto.NewCache(&ristretto.Config[string, blockRef]{
 		NumCounters:        max(10*rcCost/opts.BlockSize, 1000),
 		MaxCost:            rcCost,
 		BufferItems:        64,
 		IgnoreInternalCost: true,
+		// Evicted, rejected, replaced or deleted: the slot reference the
+		// cache held goes.
+		OnExit: a.release,
 	})
 	if err != nil {
+		a.close()
 		return nil, fmt.Errorf("block cache: %w", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Cache{
-		f: f, opts: opts, rc: rc, raBudget: raBudget,
-		ctx: ctx, cancel: cancel,
-		prefetchSem: make(chan struct{}, opts.Prefetchers),
-		inflight:    make(map[string]*fetch),
-	}, nil
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c, nil
 }
 
-// Close cancels running fetches, waits for them and frees the cache.
+// Close cancels running fetches, waits for them and frees the memory. No
+// read may run during or after Close.
 func (c *Cache) Close() {
 	c.cancel()
 	c.wg.Wait()
 	c.rc.Close()
+	c.arena.close()
 }
 
 // BlockSize is the cache's block size.
@@ -164,7 +200,7 @@ func (c *Cache) Stats() Stats {
 		Hits: c.hits.Load(), Misses: c.misses.Load(),
 		FetchedBytes: c.fetched.Load(), PrefetchedBytes: c.prefetched.Load(),
 		PrefetchUsedBytes: c.prefetchUsed.Load(), PrefetchDropped: c.prefetchDropped.Load(),
-		Fetches: c.fetches.Load(), FetchErrs: c.fetchErrs.Load(),
+		Fetches: c.fetches.Load(), FetchErrs: c.fetchErrs.Load(), Uncached: c.uncached.Load(),
 	}
 }
 
@@ -175,6 +211,17 @@ func blockKey(fid string, blk int64) string {
 // blockLen is the length of block blk of chunk ch.
 func (c *Cache) blockLen(ch volume.Chunk, blk int64) int64 {
 	return min(c.opts.BlockSize, ch.Size-blk*c.opts.BlockSize)
+}
+
+// cached copies from a cached block, if the cache has it.
+func (c *Cache) cached(key string, dst []byte, off, end, b int64) bool {
+	ref, ok := c.rc.Get(key)
+	if !ok || !c.arena.acquire(ref) {
+		return false
+	}
+	c.copyBlock(dst, off, end, b, c.arena.bytes(ref))
+	c.arena.release(ref)
+	return true
 }
 
 // ReadChunk fills dst with the chunk's logical bytes from off, from cached
@@ -192,16 +239,22 @@ func (c *Cache) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst [
 	first, last := off/bs, (end-1)/bs
 	// Look every block up first, then start one fetch per missing run, so
 	// that a large read costs one request per run rather than per block.
+	// Every fetch in waits carries a slot reference of this reader's.
 	waits := make([]*fetch, last-first+1)
+	defer func() {
+		for _, f := range waits {
+			if f != nil {
+				c.arena.release(f.ref)
+			}
+		}
+	}()
 	for b := first; b <= last; {
-		if data, ok := c.rc.Get(blockKey(ch.FileID, b)); ok {
+		if c.cached(blockKey(ch.FileID, b), dst, off, end, b) {
 			c.hits.Add(1)
-			c.copyBlock(dst, off, end, b, data)
 			b++
 			continue
 		}
-		run := c.claimRun(ch, b, last, false, waits[b-first:])
-		b += run
+		b += c.claimRun(ch, b, last, false, waits[b-first:])
 	}
 	for i, f := range waits {
 		if f == nil {
@@ -216,8 +269,8 @@ func (c *Cache) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst [
 		if f.err != nil {
 			return 0, f.err
 		}
-		c.take(ch.FileID, b, f)
-		c.copyBlock(dst, off, end, b, f.data)
+		c.take(blockKey(ch.FileID, b), f)
+		c.copyBlock(dst, off, end, b, c.data(f))
 	}
 	return int(end - off), nil
 }
@@ -230,27 +283,41 @@ func (c *Cache) copyBlock(dst []byte, off, end, b int64, data []byte) {
 	copy(dst[from-off:to-off], data[from-bstart:to-bstart])
 }
 
-// take hands a finished fetch's block to a reader: a prefetched block leaves
-// the inflight table and joins the cache.
-func (c *Cache) take(fid string, b int64, f *fetch) {
+// take moves a prefetched block a reader waited on from the inflight table
+// into the cache, handing the cache the fetch's slot reference.
+func (c *Cache) take(key string, f *fetch) {
 	if !f.prefetch {
 		return
 	}
-	key := blockKey(fid, b)
 	c.mu.Lock()
-	if c.inflight[key] == f {
+	mine := c.inflight[key] == f
+	if mine {
 		delete(c.inflight, key)
-		c.raBytes -= int64(len(f.data))
-		c.prefetchUsed.Add(uint64(len(f.data)))
+		c.raBytes -= int64(f.n)
+		c.prefetchUsed.Add(uint64(f.n))
 	}
 	c.mu.Unlock()
-	c.rc.Set(key, f.data, int64(len(f.data)))
+	if mine {
+		c.cacheBlock(key, f)
+	}
+}
+
+// cacheBlock gives the cache a fetch's slot reference (or drops a heap
+// block, which is never cached: the arena bounds the cache's memory).
+func (c *Cache) cacheBlock(key string, f *fetch) {
+	if f.ref.idx == 0 {
+		return
+	}
+	if !c.rc.Set(key, f.ref, int64(f.n)) {
+		c.arena.release(f.ref) // dropped: onExit will not run for it
+	}
 }
 
 // claimRun registers fetches for the run of blocks from b that are neither
 // cached nor in flight (at most through last and MaxFetch bytes), starts one
 // fetch for them, and stores in waits (as far as it is long) what each block
-// of the run waits on. It returns how many blocks it covered (at least one).
+// of the run waits on, each with a slot reference for the caller. It
+// returns how many blocks it covered (at least one).
 func (c *Cache) claimRun(ch volume.Chunk, b, last int64, prefetch bool, waits []*fetch) int64 {
 	maxBlocks := max(c.opts.MaxFetch/c.opts.BlockSize, 1)
 	c.mu.Lock()
@@ -261,6 +328,7 @@ func (c *Cache) claimRun(ch volume.Chunk, b, last int64, prefetch bool, waits []
 		if f, ok := c.inflight[key]; ok {
 			if n == 0 {
 				if len(waits) > 0 {
+					c.arena.addRef(f.ref) // the inflight entry holds one
 					waits[0] = f
 				}
 				if !prefetch {
@@ -275,14 +343,22 @@ func (c *Cache) claimRun(ch volume.Chunk, b, last int64, prefetch bool, waits []
 				break
 			}
 		}
-		f := &fetch{done: make(chan struct{}), prefetch: prefetch}
+		size := int(c.blockLen(ch, b+n))
+		f := &fetch{done: make(chan struct{}), prefetch: prefetch, n: size}
+		if ref, ok := c.arena.alloc(size); ok {
+			f.ref = ref
+		} else {
+			f.heap = make([]byte, size)
+			c.uncached.Add(1)
+		}
 		c.inflight[key] = f
 		if prefetch {
 			c.raQueue = append(c.raQueue, raItem{key, f, time.Now()})
-			c.raBytes += c.blockLen(ch, b+n)
+			c.raBytes += int64(size)
 		}
 		run = append(run, f)
 		if n < int64(len(waits)) {
+			c.arena.addRef(f.ref)
 			waits[n] = f
 		}
 	}
@@ -307,8 +383,9 @@ func (c *Cache) trimReadaheadLocked() {
 				return // still being fetched; its fetch timeout bounds this
 			}
 			delete(c.inflight, key)
-			c.raBytes -= int64(len(f.data))
+			c.raBytes -= int64(f.n)
 			c.prefetchDropped.Add(1)
+			c.arena.release(f.ref)
 		}
 		c.raQueue = c.raQueue[1:]
 	}
@@ -317,21 +394,33 @@ func (c *Cache) trimReadaheadLocked() {
 	}
 }
 
-// fetchRun fetches blocks b, b+1, … of ch in one request and completes their
-// fetches. Demand fetches leave the inflight table once done (their readers
-// hold them); prefetches stay until taken.
+// fetchRun fetches blocks b, b+1, … of ch in one request into their slots
+// and completes their fetches. Demand fetches leave the inflight table once
+// done, their slot reference passing to the cache; prefetches stay until
+// taken.
 func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch) {
 	defer c.wg.Done()
-	bs := c.opts.BlockSize
-	start := b * bs
-	end := min(start+int64(len(run))*bs, ch.Size)
-	buf := make([]byte, end-start)
+	start := b * c.opts.BlockSize
+	total := 0
+	for _, f := range run {
+		total += f.n
+	}
+	// One block lands straight in its slot; a run goes through a pooled
+	// buffer and is copied into its slots.
+	var buf []byte
+	var pooled *[]byte
+	if len(run) == 1 {
+		buf = c.data(run[0])
+	} else {
+		pooled = c.bufs.Get().(*[]byte)
+		buf = (*pooled)[:total]
+	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.FetchTimeout)
 	n, err := c.f.ReadChunk(ctx, ch, start, buf)
 	cancel()
 	c.fetches.Add(1)
-	if err == nil && int64(n) != end-start {
-		err = fmt.Errorf("read chunk %s at %d: got %d bytes, want %d", ch.FileID, start, n, end-start)
+	if err == nil && n != total {
+		err = fmt.Errorf("read chunk %s at %d: got %d bytes, want %d", ch.FileID, start, n, total)
 	}
 	if err != nil {
 		c.fetchErrs.Add(1)
@@ -340,36 +429,41 @@ func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch) {
 		if run[0].prefetch {
 			c.prefetched.Add(uint64(n))
 		}
+		if pooled != nil {
+			lo := 0
+			for _, f := range run {
+				copy(c.data(f), buf[lo:lo+f.n])
+				lo += f.n
+			}
+		}
 	}
+	if pooled != nil {
+		c.bufs.Put(pooled)
+	}
+	var toCache []*fetch
+	var keys []string
 	c.mu.Lock()
 	for i, f := range run {
 		key := blockKey(ch.FileID, b+int64(i))
-		if err != nil {
-			f.err = err
-		} else {
-			// Each block gets its own buffer, so that the cache's cost for
-			// it is its true size whatever happens to its neighbours.
-			lo := int64(i) * bs
-			f.data = append([]byte(nil), buf[lo:min(lo+bs, int64(len(buf)))]...)
-		}
-		if !f.prefetch || err != nil {
-			if c.inflight[key] == f {
-				delete(c.inflight, key)
-				if f.prefetch {
-					c.raBytes -= c.blockLen(ch, b+int64(i))
-				}
+		f.err = err
+		if (!f.prefetch || err != nil) && c.inflight[key] == f {
+			delete(c.inflight, key)
+			if f.prefetch {
+				c.raBytes -= int64(f.n)
 			}
-		} else {
-			// The block was counted at its expected length when claimed.
-			c.raBytes += int64(len(f.data)) - c.blockLen(ch, b+int64(i))
-		}
-		if err == nil && !f.prefetch {
-			c.rc.Set(key, f.data, int64(len(f.data)))
+			if err == nil {
+				toCache, keys = append(toCache, f), append(keys, key)
+			} else {
+				c.arena.release(f.ref)
+			}
 		}
 		close(f.done)
 	}
 	c.trimReadaheadLocked()
 	c.mu.Unlock()
+	for i, f := range toCache {
+		c.cacheBlock(keys[i], f)
+	}
 }
 
 // Prefetch starts fetching the blocks of [off, off+n) of ch that are neither
@@ -399,18 +493,18 @@ func (c *Cache) Prefetch(ch volume.Chunk, off, n int64) {
 		default:
 			return
 		}
-		claimed := c.claimRunReleasing(ch, b, last)
-		b += claimed
+		b += c.claimRunReleasing(ch, b, last)
 	}
 }
 
 // claimRunReleasing claims a prefetch run and releases its prefetcher slot
-// when the run's fetch ends (or at once, when nothing needed fetching).
+// when the run's fetch ends (or at once, when it joined a fetch under way).
 func (c *Cache) claimRunReleasing(ch volume.Chunk, b, last int64) int64 {
 	waits := make([]*fetch, 1)
 	n := c.claimRun(ch, b, last, true, waits)
 	f := waits[0]
-	if f == nil || !f.prefetch {
+	c.arena.release(f.ref) // readahead keeps no reference of its own
+	if !f.prefetch {
 		<-c.prefetchSem
 		return n
 	}

@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -122,10 +121,6 @@ func run(cfg *config) error {
 		return err
 	}
 	defer cache.Close()
-	// The cache's buffers live on the Go heap: a soft limit a little above
-	// the cache keeps the heap from growing to twice the cache between
-	// collections, so the mount's RSS stays near its capacity.
-	debug.SetMemoryLimit(capacity + 96<<20)
 
 	wfs := weedfs.New(fc, cache, httpReader, weedfs.Options{
 		Root:            root,
