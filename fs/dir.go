@@ -3,7 +3,9 @@ package fs
 import (
 	"context"
 	"path"
+	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -15,6 +17,48 @@ import (
 type dir struct {
 	node
 	ds dataset
+
+	listMu sync.Mutex
+	// listing is the directory's complete listing, served to readdir while
+	// it is fresh (see listingTTL); listGen counts metadata events in the
+	// directory, so that a listing read while one arrived is not kept.
+	listing  []*filerpb.Entry
+	listTime time.Time
+	listGen  uint64
+}
+
+// maxCachedListing bounds the listings kept in memory, as weed mount's
+// -cacheDirMaxEntries does: larger directories always stream from the filer.
+const maxCachedListing = 100_000
+
+// cachedListing returns the directory's listing if it is still fresh.
+func (d *dir) cachedListing() ([]*filerpb.Entry, uint64, bool) {
+	d.listMu.Lock()
+	defer d.listMu.Unlock()
+	if d.listing != nil && d.fsys.watched.Load() && time.Since(d.listTime) < d.fsys.opts.MetaTTL {
+		return d.listing, d.listGen, true
+	}
+	return nil, d.listGen, false
+}
+
+// keepListing stores a complete listing read while the generation was gen.
+func (d *dir) keepListing(l []*filerpb.Entry, gen uint64) {
+	if len(l) > maxCachedListing || !d.fsys.watched.Load() {
+		return
+	}
+	d.listMu.Lock()
+	if d.listGen == gen {
+		d.listing, d.listTime = l, time.Now()
+	}
+	d.listMu.Unlock()
+}
+
+// changed drops the cached listing: an entry of the directory changed.
+func (d *dir) changed() {
+	d.listMu.Lock()
+	d.listing = nil
+	d.listGen++
+	d.listMu.Unlock()
 }
 
 var (
@@ -73,46 +117,103 @@ func (d *dir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut
 }
 
 func (d *dir) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	return &dirStream{d: d}, 0, 0
+	return newDirStream(d), 0, 0
 }
 
 // dirPage is how many entries a listing fetches at a time: a directory of
 // any size streams through without being held in memory whole.
 const dirPage = 1024
 
-// dirStream lists a directory a page at a time. go-fuse serializes calls on
-// one handle, so it needs no lock of its own.
+// dirStream lists a directory: from the cached listing when it is fresh,
+// otherwise from the filer a page at a time, fetching the next page while
+// the kernel takes the current one. go-fuse serializes calls on one
+// handle, so it needs no lock of its own; the page fetch it may have
+// running is its own goroutine, stopped by Releasedir.
 type dirStream struct {
 	d    *dir
 	page []*filerpb.Entry
 	i    int // next index in page
 	// off is the offset of the next entry: entries handed out so far.
 	off  uint64
-	done bool // the filer has no entries after page
+	done bool // no entries after page
 	cur  *filerpb.Entry
+
+	// next delivers the page after page, when one is being fetched.
+	next   chan pageResult
+	cancel context.CancelFunc
+	// all collects a listing read from the filer, to be kept once complete
+	// if the directory did not change meanwhile (gen).
+	all []*filerpb.Entry
+	gen uint64
+}
+
+type pageResult struct {
+	page []*filerpb.Entry
+	err  error
 }
 
 var (
 	_ = (gofs.FileReaddirenter)((*dirStream)(nil))
 	_ = (gofs.FileLookuper)((*dirStream)(nil))
 	_ = (gofs.FileSeekdirer)((*dirStream)(nil))
+	_ = (gofs.FileReleasedirer)((*dirStream)(nil))
 )
+
+func newDirStream(d *dir) *dirStream {
+	s := &dirStream{d: d}
+	if l, _, ok := d.cachedListing(); ok {
+		s.page, s.done = l, true
+		return s
+	}
+	_, s.gen, _ = d.cachedListing()
+	s.fetchNext("")
+	return s
+}
+
+// fetchNext starts fetching the page after name.
+func (s *dirStream) fetchNext(after string) {
+	ctx, cancel := context.WithCancel(s.d.fsys.bg)
+	ch := make(chan pageResult, 1)
+	s.next, s.cancel = ch, cancel
+	go func() {
+		page, err := s.d.fsys.meta.ListPage(ctx, s.d.path, after, dirPage)
+		ch <- pageResult{page, err}
+	}()
+}
+
+// stop ends a page fetch under way and waits for it.
+func (s *dirStream) stop() {
+	if s.next != nil {
+		s.cancel()
+		<-s.next
+		s.next, s.cancel = nil, nil
+	}
+}
 
 func (s *dirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	if s.i == len(s.page) {
-		if s.done {
+		if s.done || s.next == nil {
 			return nil, 0
 		}
-		last := ""
-		if len(s.page) > 0 {
-			last = s.page[len(s.page)-1].Name
+		var r pageResult
+		select {
+		case r = <-s.next:
+		case <-ctx.Done():
+			return nil, syscall.EINTR
 		}
-		page, err := s.d.fsys.meta.ListPage(ctx, s.d.path, last, dirPage)
-		if err != nil {
-			return nil, toErrno("readdir "+s.d.path, err)
+		s.next, s.cancel = nil, nil
+		if r.err != nil {
+			return nil, toErrno("readdir "+s.d.path, r.err)
 		}
-		s.page, s.i, s.done = page, 0, len(page) < dirPage
-		if len(page) == 0 {
+		s.page, s.i, s.done = r.page, 0, len(r.page) < dirPage
+		s.all = append(s.all, r.page...)
+		if s.done {
+			s.d.keepListing(s.all, s.gen)
+			s.all = nil
+		} else {
+			s.fetchNext(r.page[len(r.page)-1].Name)
+		}
+		if len(r.page) == 0 {
 			return nil, 0
 		}
 	}
@@ -135,7 +236,8 @@ func (s *dirStream) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 // Seekdir restarts the listing and skips to off; the kernel only seeks
 // back when a reply was cut short or the directory is rewound.
 func (s *dirStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	*s = dirStream{d: s.d}
+	s.stop()
+	*s = *newDirStream(s.d)
 	for s.off < off {
 		e, errno := s.Readdirent(ctx)
 		if errno != 0 {
@@ -147,6 +249,8 @@ func (s *dirStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	}
 	return 0
 }
+
+func (s *dirStream) Releasedir(ctx context.Context, flags uint32) { s.stop() }
 
 func (d *dir) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	return d.fsys.statfs(ctx, out)

@@ -147,6 +147,14 @@ func (n *node) cached() (*filerpb.Entry, bool) {
 	return n.entry, time.Since(n.fetched) < n.fsys.metaTTL()
 }
 
+// expire makes the next use of the node ask the filer again: its entry was
+// deleted or renamed away, and the inode may linger in the tree.
+func (n *node) expire() {
+	n.mu.Lock()
+	n.fetched = time.Time{}
+	n.mu.Unlock()
+}
+
 func (n *node) setEntry(e *filerpb.Entry) {
 	n.mu.Lock()
 	n.entry, n.fetched = e, time.Now()

@@ -90,9 +90,19 @@ func (f *FS) apply(ev *filerpb.SubscribeMetadataResponse, notes chan<- func()) {
 		newDir = oldDir
 	}
 	oldE, newE := n.GetOldEntry(), n.GetNewEntry()
+	f.dirChanged(oldDir)
+	if newDir != oldDir {
+		f.dirChanged(newDir)
+	}
 	if oldE != nil && (newE == nil || newDir != oldDir || newE.GetName() != oldE.GetName()) {
-		// Deleted, or renamed away: the old name must go from the kernel.
-		f.forgetChunks(oldE, nil)
+		// Deleted, or renamed away: the old name must go from the kernel,
+		// and its node, which may linger in the tree, must ask again.
+		f.forgetChunks(oldE, newE) // a renamed file keeps its chunks
+		if ino := f.inodeAt(path.Join(oldDir, oldE.GetName())); ino != nil {
+			if n, ok := ino.Operations().(interface{ expire() }); ok {
+				n.expire()
+			}
+		}
 		f.invalidateName(oldDir, oldE.GetName(), notes)
 	}
 	if newE == nil {
@@ -129,6 +139,15 @@ func (f *FS) apply(ev *filerpb.SubscribeMetadataResponse, notes chan<- func()) {
 
 // syscallIFMT is S_IFMT, named here to keep the mode test above readable.
 const syscallIFMT = 0o170000
+
+// dirChanged drops the cached listing of directory p, if the kernel knows it.
+func (f *FS) dirChanged(p string) {
+	if ino := f.inodeAt(p); ino != nil {
+		if d, ok := ino.Operations().(*dir); ok {
+			d.changed()
+		}
+	}
+}
 
 // invalidateName tells the kernel to drop its dentry dir/name, if it knows dir.
 func (f *FS) invalidateName(dir, name string, notes chan<- func()) {

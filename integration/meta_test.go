@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,6 +43,16 @@ func TestMetadataFollowsFiler(t *testing.T) {
 	got, err := os.ReadFile(at("f.bin"))
 	require.NoError(t, err)
 	require.Equal(t, v1, got)
+	names := func() string {
+		ents, err := os.ReadDir(filepath.Join(m.Dir, "meta"))
+		require.NoError(t, err)
+		var out []string
+		for _, e := range ents {
+			out = append(out, e.Name())
+		}
+		return strings.Join(out, " ")
+	}
+	require.Equal(t, "f.bin gone.bin", names()) // the listing is now cached
 	_, err = os.Stat(at("new.bin"))
 	require.ErrorIs(t, err, os.ErrNotExist) // caches a negative entry
 
@@ -61,10 +72,16 @@ func TestMetadataFollowsFiler(t *testing.T) {
 		got, err := os.ReadFile(at("new.bin"))
 		return err == nil && string(got) == "new"
 	})
+	eventually(t, 10*time.Second, "created file in the listing", func() bool {
+		return names() == "f.bin gone.bin new.bin"
+	})
 
 	require.NoError(t, c.Delete(ctx, "/meta/gone.bin"))
 	eventually(t, 10*time.Second, "deleted file", func() bool {
 		_, err := os.Stat(at("gone.bin"))
 		return errors.Is(err, os.ErrNotExist)
+	})
+	eventually(t, 10*time.Second, "deleted file gone from the listing", func() bool {
+		return names() == "f.bin new.bin"
 	})
 }
