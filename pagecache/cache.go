@@ -46,8 +46,9 @@ type Options struct {
 	// BlockSize is the unit of caching and of random-access fetches.
 	// Default 256 KiB.
 	BlockSize int64
-	// MaxFetch bounds one fetch: a run of missing blocks is fetched in one
-	// request of at most this size. Default 4 MiB.
+	// MaxFetch sizes the pooled buffers that runs of several blocks are
+	// fetched into (larger runs allocate). Default 8 MiB, the largest
+	// common chunk size.
 	MaxFetch int64
 	// Prefetchers bounds concurrent readahead fetches. Default 16.
 	Prefetchers int
@@ -64,7 +65,7 @@ func (o *Options) setDefaults() {
 		o.BlockSize = 256 << 10
 	}
 	if o.MaxFetch < o.BlockSize {
-		o.MaxFetch = max(4<<20, o.BlockSize)
+		o.MaxFetch = max(8<<20, o.BlockSize)
 	}
 	if o.Prefetchers <= 0 {
 		o.Prefetchers = 16
@@ -239,7 +240,11 @@ func (c *Cache) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst [
 	first, last := off/bs, (end-1)/bs
 	// Look every block up first, then start one fetch per missing run, so
 	// that a large read costs one request per run rather than per block.
-	// Every fetch in waits carries a slot reference of this reader's.
+	// A run goes on to the chunk's end: the fetcher reads whole needles
+	// (the only way to verify them), so the rest of the chunk comes at no
+	// extra cost. Every fetch in waits carries a slot reference of this
+	// reader's.
+	chunkLast := (ch.Size - 1) / bs
 	waits := make([]*fetch, last-first+1)
 	defer func() {
 		for _, f := range waits {
@@ -254,7 +259,7 @@ func (c *Cache) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst [
 			b++
 			continue
 		}
-		b += c.claimRun(ch, b, last, false, waits[b-first:])
+		b += c.claimRun(ch, b, chunkLast, false, waits[b-first:])
 	}
 	for i, f := range waits {
 		if f == nil {
@@ -313,17 +318,16 @@ func (c *Cache) cacheBlock(key string, f *fetch) {
 	}
 }
 
-// claimRun registers fetches for the run of blocks from b that are neither
-// cached nor in flight (at most through last and MaxFetch bytes), starts one
-// fetch for them, and stores in waits (as far as it is long) what each block
-// of the run waits on, each with a slot reference for the caller. It
-// returns how many blocks it covered (at least one).
+// claimRun registers fetches for the run of blocks from b through last that
+// are neither cached nor in flight, starts one fetch for them, and stores in
+// waits (as far as it is long) what each block of the run waits on, each
+// with a slot reference for the caller. It returns how many blocks it
+// covered (at least one).
 func (c *Cache) claimRun(ch volume.Chunk, b, last int64, prefetch bool, waits []*fetch) int64 {
-	maxBlocks := max(c.opts.MaxFetch/c.opts.BlockSize, 1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var run []*fetch
-	for n := int64(0); b+n <= last && n < maxBlocks; n++ {
+	for n := int64(0); b+n <= last; n++ {
 		key := blockKey(ch.FileID, b+n)
 		if f, ok := c.inflight[key]; ok {
 			if n == 0 {
@@ -409,11 +413,14 @@ func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch) {
 	// buffer and is copied into its slots.
 	var buf []byte
 	var pooled *[]byte
-	if len(run) == 1 {
+	switch {
+	case len(run) == 1:
 		buf = c.data(run[0])
-	} else {
+	case int64(total) <= c.opts.MaxFetch:
 		pooled = c.bufs.Get().(*[]byte)
 		buf = (*pooled)[:total]
+	default:
+		buf = make([]byte, total)
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.FetchTimeout)
 	n, err := c.f.ReadChunk(ctx, ch, start, buf)
@@ -429,7 +436,7 @@ func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch) {
 		if run[0].prefetch {
 			c.prefetched.Add(uint64(n))
 		}
-		if pooled != nil {
+		if len(run) > 1 {
 			lo := 0
 			for _, f := range run {
 				copy(c.data(f), buf[lo:lo+f.n])
@@ -476,7 +483,7 @@ func (c *Cache) Prefetch(ch volume.Chunk, off, n int64) {
 		return
 	}
 	bs := c.opts.BlockSize
-	last := (end - 1) / bs
+	last, chunkLast := (end-1)/bs, (ch.Size-1)/bs
 	for b := off / bs; b <= last; {
 		if _, ok := c.rc.Get(blockKey(ch.FileID, b)); ok {
 			b++
@@ -493,7 +500,7 @@ func (c *Cache) Prefetch(ch volume.Chunk, off, n int64) {
 		default:
 			return
 		}
-		b += c.claimRunReleasing(ch, b, last)
+		b += c.claimRunReleasing(ch, b, chunkLast)
 	}
 }
 
