@@ -4,7 +4,7 @@ BIN       := bin
 GOFLAGS_T ?= -count=1
 TEST_TIMEOUT ?= 25m
 
-.PHONY: help deps build build-rdma test test-rdma lint check demo proto clean compose-test
+.PHONY: help deps build build-rdma test test-rdma lint check demo bench proto clean compose-test
 
 help:
 	@echo "deps        install what the tests and the demo need (apt, pip; idempotent)"
@@ -15,6 +15,7 @@ help:
 	@echo "lint        gofmt, go vet (with and without the rdma tag)"
 	@echo "check       lint + test"
 	@echo "demo        local SeaweedFS with sample data, mounted at ./mnt, until Ctrl-C"
+	@echo "bench       weedfuse vs weed mount side by side on one cluster -> bench/results.md, .png (root; ~10 min; BENCH_FLAGS=-quick ~2 min)"
 	@echo "proto       regenerate internal/filerpb from filer.proto"
 
 deps:
@@ -43,6 +44,10 @@ check: lint test
 
 demo: deps build
 	$(GO) run ./integration/demo -exec "$(CURDIR)/$(BIN)/weedfuse -filer=%s -dir=$(CURDIR)/mnt -dirAutoCreate"
+
+BENCH_FLAGS ?=
+bench: deps
+	$(GO) run ./integration/bench -out bench $(BENCH_FLAGS)
 
 proto:
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" && \

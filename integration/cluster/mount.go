@@ -26,6 +26,9 @@ type WeedMount struct {
 	err  error
 }
 
+// Pid is the weed mount process's id.
+func (m *WeedMount) Pid() int { return m.p.cmd.Process.Pid }
+
 // StartWeedMount mounts the filer at dir (created if missing) with the stock
 // `weed mount -filer=... -dir=...` plus extraArgs, and returns once dir is a
 // FUSE mount. The cluster's Stop unmounts it if Unmount was not called.

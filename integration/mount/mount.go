@@ -111,6 +111,9 @@ func Start(ctx context.Context, bin, dir string, timeout time.Duration, args ...
 	}
 }
 
+// Pid is the weedfuse process's id.
+func (m *Mount) Pid() int { return m.cmd.Process.Pid }
+
 // Log is what the process printed so far.
 func (m *Mount) Log() string { return m.log.String() }
 

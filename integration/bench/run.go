@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+
+	"github.com/weedfuse/weedfuse/integration/cluster"
+)
+
+// results are every value measured, one per run.
+type results struct {
+	runs      int
+	steps     []step                           // those that ran, in order
+	val       [len(kinds)]map[string][]float64 // metric id → values
+	rss       [len(kinds)]map[string][]float64 // step id → peak RSS in MiB
+	http      map[httpCase][]float64           // MB/s
+	cacheMB   int
+	readAhead [len(kinds)]string // each mount's kernel readahead in KiB
+}
+
+// metrics lists the metrics of the steps that ran, in order.
+func (r *results) metrics() []metric {
+	var ms []metric
+	for _, s := range r.steps {
+		ms = append(ms, s.metrics...)
+	}
+	return ms
+}
+
+// runAll runs every selected workload o.runs times. Each run measures the
+// raw HTTP ceiling, then takes the workloads one by one, each on weed mount
+// and then on weedfuse, so that both see the same conditions as nearly as
+// a shared machine allows.
+func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter) (*results, error) {
+	res := &results{runs: o.runs, http: map[httpCase][]float64{}, cacheMB: o.cacheMB}
+	for _, s := range steps(o.randTime) {
+		if o.only.MatchString(s.id) {
+			res.steps = append(res.steps, s)
+		}
+	}
+	for k := range kinds {
+		res.val[k], res.rss[k] = map[string][]float64{}, map[string][]float64{}
+	}
+	var chunks []chunkURL
+	if o.only.MatchString("http") {
+		var err error
+		if chunks, err = seqChunks(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	for run := 1; run <= o.runs; run++ {
+		log.Printf("run %d of %d", run, o.runs)
+		if chunks != nil {
+			if err := measureHTTP(ctx, chunks, res); err != nil {
+				return nil, fmt.Errorf("run %d: %w", run, err)
+			}
+		}
+		for _, s := range res.steps {
+			for _, k := range kinds {
+				if err := runStep(ctx, m, s, k, res); err != nil {
+					return nil, fmt.Errorf("run %d, %s on %s: %w%s", run, s.id, k, err, m.logTail(k))
+				}
+			}
+		}
+	}
+	res.readAhead = m.readAhead
+	return res, nil
+}
+
+// runStep runs s once on a fresh k and records its values and the mount's
+// peak RSS.
+func runStep(ctx context.Context, m *mounter, s step, k kind, res *results) error {
+	if err := m.fresh(ctx, k); err != nil {
+		return err
+	}
+	vals, err := s.run(ctx, m.dir(k))
+	if err != nil {
+		return err
+	}
+	if len(vals) != len(s.metrics) {
+		return fmt.Errorf("%d values for %d metrics", len(vals), len(s.metrics))
+	}
+	hwm, err := m.peakRSS(k)
+	if err != nil {
+		return err
+	}
+	res.rss[k][s.id] = append(res.rss[k][s.id], hwm)
+	for i, mt := range s.metrics {
+		res.val[k][mt.id] = append(res.val[k][mt.id], vals[i])
+		log.Printf("  %-16s %-10s %10.4g %s", mt.id, k, vals[i], mt.unit)
+	}
+	log.Printf("  %-16s %-10s %10.0f MiB peak RSS", s.id, k, hwm)
+	return nil
+}
