@@ -166,8 +166,12 @@ func (h *handle) readahead(off, n int64) {
 		return
 	}
 	for _, v := range h.cmap.Views(nil, pOff, pLen, h.size) {
-		if !v.Hole {
-			h.f.fsys.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len)
+		if v.Hole {
+			continue
+		}
+		if got := h.f.fsys.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len); got < v.ChunkOff+v.Len {
+			h.ra.Rewind(v.FileOff + max(got-v.ChunkOff, 0))
+			return
 		}
 	}
 }

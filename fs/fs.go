@@ -40,7 +40,9 @@ type Meta interface {
 // range ahead of a reader without waiting. Safe for concurrent use.
 type ChunkReader interface {
 	ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error)
-	Prefetch(c volume.Chunk, off, n int64)
+	// Prefetch returns the offset in the chunk up to which it started
+	// fetches; it stops early when it is out of prefetchers or budget.
+	Prefetch(c volume.Chunk, off, n int64) int64
 	// Forget drops the cached bytes of a chunk no file uses any more.
 	Forget(c volume.Chunk)
 }

@@ -474,13 +474,14 @@ func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch) {
 }
 
 // Prefetch starts fetching the blocks of [off, off+n) of ch that are neither
-// cached nor in flight, without waiting. It gives up quietly when all
-// prefetchers are busy or the readahead budget is full: readahead is an
-// optimisation, never a queue that grows without bound.
-func (c *Cache) Prefetch(ch volume.Chunk, off, n int64) {
+// cached nor in flight, without waiting. It gives up when all prefetchers
+// are busy or the readahead budget is full, and returns the offset in the
+// chunk up to which it got (off+n, or less): readahead is an optimisation,
+// never a queue that grows without bound.
+func (c *Cache) Prefetch(ch volume.Chunk, off, n int64) int64 {
 	end := min(off+n, ch.Size)
 	if off < 0 || off >= end || c.ctx.Err() != nil {
-		return
+		return off + n
 	}
 	bs := c.opts.BlockSize
 	last, chunkLast := (end-1)/bs, (ch.Size-1)/bs
@@ -493,15 +494,16 @@ func (c *Cache) Prefetch(ch volume.Chunk, off, n int64) {
 		full := c.raBytes >= c.raBudget
 		c.mu.Unlock()
 		if full {
-			return
+			return b * bs
 		}
 		select {
 		case c.prefetchSem <- struct{}{}:
 		default:
-			return
+			return b * bs
 		}
 		b += c.claimRunReleasing(ch, b, chunkLast)
 	}
+	return off + n
 }
 
 // claimRunReleasing claims a prefetch run and releases its prefetcher slot

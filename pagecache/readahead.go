@@ -4,21 +4,21 @@ import "sync"
 
 // Readahead detects a sequential stream in the reads of one open file and
 // says what to fetch ahead, as Mountpoint-S3 does: the window starts at Min
-// and doubles with each sequential read up to Max; a read out of sequence
-// drops back to random mode, where nothing is fetched ahead and reads fetch
-// single blocks. Safe for concurrent use.
+// and doubles with each sequential read up to Max; a read far from the
+// stream drops back to random mode, where nothing is fetched ahead and
+// reads fetch single blocks. Safe for concurrent use.
 type Readahead struct {
 	min, max int64
 
 	mu sync.Mutex
-	// next is the offset right after the furthest read so far.
-	next int64
+	// next is the end of the stream: the offset right after the furthest
+	// read so far. started is false before the first read.
+	next    int64
+	started bool
 	// window is the current readahead window; 0 in random mode.
 	window int64
 	// until is how far ahead has been requested already.
 	until int64
-	// seqReads counts sequential reads in a row.
-	seqReads int
 }
 
 // NewReadahead returns a detector whose window grows from lo to hi bytes.
@@ -29,21 +29,22 @@ func NewReadahead(lo, hi int64) *Readahead {
 // Observe records a read of [off, off+n) and returns the range to prefetch
 // (n == 0: nothing). The kernel issues a buffered stream's readahead as
 // several requests at once, which arrive out of order, so a read counts as
-// sequential when it lands within the current window around the stream's
-// end, not only exactly at it.
+// sequential when it lands near the stream's end (within the window, and
+// at least four minimal windows), not only exactly at it. A random reader
+// lands there rarely; when it does, it costs one minimal prefetch.
 func (r *Readahead) Observe(off, n int64) (pfOff, pfLen int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	end := off + n
-	slack := max(r.window, n)
-	sequential := off == r.next || (r.seqReads > 0 && off >= r.next-slack && off <= r.next+slack)
-	if !sequential {
-		// Random mode. A first read at offset 0 still starts a stream.
-		r.window, r.seqReads, r.until = 0, 0, 0
-		r.next = end
-		return 0, 0
+	tolerance := max(r.window, 4*r.min)
+	if !r.started || off < r.next-tolerance || off > r.next+tolerance {
+		// Random, or a new stream. A read from offset 0 starts a stream
+		// at once: whole files are read from their start.
+		r.started, r.next, r.window, r.until = true, end, 0, 0
+		if off != 0 {
+			return 0, 0
+		}
 	}
-	r.seqReads++
 	r.next = max(r.next, end)
 	if r.window == 0 {
 		r.window = r.min
@@ -57,4 +58,14 @@ func (r *Readahead) Observe(off, n int64) (pfOff, pfLen int64) {
 	}
 	r.until = to
 	return from, to - from
+}
+
+// Rewind says that readahead got only as far as off: what lies beyond was
+// not fetched (every prefetcher was busy) and is to be asked for again.
+func (r *Readahead) Rewind(off int64) {
+	r.mu.Lock()
+	if off < r.until {
+		r.until = off
+	}
+	r.mu.Unlock()
 }
