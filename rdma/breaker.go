@@ -76,6 +76,19 @@ func (b *breaker) abandon() {
 	b.mu.Unlock()
 }
 
+// halfOpen ends an open breaker's cooldown now: the next allow admits one
+// probe. The peer calls it when a connection comes up, which makes the
+// cooldown that grew while the server was unreachable moot; if the probe
+// fails the breaker stays open with the cooldown doubled, as after any
+// failed probe.
+func (b *breaker) halfOpen() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.open && !b.probing {
+		b.until = b.now()
+	}
+}
+
 // isOpen reports the state for Stats.
 func (b *breaker) isOpen() bool {
 	b.mu.Lock()

@@ -63,6 +63,53 @@ func TestBreaker(t *testing.T) {
 	}
 }
 
+// TestBreakerHalfOpen: a reconnect ends the cooldown at once, whatever it
+// grew to while the server was down; a failed probe then reopens it.
+func TestBreakerHalfOpen(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := newBreaker(3, time.Second, 30*time.Second)
+	b.now = func() time.Time { return now }
+	b.halfOpen() // closed: nothing to do
+	if !b.allow() || b.isOpen() {
+		t.Fatal("halfOpen changed a closed breaker")
+	}
+	for i := 0; i < 3; i++ {
+		b.failure()
+	}
+	for i := 0; i < 4; i++ { // failed probes: the cooldown grows to 16 s
+		now = now.Add(30 * time.Second)
+		if !b.allow() {
+			t.Fatal("no probe after the cooldown")
+		}
+		b.failure()
+	}
+	now = now.Add(time.Second)
+	if b.allow() {
+		t.Fatal("probe allowed inside the cooldown")
+	}
+	b.halfOpen()
+	if !b.allow() {
+		t.Fatal("no probe right after halfOpen")
+	}
+	if b.allow() {
+		t.Fatal("two probes at once after halfOpen")
+	}
+	b.halfOpen() // a probe is in flight: it decides, not halfOpen
+	if b.allow() {
+		t.Fatal("halfOpen admitted a second probe")
+	}
+	b.failure()
+	if b.allow() || !b.isOpen() {
+		t.Fatal("failed probe after halfOpen did not reopen the breaker")
+	}
+	b.halfOpen()
+	b.allow()
+	b.success()
+	if b.isOpen() || !b.allow() {
+		t.Fatal("successful probe after halfOpen did not close the breaker")
+	}
+}
+
 func TestBackoff(t *testing.T) {
 	b := backoff{min: 100 * time.Millisecond, max: time.Second}
 	prev := time.Duration(0)

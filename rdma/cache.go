@@ -4,7 +4,6 @@ import (
 	"container/list"
 	"context"
 	"errors"
-	"hash/crc32"
 	"sync"
 )
 
@@ -115,7 +114,7 @@ func (c *needleCache) get(ctx, fillCtx context.Context, key needleKey, jwt strin
 	size, total, err := c.fill(fillCtx, key, jwt, nil, c.slotMem(slot))
 	if err == nil {
 		n.size, n.total, n.authed = size, total, jwt != ""
-		n.crc = crc32.Checksum(c.slotMem(slot)[:size], castagnoli)
+		n.crc = crc32c(0, c.slotMem(slot)[:size])
 	} else {
 		n.err = err
 		c.mu.Lock()
@@ -149,8 +148,23 @@ func (c *needleCache) getRange(ctx context.Context, key needleKey, jwt string, o
 		return nil, err
 	}
 	n.size, n.total, n.authed = size, total, jwt != ""
-	n.crc = crc32.Checksum(c.slotMem(slot)[:size], castagnoli)
+	n.crc = crc32c(0, c.slotMem(slot)[:size])
 	return n, nil
+}
+
+// scratch takes a slot outside the cache, pinned, holding a copy of src
+// (at most a slot); it is freed on put. false when every slot is pinned.
+func (c *needleCache) scratch(src []byte) (*needle, bool) {
+	c.mu.Lock()
+	slot, ok := c.allocLocked()
+	c.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	n := &needle{slot: slot, ready: make(chan struct{}), refs: 1}
+	close(n.ready)
+	n.size = copy(c.slotMem(slot), src)
+	return n, true
 }
 
 func (c *needleCache) pinLocked(n *needle) {

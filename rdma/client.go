@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"log"
 	"net"
 	"sync"
@@ -46,6 +45,43 @@ type ClientOptions struct {
 	ReadJWTExpiry time.Duration
 	// Logf logs connection events; default log.Printf.
 	Logf func(format string, args ...any)
+
+	// crcPieces is how many signaled pieces one slot's RDMA READ is split
+	// into at most (see splitPieces); 0 means defaultCRCPieces. crcFunc
+	// replaces crc32c. Tests set them (1, stdCRC) to measure the path as
+	// it was against the default in one boot.
+	crcPieces int
+	crcFunc   func(crc uint32, p []byte) uint32
+}
+
+// A transfer's CRC32C is computed piece by piece as each piece lands, so
+// that the CPU work of checking it overlaps the rest of the transfer
+// instead of following it: the read then costs about the transfer plus the
+// CRC of its last piece, not the transfer plus the CRC of all of it.
+// Pieces are at least minCRCPiece bytes, so a small read stays one work
+// request.
+const (
+	defaultCRCPieces = 8
+	minCRCPiece      = 128 << 10
+	// maxQPDepth bounds the work requests a client QP is sized for
+	// (MaxConcurrent slots × pieces); crcPieces shrinks to fit it.
+	maxQPDepth = 4096
+)
+
+// splitPieces cuts an n-byte READ into count pieces of piece bytes (the last
+// one shorter): as many as maxPieces, none under minCRCPiece unless n is,
+// each at most maxMsg and 4 KiB-aligned, and never more than maxChain.
+func splitPieces(n, maxPieces, maxMsg int) (piece, count int) {
+	count = max(1, min(maxPieces, (n+minCRCPiece-1)/minCRCPiece, maxChain))
+	piece = (n + count - 1) / count
+	piece = (piece + 4095) &^ 4095
+	if piece > maxMsg {
+		piece = maxMsg
+	}
+	if (n+piece-1)/piece > maxChain { // only for slots over maxChain × maxMsg
+		piece = (n + maxChain - 1) / maxChain
+	}
+	return piece, (n + piece - 1) / piece
 }
 
 // Fallback reasons, the keys of ClientStats.Fallbacks.
@@ -138,6 +174,13 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	if opts.Logf == nil {
 		opts.Logf = log.Printf
+	}
+	if opts.crcPieces <= 0 {
+		opts.crcPieces = defaultCRCPieces
+	}
+	opts.crcPieces = max(1, min(opts.crcPieces, maxQPDepth/opts.MaxConcurrent))
+	if opts.crcFunc == nil {
+		opts.crcFunc = crc32c
 	}
 	tcfg, err := opts.TLS.clientConfig()
 	if err != nil {
@@ -358,6 +401,10 @@ func (p *clientPeer) run() {
 			}
 			everUp = true
 			p.setConn(cn)
+			// A new connection is news about the path: let the next read
+			// probe it now rather than after a cooldown that grew while
+			// the server was down.
+			p.br.halfOpen()
 			c.opts.Logf("rdma: connected to %s (local %s, qpn %d)", p.addr, c.dev.info.Name, cn.ep.local().QPN)
 		} else if c.ctx.Err() == nil {
 			c.opts.Logf("rdma: connect %s: %v", p.addr, err)
@@ -422,7 +469,8 @@ func (p *clientPeer) dial() (_ *clientConn, err error) {
 		}
 		nc = tc
 	}
-	if ep, err = c.dev.newEndpoint(c.ar, 2*c.opts.MaxConcurrent+4, true); err != nil {
+	// Each read in flight posts up to crcPieces work requests.
+	if ep, err = c.dev.newEndpoint(c.ar, c.opts.MaxConcurrent*c.opts.crcPieces+4, true); err != nil {
 		return nil, err
 	}
 	br, bw := bufio.NewReaderSize(nc, 64<<10), bufio.NewWriterSize(nc, 16<<10)
@@ -511,7 +559,7 @@ type clientConn struct {
 	mu       sync.Mutex
 	failErr  error                     // guarded by mu; set once, by fail
 	replies  map[uint64]chan readReply // guarded by mu: requests awaiting a reply
-	wcs      map[uint64]chan error     // guarded by mu: RDMA READs awaiting completion
+	wcs      map[uint64]chan error     // guarded by mu: RDMA READ pieces awaiting completion
 	releases []uint64                  // guarded by mu: reply ids to release
 }
 
@@ -703,71 +751,113 @@ func (cn *clientConn) request(ctx context.Context, req readRequest) (readReply, 
 
 // transfer RDMA-READs the reply's bytes through arena slot into out
 // (len(out) == rep.Length), checks their CRC32C and releases the reply.
+// When out fits in the slot (every readRange transfer), out is written only
+// after the CRC matched, so a caller's buffer never holds bytes that failed
+// the check. A longer reply (a whole stored needle, read into a buffer of
+// the client's own) moves slot by slot and out is cleared if the CRC fails.
 func (cn *clientConn) transfer(ctx context.Context, rep readReply, out []byte, slot int) error {
 	defer cn.release(rep.ID)
 	c := cn.c
-	base := slot * c.opts.SlotBytes
+	mem := c.ar.mem[slot*c.opts.SlotBytes : (slot+1)*c.opts.SlotBytes]
+	single := len(out) <= len(mem)
 	crc := uint32(0)
 	for done := 0; done < len(out); {
-		k := min(c.opts.SlotBytes, len(out)-done)
-		wrid := c.nextID.Add(1)
-		wc := make(chan error, 1)
-		cn.mu.Lock()
-		cn.wcs[wrid] = wc
-		cn.mu.Unlock()
-		if err := cn.post(wrid, base, k, rep.Addr+uint64(done), rep.RKey); err != nil {
-			cn.mu.Lock()
-			delete(cn.wcs, wrid)
-			cn.mu.Unlock()
-			cn.fail(err)
-			return &fallback{reason: reasonTransport, sick: true, err: err}
+		k := min(len(mem), len(out)-done)
+		var err error
+		if crc, err = cn.readSlot(ctx, mem[:k], slot*c.opts.SlotBytes, rep.Addr+uint64(done), rep.RKey, crc); err != nil {
+			return err
 		}
+		if !single {
+			copy(out[done:], mem[:k])
+		}
+		done += k
+	}
+	if crc != rep.CRC {
+		c.crcFailures.Add(1)
+		if !single {
+			clear(out)
+		}
+		return fallbackf(reasonCRC, true, "CRC32C %08x, server said %08x", crc, rep.CRC)
+	}
+	if single {
+		copy(out, mem)
+	}
+	return nil
+}
+
+// readSlot RDMA-READs len(mem) bytes from raddr/rkey into mem (the arena at
+// off) in pieces and returns crc updated with them, each piece folded in as
+// soon as its completion arrives, while later pieces are still moving. On
+// any failure the connection is failed and readSlot returns only after the
+// QP is destroyed, since until then the NIC may still write into the slot.
+func (cn *clientConn) readSlot(ctx context.Context, mem []byte, off int, raddr uint64, rkey uint32, crc uint32) (uint32, error) {
+	c := cn.c
+	piece, count := splitPieces(len(mem), c.opts.crcPieces, cn.ep.maxMessage())
+	first := c.nextID.Add(uint64(count)) - uint64(count) + 1
+	wcs := make([]chan error, count)
+	cn.mu.Lock()
+	for i := range wcs {
+		wcs[i] = make(chan error, 1) // pollLoop never blocks on a send
+		cn.wcs[first+uint64(i)] = wcs[i]
+	}
+	cn.mu.Unlock()
+	posted, err := cn.post(first, off, len(mem), raddr, rkey, piece)
+	if err == nil && posted != count {
+		err = fmt.Errorf("posted %d work requests, planned %d", posted, count)
+	}
+	if err != nil {
+		cn.mu.Lock()
+		for i := range wcs {
+			delete(cn.wcs, first+uint64(i))
+		}
+		cn.mu.Unlock()
+		cn.fail(err)
+		<-cn.gone
+		return 0, &fallback{reason: reasonTransport, sick: true, err: err}
+	}
+	for i, wc := range wcs {
 		select {
 		case err := <-wc:
-			if err != nil {
-				return &fallback{reason: reasonTransport, sick: true, err: err}
+			if err != nil { // pollLoop has failed the connection
+				<-cn.gone
+				return 0, &fallback{reason: reasonTransport, sick: true, err: err}
 			}
 		case <-cn.dead:
 			<-cn.gone
-			return fallbackf(reasonTransport, true, "connection lost during RDMA READ: %v", cn.err())
+			return 0, fallbackf(reasonTransport, true, "connection lost during RDMA READ: %v", cn.err())
 		case <-ctx.Done():
 			// The READ may still land in the slot: kill the QP and wait until
 			// it is destroyed before the slot is reused.
 			cn.fail(fmt.Errorf("RDMA READ timed out: %w", ctx.Err()))
 			<-cn.gone
-			return fallbackf(reasonTimeout, true, "RDMA READ: %v", ctx.Err())
+			return 0, fallbackf(reasonTimeout, true, "RDMA READ: %v", ctx.Err())
 		}
-		piece := c.ar.mem[base : base+k]
-		crc = crc32.Update(crc, castagnoli, piece)
-		copy(out[done:], piece)
-		done += k
+		crc = c.opts.crcFunc(crc, mem[i*piece:min((i+1)*piece, len(mem))])
 	}
-	if crc != rep.CRC {
-		c.crcFailures.Add(1)
-		return fallbackf(reasonCRC, true, "CRC32C %08x, server said %08x", crc, rep.CRC)
-	}
-	return nil
+	return crc, nil
 }
 
-func (cn *clientConn) post(wrid uint64, off, n int, raddr uint64, rkey uint32) error {
+func (cn *clientConn) post(wrid uint64, off, n int, raddr uint64, rkey uint32, piece int) (int, error) {
 	cn.epMu.RLock()
 	defer cn.epMu.RUnlock()
 	if cn.epClosed {
-		return errors.New("queue pair destroyed")
+		return 0, errors.New("queue pair destroyed")
 	}
-	return cn.ep.postRead(wrid, off, n, raddr, rkey)
+	return cn.ep.postRead(wrid, off, n, raddr, rkey, piece)
 }
 
 // readRange serves a plain chunk: the stored bytes are the logical bytes,
-// so only [off, off+len(dst)) moves. A server may answer with fewer bytes
-// than asked (a needle larger than its slots), so it loops.
+// so only [off, off+len(dst)) moves. It asks for at most a slot per
+// request, so that every transfer is checked before it touches dst; a
+// server may also answer with fewer bytes than asked (a needle larger than
+// its slots), so it loops.
 func (cn *clientConn) readRange(ctx context.Context, ch volume.Chunk, off int64, dst []byte, slot int) (int, error) {
 	want := int(min(int64(len(dst)), ch.Size-off))
 	jwt := cn.c.jwt(ch.FileID)
 	done := 0
 	for done < want {
 		rep, err := cn.request(ctx, readRequest{FileID: ch.FileID, Offset: uint64(off) + uint64(done),
-			Length: uint32(min(want-done, 1<<31)), JWT: jwt})
+			Length: uint32(min(want-done, cn.c.opts.SlotBytes)), JWT: jwt})
 		if err != nil {
 			return 0, err
 		}

@@ -17,6 +17,13 @@
 //	client            RDMA READ addr/rkey → its own arena slot (QP), CRC32C check,
 //	                  copy into the caller's buffer, release id (piggybacked)
 //
+// The READ is posted as up to eight signaled pieces, and the CRC32C is folded
+// in piece by piece as each completes, so checking overlaps the transfer.
+// The caller's buffer is written only once the whole CRC matched; a mismatch
+// is counted and the read falls back to HTTP like any other failure.
+// ServerOptions.CorruptEveryN (weedrdma -fault.corruptEvery) injects such
+// mismatches for tests.
+//
 // # Why control messages ride TCP and not SEND/RECV
 //
 // Requests carry read JWTs and replies carry rkeys; on the TLS control

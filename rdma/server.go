@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"log"
 	"net"
 	"sync"
@@ -36,6 +35,12 @@ type ServerOptions struct {
 	FetchTimeout time.Duration
 	// Logf logs peer events; default log.Printf.
 	Logf func(format string, args ...any)
+
+	// CorruptEveryN is fault injection, for tests only: when > 0, every
+	// Nth successful reply points at a private copy of its bytes with one
+	// byte flipped after the CRC32C was computed, as if memory or the
+	// wire had corrupted them. Clients must detect it and fall back.
+	CorruptEveryN int
 }
 
 // maxPeerRequests bounds one peer's requests in progress; the peer's reader
@@ -65,6 +70,7 @@ type Server struct {
 	peers     map[*serverPeer]struct{}  // guarded by mu
 
 	requests, errReplies, bytesOffered, peersSeen atomic.Uint64
+	okReplies, corrupted                          atomic.Uint64 // for CorruptEveryN
 }
 
 // NewServer opens the device and maps and carves the arena. Without a
@@ -206,6 +212,7 @@ type ServerStats struct {
 	CachedNeedles int
 	PinnedSlots   int
 	Slots         int
+	Corrupted     uint64 // replies corrupted on purpose (CorruptEveryN)
 }
 
 func (s *Server) Stats() ServerStats {
@@ -215,7 +222,7 @@ func (s *Server) Stats() ServerStats {
 	cached, pinned := s.cache.stats()
 	return ServerStats{Peers: peers, PeersSeen: s.peersSeen.Load(), Requests: s.requests.Load(),
 		ErrorReplies: s.errReplies.Load(), BytesOffered: s.bytesOffered.Load(),
-		CachedNeedles: cached, PinnedSlots: pinned, Slots: s.cache.slots.size()}
+		CachedNeedles: cached, PinnedSlots: pinned, Slots: s.cache.slots.size(), Corrupted: s.corrupted.Load()}
 }
 
 // serverPeer is one client connection. Its run goroutine reads frames and
@@ -458,10 +465,32 @@ func (p *serverPeer) answer(ctx context.Context, req readRequest) (readReply, *n
 	mem := s.cache.mem[slotOff : slotOff+int(length)]
 	crc := n.crc
 	if int(length) != n.size {
-		crc = crc32.Checksum(mem, castagnoli)
+		crc = crc32c(0, mem)
+	}
+	if c, ok := s.corrupt(mem); ok {
+		c.total = n.total
+		s.cache.put(n)
+		n, slotOff = c, c.slot*s.cache.slotSize
 	}
 	return readReply{ID: req.ID, Status: statusOK, Addr: p.ep.addr(slotOff), RKey: p.ep.rkey(),
 		Length: uint32(length), CRC: crc, Size: uint64(n.total)}, n
+}
+
+// corrupt implements CorruptEveryN: when this reply is due, it returns a
+// pinned scratch slot holding mem with one byte flipped. The cached needle
+// itself stays intact, so only this one reply is bad.
+func (s *Server) corrupt(mem []byte) (*needle, bool) {
+	every := uint64(s.opts.CorruptEveryN)
+	if every == 0 || len(mem) == 0 || s.okReplies.Add(1)%every != 0 {
+		return nil, false
+	}
+	c, ok := s.cache.scratch(mem)
+	if !ok {
+		return nil, false
+	}
+	s.cache.slotMem(c.slot)[len(mem)/2] ^= 0x5a
+	s.corrupted.Add(1)
+	return c, true
 }
 
 // replyStatus maps a fetch error to the status the client sees.

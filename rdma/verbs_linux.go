@@ -103,28 +103,31 @@ static int wf_qp_rts(struct ibv_qp *qp, uint32_t sq_psn, int rd_atomic) {
 #define WF_MAX_CHAIN 16
 
 // wf_post_read posts one RDMA READ of len bytes as a chain of work requests
-// of at most max_msg bytes each, with one ibv_post_send call; only the last
-// is signaled (an RC send queue completes in order), carrying wrid.
+// of at most piece bytes each (piece ≤ the port's max message size), with
+// one ibv_post_send call. Every work request is signaled, the i-th with
+// wr_id wrid+i, so that the caller can check each piece as it lands while
+// the next ones are still on the wire. Returns the number of work requests
+// (completions to expect) or a negative errno.
 static int wf_post_read(struct ibv_qp *qp, uint64_t wrid, void *laddr, uint32_t len, uint32_t lkey,
-                        uint64_t raddr, uint32_t rkey, uint32_t max_msg) {
+                        uint64_t raddr, uint32_t rkey, uint32_t piece) {
 	struct ibv_sge sge[WF_MAX_CHAIN];
 	struct ibv_send_wr wr[WF_MAX_CHAIN], *bad = NULL;
 	int n = 0;
 	uint64_t off = 0;
-	if (len == 0 || max_msg == 0) return -EINVAL;
+	if (len == 0 || piece == 0) return -EINVAL;
 	while (off < len) {
 		if (n == WF_MAX_CHAIN) return -E2BIG;
-		uint32_t l = len - off > max_msg ? max_msg : (uint32_t)(len - off);
+		uint32_t l = len - off > piece ? piece : (uint32_t)(len - off);
 		sge[n].addr = (uintptr_t)laddr + off; sge[n].length = l; sge[n].lkey = lkey;
 		memset(&wr[n], 0, sizeof wr[n]);
-		wr[n].wr_id = wrid; wr[n].sg_list = &sge[n]; wr[n].num_sge = 1;
-		wr[n].opcode = IBV_WR_RDMA_READ;
+		wr[n].wr_id = wrid + n; wr[n].sg_list = &sge[n]; wr[n].num_sge = 1;
+		wr[n].opcode = IBV_WR_RDMA_READ; wr[n].send_flags = IBV_SEND_SIGNALED;
 		wr[n].wr.rdma.remote_addr = raddr + off; wr[n].wr.rdma.rkey = rkey;
 		if (n > 0) wr[n-1].next = &wr[n];
 		off += l; n++;
 	}
-	wr[n-1].send_flags = IBV_SEND_SIGNALED;
-	return -ibv_post_send(qp, wr, &bad);
+	int r = ibv_post_send(qp, wr, &bad);
+	return r ? -r : n;
 }
 
 // wf_poll drains up to max (≤ 16) completions; returns how many, or < 0.
@@ -505,11 +508,23 @@ func (e *endpoint) addr(off int) uint64 {
 	return uint64(uintptr(unsafe.Pointer(unsafe.SliceData(e.ar.mem)))) + uint64(off)
 }
 
+// maxChain is the most work requests one postRead may post (WF_MAX_CHAIN).
+const maxChain = C.WF_MAX_CHAIN
+
+// maxMessage is the largest RDMA READ one work request may move.
+func (e *endpoint) maxMessage() int { return int(e.dev.maxMsg) }
+
 // postRead posts an RDMA READ of n bytes from raddr/rkey into the arena at
-// off; its completion carries wrid.
-func (e *endpoint) postRead(wrid uint64, off, n int, raddr uint64, rkey uint32) error {
-	return cErr("post RDMA READ", C.wf_post_read(e.qp, C.uint64_t(wrid), unsafe.Pointer(&e.ar.mem[off]),
-		C.uint32_t(n), e.mr.lkey, C.uint64_t(raddr), C.uint32_t(rkey), C.uint32_t(e.dev.maxMsg)))
+// off, as work requests of at most piece bytes (piece ≤ maxMessage, at most
+// maxChain of them), each signaled: the i-th completion carries wrid+i. It
+// returns how many were posted.
+func (e *endpoint) postRead(wrid uint64, off, n int, raddr uint64, rkey uint32, piece int) (int, error) {
+	r := C.wf_post_read(e.qp, C.uint64_t(wrid), unsafe.Pointer(&e.ar.mem[off]), C.uint32_t(n), e.mr.lkey,
+		C.uint64_t(raddr), C.uint32_t(rkey), C.uint32_t(piece))
+	if r < 0 {
+		return 0, cErr("post RDMA READ", r)
+	}
+	return int(r), nil
 }
 
 // poll delivers completions until stop is closed: it drains the CQ in

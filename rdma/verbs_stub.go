@@ -34,13 +34,18 @@ func (a *arena) free() {}
 
 type endpoint struct{}
 
+const maxChain = 16
+
 func (d *device) newEndpoint(*arena, int, bool) (*endpoint, error) { return nil, errNoVerbs }
 
-func (e *endpoint) local() qpInfo                                   { return qpInfo{} }
-func (e *endpoint) connect(qpInfo) error                            { return errNoVerbs }
-func (e *endpoint) rkey() uint32                                    { return 0 }
-func (e *endpoint) addr(int) uint64                                 { return 0 }
-func (e *endpoint) postRead(uint64, int, int, uint64, uint32) error { return errNoVerbs }
-func (e *endpoint) close()                                          {}
+func (e *endpoint) local() qpInfo        { return qpInfo{} }
+func (e *endpoint) connect(qpInfo) error { return errNoVerbs }
+func (e *endpoint) rkey() uint32         { return 0 }
+func (e *endpoint) addr(int) uint64      { return 0 }
+func (e *endpoint) maxMessage() int      { return 1 << 30 }
+func (e *endpoint) postRead(uint64, int, int, uint64, uint32, int) (int, error) {
+	return 0, errNoVerbs
+}
+func (e *endpoint) close() {}
 
 func (e *endpoint) poll(<-chan struct{}, func(uint64, error)) error { return errNoVerbs }

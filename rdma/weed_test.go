@@ -20,6 +20,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,5 +159,46 @@ func TestWeedCluster(t *testing.T) {
 	t.Logf("E2E client stats %+v", st)
 	if st.CRCFailures != 0 || st.Reads == 0 {
 		t.Fatal(fmt.Sprintf("stats %+v", st))
+	}
+}
+
+// TestWeedClusterCRCFault reads from a second weedrdma that e2e.sh starts
+// with -fault.corruptEvery=2 (WEEDRDMA_FAULTY): every other reply has a
+// byte flipped after its CRC was computed. The client must catch each one
+// and the reader, served over HTTP instead, must get the right bytes.
+func TestWeedClusterCRCFault(t *testing.T) {
+	master, vol, side := os.Getenv("WEED_MASTER"), os.Getenv("WEED_VOLUME"), os.Getenv("WEEDRDMA_FAULTY")
+	if master == "" || vol == "" || side == "" {
+		t.Skip("WEED_MASTER, WEED_VOLUME and WEEDRDMA_FAULTY are not set (integration/rxe/e2e.sh sets them)")
+	}
+	needDevice(t)
+	data := randomBytes(1 << 20)
+	fid, url := weedUpload(t, master, "fault.bin", data)
+	if url != vol {
+		t.Fatalf("needle went to %s, not %s", url, vol)
+	}
+	sc, err := ParseSidecars(vol + "=" + side)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewClient(ClientOptions{Sidecars: sc, Locator: staticLocator{vol}, MaxConcurrent: 2, GIDIndex: -1,
+		Timeout: 60 * time.Second, Logf: t.Logf})
+	if err != nil || c.Unavailable() != nil {
+		t.Fatal(err, c.Unavailable())
+	}
+	defer c.Close()
+	ch := volume.Chunk{FileID: fid, Size: int64(len(data))}
+	var httpReads atomic.Int64
+	for i := 0; i < 8; i++ {
+		off := int64(i * 4099)
+		if err := checkChain(c, "http://"+vol, ch, off, data[off:off+512<<10], &httpReads); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := c.Stats()
+	t.Logf("E2E CRC fault through weedrdma -fault.corruptEvery=2: %d reads, %d CRC failures (%d crc fallbacks), %d over RDMA, %d over HTTP, all bytes right",
+		8, st.CRCFailures, st.Fallbacks["crc"], st.Reads, httpReads.Load())
+	if st.CRCFailures < 3 || st.Fallbacks["crc"] != st.CRCFailures || st.Reads < 3 {
+		t.Fatalf("stats %+v", st)
 	}
 }

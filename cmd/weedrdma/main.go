@@ -7,6 +7,10 @@
 //	         [-cache.mb=256] [-slot.mb=8] [-tls.cert=F -tls.key=F [-tls.ca=F]]
 //	weedrdma -list
 //
+// -fault.corruptEvery=N is fault injection for tests (integration/rxe), never
+// for production: every Nth reply carries a flipped byte that its CRC32C does
+// not cover, to show that mounts detect it and read those bytes over HTTP.
+//
 // Mounts find it through their -rdma.sidecar mapping (e.g. ":18515": the
 // volume server's host, port 18515). SIGINT or SIGTERM shut it down
 // gracefully. Without an RDMA device it exits with status 1 and one line.
@@ -38,6 +42,7 @@ func main() {
 		tlsKey       = flag.String("tls.key", "", "TLS key (PEM)")
 		tlsCA        = flag.String("tls.ca", "", "CA (PEM) that client certificates must chain to")
 		list         = flag.Bool("list", false, "list RDMA devices and exit")
+		corruptEvery = flag.Int("fault.corruptEvery", 0, "FAULT INJECTION, TESTS ONLY: flip a byte of every Nth reply after its CRC32C was computed (0: off)")
 	)
 	flag.Parse()
 	log.SetPrefix("weedrdma: ")
@@ -59,6 +64,8 @@ func main() {
 		TLS:          rdma.TLSFiles{Cert: *tlsCert, Key: *tlsKey, CA: *tlsCA},
 		CacheBytes:   int64(*cacheMB) << 20,
 		SlotBytes:    *slotMB << 20,
+
+		CorruptEveryN: *corruptEvery,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "weedrdma:", err)
@@ -71,6 +78,9 @@ func main() {
 		os.Exit(1)
 	}
 	log.Printf("serving %s on %s, device %s, hugepages=%v", *volumeServer, ln.Addr(), srv.Device(), srv.HugePages())
+	if *corruptEvery > 0 {
+		log.Printf("FAULT INJECTION (-fault.corruptEvery=%d): one reply in %d gets a byte flipped after its CRC; for tests only", *corruptEvery, *corruptEvery)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -83,8 +93,8 @@ func main() {
 	}
 	srv.Close()
 	st := srv.Stats()
-	log.Printf("stopped: %d peers seen, %d requests, %d error replies, %d bytes offered",
-		st.PeersSeen, st.Requests, st.ErrorReplies, st.BytesOffered)
+	log.Printf("stopped: %d peers seen, %d requests, %d error replies, %d bytes offered, %d replies corrupted on purpose",
+		st.PeersSeen, st.Requests, st.ErrorReplies, st.BytesOffered, st.Corrupted)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		log.Fatal(err)
 	}

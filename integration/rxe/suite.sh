@@ -4,6 +4,7 @@
 # (default: engine perf). Prints a summary (RDMA-BENCH: RDMA path vs ib_read_bw and HTTP) and exits
 # non-zero if any stage failed. Kernel and initramfs are cached in <repo>/.rxe.
 # Env: RACE=1 (race-enabled test binary), ENGINE_RUN (test regexp), RDMA_BENCH_CONC/_MB/_ROUNDS,
+# RDMA_BENCH_AB=1 (TestRXETransferAB: the transfer as it was vs the pipelined CRC vs crc32c's pick),
 # E2E_REQUIRE_RDMA=1 (the mount must read over RDMA), WEED_BIN (weed binary for e2e; default the one on PATH), TIMEOUT (s), KEEP=1 keeps the stage dir.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -23,7 +24,7 @@ CGO_ENABLED=1 go build -tags rdma -o "$ST/weedrdma" ./cmd/weedrdma
 cp "$HERE/vm-suite.sh" "$ST/run.sh"
 echo "$STAGES" > "$ST/stages"
 # Settings passed on to the VM (see vm-suite.sh and the rdma tests).
-for v in ENGINE_RUN RDMA_BENCH_CONC RDMA_BENCH_MB RDMA_BENCH_ROUNDS E2E_REQUIRE_RDMA; do
+for v in ENGINE_RUN RDMA_BENCH_CONC RDMA_BENCH_MB RDMA_BENCH_ROUNDS RDMA_BENCH_AB E2E_REQUIRE_RDMA; do
   [ -z "${!v:-}" ] || printf '%s=%q\nexport %s\n' "$v" "${!v}" "$v" >> "$ST/env"
 done
 MEM=${MEM:-2048}
@@ -42,10 +43,11 @@ case " $STAGES " in *" e2e "*)
 esac
 LOG=$RXE_DIR/suite.log
 set +e
+BUILT=$SECONDS
 MEM=$MEM LOG=$LOG TIMEOUT=${TIMEOUT:-900} "$HERE/vmrun.sh" "$ST" >/dev/null
 RC=$?
 set -e
 echo "---- summary ($LOG)"
-grep -a -E '^(--- |ok|FAIL|PASS$)|^== .* rc=|RDMA-BENCH|WEED-BENCH|RDMA-CPU|RDMA-LAT|PERF |E2E|RXE-RESULT' "$LOG" | sed 's/^ *//'
-echo "suite: rc=$RC"
+grep -a -E '^(--- |ok|FAIL|PASS$)|^== .*(rc=|done)|RDMA-[A-Z]+|WEED-BENCH|PERF |E2E|RXE-RESULT' "$LOG" | sed 's/^ *//'
+echo "suite: rc=$RC in ${SECONDS}s (build ${BUILT}s, VM $((SECONDS - BUILT))s)"
 exit $RC
