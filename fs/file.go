@@ -165,7 +165,8 @@ func (h *handle) readahead(off, n int64) {
 	if pLen <= 0 {
 		return
 	}
-	for _, v := range h.cmap.Views(nil, pOff, pLen, h.size) {
+	var viewBuf [8]chunkmap.View
+	for _, v := range h.cmap.Views(viewBuf[:0], pOff, pLen, h.size) {
 		if v.Hole {
 			continue
 		}
@@ -186,7 +187,8 @@ func (h *handle) readAt(ctx context.Context, buf []byte, off int64) error {
 		clear(buf[n:])
 		return nil
 	}
-	views := h.cmap.Views(nil, off, int64(len(buf)), h.size)
+	var viewBuf [4]chunkmap.View // most reads touch one or two chunks
+	views := h.cmap.Views(viewBuf[:0], off, int64(len(buf)), h.size)
 	if len(views) == 1 {
 		return h.readView(ctx, buf, views[0])
 	}

@@ -245,7 +245,13 @@ func (c *Cache) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst [
 	// extra cost. Every fetch in waits carries a slot reference of this
 	// reader's.
 	chunkLast := (ch.Size - 1) / bs
-	waits := make([]*fetch, last-first+1)
+	var waitBuf [8]*fetch // a 1 MiB read of 256 KiB blocks needs 4 or 5
+	waits := waitBuf[:0]
+	if n := int(last - first + 1); n <= len(waitBuf) {
+		waits = waitBuf[:n]
+	} else {
+		waits = make([]*fetch, n)
+	}
 	defer func() {
 		for _, f := range waits {
 			if f != nil {
