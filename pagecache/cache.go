@@ -114,8 +114,21 @@ type Cache struct {
 	// dropping abandoned ones; raBytes is what prefetched blocks hold.
 	raQueue []raItem
 	raBytes int64
+	// failed remembers blocks whose fetch just failed, until failHold has
+	// passed: the kernel retries a failed readahead with a read of its
+	// own, which should fail at once rather than wait out another retry
+	// budget.
+	failed map[string]failure
 
 	hits, misses, fetched, prefetched, prefetchUsed, prefetchDropped, fetches, fetchErrs, uncached atomic.Uint64
+}
+
+// failHold is how long a failed block fails at once.
+const failHold = time.Second
+
+type failure struct {
+	err   error
+	until time.Time
 }
 
 // raAbandon is how long a prefetched block waits for its reader before it
@@ -164,6 +177,7 @@ func New(f Fetcher, opts Options) (*Cache, error) {
 		f: f, opts: opts, arena: a, raBudget: raBudget,
 		prefetchSem: make(chan struct{}, opts.Prefetchers),
 		inflight:    make(map[string]*fetch),
+		failed:      make(map[string]failure),
 	}
 	c.bufs.New = func() any { b := make([]byte, opts.MaxFetch); return &b }
 	c.rc, err = ristretto.NewCache(&ristretto.Config[string, blockRef]{
@@ -335,6 +349,17 @@ func (c *Cache) claimRun(ch volume.Chunk, b, last int64, prefetch bool, waits []
 	var run []*fetch
 	for n := int64(0); b+n <= last; n++ {
 		key := blockKey(ch.FileID, b+n)
+		if fl, ok := c.failed[key]; ok && n == 0 {
+			if time.Now().Before(fl.until) {
+				f := &fetch{done: make(chan struct{}), err: fl.err}
+				close(f.done)
+				if len(waits) > 0 {
+					waits[0] = f
+				}
+				return 1
+			}
+			delete(c.failed, key)
+		}
 		if f, ok := c.inflight[key]; ok {
 			if n == 0 {
 				if len(waits) > 0 {
@@ -456,9 +481,18 @@ func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch) {
 	var toCache []*fetch
 	var keys []string
 	c.mu.Lock()
+	// A failure of the fetcher itself is held for failHold; the cache
+	// closing is not a failure of the block.
+	hold := err != nil && c.ctx.Err() == nil
+	if len(c.failed) > 4096 {
+		clear(c.failed) // a bound, not a policy: entries live a second
+	}
 	for i, f := range run {
 		key := blockKey(ch.FileID, b+int64(i))
 		f.err = err
+		if hold {
+			c.failed[key] = failure{err, time.Now().Add(failHold)}
+		}
 		if (!f.prefetch || err != nil) && c.inflight[key] == f {
 			delete(c.inflight, key)
 			if f.prefetch {

@@ -153,7 +153,15 @@ func TestFetchErrorIsNotCached(t *testing.T) {
 	if _, err := c.ReadChunk(context.Background(), chunks[0], 0, dst); err == nil {
 		t.Fatal("got no error from a failing fetcher")
 	}
+	calls := f.calls.Load()
+	if _, err := c.ReadChunk(context.Background(), chunks[0], 0, dst); err == nil {
+		t.Fatal("a read right after a failed fetch succeeded; want the held error")
+	}
+	if got := f.calls.Load(); got != calls {
+		t.Errorf("a read right after a failed fetch fetched again (%d fetches, want %d)", got, calls)
+	}
 	f.fail.Store(false)
+	time.Sleep(failHold + 100*time.Millisecond)
 	if _, err := c.ReadChunk(context.Background(), chunks[0], 0, dst); err != nil {
 		t.Fatalf("after the fetcher recovered: %v", err)
 	}
