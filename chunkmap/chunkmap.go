@@ -54,9 +54,14 @@ import (
 // Fetcher returns the whole logical (decoded) bytes of a manifest blob. A
 // manifest chunk's Size is the span of file bytes its children cover (what
 // the filer records), not the blob's length, so the fetcher finds the
-// blob's end from the stored needle. Safe for concurrent use.
+// blob's end from the stored needle. check validates a blob (Build parses
+// it); a fetcher that holds several copies runs it on each copy it reads
+// and reads the next when it fails, so that one corrupt replica does not
+// fail the open. It calls check one blob at a time and returns the blob
+// that passed, or an error wrapping check's. volume.Reader implements it.
+// Safe for concurrent use.
 type Fetcher interface {
-	ReadNeedle(ctx context.Context, c volume.Chunk) ([]byte, error)
+	ReadNeedleChecked(ctx context.Context, c volume.Chunk, check func([]byte) error) ([]byte, error)
 }
 
 // View is one contiguous piece of a file range: a hole, or bytes of one chunk.

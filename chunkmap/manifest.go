@@ -100,13 +100,41 @@ func (r *resolver) fetchManifest(ctx context.Context, c *filerpb.FileChunk, path
 	case slices.Contains(path, fid):
 		return nil, fmt.Errorf("resolve manifest %s: %w", fid, ErrManifestCycle)
 	}
-	blob, err := r.f.ReadNeedle(ctx, ChunkFromFiler(c))
-	if err != nil {
+	// The fetcher calls parse once per copy of the blob, never
+	// concurrently, and returns after the first that passes: m then holds
+	// that blob's chunks.
+	var m filerpb.FileChunkManifest
+	parse := func(blob []byte) error {
+		m.Reset()
+		if err := proto.Unmarshal(blob, &m); err != nil {
+			return fmt.Errorf("%w: %w", ErrMalformedManifest, err)
+		}
+		return checkManifest(c, m.GetChunks())
+	}
+	if _, err := r.f.ReadNeedleChecked(ctx, ChunkFromFiler(c), parse); err != nil {
 		return nil, fmt.Errorf("resolve manifest %s: %w", fid, err)
 	}
-	var m filerpb.FileChunkManifest
-	if err := proto.Unmarshal(blob, &m); err != nil {
-		return nil, fmt.Errorf("resolve manifest %s: %w: %w", fid, ErrMalformedManifest, err)
-	}
 	return m.GetChunks(), nil
+}
+
+// checkManifest sanity-checks the chunks that manifest chunk c lists, so
+// that a blob which parses by chance (protobuf accepts much) is caught as
+// corrupt. Every child needs a file id, and starts at or after c's Offset:
+// SeaweedFS sets a manifest chunk's range to the span of its children
+// (weed/filer/filechunk_manifest.go, mergeIntoManifest). The end of that
+// span is not checked: weed mount truncates a file by lowering the Size of
+// every chunk that crosses the new end, manifest chunks included
+// (weed/mount/weedfs_attr.go, SetAttr), so children may legitimately reach
+// past Offset+Size.
+func checkManifest(c *filerpb.FileChunk, children []*filerpb.FileChunk) error {
+	for i, k := range children {
+		switch {
+		case FileID(k) == "":
+			return fmt.Errorf("%w: child %d at offset %d has no file id", ErrMalformedManifest, i, k.GetOffset())
+		case k.GetOffset() < c.GetOffset():
+			return fmt.Errorf("%w: child %s at offset %d starts before the manifest's offset %d",
+				ErrMalformedManifest, FileID(k), k.GetOffset(), c.GetOffset())
+		}
+	}
+	return nil
 }

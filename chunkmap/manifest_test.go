@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,7 +30,8 @@ func newMemFetcher() *memFetcher {
 	return &memFetcher{blobs: map[string][]byte{}, errs: map[string]error{}}
 }
 
-func (f *memFetcher) ReadNeedle(_ context.Context, c volume.Chunk) ([]byte, error) {
+// ReadNeedleChecked serves the one copy it has: check runs once.
+func (f *memFetcher) ReadNeedleChecked(_ context.Context, c volume.Chunk, check func([]byte) error) ([]byte, error) {
 	f.reads.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -41,7 +43,11 @@ func (f *memFetcher) ReadNeedle(_ context.Context, c volume.Chunk) ([]byte, erro
 	if !ok {
 		return nil, fmt.Errorf("no blob %s", c.FileID)
 	}
-	return bytes.Clone(blob), nil
+	blob = bytes.Clone(blob)
+	if err := check(blob); err != nil {
+		return nil, err
+	}
+	return blob, nil
 }
 
 // manifest stores the children's manifest blob under fid and returns the
@@ -197,12 +203,32 @@ func TestManifestErrors(t *testing.T) {
 		{
 			name: "child out of range",
 			setup: func(t *testing.T, f *memFetcher) []*filerpb.FileChunk {
-				man := f.manifest(t, "m", 1, ch("neg", -5, 10, 1))
-				man.Offset = 0
+				man := f.manifest(t, "m", 1, ch("huge", math.MaxInt64-5, 10, 1))
+				man.Offset, man.Size = 0, 10
 				return []*filerpb.FileChunk{man}
 			},
 			fetcher: true,
-			msg:     "resolve manifest m: chunk neg: range offset -5 size 10 outside the file",
+			msg:     "resolve manifest m: chunk huge: range offset 9223372036854775802 size 10 outside the file",
+		},
+		{
+			name: "child before the manifest's offset",
+			setup: func(t *testing.T, f *memFetcher) []*filerpb.FileChunk {
+				man := f.manifest(t, "m", 1, ch("early", 5, 10, 1))
+				man.Offset = 6
+				return []*filerpb.FileChunk{man}
+			},
+			fetcher: true,
+			is:      ErrMalformedManifest,
+			msg:     "resolve manifest m: malformed manifest: child early at offset 5 starts before the manifest's offset 6",
+		},
+		{
+			name: "child without file id",
+			setup: func(t *testing.T, f *memFetcher) []*filerpb.FileChunk {
+				return []*filerpb.FileChunk{f.manifest(t, "m", 1, ch("a", 0, 10, 1), &filerpb.FileChunk{Offset: 10, Size: 10})}
+			},
+			fetcher: true,
+			is:      ErrMalformedManifest,
+			msg:     "resolve manifest m: malformed manifest: child 1 at offset 10 has no file id",
 		},
 	}
 	for _, tt := range tests {
@@ -306,6 +332,94 @@ func TestBuildHonoursCancellation(t *testing.T) {
 
 type ctxFetcher struct{}
 
-func (ctxFetcher) ReadNeedle(ctx context.Context, _ volume.Chunk) ([]byte, error) {
+func (ctxFetcher) ReadNeedleChecked(ctx context.Context, _ volume.Chunk, _ func([]byte) error) ([]byte, error) {
 	return nil, ctx.Err()
+}
+
+// The volume Reader is the fetcher fs hands Build.
+var _ Fetcher = (*volume.Reader)(nil)
+
+// replicaFetcher serves each file id from replicas in order, as
+// volume.Reader.ReadNeedleChecked does: a blob that fails the check is the
+// replica's failure, and the next replica is read.
+type replicaFetcher struct {
+	replicas map[string][][]byte
+	reads    int
+}
+
+func (f *replicaFetcher) ReadNeedleChecked(_ context.Context, c volume.Chunk, check func([]byte) error) ([]byte, error) {
+	var errs []error
+	for _, blob := range f.replicas[c.FileID] {
+		f.reads++
+		if err := check(blob); err != nil {
+			errs = append(errs, fmt.Errorf("%w: %w", err, volume.ErrCorrupt))
+			continue
+		}
+		return blob, nil
+	}
+	return nil, errors.Join(errs...)
+}
+
+// TestManifestBadReplica: a manifest blob that is corrupt on the first
+// replica, in ways no checksum may catch, is read from the second.
+func TestManifestBadReplica(t *testing.T) {
+	kids := []*filerpb.FileChunk{ch("a", 100, 10, 1), ch("b", 110, 10, 1)}
+	good, err := proto.Marshal(&filerpb.FileChunkManifest{Chunks: kids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noID, err := proto.Marshal(&filerpb.FileChunkManifest{Chunks: []*filerpb.FileChunk{{Offset: 100, Size: 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	early, err := proto.Marshal(&filerpb.FileChunkManifest{Chunks: []*filerpb.FileChunk{ch("a", 0, 120, 1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		bad  []byte
+	}{
+		{"does not parse", []byte{0xff, 0xff, 0xff}},
+		{"child without file id", noID},
+		{"child before the manifest", early},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &replicaFetcher{replicas: map[string][][]byte{"m": {tc.bad, good}}}
+			man := &filerpb.FileChunk{FileId: "m", Offset: 100, Size: 20, ModifiedTsNs: 1, IsChunkManifest: true}
+			m, err := Build(context.Background(), []*filerpb.FileChunk{man}, f)
+			if err != nil {
+				t.Fatalf("Build: %v", err)
+			}
+			if got, want := render(m.Intervals()), "a[100,110)@0 b[110,120)@0"; got != want {
+				t.Errorf("got %q, want %q", got, want)
+			}
+			if f.reads != 2 {
+				t.Errorf("%d replica reads, want 2", f.reads)
+			}
+
+			// Bad on every replica: the open fails, saying why.
+			f = &replicaFetcher{replicas: map[string][][]byte{"m": {tc.bad, tc.bad}}}
+			_, err = Build(context.Background(), []*filerpb.FileChunk{man}, f)
+			if !errors.Is(err, ErrMalformedManifest) || !errors.Is(err, volume.ErrCorrupt) {
+				t.Errorf("err = %v, want ErrMalformedManifest and volume.ErrCorrupt", err)
+			}
+		})
+	}
+}
+
+// TestManifestTruncatedByWeedMount: weed mount truncates by lowering the
+// Size of every chunk crossing the new end, a manifest chunk included, so
+// its children may reach past its Offset+Size. That is no corruption.
+func TestManifestTruncatedByWeedMount(t *testing.T) {
+	f := newMemFetcher()
+	man := f.manifest(t, "m", 1, ch("a", 0, 100, 1), ch("b", 100, 100, 1))
+	man.Size = 150
+	m, err := Build(context.Background(), []*filerpb.FileChunk{man}, f)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	if got, want := render(m.Intervals()), "a[0,100)@0 b[100,200)@0"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
 }

@@ -99,6 +99,7 @@ func run(cfg *config) error {
 		return err
 	}
 	httpReader := volume.New(fc, volume.Options{
+		VerifyETag:       cfg.verifyETag,
 		ReadRetryTime:    cfg.readRetryTime,
 		ReadSigningKey:   sec.ReadSigningKey,
 		ReadExpiresAfter: sec.ReadExpiresAfter,
@@ -333,6 +334,9 @@ func writeMetrics(w io.Writer, m metricsSources) {
 		{"weedfuse_http_errors_total", h.Errors},
 		{"weedfuse_http_retries_total", h.Retries},
 		{"weedfuse_http_replica_failures_total", h.ReplicaFailures},
+		{"weedfuse_http_corrupt_total", h.Corrupt},
+		{"weedfuse_http_fetches_total", h.Fetches},
+		{"weedfuse_http_fetched_bytes_total", h.FetchedBytes},
 		{"weedfuse_cache_hits_total", c.Hits},
 		{"weedfuse_cache_misses_total", c.Misses},
 		{"weedfuse_cache_fetches_total", c.Fetches},

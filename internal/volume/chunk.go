@@ -1,7 +1,28 @@
 // Package volume reads chunk bytes from SeaweedFS volume servers over HTTP:
-// Range requests on a keep-alive pool, replica failover, read JWTs (with
-// the settings from weed's security.toml), and the decoding of
+// whole-needle GETs on a keep-alive pool, replica failover, read JWTs (with
+// the settings from weed's security.toml), verification, and the decoding of
 // gzip-compressed and AES-256-GCM-encrypted chunks.
+//
+// # Verification
+//
+// No byte leaves this package unverified when SeaweedFS holds anything to
+// verify it against. SeaweedFS keeps exactly two checksums over chunk data,
+// and both cover a whole needle, never a byte range:
+//   - the needle's CRC32C (Castagnoli) over its stored bytes, which the
+//     volume server sends as the ETag header ("5dfee6dc", 8 hex digits,
+//     quoted; very old servers stored a masked form, also accepted);
+//   - the filer's e_tag, the MD5 of the needle's logical bytes (see
+//     Chunk.ETag).
+//
+// So every read, whatever range it asks for, fetches the whole stored needle
+// and checks its CRC32C against the header, which costs next to nothing.
+// The MD5 costs about 1.4 ms of CPU per MiB and is checked when the
+// response carried no usable CRC header (an old server) or when
+// Options.VerifyETag asks for it. A copy that fails a check is corrupt
+// (ErrCorrupt), and the next replica is read. A ranged read would have
+// nothing to be checked against: a flipped byte in it would reach the
+// reader. Decoded needles are kept in a small cache and concurrent readers
+// share one fetch, so reading a chunk a block at a time costs one fetch.
 //
 // It is the lowest room of the read path and imports nothing of weedfuse's.
 // Its Chunk type is the descriptor every fetcher (HTTP here, RDMA in package
@@ -15,7 +36,11 @@ import "errors"
 type Chunk struct {
 	// FileID is the needle's "vid,keycookie" file id.
 	FileID string
-	// Size is the chunk's logical (decoded) length in bytes.
+	// Size is the chunk's logical (decoded) length in bytes. It may be less
+	// than the needle's logical length, never more: weed mount truncates a
+	// file by lowering the Size of the chunks that cross the new end and
+	// leaves their needles (and e_tags) as they were, so a chunk is the
+	// first Size logical bytes of its needle.
 	Size int64
 	// CipherKey, when set, means the stored bytes are AES-256-GCM sealed
 	// with this key and the nonce prepended.
@@ -23,14 +48,17 @@ type Chunk struct {
 	// Compressed means the stored bytes are gzip-compressed.
 	Compressed bool
 	// ETag is the filer's e_tag for the chunk, or empty. Filers write the
-	// standard base64 of the MD5 of the chunk's logical bytes (for example
-	// "QCnwRUJN/mB0Ti6LoQGzhQ=="); whole-chunk reads verify that form and
-	// skip any other (see Decode).
+	// standard base64 of the MD5 of the needle's logical bytes, all of
+	// them even when Size shows only a prefix (for example
+	// "QCnwRUJN/mB0Ti6LoQGzhQ=="); that form is verified and any other is
+	// not (see Decode).
 	ETag string
 }
 
-// Whole reports whether a fetcher must read the stored needle in full to
-// return any range of it (an encrypted or compressed chunk).
+// Whole reports whether a fetcher that moves byte ranges (the RDMA client)
+// must read the stored needle in full to return any range of it: an
+// encrypted or compressed chunk. The HTTP Reader reads every needle whole
+// regardless, to verify it.
 func (c Chunk) Whole() bool { return len(c.CipherKey) > 0 || c.Compressed }
 
 // ErrNotServed is returned by a fetcher in a chain that cannot serve this

@@ -7,15 +7,22 @@ import (
 	"crypto/cipher"
 	"crypto/md5"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 )
 
-// ErrCorrupt marks bytes that do not match the chunk's metadata: a wrong
-// length, a failed AES-GCM tag, a broken gzip stream or an ETag mismatch.
-// A fetcher that sees it treats that copy as bad and reads another.
+// ErrCorrupt marks bytes that do not match the chunk's metadata or the
+// server's checksum: a needle shorter than the chunk, a failed CRC32C or
+// AES-GCM tag, a broken gzip stream, an e_tag mismatch. A fetcher that sees
+// it treats that copy as bad and reads another.
 var ErrCorrupt = errors.New("chunk bytes do not match its metadata")
+
+// MaxNeedle bounds the stored and the logical length of a needle read
+// whole, unless the chunk itself says it is longer. It keeps a bad reply or
+// a gzip bomb from exhausting memory.
+const MaxNeedle = 64 << 20
 
 // Decode turns the whole stored bytes of a needle into the chunk's logical
 // bytes, for a fetcher (such as the RDMA client) that moved the raw needle
@@ -26,10 +33,14 @@ var ErrCorrupt = errors.New("chunk bytes do not match its metadata")
 //     sealed data (weed/util/cipher.go).
 //  2. Compressed: gunzip. Like weed's util.DecompressData, data that does
 //     not start with the gzip magic is taken as it is.
-//  3. The result must be Size bytes long and match the ETag (see below).
+//  3. The needle's logical bytes must be at least Size long and match the
+//     ETag (see below); the first Size of them are returned (see
+//     Chunk.Size for why a needle may hold more).
 //
-// The result may share memory with stored when there is nothing to decode.
-// Every mismatch is an error wrapping ErrCorrupt.
+// Decode has no server checksum to rely on, so it checks the e_tag whenever
+// it has the one form it understands. The result may share memory with
+// stored when there is nothing to decode. Every mismatch is an error
+// wrapping ErrCorrupt.
 //
 // The ETag check: a chunk's e_tag is the standard base64 of an MD5 digest
 // (operation.UploadResult.ToPbFileChunk takes the volume server's
@@ -42,34 +53,56 @@ var ErrCorrupt = errors.New("chunk bytes do not match its metadata")
 // very old filers stored; anything that is not base64 of 16 bytes) is not
 // checked, since its meaning is not certain.
 func Decode(c Chunk, stored []byte) ([]byte, error) {
+	if c.Size < 0 {
+		return nil, fmt.Errorf("decode chunk %s: negative size %d", c.FileID, c.Size)
+	}
+	data, err := decodeNeedle(c, stored, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkLength(c, data); err != nil {
+		return nil, err
+	}
+	if err := checkETag(c, data, stored); err != nil {
+		return nil, err
+	}
+	return data[:c.Size:c.Size], nil
+}
+
+// decodeNeedle returns all the logical bytes of a needle, not cut to
+// c.Size, from its stored bytes. gzipEncoded says that the volume server
+// sent them as "Content-Encoding: gzip", which it does only for a needle
+// stored compressed whose bytes start with the gzip magic, whatever the
+// filer's is_compressed says (the server gzips some uploads itself). For an
+// encrypted needle that header would describe the sealed bytes, not the
+// plaintext, so only c.Compressed counts there.
+func decodeNeedle(c Chunk, stored []byte, gzipEncoded bool) ([]byte, error) {
 	data := stored
-	if len(c.CipherKey) > 0 {
+	encrypted := len(c.CipherKey) > 0
+	if encrypted {
 		plain, err := decrypt(c.CipherKey, stored)
 		if err != nil {
 			return nil, fmt.Errorf("decode chunk %s: decrypt: %w", c.FileID, err)
 		}
 		data = plain
 	}
-	if c.Compressed && isGzip(data) {
-		var plain []byte
-		var err error
-		if c.Size < 0 {
-			plain, err = gunzipAll(data)
-		} else {
-			plain, err = gunzip(data, c.Size)
-		}
+	if (gzipEncoded && !encrypted) || (c.Compressed && isGzip(data)) {
+		plain, err := gunzip(data, c.Size, max(MaxNeedle, c.Size))
 		if err != nil {
 			return nil, fmt.Errorf("decode chunk %s: gunzip: %w", c.FileID, err)
 		}
 		data = plain
 	}
-	if c.Size >= 0 && int64(len(data)) != c.Size {
-		return nil, fmt.Errorf("decode chunk %s: %d logical bytes, want %d: %w", c.FileID, len(data), c.Size, ErrCorrupt)
-	}
-	if err := checkETag(c, data, stored); err != nil {
-		return nil, err
-	}
 	return data, nil
+}
+
+// checkLength rejects a needle that holds fewer logical bytes than the
+// chunk shows.
+func checkLength(c Chunk, logical []byte) error {
+	if int64(len(logical)) < c.Size {
+		return fmt.Errorf("chunk %s: needle holds %d logical bytes, chunk shows %d: %w", c.FileID, len(logical), c.Size, ErrCorrupt)
+	}
+	return nil
 }
 
 // decrypt opens AES-GCM data sealed with the nonce prepended.
@@ -99,50 +132,41 @@ func isGzip(data []byte) bool {
 	return len(data) >= 2 && data[0] == 0x1f && data[1] == 0x8b
 }
 
-// gunzip inflates data that should hold exactly size bytes. The output is
-// allocated once at that size; a longer stream is corrupt, not grown into.
-// gunzipAll inflates a gzip stream of unknown length, up to MaxNeedle bytes.
-func gunzipAll(data []byte) ([]byte, error) {
+// gunzip inflates a whole gzip stream of at most limit bytes. The output is
+// sized up front from the stream's length trailer (ISIZE, the length mod
+// 2^32 of the last member) when that is plausible, else from want, so the
+// common case allocates once; either is only a hint. Reading to the end of
+// the stream is what makes gzip check its CRC-32 and length trailers.
+func gunzip(data []byte, want, limit int64) ([]byte, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, ErrCorrupt)
 	}
-	out, err := io.ReadAll(io.LimitReader(zr, MaxNeedle+1))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", err, ErrCorrupt)
+	hint := want
+	if len(data) >= 4 {
+		if isize := int64(binary.LittleEndian.Uint32(data[len(data)-4:])); isize <= limit {
+			hint = isize
+		}
 	}
-	if len(out) > MaxNeedle {
-		return nil, fmt.Errorf("inflates to more than %d bytes: %w", MaxNeedle, ErrCorrupt)
+	// One spare byte lets the Read that finds the end of the stream run
+	// without growing the buffer.
+	out := make([]byte, 0, max(hint, 0)+1)
+	for {
+		if len(out) == cap(out) {
+			out = append(out, 0)[:len(out)]
+		}
+		n, err := zr.Read(out[len(out):cap(out)])
+		out = out[:len(out)+n]
+		if int64(len(out)) > limit {
+			return nil, fmt.Errorf("inflates to more than %d bytes: %w", limit, ErrCorrupt)
+		}
+		switch {
+		case errors.Is(err, io.EOF):
+			return out, nil
+		case err != nil:
+			return nil, fmt.Errorf("%w: %w", err, ErrCorrupt)
+		}
 	}
-	return out, nil
-}
-
-func gunzip(data []byte, size int64) ([]byte, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(data))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", err, ErrCorrupt)
-	}
-	out := make([]byte, size)
-	n, err := io.ReadFull(zr, out)
-	switch {
-	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
-		return nil, fmt.Errorf("inflates to %d bytes, want %d: %w", n, size, ErrCorrupt)
-	case err != nil:
-		return nil, fmt.Errorf("%w: %w", err, ErrCorrupt)
-	}
-	// Reading on to the end of the stream is what makes gzip check its
-	// CRC-32 and length trailer.
-	var probe [1]byte
-	extra, err := zr.Read(probe[:])
-	switch {
-	case extra > 0:
-		return nil, fmt.Errorf("inflates to more than %d bytes: %w", size, ErrCorrupt)
-	case errors.Is(err, io.EOF):
-		return out, nil
-	case err != nil:
-		return nil, fmt.Errorf("%w: %w", err, ErrCorrupt)
-	}
-	return nil, fmt.Errorf("gzip stream does not end after %d bytes: %w", size, ErrCorrupt)
 }
 
 // etagMD5 returns the digest a chunk's ETag holds, if it is of the one form
@@ -155,8 +179,9 @@ func etagMD5(etag string) (digest [md5.Size]byte, ok bool) {
 	return digest, err == nil && n == md5.Size
 }
 
-// checkETag verifies logical (and, for an encrypted chunk, stored) bytes
-// against the chunk's ETag, as described at Decode.
+// checkETag verifies a needle's logical bytes, all of them (and, for an
+// encrypted chunk, its stored bytes), against the chunk's ETag, as described
+// at Decode.
 func checkETag(c Chunk, logical, stored []byte) error {
 	want, ok := etagMD5(c.ETag)
 	if !ok || md5.Sum(logical) == want {

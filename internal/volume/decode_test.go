@@ -55,6 +55,12 @@ func TestDecode(t *testing.T) {
 		{"etag of another form is not checked", Chunk{Size: int64(len(binary)), ETag: "ecec08a7"}, binary, binary},
 		{"multipart-style etag is not checked", Chunk{Size: int64(len(binary)), ETag: "5d41402abc4b2a76b9719d911017c592-3"}, binary, binary},
 		{"empty", Chunk{}, nil, nil},
+		// A truncated chunk shows the first Size bytes of its needle; its
+		// e_tag stays the MD5 of the whole needle.
+		{"plain, truncated", Chunk{Size: 50_000, ETag: md5ETag(binary)}, binary, binary[:50_000]},
+		{"gzip, truncated", Chunk{Size: 10_000, Compressed: true, ETag: md5ETag(text)}, gzipForTest(text), text[:10_000]},
+		{"encrypted and gzipped, truncated", Chunk{Size: 1, CipherKey: key, Compressed: true, ETag: md5ETag(text)}, sealForTest(t, key, gzipForTest(text)), text[:1]},
+		{"truncated to nothing", Chunk{Size: 0, ETag: md5ETag(binary)}, binary, []byte{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,16 +108,21 @@ func TestDecodeCorrupt(t *testing.T) {
 		{"sealed too short", Chunk{Size: 1, CipherKey: key}, sealed[:20]},
 		{"gzip truncated", Chunk{Size: int64(len(text)), Compressed: true}, gz[:len(gz)/2]},
 		{"gzip crc", Chunk{Size: int64(len(text)), Compressed: true}, badCRC},
-		{"gzip longer than size", Chunk{Size: int64(len(text)) - 1, Compressed: true}, gz},
+		{"needle shorter than size", Chunk{Size: int64(len(text)) + 1, Compressed: true}, gz},
+		{"e_tag of the truncated prefix, not of the needle", Chunk{Size: 100, ETag: md5ETag(text[:100])}, text},
+		{"negative size", Chunk{Size: -1}, text},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.chunk.FileID = "3,01637037d6"
 			_, err := Decode(tt.chunk, tt.stored)
-			if !errors.Is(err, ErrCorrupt) {
+			if !errors.Is(err, ErrCorrupt) && tt.chunk.Size >= 0 {
 				t.Errorf("err = %v, want ErrCorrupt", err)
 			}
-			if err != nil && !strings.Contains(err.Error(), "3,01637037d6") {
+			if err == nil {
+				t.Fatal("decoded")
+			}
+			if !strings.Contains(err.Error(), "3,01637037d6") {
 				t.Errorf("error %q does not name the file id", err)
 			}
 		})

@@ -9,6 +9,8 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"hash/crc32"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -23,22 +25,32 @@ import (
 type fault int
 
 const (
-	healthy     fault = iota
-	status500         // answers 500
-	notFound          // answers 404
-	shortBody         // promises the full range, sends half, hangs up
-	ignoreRange       // answers 200 with the whole needle
-	corrupt           // serves the needle with one byte flipped
-	stall             // sends nothing until the client gives up
+	healthy   fault = iota
+	status500       // answers 500
+	notFound        // answers 404
+	shortBody       // promises the whole body, sends half, hangs up
+	corrupt         // flips one body byte, with the true ETag header
+	stall           // sends nothing until the client gives up
+)
+
+// crcForm is how a fake volume server states a needle's checksum.
+type crcForm int
+
+const (
+	crcRaw    crcForm = iota // ETag "%08x" of the raw CRC32C, as weed 4.48 does
+	crcMasked                // ETag of the masked CRC that old weed versions stored
+	crcNone                  // no ETag header, as a server that sends none
 )
 
 // needle is what a fake volume server stores under a file id.
 type needle struct {
+	// data are the stored bytes, which the ETag header's CRC covers.
 	data []byte
 	// gzipped marks a needle stored compressed, which the fake serves as
-	// weed's volume server does: gzip-encoded to a client that accepts
-	// gzip, gunzipped (and then ranged) to one that does not.
+	// weed's volume server does: as stored, "Content-Encoding: gzip", to a
+	// client that accepts gzip; gunzipped to one that does not.
 	gzipped bool
+	crc     crcForm
 }
 
 // fakeVolume is an httptest volume server with fault injection.
@@ -111,36 +123,32 @@ func (v *fakeVolume) serve(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	data := n.data
+	sum := crc32.Checksum(n.data, crc32.MakeTable(crc32.Castagnoli))
+	switch n.crc {
+	case crcRaw:
+		w.Header().Set("ETag", fmt.Sprintf(`"%08x"`, sum))
+	case crcMasked:
+		w.Header().Set("ETag", fmt.Sprintf(`"%08x"`, (sum>>15|sum<<17)+0xa282ead8))
+	}
+	body := n.data
 	if n.gzipped {
 		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
 			w.Header().Set("Content-Encoding", "gzip")
 		} else {
-			data = gunzipForTest(data)
+			body = gunzipForTest(body)
 		}
 	}
 	switch f {
 	case corrupt:
-		data = bytes.Clone(data)
-		data[len(data)/2] ^= 0xff
-	case ignoreRange:
-		w.WriteHeader(http.StatusOK)
-		w.Write(data)
-		return
+		body = bytes.Clone(body)
+		body[len(body)/2] ^= 0xff
 	case shortBody:
-		first, last := 0, len(data)-1
-		if spec, found := strings.CutPrefix(r.Header.Get("Range"), "bytes="); found {
-			a, b, _ := strings.Cut(spec, "-")
-			first, _ = strconv.Atoi(a)
-			last, _ = strconv.Atoi(b)
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(last-first+1))
-		w.Header().Set("Content-Range", "bytes "+strconv.Itoa(first)+"-"+strconv.Itoa(last)+"/"+strconv.Itoa(len(data)))
-		w.WriteHeader(http.StatusPartialContent)
-		w.Write(data[first : first+(last-first+1)/2])
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(body[:len(body)/2])
 		return
 	}
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
 }
 
 // validJWT checks a bearer token the way weed's volume server does: HS256

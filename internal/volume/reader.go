@@ -2,15 +2,14 @@ package volume
 
 import (
 	"context"
-	"crypto/md5"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -54,15 +53,16 @@ type Options struct {
 	// MaxIdleConnsPerHost sizes the keep-alive pool per volume server;
 	// it should cover the reads in flight at once. Default 128.
 	MaxIdleConnsPerHost int
-	// WholeCacheBytes bounds the cache of decoded encrypted chunks (see
+	// WholeCacheBytes bounds the cache of decoded, verified needles (see
 	// ReadChunk). Default 32 MiB; negative turns it off.
 	WholeCacheBytes int64
-	// SkipETagCheck turns off the MD5 check of whole-chunk reads of plain
-	// and compressed chunks, which weed mount does not make and which
-	// costs about 1.4 ms of CPU per MiB (roughly 700 MB/s on one core).
-	// Encrypted chunks are authenticated by AES-GCM regardless, and
-	// Decode always checks.
-	SkipETagCheck bool
+	// VerifyETag checks the MD5 e_tag of every needle read, on top of the
+	// server's CRC32C. The CRC32C check is always on and nearly free; the
+	// MD5 costs about 1.4 ms of CPU per MiB (roughly 700 MB/s on one
+	// core), which is why it is otherwise made only for a reply that
+	// carried no CRC32C to check (an old server). weed mount checks
+	// neither.
+	VerifyETag bool
 }
 
 const (
@@ -85,13 +85,18 @@ type Reader struct {
 	client    *http.Client
 	box       *penaltyBox
 	whole     *wholeCache
-	flight    singleflight.Group
+	// flight shares one fetch of a needle, keyed by file id, among the
+	// readers that miss whole at the same time.
+	flight singleflight.Group
 
 	reads           atomic.Int64
 	bytes           atomic.Int64
 	failed          atomic.Int64
 	retries         atomic.Int64
 	replicaFailures atomic.Int64
+	corrupt         atomic.Int64
+	fetches         atomic.Int64
+	fetchedBytes    atomic.Int64
 }
 
 // New returns a Reader that finds volume servers through loc.
@@ -118,8 +123,9 @@ func New(loc Locator, opts Options) *Reader {
 		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: opts.MaxIdleConnsPerHost,
 		IdleConnTimeout:     90 * time.Second,
-		// Every request says Accept-Encoding: identity itself (see
-		// request); this also stops the transport from adding gzip.
+		// Every request asks for gzip itself (see request) and gunzips
+		// after checking the stored bytes' CRC; a transport that gunzipped
+		// on its own would hide the bytes the CRC covers.
 		DisableCompression: true,
 	}
 	return &Reader{
@@ -141,16 +147,24 @@ func (r *Reader) Close() error {
 
 // Stats are the Reader's counters since New.
 type Stats struct {
-	// Reads and Errors count ReadChunk calls that succeeded and failed.
+	// Reads and Errors count ReadChunk and ReadNeedleChecked calls that
+	// succeeded and failed.
 	Reads, Errors int64
 	// Bytes counts the logical bytes that reads returned.
 	Bytes int64
-	// Retries counts requests after the first within one ReadChunk:
-	// failovers to another replica and later rounds.
+	// Retries counts requests after the first within one read: failovers
+	// to another replica and later rounds.
 	Retries int64
 	// ReplicaFailures counts requests that failed in a way that put the
 	// replica in the penalty box (not 404s, not cancellations).
 	ReplicaFailures int64
+	// Corrupt counts the replies, among ReplicaFailures, whose bytes
+	// failed a check (CRC32C, e_tag, AES-GCM, gzip, length, manifest).
+	Corrupt int64
+	// Fetches and FetchedBytes count the needles received whole and their
+	// stored bytes, cache misses all. FetchedBytes over Bytes is the cost
+	// of fetching whole needles for partial reads.
+	Fetches, FetchedBytes int64
 }
 
 // Stats returns the counters. Each is read atomically; together they are a
@@ -162,6 +176,9 @@ func (r *Reader) Stats() Stats {
 		Bytes:           r.bytes.Load(),
 		Retries:         r.retries.Load(),
 		ReplicaFailures: r.replicaFailures.Load(),
+		Corrupt:         r.corrupt.Load(),
+		Fetches:         r.fetches.Load(),
+		FetchedBytes:    r.fetchedBytes.Load(),
 	}
 }
 
@@ -170,32 +187,25 @@ func (r *Reader) Stats() Stats {
 // min(len(dst), c.Size-off), and never fills a gap with zeros: a short reply
 // from a server is an error. It is safe for concurrent use.
 //
-// How each kind of chunk is read:
-//   - Plain and Compressed: a GET with Range and "Accept-Encoding: identity",
-//     read straight into dst. The volume server gunzips a compressed
-//     needle for a client that does not accept gzip and applies the Range
-//     to the gunzipped bytes (weed/server/volume_server_handlers_read.go,
-//     GetOrHeadHandler; compressed needles never take the streaming path,
-//     weed/storage/volume_read.go). Had the request accepted gzip, the
-//     Range would have cut the compressed bytes instead. A weed 4.48
-//     server answers "Content-Range: bytes 100000-100099/526712" in
-//     logical bytes for a 102549-byte gzipped needle, and the total is
-//     checked against Size. weed itself reads partial chunk views this way
-//     (util/http ReadUrlAsStream). A read of the whole chunk verifies the
-//     ETag.
-//   - Encrypted (CipherKey): the whole needle is fetched and handed to
-//     Decode, which is the only way to open AES-GCM; weed's
-//     readEncryptedUrl does the same. Decoded chunks are kept in a small
-//     cache (Options.WholeCacheBytes), and concurrent reads of one chunk
-//     share a single fetch.
+// Whatever range it asks for, it fetches the chunk's whole stored needle,
+// since only a whole needle is covered by a checksum (see the package doc):
+// one GET without Range, with "Accept-Encoding: gzip" so that a compressed
+// needle comes back as stored and its CRC can be checked. The needle is then
+// decoded here (decrypted, gunzipped), its length checked against c.Size
+// (it may be longer, see Chunk.Size), and the e_tag checked when the
+// package doc says so. Verified needles are kept in a small cache
+// (Options.WholeCacheBytes) and concurrent reads of one needle share a
+// single fetch, so the page cache reading a chunk block by block fetches it
+// once.
 //
-// Replicas are tried in the Locator's order, those in the penalty box last.
-// When all fail, the volume's locations are invalidated and looked up again
-// for the next round, with a growing pause between rounds, until
-// Options.ReadRetryTime has passed; the error then names the file id and
-// each replica's failure. A 404 from every replica, twice, the second time
-// after a fresh lookup, gives an error wrapping fs.ErrNotExist. A
-// cancelled ctx gives an error wrapping ctx.Err().
+// Replicas are tried in the Locator's order, those in the penalty box last;
+// a corrupt copy counts as that replica failing. When all fail, the
+// volume's locations are invalidated and looked up again for the next
+// round, with a growing pause between rounds, until Options.ReadRetryTime
+// has passed; the error then names the file id and each replica's failure.
+// A 404 from every replica, twice, the second time after a fresh lookup,
+// gives an error wrapping fs.ErrNotExist. A cancelled ctx gives an error
+// wrapping ctx.Err().
 func (r *Reader) ReadChunk(ctx context.Context, c Chunk, off int64, dst []byte) (int, error) {
 	n, err := r.readChunk(ctx, c, off, dst)
 	if err != nil {
@@ -215,82 +225,42 @@ func (r *Reader) readChunk(ctx context.Context, c Chunk, off int64, dst []byte) 
 	if n == 0 {
 		return 0, nil
 	}
-	dst = dst[:n]
 	vid, _, _, err := ParseFileID(c.FileID)
 	if err != nil {
 		return 0, fmt.Errorf("read chunk: %w", err)
 	}
-	if len(c.CipherKey) > 0 {
-		data, err := r.decoded(ctx, vid, c)
-		if err != nil {
-			return 0, err
-		}
-		return copy(dst, data[off:]), nil
+	data, err := r.needle(ctx, vid, c)
+	if err != nil {
+		return 0, err
 	}
-	err = r.withReplicas(ctx, vid, c.FileID, func(ctx context.Context, addr string) error {
-		return r.readRange(ctx, addr, c, off, dst)
-	})
-	return n, err
+	return copy(dst[:n], data[off:c.Size]), nil
 }
 
-// MaxNeedle bounds a needle read whole without a known size.
-const MaxNeedle = 64 << 20
-
-// ReadNeedle returns the whole logical (decoded) bytes of a needle whose
-// length is not known in advance: a manifest blob, whose chunk's Size is the
-// span of the file it covers, not the blob's length. c.Size is ignored; the
-// blob may be at most MaxNeedle bytes. Replicas and retries are as for
-// ReadChunk. Safe for concurrent use.
-func (r *Reader) ReadNeedle(ctx context.Context, c Chunk) ([]byte, error) {
-	c.Size = -1
-	vid, _, _, err := ParseFileID(c.FileID)
-	if err != nil {
-		return nil, fmt.Errorf("read needle: %w", err)
-	}
-	var data []byte
-	err = r.withReplicas(ctx, vid, c.FileID, func(ctx context.Context, addr string) error {
-		stored, err := r.readStored(ctx, addr, c)
-		if err != nil {
-			return err
-		}
-		if data, err = Decode(c, stored); err != nil {
-			return fmt.Errorf("from %s: %w", addr, err)
-		}
-		return nil
-	})
-	if err != nil {
-		r.failed.Add(1)
-		return nil, err
-	}
-	r.reads.Add(1)
-	r.bytes.Add(int64(len(data)))
-	return data, nil
-}
-
-// decoded returns the logical bytes of a whole encrypted chunk, from the
-// cache or from one fetch shared by every concurrent reader of the chunk.
-func (r *Reader) decoded(ctx context.Context, vid uint32, c Chunk) ([]byte, error) {
-	if data, ok := r.whole.get(c.FileID); ok {
-		return data, nil
-	}
-	for {
+// needle returns the verified logical bytes of the chunk's whole needle, at
+// least c.Size of them, from the cache or from one fetch shared by every
+// concurrent reader of the needle. The slice is shared: it must not be
+// written.
+//
+// Cache and flight are keyed by file id alone. A file id names one needle
+// forever, and every chunk naming it carries the same cipher key,
+// compression and e_tag; only Size differs, between a chunk and its
+// truncated self, which is why the whole needle is kept and the length is
+// checked for each caller.
+func (r *Reader) needle(ctx context.Context, vid uint32, c Chunk) ([]byte, error) {
+	data, ok := r.whole.get(c.FileID)
+	for !ok {
 		v, err, _ := r.flight.Do(c.FileID, func() (any, error) {
-			var data []byte
+			var fetched []byte
 			err := r.withReplicas(ctx, vid, c.FileID, func(ctx context.Context, addr string) error {
-				stored, err := r.readStored(ctx, addr, c)
-				if err != nil {
-					return err
-				}
-				if data, err = Decode(c, stored); err != nil {
-					return fmt.Errorf("from %s: %w", addr, err)
-				}
-				return nil
+				var err error
+				fetched, err = r.fetch(ctx, addr, c)
+				return err
 			})
 			if err != nil {
 				return nil, err
 			}
-			r.whole.put(c.FileID, data)
-			return data, nil
+			r.whole.put(c.FileID, fetched)
+			return fetched, nil
 		})
 		// The shared fetch ran under the ctx of whichever reader started
 		// it. If that reader gave up while this one still wants the
@@ -302,8 +272,56 @@ func (r *Reader) decoded(ctx context.Context, vid uint32, c Chunk) ([]byte, erro
 		if err != nil {
 			return nil, err
 		}
-		return v.([]byte), nil
+		data, ok = v.([]byte), true
 	}
+	if err := checkLength(c, data); err != nil {
+		return nil, fmt.Errorf("read %w", err)
+	}
+	return data, nil
+}
+
+// ReadNeedleChecked returns the whole logical (decoded) bytes of a needle
+// whose length is not known in advance: a manifest blob, whose chunk's Size
+// is the span of the file it covers, not the blob's length. c.Size is
+// ignored; the blob may be at most MaxNeedle bytes. Fetching, verification,
+// replicas and retries are as for ReadChunk, without the cache.
+//
+// check, when not nil, validates each replica's blob, for contents that
+// the caller can validate and that SeaweedFS may hold no checksum of (the
+// filer writes manifest chunks without an e_tag, and an old volume server
+// sends no CRC). A blob that fails check counts as that replica's copy
+// being corrupt: the next replica is read, and the error, when all fail,
+// wraps both check's error and ErrCorrupt. check is called once per replica
+// reply, one call at a time, never concurrently; the blob it gets is the
+// one returned when it passes. Safe for concurrent use.
+func (r *Reader) ReadNeedleChecked(ctx context.Context, c Chunk, check func([]byte) error) ([]byte, error) {
+	c.Size = 0 // no length to check: the blob is read to its end
+	vid, _, _, err := ParseFileID(c.FileID)
+	if err != nil {
+		r.failed.Add(1)
+		return nil, fmt.Errorf("read needle: %w", err)
+	}
+	var data []byte
+	err = r.withReplicas(ctx, vid, c.FileID, func(ctx context.Context, addr string) error {
+		blob, err := r.fetch(ctx, addr, c)
+		if err != nil {
+			return err
+		}
+		if check != nil {
+			if err := check(blob); err != nil {
+				return fmt.Errorf("read needle %s from %s: %w: %w", c.FileID, addr, err, ErrCorrupt)
+			}
+		}
+		data = blob
+		return nil
+	})
+	if err != nil {
+		r.failed.Add(1)
+		return nil, err
+	}
+	r.reads.Add(1)
+	r.bytes.Add(int64(len(data)))
+	return data, nil
 }
 
 func isContextError(err error) bool {
@@ -360,6 +378,9 @@ func (r *Reader) withReplicas(ctx context.Context, vid uint32, fid string, attem
 					allNotFound, allPermanent = false, false
 					r.box.fail(addr, time.Now())
 					r.replicaFailures.Add(1)
+					if errors.Is(err, ErrCorrupt) {
+						r.corrupt.Add(1)
+					}
 				}
 			}
 		}
@@ -414,9 +435,9 @@ func (e *statusError) Is(target error) bool {
 }
 
 // isPermanent reports errors that another try of the same replica would
-// repeat and that say nothing about its health: a rejected JWT, a range
-// outside the needle, a bad request. Timeouts, throttling and 5xx are the
-// replica's trouble, and 404s are handled apart.
+// repeat and that say nothing about its health: a rejected JWT, a bad
+// request. Timeouts, throttling and 5xx are the replica's trouble, and 404s
+// are handled apart.
 func isPermanent(err error) bool {
 	var se *statusError
 	if !errors.As(err, &se) {
@@ -433,11 +454,11 @@ func isPermanent(err error) bool {
 // progress for StallTimeout.
 var errStalled = errors.New("volume server stalled")
 
-// request sends a GET for the chunk to addr and passes the reply to handle.
-// The request is abandoned when StallTimeout passes without progress: no
-// response headers yet, or no body bytes read since the last. handle reads
-// the body through a reader that counts as progress.
-func (r *Reader) request(ctx context.Context, addr string, c Chunk, rangeHeader string, handle func(resp *http.Response, body io.Reader) error) error {
+// request sends a GET for the whole needle of c to addr and passes the
+// reply to handle. The request is abandoned when StallTimeout passes without
+// progress: no response headers yet, or no body bytes read since the last.
+// handle reads the body through a reader that counts as progress.
+func (r *Reader) request(ctx context.Context, addr string, c Chunk, handle func(resp *http.Response, body io.Reader) error) error {
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stall := time.AfterFunc(r.opts.StallTimeout, func() { cancel(errStalled) })
@@ -449,14 +470,11 @@ func (r *Reader) request(ctx context.Context, addr string, c Chunk, rangeHeader 
 	if err != nil {
 		return fmt.Errorf("read chunk %s from %s: %w", c.FileID, addr, err)
 	}
-	// Without gzip in Accept-Encoding the volume server never sends gzip:
-	// it gunzips compressed needles itself, before applying any Range.
-	// "identity" says so explicitly; no Accept-Encoding at all would
-	// formally allow any coding.
-	req.Header.Set("Accept-Encoding", "identity")
-	if rangeHeader != "" {
-		req.Header.Set("Range", rangeHeader)
-	}
+	// With gzip accepted the volume server sends a compressed needle as
+	// it is stored, marked "Content-Encoding: gzip"; without, it gunzips
+	// it first, and the body no longer matches the CRC in its ETag header
+	// (weed/server/volume_server_handlers_read.go).
+	req.Header.Set("Accept-Encoding", "gzip")
 	if token := SignReadJWT(r.opts.ReadSigningKey, c.FileID, r.opts.ReadExpiresAfter); token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -490,91 +508,88 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// readRange reads the chunk's logical bytes [off, off+len(dst)) from addr
-// straight into dst.
-func (r *Reader) readRange(ctx context.Context, addr string, c Chunk, off int64, dst []byte) error {
-	end := off + int64(len(dst)) - 1
-	rangeHeader := "bytes=" + strconv.FormatInt(off, 10) + "-" + strconv.FormatInt(end, 10)
-	return r.request(ctx, addr, c, rangeHeader, func(resp *http.Response, body io.Reader) error {
-		if err := checkEncoding(resp); err != nil {
-			return err
-		}
-		switch resp.StatusCode {
-		case http.StatusPartialContent:
-			start, last, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
-			if !ok || start != off || last != end {
-				return fmt.Errorf("asked for bytes %d-%d, got Content-Range %q: %w", off, end, resp.Header.Get("Content-Range"), ErrCorrupt)
-			}
-			if total >= 0 && total != c.Size {
-				return fmt.Errorf("server holds %d bytes, chunk has %d: %w", total, c.Size, ErrCorrupt)
-			}
-		case http.StatusOK:
-			// The whole needle came back despite the Range: skip to off.
-			if resp.ContentLength >= 0 && resp.ContentLength != c.Size {
-				return fmt.Errorf("server holds %d bytes, chunk has %d: %w", resp.ContentLength, c.Size, ErrCorrupt)
-			}
-			if skipped, err := io.CopyN(io.Discard, body, off); err != nil {
-				return fmt.Errorf("body ended after %d bytes, before offset %d: %w", skipped, off, unexpectedEOF(err))
-			}
-		default:
-			return &statusError{code: resp.StatusCode, status: resp.Status}
-		}
-		if got, err := io.ReadFull(body, dst); err != nil {
-			return fmt.Errorf("body ended after %d of %d bytes: %w", got, len(dst), unexpectedEOF(err))
-		}
-		if off == 0 && int64(len(dst)) == c.Size && !r.opts.SkipETagCheck {
-			if want, ok := etagMD5(c.ETag); ok && md5.Sum(dst) != want {
-				return fmt.Errorf("md5 differs from e_tag %s: %w", c.ETag, ErrCorrupt)
-			}
-		}
-		return nil
-	})
-}
-
-// readStored fetches the whole stored needle from addr, as bytes to Decode.
-func (r *Reader) readStored(ctx context.Context, addr string, c Chunk) ([]byte, error) {
-	var stored []byte
-	err := r.request(ctx, addr, c, "", func(resp *http.Response, body io.Reader) error {
-		if err := checkEncoding(resp); err != nil {
-			return err
-		}
+// fetch reads the whole needle of c from addr and returns its verified
+// logical bytes, all of them, at least c.Size: the body's CRC32C is checked
+// against the ETag header when there is one, the body is decoded, and the
+// e_tag is checked when Options.VerifyETag says so or when there was no CRC
+// to check.
+func (r *Reader) fetch(ctx context.Context, addr string, c Chunk) ([]byte, error) {
+	var logical []byte
+	err := r.request(ctx, addr, c, func(resp *http.Response, body io.Reader) error {
 		if resp.StatusCode != http.StatusOK {
 			return &statusError{code: resp.StatusCode, status: resp.Status}
 		}
-		// Sealing adds 28 bytes and gzip was kept only where it saved
-		// space, so a stored needle much larger than the chunk is wrong;
-		// the bound keeps a bad reply from exhausting memory.
-		limit := c.Size + c.Size/8 + 64<<10
-		if c.Size < 0 {
-			limit = MaxNeedle
+		gzipEncoded, err := contentGzip(resp)
+		if err != nil {
+			return err
 		}
-		if resp.ContentLength > limit {
-			return fmt.Errorf("stored needle of %d bytes for a %d-byte chunk: %w", resp.ContentLength, c.Size, ErrCorrupt)
+		stored, err := readStored(resp, body, storedLimit(c))
+		if err != nil {
+			return err
 		}
-		if resp.ContentLength >= 0 {
-			stored = make([]byte, resp.ContentLength)
-			if got, err := io.ReadFull(body, stored); err != nil {
-				return fmt.Errorf("body ended after %d of %d bytes: %w", got, len(stored), unexpectedEOF(err))
-			}
-			return nil
+		r.fetches.Add(1)
+		r.fetchedBytes.Add(int64(len(stored)))
+		sum, crcChecked := needleCRC(resp.Header.Get("ETag"))
+		if crcChecked && !crcMatches(stored, sum) {
+			return fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",
+				crc32.Checksum(stored, castagnoli), len(stored), resp.Header.Get("ETag"), ErrCorrupt)
 		}
-		var err error
-		stored, err = io.ReadAll(io.LimitReader(body, limit+1))
-		if err == nil && int64(len(stored)) > limit {
-			err = fmt.Errorf("stored needle over %d bytes for a %d-byte chunk: %w", limit, c.Size, ErrCorrupt)
+		if logical, err = decodeNeedle(c, stored, gzipEncoded); err != nil {
+			return err
 		}
-		return err
+		if err := checkLength(c, logical); err != nil {
+			return err
+		}
+		if r.opts.VerifyETag || !crcChecked {
+			return checkETag(c, logical, stored)
+		}
+		return nil
 	})
-	return stored, err
+	return logical, err
 }
 
-// checkEncoding rejects a body in any content coding: the request asked for
-// identity, and coded bytes must never pass for chunk bytes.
-func checkEncoding(resp *http.Response) error {
-	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		return fmt.Errorf("unrequested Content-Encoding %q: %w", ce, ErrCorrupt)
+// storedLimit bounds the stored bytes of c's needle. A truncated chunk's
+// needle may be far longer than the chunk (see Chunk.Size), so the bound is
+// MaxNeedle; a chunk larger than that may be as long as it says, plus
+// sealing (28 bytes) and a gzip that did not pay.
+func storedLimit(c Chunk) int64 {
+	return max(MaxNeedle, c.Size+c.Size/8+64<<10)
+}
+
+// contentGzip reports whether the body is "Content-Encoding: gzip". Any
+// other coding was not asked for, and coded bytes must never pass for
+// needle bytes.
+func contentGzip(resp *http.Response) (bool, error) {
+	switch ce := resp.Header.Get("Content-Encoding"); {
+	case ce == "" || strings.EqualFold(ce, "identity"):
+		return false, nil
+	case strings.EqualFold(ce, "gzip"):
+		return true, nil
+	default:
+		return false, fmt.Errorf("unrequested Content-Encoding %q: %w", ce, ErrCorrupt)
 	}
-	return nil
+}
+
+// readStored reads a whole body of at most limit bytes.
+func readStored(resp *http.Response, body io.Reader, limit int64) ([]byte, error) {
+	if resp.ContentLength > limit {
+		return nil, fmt.Errorf("stored needle of %d bytes, over the %d-byte bound: %w", resp.ContentLength, limit, ErrCorrupt)
+	}
+	if resp.ContentLength >= 0 {
+		stored := make([]byte, resp.ContentLength)
+		if got, err := io.ReadFull(body, stored); err != nil {
+			return nil, fmt.Errorf("body ended after %d of %d bytes: %w", got, len(stored), unexpectedEOF(err))
+		}
+		return stored, nil
+	}
+	stored, err := io.ReadAll(io.LimitReader(body, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(stored)) > limit {
+		return nil, fmt.Errorf("stored needle over the %d-byte bound: %w", limit, ErrCorrupt)
+	}
+	return stored, nil
 }
 
 // unexpectedEOF turns a clean EOF in the middle of a body into
@@ -584,34 +599,4 @@ func unexpectedEOF(err error) error {
 		return io.ErrUnexpectedEOF
 	}
 	return err
-}
-
-// parseContentRange parses "bytes first-last/total"; total is -1 for "*".
-func parseContentRange(s string) (first, last, total int64, ok bool) {
-	spec, found := strings.CutPrefix(s, "bytes ")
-	if !found {
-		return 0, 0, 0, false
-	}
-	span, size, found := strings.Cut(spec, "/")
-	if !found {
-		return 0, 0, 0, false
-	}
-	a, b, found := strings.Cut(span, "-")
-	if !found {
-		return 0, 0, 0, false
-	}
-	first, err1 := strconv.ParseInt(a, 10, 64)
-	last, err2 := strconv.ParseInt(b, 10, 64)
-	if err1 != nil || err2 != nil || first < 0 || last < first {
-		return 0, 0, 0, false
-	}
-	total = -1
-	if size != "*" {
-		t, err := strconv.ParseInt(size, 10, 64)
-		if err != nil || t <= last {
-			return 0, 0, 0, false
-		}
-		total = t
-	}
-	return first, last, total, true
 }

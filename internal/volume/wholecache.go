@@ -5,17 +5,18 @@ import (
 	"sync"
 )
 
-// wholeCache keeps the decoded bytes of the last few encrypted chunks. An
-// encrypted chunk can only be fetched and opened whole, while the page cache
-// asks for it a block at a time; without this, every block of a 4 MiB chunk
-// would fetch and decrypt all 4 MiB again. Needles never change under a
-// file id, so entries need no invalidation. It is safe for concurrent use;
-// the slices it hands out are shared and must not be written.
+// wholeCache keeps the verified logical bytes of the last few needles read.
+// A needle is only ever fetched whole (a whole needle is what its checksums
+// cover), while the page cache asks for a chunk a block at a time; without
+// this, every 256 KiB block of a 4 MiB chunk would fetch and verify all
+// 4 MiB again. Needles never change under a file id, so entries need no
+// invalidation. It is safe for concurrent use; the slices it hands out are
+// shared and must not be written.
 type wholeCache struct {
 	limit int64 // bytes; fixed at construction
 
 	mu sync.Mutex
-	// size is the total length of the cached chunks.
+	// size is the total length of the cached needles.
 	size int64
 	// lru holds *wholeEntry, most recently used at the front.
 	lru *list.List
@@ -43,10 +44,11 @@ func (c *wholeCache) get(fid string) ([]byte, bool) {
 	return e.Value.(*wholeEntry).data, true
 }
 
-// put caches data under fid, evicting the least recently used chunks to
-// stay within the limit. A chunk larger than the whole limit is not kept.
+// put caches data under fid, evicting the least recently used needles to
+// stay within the limit. A needle larger than the whole limit is not kept,
+// nor is anything when the limit is zero (the cache is off).
 func (c *wholeCache) put(fid string, data []byte) {
-	if int64(len(data)) > c.limit {
+	if c.limit == 0 || int64(len(data)) > c.limit {
 		return
 	}
 	c.mu.Lock()
