@@ -10,11 +10,11 @@ import (
 // instruction for it where there is one (SSE 4.2, ARMv8).
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// needleCRC parses a volume server's ETag header, the checksum of the
+// NeedleCRC parses a volume server's ETag header, the checksum of the
 // needle's stored bytes: 8 hex digits of a big-endian uint32, quoted
 // (weed/storage/needle: Needle.Etag). Anything else, an absent header
 // included, is not a checksum this package knows, and ok is false.
-func needleCRC(header string) (sum uint32, ok bool) {
+func NeedleCRC(header string) (sum uint32, ok bool) {
 	hex, found := strings.CutPrefix(header, `"`)
 	if !found {
 		return 0, false
@@ -30,10 +30,10 @@ func needleCRC(header string) (sum uint32, ok bool) {
 	return uint32(v), true
 }
 
-// crcMatches reports whether stored has the checksum sum: its raw CRC32C,
+// CRCMatches reports whether stored has the checksum sum: its raw CRC32C,
 // as weed writes it now, or the masked form that old versions stored
 // (weed/storage/needle/crc.go: CRC.Value).
-func crcMatches(stored []byte, sum uint32) bool {
+func CRCMatches(stored []byte, sum uint32) bool {
 	c := crc32.Checksum(stored, castagnoli)
 	return c == sum || (c>>15|c<<17)+0xa282ead8 == sum
 }

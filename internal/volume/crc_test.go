@@ -20,9 +20,9 @@ func TestNeedleCRC(t *testing.T) {
 		{`"+dfee6dc"`, 0, false},
 		{`"d41d8cd98f00b204e9800998ecf8427e"`, 0, false}, // an MD5, as S3 gateways send
 	} {
-		sum, ok := needleCRC(tt.header)
+		sum, ok := NeedleCRC(tt.header)
 		if sum != tt.sum || ok != tt.ok {
-			t.Errorf("needleCRC(%s) = %#x, %v; want %#x, %v", tt.header, sum, ok, tt.sum, tt.ok)
+			t.Errorf("NeedleCRC(%s) = %#x, %v; want %#x, %v", tt.header, sum, ok, tt.sum, tt.ok)
 		}
 	}
 }
@@ -30,13 +30,13 @@ func TestNeedleCRC(t *testing.T) {
 func TestCRCMatches(t *testing.T) {
 	data := []byte("123456789")
 	var check uint32 = 0xe3069283 // CRC-32C's check value
-	if !crcMatches(data, check) {
+	if !CRCMatches(data, check) {
 		t.Error("raw CRC32C rejected")
 	}
-	if !crcMatches(data, (check>>15|check<<17)+0xa282ead8) {
+	if !CRCMatches(data, (check>>15|check<<17)+0xa282ead8) {
 		t.Error("masked CRC32C rejected")
 	}
-	if crcMatches(data, check^1) || crcMatches([]byte("123456788"), check) {
+	if CRCMatches(data, check^1) || CRCMatches([]byte("123456788"), check) {
 		t.Error("a wrong CRC matched")
 	}
 }

@@ -529,8 +529,8 @@ func (r *Reader) fetch(ctx context.Context, addr string, c Chunk) ([]byte, error
 		}
 		r.fetches.Add(1)
 		r.fetchedBytes.Add(int64(len(stored)))
-		sum, crcChecked := needleCRC(resp.Header.Get("ETag"))
-		if crcChecked && !crcMatches(stored, sum) {
+		sum, crcChecked := NeedleCRC(resp.Header.Get("ETag"))
+		if crcChecked && !CRCMatches(stored, sum) {
 			return fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",
 				crc32.Checksum(stored, castagnoli), len(stored), resp.Header.Get("ETag"), ErrCorrupt)
 		}
