@@ -229,11 +229,57 @@ func (r *Reader) readChunk(ctx context.Context, c Chunk, off int64, dst []byte) 
 	if err != nil {
 		return 0, fmt.Errorf("read chunk: %w", err)
 	}
+	if off == 0 && int64(n) == c.Size && len(c.CipherKey) == 0 && !c.Compressed {
+		if _, cached := r.whole.get(c.FileID); !cached {
+			if err := r.readWholeInto(ctx, vid, c, dst[:n]); err != nil {
+				return 0, err
+			}
+			return n, nil
+		}
+	}
 	data, err := r.needle(ctx, vid, c)
 	if err != nil {
 		return 0, err
 	}
 	return copy(dst[:n], data[off:c.Size]), nil
+}
+
+// readWholeInto fetches a plain chunk's needle straight into dst, which is
+// exactly the chunk, when the whole chunk is asked for (as the block cache
+// does): no buffer, no copy and no cache entry, since the caller keeps the
+// bytes. A needle that is not plain bytes of exactly the chunk's size
+// (stored gzipped, or longer than its chunk after a truncate) is read from
+// the same answer the general way, and copied. The checks are fetch's.
+func (r *Reader) readWholeInto(ctx context.Context, vid uint32, c Chunk, dst []byte) error {
+	return r.withReplicas(ctx, vid, c.FileID, func(ctx context.Context, addr string) error {
+		return r.request(ctx, addr, c, func(resp *http.Response, body io.Reader) error {
+			if resp.StatusCode != http.StatusOK {
+				return &statusError{code: resp.StatusCode, status: resp.Status}
+			}
+			if resp.Header.Get("Content-Encoding") != "" || resp.ContentLength != c.Size {
+				logical, err := r.readNeedle(c, resp, body)
+				if err != nil {
+					return err
+				}
+				r.whole.put(c.FileID, logical)
+				copy(dst, logical)
+				return nil
+			}
+			if got, err := io.ReadFull(body, dst); err != nil {
+				return fmt.Errorf("body ended after %d of %d bytes: %w", got, len(dst), unexpectedEOF(err))
+			}
+			r.fetches.Add(1)
+			r.fetchedBytes.Add(int64(len(dst)))
+			crcChecked, err := checkCRC(resp, dst)
+			if err != nil {
+				return err
+			}
+			if r.opts.VerifyETag || !crcChecked {
+				return checkETag(c, dst, dst)
+			}
+			return nil
+		})
+	})
 }
 
 // needle returns the verified logical bytes of the chunk's whole needle, at
@@ -519,33 +565,54 @@ func (r *Reader) fetch(ctx context.Context, addr string, c Chunk) ([]byte, error
 		if resp.StatusCode != http.StatusOK {
 			return &statusError{code: resp.StatusCode, status: resp.Status}
 		}
-		gzipEncoded, err := contentGzip(resp)
-		if err != nil {
-			return err
-		}
-		stored, err := readStored(resp, body, storedLimit(c))
-		if err != nil {
-			return err
-		}
-		r.fetches.Add(1)
-		r.fetchedBytes.Add(int64(len(stored)))
-		sum, crcChecked := NeedleCRC(resp.Header.Get("ETag"))
-		if crcChecked && !CRCMatches(stored, sum) {
-			return fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",
-				crc32.Checksum(stored, castagnoli), len(stored), resp.Header.Get("ETag"), ErrCorrupt)
-		}
-		if logical, err = decodeNeedle(c, stored, gzipEncoded); err != nil {
-			return err
-		}
-		if err := checkLength(c, logical); err != nil {
-			return err
-		}
-		if r.opts.VerifyETag || !crcChecked {
-			return checkETag(c, logical, stored)
-		}
-		return nil
+		var err error
+		logical, err = r.readNeedle(c, resp, body)
+		return err
 	})
 	return logical, err
+}
+
+// readNeedle reads a 200 answer's whole stored needle, checks it and
+// decodes it to its logical bytes.
+func (r *Reader) readNeedle(c Chunk, resp *http.Response, body io.Reader) ([]byte, error) {
+	gzipEncoded, err := contentGzip(resp)
+	if err != nil {
+		return nil, err
+	}
+	stored, err := readStored(resp, body, storedLimit(c))
+	if err != nil {
+		return nil, err
+	}
+	r.fetches.Add(1)
+	r.fetchedBytes.Add(int64(len(stored)))
+	crcChecked, err := checkCRC(resp, stored)
+	if err != nil {
+		return nil, err
+	}
+	logical, err := decodeNeedle(c, stored, gzipEncoded)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkLength(c, logical); err != nil {
+		return nil, err
+	}
+	if r.opts.VerifyETag || !crcChecked {
+		if err := checkETag(c, logical, stored); err != nil {
+			return nil, err
+		}
+	}
+	return logical, nil
+}
+
+// checkCRC checks stored bytes against the answer's ETag, the needle's
+// CRC32C, and reports whether there was one to check.
+func checkCRC(resp *http.Response, stored []byte) (bool, error) {
+	sum, ok := NeedleCRC(resp.Header.Get("ETag"))
+	if ok && !CRCMatches(stored, sum) {
+		return true, fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",
+			crc32.Checksum(stored, castagnoli), len(stored), resp.Header.Get("ETag"), ErrCorrupt)
+	}
+	return ok, nil
 }
 
 // storedLimit bounds the stored bytes of c's needle. A truncated chunk's
