@@ -206,9 +206,6 @@ func (c *Cache) Close() {
 	c.arena.close()
 }
 
-// BlockSize is the cache's block size.
-func (c *Cache) BlockSize() int64 { return c.opts.BlockSize }
-
 // Stats returns the counters.
 func (c *Cache) Stats() Stats {
 	return Stats{
@@ -219,8 +216,12 @@ func (c *Cache) Stats() Stats {
 	}
 }
 
-func blockKey(fid string, blk int64) string {
-	return fid + "#" + strconv.FormatInt(blk, 10)
+// blockKey names block blk of chunk ch. It includes the block's length:
+// one needle may stand in files as chunks of different sizes (weed mount
+// truncates by lowering a chunk's size), and a block cut short for one
+// must never serve a reader of the other.
+func (c *Cache) blockKey(ch volume.Chunk, blk int64) string {
+	return ch.FileID + "#" + strconv.FormatInt(blk, 10) + "#" + strconv.FormatInt(c.blockLen(ch, blk), 10)
 }
 
 // blockLen is the length of block blk of chunk ch.
@@ -234,9 +235,9 @@ func (c *Cache) cached(key string, dst []byte, off, end, b int64) bool {
 	if !ok || !c.arena.acquire(ref) {
 		return false
 	}
-	c.copyBlock(dst, off, end, b, c.arena.bytes(ref))
+	err := c.copyBlock(dst, off, end, b, c.arena.bytes(ref))
 	c.arena.release(ref)
-	return true
+	return err == nil // a wrong-sized block is a miss; the key rules it out
 }
 
 // ReadChunk fills dst with the chunk's logical bytes from off, from cached
@@ -274,7 +275,7 @@ func (c *Cache) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst [
 		}
 	}()
 	for b := first; b <= last; {
-		if c.cached(blockKey(ch.FileID, b), dst, off, end, b) {
+		if c.cached(c.blockKey(ch, b), dst, off, end, b) {
 			c.hits.Add(1)
 			b++
 			continue
@@ -294,18 +295,25 @@ func (c *Cache) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst [
 		if f.err != nil {
 			return 0, f.err
 		}
-		c.take(blockKey(ch.FileID, b), f)
-		c.copyBlock(dst, off, end, b, c.data(f))
+		c.take(c.blockKey(ch, b), f)
+		if err := c.copyBlock(dst, off, end, b, c.data(f)); err != nil {
+			return 0, fmt.Errorf("read chunk %s: %w", ch.FileID, err)
+		}
 	}
 	return int(end - off), nil
 }
 
 // copyBlock copies the part of block b's data that lies in [off, end) into
-// dst, which starts at off.
-func (c *Cache) copyBlock(dst []byte, off, end, b int64, data []byte) {
+// dst, which starts at off. A block shorter than that part is a broken
+// invariant, never a short read: it would leave dst partly unwritten.
+func (c *Cache) copyBlock(dst []byte, off, end, b int64, data []byte) error {
 	bstart := b * c.opts.BlockSize
-	from, to := max(off, bstart), min(end, bstart+int64(len(data)))
+	from, to := max(off, bstart), min(end, bstart+c.opts.BlockSize)
+	if bstart+int64(len(data)) < to {
+		return fmt.Errorf("block %d holds %d bytes, %d needed", b, len(data), to-bstart)
+	}
 	copy(dst[from-off:to-off], data[from-bstart:to-bstart])
+	return nil
 }
 
 // take moves a prefetched block a reader waited on from the inflight table
@@ -318,7 +326,7 @@ func (c *Cache) take(key string, f *fetch) {
 	mine := c.inflight[key] == f
 	if mine {
 		delete(c.inflight, key)
-		c.raBytes -= int64(f.n)
+		c.raBytes -= c.opts.BlockSize
 		c.prefetchUsed.Add(uint64(f.n))
 	}
 	c.mu.Unlock()
@@ -333,7 +341,9 @@ func (c *Cache) cacheBlock(key string, f *fetch) {
 	if f.ref.idx == 0 {
 		return
 	}
-	if !c.rc.Set(key, f.ref, int64(f.n)) {
+	// A block pins a whole slot, whatever its length: charging the slot
+	// keeps ristretto's budget and the arena in step.
+	if !c.rc.Set(key, f.ref, c.opts.BlockSize) {
 		c.arena.release(f.ref) // dropped: onExit will not run for it
 	}
 }
@@ -348,7 +358,7 @@ func (c *Cache) claimRun(ch volume.Chunk, b, last int64, prefetch bool, waits []
 	defer c.mu.Unlock()
 	var run []*fetch
 	for n := int64(0); b+n <= last; n++ {
-		key := blockKey(ch.FileID, b+n)
+		key := c.blockKey(ch, b+n)
 		if fl, ok := c.failed[key]; ok && n == 0 {
 			if time.Now().Before(fl.until) {
 				f := &fetch{done: make(chan struct{}), err: fl.err}
@@ -380,16 +390,30 @@ func (c *Cache) claimRun(ch volume.Chunk, b, last int64, prefetch bool, waits []
 		}
 		size := int(c.blockLen(ch, b+n))
 		f := &fetch{done: make(chan struct{}), prefetch: prefetch, n: size}
-		if ref, ok := c.arena.alloc(size); ok {
+		ref, ok := c.arena.alloc(size)
+		if !ok && n == 0 {
+			// Blocks handed to ristretto but not yet processed still hold
+			// their slots; once it has caught up (evicting to its budget,
+			// which leaves slots free), try again. Its processing never
+			// takes c.mu, so waiting under it cannot deadlock.
+			c.rc.Wait()
+			ref, ok = c.arena.alloc(size)
+		}
+		if ok {
 			f.ref = ref
 		} else {
+			// The arena is full: only what the reader waits for goes to
+			// the heap, uncached, so that memory stays bounded.
+			if n > 0 && n >= int64(len(waits)) {
+				break
+			}
 			f.heap = make([]byte, size)
 			c.uncached.Add(1)
 		}
 		c.inflight[key] = f
 		if prefetch {
 			c.raQueue = append(c.raQueue, raItem{key, f, time.Now()})
-			c.raBytes += int64(size)
+			c.raBytes += c.opts.BlockSize
 		}
 		run = append(run, f)
 		if n < int64(len(waits)) {
@@ -418,7 +442,7 @@ func (c *Cache) trimReadaheadLocked() {
 				return // still being fetched; its fetch timeout bounds this
 			}
 			delete(c.inflight, key)
-			c.raBytes -= int64(f.n)
+			c.raBytes -= c.opts.BlockSize
 			c.prefetchDropped.Add(1)
 			c.arena.release(f.ref)
 		}
@@ -488,7 +512,7 @@ func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch) {
 		clear(c.failed) // a bound, not a policy: entries live a second
 	}
 	for i, f := range run {
-		key := blockKey(ch.FileID, b+int64(i))
+		key := c.blockKey(ch, b+int64(i))
 		f.err = err
 		if hold {
 			c.failed[key] = failure{err, time.Now().Add(failHold)}
@@ -496,7 +520,7 @@ func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch) {
 		if (!f.prefetch || err != nil) && c.inflight[key] == f {
 			delete(c.inflight, key)
 			if f.prefetch {
-				c.raBytes -= int64(f.n)
+				c.raBytes -= c.opts.BlockSize
 			}
 			if err == nil {
 				toCache, keys = append(toCache, f), append(keys, key)
@@ -526,11 +550,12 @@ func (c *Cache) Prefetch(ch volume.Chunk, off, n int64) int64 {
 	bs := c.opts.BlockSize
 	last, chunkLast := (end-1)/bs, (ch.Size-1)/bs
 	for b := off / bs; b <= last; {
-		if _, ok := c.rc.Get(blockKey(ch.FileID, b)); ok {
+		if _, ok := c.rc.Get(c.blockKey(ch, b)); ok {
 			b++
 			continue
 		}
 		c.mu.Lock()
+		c.trimReadaheadLocked()
 		full := c.raBytes >= c.raBudget
 		c.mu.Unlock()
 		if full {
@@ -570,6 +595,6 @@ func (c *Cache) claimRunReleasing(ch volume.Chunk, b, last int64) int64 {
 func (c *Cache) Forget(ch volume.Chunk) {
 	bs := c.opts.BlockSize
 	for b := int64(0); b*bs < ch.Size; b++ {
-		c.rc.Del(blockKey(ch.FileID, b))
+		c.rc.Del(c.blockKey(ch, b))
 	}
 }

@@ -282,3 +282,48 @@ func TestArenaSlotsComeBack(t *testing.T) {
 		t.Logf("%d blocks went to the heap while the arena was full", s.Uncached)
 	}
 }
+
+// TestTruncatedChunkSharesNoBlock reads one needle as a 1000-byte chunk (a
+// file weed mount truncated) and as its whole self: the short block cached
+// for the first must not serve the second.
+func TestTruncatedChunkSharesNoBlock(t *testing.T) {
+	f, chunks := newFake(1 << 20)
+	c := newCache(t, f, Options{})
+	whole := chunks[0]
+	short := volume.Chunk{FileID: whole.FileID, Size: 1000}
+	if _, err := c.ReadChunk(context.Background(), short, 0, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	c.rc.Wait()
+	dst := make([]byte, 256<<10)
+	n, err := c.ReadChunk(context.Background(), whole, 0, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(dst[:n], f.chunks[whole.FileID][:n]) || n != len(dst) {
+		t.Errorf("whole chunk after its truncated twin: got %d bytes that differ from the source", n)
+	}
+}
+
+// TestSmallBlocksKeepBeingCached reads many chunks far smaller than a block,
+// more than the cache holds: the cache must keep taking new ones in (each
+// costs a whole slot), never running the arena dry.
+func TestSmallBlocksKeepBeingCached(t *testing.T) {
+	sizes := make([]int, 300)
+	for i := range sizes {
+		sizes[i] = 4096
+	}
+	f, chunks := newFake(sizes...)
+	c := newCache(t, f, Options{Capacity: 8 << 20, BlockSize: 64 << 10})
+	for round := 0; round < 3; round++ {
+		for _, ch := range chunks {
+			if _, err := c.ReadChunk(context.Background(), ch, 0, make([]byte, 4096)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.rc.Wait()
+	}
+	if s := c.Stats(); s.Uncached != 0 {
+		t.Errorf("%d blocks went to the heap: the arena ran dry", s.Uncached)
+	}
+}
