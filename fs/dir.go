@@ -145,6 +145,9 @@ type dirStream struct {
 	// if the directory did not change meanwhile (gen).
 	all []*filerpb.Entry
 	gen uint64
+	// err is a failed page's errno, returned from then on: a listing cut
+	// short must not pass for a complete one.
+	err syscall.Errno
 }
 
 type pageResult struct {
@@ -170,13 +173,17 @@ func newDirStream(d *dir) *dirStream {
 	return s
 }
 
-// fetchNext starts fetching the page after name.
+// fetchNext starts fetching the page after name, on the file system's
+// background group; Releasedir (or Close) ends it.
 func (s *dirStream) fetchNext(after string) {
-	ctx, cancel := context.WithCancel(s.d.fsys.bg)
+	fsys := s.d.fsys
+	ctx, cancel := context.WithCancel(fsys.bg)
 	ch := make(chan pageResult, 1)
 	s.next, s.cancel = ch, cancel
+	fsys.bgWG.Add(1)
 	go func() {
-		page, err := s.d.fsys.meta.ListPage(ctx, s.d.path, after, dirPage)
+		defer fsys.bgWG.Done()
+		page, err := fsys.meta.ListPage(ctx, s.d.path, after, dirPage)
 		ch <- pageResult{page, err}
 	}()
 }
@@ -191,6 +198,9 @@ func (s *dirStream) stop() {
 }
 
 func (s *dirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if s.err != 0 {
+		return nil, s.err
+	}
 	if s.i == len(s.page) {
 		if s.done || s.next == nil {
 			return nil, 0
@@ -199,11 +209,12 @@ func (s *dirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		select {
 		case r = <-s.next:
 		case <-ctx.Done():
-			return nil, syscall.EINTR
+			return nil, toErrno("readdir "+s.d.path, ctx.Err())
 		}
 		s.next, s.cancel = nil, nil
 		if r.err != nil {
-			return nil, toErrno("readdir "+s.d.path, r.err)
+			s.err = toErrno("readdir "+s.d.path, r.err)
+			return nil, s.err
 		}
 		s.page, s.i, s.done = r.page, 0, len(r.page) < dirPage
 		s.all = append(s.all, r.page...)

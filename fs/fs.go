@@ -13,6 +13,7 @@ package fs
 import (
 	"context"
 	"hash/fnv"
+	"os"
 	"path"
 	"sync"
 	"sync/atomic"
@@ -190,17 +191,17 @@ func inodeNumber(p string) uint64 {
 	return ino
 }
 
-// Go's os.FileMode bits, as the filer stores them in file_mode.
+// The filer stores modes as Go's os.FileMode bits.
 const (
-	goModeDir        = 1 << 31
-	goModeSymlink    = 1 << 27
-	goModeDevice     = 1 << 26
-	goModeNamedPipe  = 1 << 25
-	goModeSocket     = 1 << 24
-	goModeSetuid     = 1 << 23
-	goModeSetgid     = 1 << 22
-	goModeCharDevice = 1 << 21
-	goModeSticky     = 1 << 20
+	goModeDir        = uint32(os.ModeDir)
+	goModeSymlink    = uint32(os.ModeSymlink)
+	goModeDevice     = uint32(os.ModeDevice)
+	goModeNamedPipe  = uint32(os.ModeNamedPipe)
+	goModeSocket     = uint32(os.ModeSocket)
+	goModeSetuid     = uint32(os.ModeSetuid)
+	goModeSetgid     = uint32(os.ModeSetgid)
+	goModeCharDevice = uint32(os.ModeCharDevice)
+	goModeSticky     = uint32(os.ModeSticky)
 )
 
 // sysMode converts an entry's mode to a syscall mode (type and permissions).

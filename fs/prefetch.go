@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"log"
 	"sync"
 	"syscall"
@@ -83,8 +84,9 @@ func (d *dir) noteOpen(name string) {
 		defer func() { d.ds.done(ahead) }()
 		page, err := f.meta.ListPage(f.bg, d.path, from, datasetAhead)
 		if err != nil {
-			if toErrno("dataset prefetch "+d.path, err) != syscall.EINTR {
-				log.Printf("weedfuse: dataset prefetch of %s stopped", d.path)
+			// Not a reader's error: the files' own reads will say more.
+			if !errors.Is(err, context.Canceled) {
+				log.Printf("weedfuse: dataset prefetch of %s: %v", d.path, err)
 			}
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"log"
 	"path"
 	"strings"
+	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -23,6 +24,10 @@ type Subscriber interface {
 // unwatchedTTL is how long metadata is trusted while no subscription keeps
 // it fresh: changes on the filer then show within a second.
 const unwatchedTTL = time.Second
+
+// streamUp is how long a subscription call must stand before it counts as
+// keeping metadata fresh.
+const streamUp = time.Second
 
 // metaTTL is how long a cached entry may be served, by us and by the kernel.
 func (f *FS) metaTTL() time.Duration {
@@ -60,13 +65,17 @@ func (f *FS) subscribeLoop(ctx context.Context, sub Subscriber, notes chan<- fun
 	since := time.Now().Add(-time.Second).UnixNano()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		f.watched.Store(true)
+		// The stream counts as up once it has stood for a moment or
+		// delivered an event: a filer that is down fails the call at once,
+		// and until then metadata is trusted only briefly.
+		up := time.AfterFunc(streamUp, func() { f.watched.Store(true) })
 		err := sub.Subscribe(ctx, f.opts.Root, since, func(ev *filerpb.SubscribeMetadataResponse) error {
+			f.watched.Store(true)
 			since = max(since, ev.GetTsNs())
 			backoff = 100 * time.Millisecond
-			f.apply(ev, notes)
-			return nil
+			return f.apply(ctx, ev, notes)
 		})
+		up.Stop()
 		f.watched.Store(false)
 		if ctx.Err() != nil {
 			return
@@ -81,8 +90,17 @@ func (f *FS) subscribeLoop(ctx context.Context, sub Subscriber, notes chan<- fun
 	}
 }
 
-// apply brings cached state in line with one event.
-func (f *FS) apply(ev *filerpb.SubscribeMetadataResponse, notes chan<- func()) {
+// apply brings cached state in line with one event. It returns ctx's
+// error if the file system closes while it waits to queue a notification.
+func (f *FS) apply(ctx context.Context, ev *filerpb.SubscribeMetadataResponse, notes chan<- func()) error {
+	note := func(fn func()) error {
+		select {
+		case notes <- fn:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	n := ev.GetEventNotification()
 	oldDir := ev.GetDirectory()
 	newDir := n.GetNewParentPath()
@@ -103,21 +121,19 @@ func (f *FS) apply(ev *filerpb.SubscribeMetadataResponse, notes chan<- func()) {
 				n.expire()
 			}
 		}
-		f.invalidateName(oldDir, oldE.GetName(), notes)
+		if err := f.invalidateName(oldDir, oldE.GetName(), note); err != nil {
+			return err
+		}
 	}
 	if newE == nil {
-		return
+		return nil
 	}
 	p := path.Join(newDir, newE.GetName())
 	ino := f.inodeAt(p)
-	if ino == nil {
-		// Unknown to the kernel but for a possible negative dentry.
-		f.invalidateName(newDir, newE.GetName(), notes)
-		return
-	}
-	if ino.StableAttr().Mode != f.sysMode(newE)&syscallIFMT {
-		f.invalidateName(newDir, newE.GetName(), notes)
-		return
+	if ino == nil || ino.StableAttr().Mode != f.sysMode(newE)&syscall.S_IFMT {
+		// Unknown to the kernel but for a possible negative dentry, or
+		// now of another type: the kernel must look the name up again.
+		return f.invalidateName(newDir, newE.GetName(), note)
 	}
 	type entryNode interface {
 		cached() (*filerpb.Entry, bool)
@@ -125,20 +141,16 @@ func (f *FS) apply(ev *filerpb.SubscribeMetadataResponse, notes chan<- func()) {
 	}
 	en, ok := ino.Operations().(entryNode)
 	if !ok {
-		return
+		return nil
 	}
 	prev, _ := en.cached()
 	en.setEntry(newE)
 	if prev != nil && fingerprint(prev) != fingerprint(newE) {
 		f.forgetChunks(prev, newE)
-		notes <- func() { ino.NotifyContent(0, 0) }
-	} else {
-		notes <- func() { ino.NotifyContent(-1, 0) } // attributes only
+		return note(func() { ino.NotifyContent(0, 0) })
 	}
+	return note(func() { ino.NotifyContent(-1, 0) }) // attributes only
 }
-
-// syscallIFMT is S_IFMT, named here to keep the mode test above readable.
-const syscallIFMT = 0o170000
 
 // dirChanged drops the cached listing of directory p, if the kernel knows it.
 func (f *FS) dirChanged(p string) {
@@ -150,10 +162,11 @@ func (f *FS) dirChanged(p string) {
 }
 
 // invalidateName tells the kernel to drop its dentry dir/name, if it knows dir.
-func (f *FS) invalidateName(dir, name string, notes chan<- func()) {
+func (f *FS) invalidateName(dir, name string, note func(func()) error) error {
 	if parent := f.inodeAt(dir); parent != nil {
-		notes <- func() { parent.NotifyEntry(name) }
+		return note(func() { parent.NotifyEntry(name) })
 	}
+	return nil
 }
 
 // forgetChunks drops the cached blocks of old's chunks that cur (may be

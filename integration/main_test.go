@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 func startMount(t *testing.T, c *cluster.Cluster, args ...string) *mount.Mount {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "mnt")
-	all := append([]string{"-filer=" + c.FilerMountSpec(), "-dir=" + dir}, args...)
+	all := append([]string{"-filer=" + c.FilerMountSpec()}, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	m, err := mount.Start(ctx, weedfuseBin, dir, 20*time.Second, all...)

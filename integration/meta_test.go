@@ -57,7 +57,7 @@ func TestMetadataFollowsFiler(t *testing.T) {
 	require.ErrorIs(t, err, os.ErrNotExist) // caches a negative entry
 
 	require.NoError(t, c.Put(ctx, "/meta/f.bin", v2))
-	eventually(t, 10*time.Second, "overwritten content", func() bool {
+	eventually(t, 30*time.Second, "overwritten content", func() bool {
 		got, err := os.ReadFile(at("f.bin"))
 		return err == nil && bytes.Equal(got, v2)
 	})
@@ -68,20 +68,20 @@ func TestMetadataFollowsFiler(t *testing.T) {
 	}
 
 	require.NoError(t, c.Put(ctx, "/meta/new.bin", []byte("new")))
-	eventually(t, 10*time.Second, "created file", func() bool {
+	eventually(t, 30*time.Second, "created file", func() bool {
 		got, err := os.ReadFile(at("new.bin"))
 		return err == nil && string(got) == "new"
 	})
-	eventually(t, 10*time.Second, "created file in the listing", func() bool {
+	eventually(t, 30*time.Second, "created file in the listing", func() bool {
 		return names() == "f.bin gone.bin new.bin"
 	})
 
 	require.NoError(t, c.Delete(ctx, "/meta/gone.bin"))
-	eventually(t, 10*time.Second, "deleted file", func() bool {
+	eventually(t, 30*time.Second, "deleted file", func() bool {
 		_, err := os.Stat(at("gone.bin"))
 		return errors.Is(err, os.ErrNotExist)
 	})
-	eventually(t, 10*time.Second, "deleted file gone from the listing", func() bool {
+	eventually(t, 30*time.Second, "deleted file gone from the listing", func() bool {
 		return names() == "f.bin new.bin"
 	})
 }

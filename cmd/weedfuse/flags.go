@@ -21,7 +21,6 @@ type config struct {
 	dataCenter         string
 	volumeServerAccess string
 	concurrentReaders  int
-	cacheDir           string
 	cacheCapacityMB    int
 	cacheMetaTTLSec    int
 	nonempty           bool
@@ -60,7 +59,7 @@ var ignoredFlags = map[string]bool{
 	"asyncDio": true, "autofs": true, "cacheSymlink": true, "df.logical": true,
 	"dlm": true, "peer.enable": true, "posix.dirNLink": true, "sys.novncache": true,
 	"writebackCache": true, "includeSystemEntries": true,
-	"cacheDirMaxEntries": false, "cacheDirWrite": false, "chunkSizeLimitMB": false,
+	"cacheDir": false, "cacheDirMaxEntries": false, "cacheDirWrite": false, "chunkSizeLimitMB": false,
 	"collection": false, "collectionQuotaMB": false, "concurrentWriters": false,
 	"cpuprofile": false, "dirIdleEvictSec": false, "disk": false,
 	"fuse.congestionThreshold": false, "localSocket": false, "map.gid": false,
@@ -106,7 +105,6 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.dataCenter, "dataCenter", "", "prefer volume servers in this data center")
 	fs.StringVar(&c.volumeServerAccess, "volumeServerAccess", "direct", "access volume servers by [direct|publicUrl|filerProxy]")
 	fs.IntVar(&c.concurrentReaders, "concurrentReaders", 128, "limit concurrent chunk fetches for read operations")
-	fs.StringVar(&c.cacheDir, "cacheDir", os.TempDir(), "local cache directory for chunks and metadata")
 	fs.IntVar(&c.cacheCapacityMB, "cacheCapacityMB", 128, "chunk read cache capacity in MB")
 	fs.IntVar(&c.cacheMetaTTLSec, "cacheMetaTtlSec", 60, "metadata cache validity seconds")
 	fs.BoolVar(&c.nonempty, "nonempty", false, "allow mounting over a non-empty directory")

@@ -23,9 +23,6 @@ import (
 	"syscall"
 	"time"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
-	"github.com/hanwen/go-fuse/v2/fuse"
-
 	weedfs "github.com/weedfuse/weedfuse/fs"
 	"github.com/weedfuse/weedfuse/internal/filer"
 	"github.com/weedfuse/weedfuse/internal/filerpb"
@@ -104,6 +101,7 @@ func run(cfg *config) error {
 		ReadSigningKey:   sec.ReadSigningKey,
 		ReadExpiresAfter: sec.ReadExpiresAfter,
 	})
+	defer httpReader.Close()
 	chain := pagecache.Chain{httpReader}
 	rdmaClient, err := newRDMAClient(cfg, fc, sec)
 	if err != nil {
@@ -131,36 +129,23 @@ func run(cfg *config) error {
 		ReadConcurrency: min(cfg.concurrentReaders, 64),
 		ReadaheadMax:    min(64<<20, capacity/8),
 	})
-	// Replies that carry no timeout of their own (negative look-ups) use
-	// this; entries and attributes carry the file system's, which is
-	// -cacheMetaTtlSec while the metadata subscription keeps them fresh.
-	kernelTTL := min(time.Duration(cfg.cacheMetaTTLSec)*time.Second, time.Second)
 	name := cfg.volumeName
 	if name == "" {
 		name = fc.Addresses()[0].HTTP + ":" + root
 	}
-	opts := &gofs.Options{
-		EntryTimeout:    &kernelTTL,
-		AttrTimeout:     &kernelTTL,
-		NegativeTimeout: &kernelTTL,
-		MountOptions: fuse.MountOptions{
-			AllowOther:    cfg.allowOthers,
-			FsName:        name,
-			Name:          "weedfuse",
-			MaxWrite:      1 << 20,
-			MaxBackground: max(cfg.maxBackground, 64),
-			DirectMount:   true,
-			Debug:         cfg.debugFuse,
-			DisableXAttrs: cfg.disableXAttr,
-			// Replies come from Go memory, where splice saves nothing, and a
-			// 1 MiB reply plus its header overflows the default pipe.
-			DisableSplice: true,
-			Options:       mountFlags(cfg),
-		},
-	}
-	server, err := gofs.Mount(dir, wfs.Root(rootEntry), opts)
+	server, err := wfs.Mount(dir, rootEntry, weedfs.MountOptions{
+		Name:               name,
+		AllowOther:         cfg.allowOthers,
+		DefaultPermissions: cfg.defaultPermissions,
+		MaxBackground:      cfg.maxBackground,
+		Debug:              cfg.debugFuse,
+		// Entries and attributes carry the file system's own timeout,
+		// which is -cacheMetaTtlSec while the metadata subscription keeps
+		// them fresh; negative look-ups live at most a second.
+		KernelTTL: min(time.Duration(cfg.cacheMetaTTLSec)*time.Second, time.Second),
+	})
 	if err != nil {
-		return fmt.Errorf("mount %s: %w", dir, err)
+		return err
 	}
 	log.Printf("weedfuse: mounted %s%s at %s (read-only)", fc.Addresses()[0].HTTP, root, dir)
 	wfs.Watch(fc)
@@ -184,38 +169,15 @@ func run(cfg *config) error {
 		return nil
 	case <-ctx.Done():
 	}
+	stop() // a second Ctrl-C kills at once
 	log.Printf("weedfuse: unmounting %s", dir)
-	if err := unmount(server, dir); err != nil {
-		return err
+	if err := server.Unmount(); err != nil {
+		// Still mounted, maybe still serving: the cache's memory must not
+		// be unmapped under a read, so exit without the deferred closes.
+		fmt.Fprintln(os.Stderr, "weedfuse:", err)
+		os.Exit(1)
 	}
 	<-done
-	return nil
-}
-
-// mountFlags are the kernel mount options: always read-only, since there is
-// no write path, so that writes fail with EROFS in the kernel.
-func mountFlags(cfg *config) []string {
-	o := []string{"ro"}
-	if cfg.defaultPermissions {
-		o = append(o, "default_permissions")
-	}
-	return o
-}
-
-// unmount asks the kernel to detach the mount, retrying a busy mount for a
-// while and finally detaching it lazily, so that Ctrl-C never leaves a dead
-// mount behind.
-func unmount(server *fuse.Server, dir string) error {
-	var err error
-	for i := 0; i < 10; i++ {
-		if err = server.Unmount(); err == nil {
-			return nil
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if lerr := syscall.Unmount(dir, syscall.MNT_DETACH); lerr != nil {
-		return fmt.Errorf("unmount %s: %w (lazy unmount: %v)", dir, err, lerr)
-	}
 	return nil
 }
 

@@ -1,15 +1,21 @@
 // Command weedrdma serves one SeaweedFS volume server's needles over RDMA.
-// It runs beside the volume server, fetches needles from it over loopback
-// HTTP (passing each client's read JWT on), keeps hot needles in registered
-// memory and answers weedfuse mounts, which RDMA READ the bytes.
+// It runs beside the volume server, fetches whole stored needles from it
+// over loopback HTTP (passing each client's read JWT on), checks each
+// against the volume server's needle CRC32C (its ETag) and refuses one that
+// does not match, keeps hot needles in registered memory and answers
+// weedfuse mounts, which RDMA READ the bytes and check them against that
+// same CRC32C themselves.
 //
 //	weedrdma -volume.server=127.0.0.1:8080 -listen=:18515 [-device=mlx5_0] [-gid.index=N]
 //	         [-cache.mb=256] [-slot.mb=8] [-tls.cert=F -tls.key=F [-tls.ca=F]]
 //	weedrdma -list
 //
-// -fault.corruptEvery=N is fault injection for tests (integration/rxe), never
-// for production: every Nth reply carries a flipped byte that its CRC32C does
-// not cover, to show that mounts detect it and read those bytes over HTTP.
+// -fault.corruptEvery=N and -fault.corruptStoredEvery=N are fault injection
+// for tests (integration/rxe), never for production: every Nth reply
+// carries a flipped byte, either after its transfer CRC32C was computed or
+// before (as if weedrdma's own memory had corrupted the needle, so that only
+// the needle's CRC32C from the volume server tells), to show that mounts
+// detect both and read those bytes over HTTP.
 //
 // Mounts find it through their -rdma.sidecar mapping (e.g. ":18515": the
 // volume server's host, port 18515). SIGINT or SIGTERM shut it down
@@ -37,12 +43,13 @@ func main() {
 		device       = flag.String("device", "", `verbs device, "name" or "name:port" (default: first active port)`)
 		gidIndex     = flag.Int("gid.index", -1, "GID index (default: first IPv4-mapped RoCE v2 GID, else the first)")
 		cacheMB      = flag.Int("cache.mb", 256, "registered memory for hot needles, MiB")
-		slotMB       = flag.Int("slot.mb", 8, "largest needle cached whole, MiB (larger ones are served by range)")
+		slotMB       = flag.Int("slot.mb", 8, "largest needle served, MiB (mounts read larger ones over HTTP); keep it above the filer's chunk size")
 		tlsCert      = flag.String("tls.cert", "", "TLS certificate (PEM) of the control connection")
 		tlsKey       = flag.String("tls.key", "", "TLS key (PEM)")
 		tlsCA        = flag.String("tls.ca", "", "CA (PEM) that client certificates must chain to")
 		list         = flag.Bool("list", false, "list RDMA devices and exit")
 		corruptEvery = flag.Int("fault.corruptEvery", 0, "FAULT INJECTION, TESTS ONLY: flip a byte of every Nth reply after its CRC32C was computed (0: off)")
+		corruptStore = flag.Int("fault.corruptStoredEvery", 0, "FAULT INJECTION, TESTS ONLY: flip a byte of every Nth reply before its CRC32C is computed (0: off)")
 	)
 	flag.Parse()
 	log.SetPrefix("weedrdma: ")
@@ -65,7 +72,8 @@ func main() {
 		CacheBytes:   int64(*cacheMB) << 20,
 		SlotBytes:    *slotMB << 20,
 
-		CorruptEveryN: *corruptEvery,
+		CorruptEveryN:       *corruptEvery,
+		CorruptStoredEveryN: *corruptStore,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "weedrdma:", err)
@@ -81,6 +89,9 @@ func main() {
 	if *corruptEvery > 0 {
 		log.Printf("FAULT INJECTION (-fault.corruptEvery=%d): one reply in %d gets a byte flipped after its CRC; for tests only", *corruptEvery, *corruptEvery)
 	}
+	if *corruptStore > 0 {
+		log.Printf("FAULT INJECTION (-fault.corruptStoredEvery=%d): one reply in %d gets a byte flipped before its CRC; for tests only", *corruptStore, *corruptStore)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -93,8 +104,8 @@ func main() {
 	}
 	srv.Close()
 	st := srv.Stats()
-	log.Printf("stopped: %d peers seen, %d requests, %d error replies, %d bytes offered, %d replies corrupted on purpose",
-		st.PeersSeen, st.Requests, st.ErrorReplies, st.BytesOffered, st.Corrupted)
+	log.Printf("stopped: %d peers seen, %d requests, %d error replies (%d needles refused for failing the volume server's checksum), %d bytes offered, %d+%d replies corrupted on purpose (after+before the CRC)",
+		st.PeersSeen, st.Requests, st.ErrorReplies, st.UpstreamCorrupt, st.BytesOffered, st.Corrupted, st.CorruptedStored)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		log.Fatal(err)
 	}

@@ -84,7 +84,7 @@ func (m *mounter) fresh(ctx context.Context, k kind) error {
 		}
 		m.weed = wm
 	case weedfuse:
-		args := append([]string{"-filer=" + m.c.FilerMountSpec(), "-dir=" + m.dir(k)}, common...)
+		args := append([]string{"-filer=" + m.c.FilerMountSpec()}, common...)
 		wf, err := mount.Start(ctx, m.bin, m.dir(k), mountTimeout, append(args, m.wfArgs...)...)
 		if err != nil {
 			return err

@@ -70,16 +70,17 @@ type Mount struct {
 	err  error         // the process's exit error, set before done closes
 
 	stopOnce sync.Once
+	stopErr  error // Stop's result, for every call
 }
 
-// Start runs bin with args (which must include -dir=Dir) and waits until
-// dir is a FUSE mount, the process exits, or timeout passes.
+// Start runs bin -dir=dir with args and waits until dir is a FUSE mount,
+// the process exits, or timeout passes.
 func Start(ctx context.Context, bin, dir string, timeout time.Duration, args ...string) (*Mount, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	m := &Mount{Dir: dir, log: &lockedBuffer{}, done: make(chan struct{})}
-	m.cmd = exec.Command(bin, args...)
+	m.cmd = exec.Command(bin, append([]string{"-dir=" + dir}, args...)...)
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := m.cmd.Start(); err != nil {
@@ -121,11 +122,11 @@ func (m *Mount) Log() string { return m.log.String() }
 func (m *Mount) Done() <-chan struct{} { return m.done }
 
 // Stop sends SIGTERM (weedfuse unmounts on it), waits, and then makes sure:
-// SIGKILL and a lazy unmount. It is idempotent and returns the process's
-// exit error from the SIGTERM, if it exited in time.
+// SIGKILL and a lazy unmount. It is idempotent and returns, every time, the
+// process's exit error from the SIGTERM, if it exited in time.
 func (m *Mount) Stop() error {
-	var err error
 	m.stopOnce.Do(func() {
+		var err error
 		m.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-m.done:
@@ -141,8 +142,9 @@ func (m *Mount) Stop() error {
 				err = fmt.Errorf("%s still mounted after weedfuse exited", m.Dir)
 			}
 		}
+		m.stopErr = err
 	})
-	return err
+	return m.stopErr
 }
 
 // lockedBuffer collects a process's output while tests read it.

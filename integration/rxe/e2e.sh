@@ -1,8 +1,10 @@
 #!/bin/sh
 # In-VM end-to-end stage (run by vm-suite.sh from /payload): a real weed master, volume server
 # and filer on 127.0.0.1, weedrdma beside the volume server (RDMA over rxe0), then
-#   1. the rdma package's TestWeedCluster against them (bytes and RDMA vs HTTP throughput), and
-#      TestWeedClusterCRCFault against a second weedrdma started with -fault.corruptEvery=2;
+#   1. the rdma package's TestWeedCluster against them (bytes checked against the real volume
+#      server's needle CRC32C, RDMA vs HTTP throughput), and TestWeedClusterCRCFault against two
+#      more weedrdma started with -fault.corruptEvery=2 (bytes flipped after the transfer CRC)
+#      and -fault.corruptStoredEvery=2 (before it: only the needle CRC32C can tell);
 #   2. when /payload/weedfuse exists: upload files with weed filer.copy, mount with
 #      -rdma.enabled, compare sha256 through the mount, read the mount's /metrics, require that
 #      >= 99% of the bytes the mount fetched came over RDMA, kill weedrdma in the middle of a
@@ -34,6 +36,14 @@ ARGS="-ip=127.0.0.1 -ip.bind=127.0.0.1"
 wait_http http://127.0.0.1:9333/cluster/status master
 wait_http http://127.0.0.1:8080/status volume
 wait_http http://127.0.0.1:8888/ filer
+# The volume server answers /status before its first heartbeat reaches the master, and until
+# then the master has no volume to assign ("no free volumes left"): wait for an assignment.
+i=0
+until wget -q -O - http://127.0.0.1:9333/dir/assign 2>/dev/null | grep -q '"fid"'; do
+  i=$((i + 1)); [ $i -gt 120 ] && fail "the master assigns no file ids"
+  sleep 0.5
+done
+echo "E2E master assigns file ids after ~$((i / 2))s more"
 # start_weedrdma LOG [ARGS]: weedrdma beside the volume server; its pid in RDMAPID.
 start_weedrdma() {
   log=$1; shift
@@ -43,15 +53,17 @@ start_weedrdma() {
   head -2 $log
 }
 start_weedrdma $W/weedrdma.log
-# A second one that corrupts every other reply after its CRC (fault injection), for
-# TestWeedClusterCRCFault; on its own port, so the mount never sees it.
+# Two that corrupt every other reply (fault injection), after and before its transfer CRC, for
+# TestWeedClusterCRCFault; on ports of their own, so the mount never sees them.
 ./weedrdma -volume.server=127.0.0.1:8080 -listen=127.0.0.1:18516 -cache.mb=16 -fault.corruptEvery=2 >$W/faulty.log 2>&1 & FAULTYPID=$!; PIDS="$PIDS $FAULTYPID"
+./weedrdma -volume.server=127.0.0.1:8080 -listen=127.0.0.1:18517 -cache.mb=16 -fault.corruptStoredEvery=2 >$W/faulty2.log 2>&1 & FAULTY2PID=$!; PIDS="$PIDS $FAULTY2PID"
 
 echo "E2E stage 1: rdma client against real weed + weedrdma"
 WEED_MASTER=127.0.0.1:9333 WEED_VOLUME=127.0.0.1:8080 WEEDRDMA=127.0.0.1:18515 WEEDRDMA_FAULTY=127.0.0.1:18516 \
+  WEEDRDMA_STORED_FAULTY=127.0.0.1:18517 \
   ./rdma.test -test.run 'TestWeedCluster' -test.v -test.count=1 -test.timeout=300s 2>&1 || fail "TestWeedCluster"
-kill $FAULTYPID; wait $FAULTYPID 2>/dev/null
-grep -a -E 'FAULT|stopped' $W/faulty.log | sed 's/^/E2E faulty weedrdma: /'
+kill $FAULTYPID $FAULTY2PID; wait $FAULTYPID $FAULTY2PID 2>/dev/null
+grep -a -E 'FAULT|stopped' $W/faulty.log $W/faulty2.log | sed 's/^[^:]*://; s/^/E2E faulty weedrdma: /'
 
 if [ ! -x ./weedfuse ]; then
   echo "E2E stage 2 skipped: no weedfuse binary"
@@ -61,7 +73,11 @@ echo "E2E stage 2: weedfuse mount with -rdma.enabled"
 head -c 1048576 /dev/urandom > $W/src/one.bin
 head -c 4194304 /dev/urandom > $W/src/four.bin
 head -c 6815744 /dev/urandom > $W/src/six5.bin     # two chunks with the filer's 4 MiB chunking
-head -c 9437184 /dev/urandom > $W/src/nine.bin      # all files together outgrow the mount's 16 MiB cache
+head -c 9437184 /dev/urandom > $W/src/nine.bin
+# All files together (~63 MiB) outgrow the mount's 16 MiB page cache plus the 32 MiB caches of
+# decoded needles that the RDMA and the HTTP fetchers keep for partial reads, so that every pass
+# fetches again.
+head -c 41943040 /dev/urandom > $W/src/forty.bin
 i=0; while [ $i -lt 40000 ]; do echo "line $i of a compressible text file read through weedfuse"; i=$((i + 1)); done > $W/src/text.txt
 ./weed filer.copy $W/src/* http://127.0.0.1:8888/e2e/ >$W/copy.log 2>&1 || { cat $W/copy.log; fail "filer.copy"; }
 ./weedfuse -filer=127.0.0.1:8888 -dir=/mnt/w -filer.path=/e2e -rdma.enabled -rdma.sidecar=127.0.0.1:8080=127.0.0.1:18515 \
@@ -72,8 +88,8 @@ MOUNTED=1
 # metric NAME: the value of NAME, summed over its labels (e.g. every fallback reason).
 metric() { wget -q -O - http://127.0.0.1:9327/metrics | awk -v k="$1" '{ n = $1; sub(/\{.*/, "", n) } n == k { s += $2; f = 1 } END { if (f) printf "%.0f\n", s }'; }
 # Reads bypass the kernel's page cache: O_DIRECT where the mount takes it, else drop_caches
-# before each pass. The mount's own cache (16 MiB) is smaller than the files (~23 MiB), so a
-# pass over all of them in order fetches again.
+# before each pass. The mount's own caches are smaller than the files, so a pass over all of
+# them in order fetches again.
 DIRECT=""
 dd if=/mnt/w/one.bin of=/dev/null bs=1M count=1 iflag=direct 2>/dev/null && DIRECT=1
 rd() { if [ -n "$DIRECT" ]; then dd if="$1" bs=1M iflag=direct 2>/dev/null; else cat "$1"; fi; }
@@ -86,7 +102,7 @@ check() { # label
 }
 metrics() { # label: the mount's RDMA and HTTP counters, as E2E lines
   echo "E2E $1; metrics:"
-  wget -q -O - http://127.0.0.1:9327/metrics | grep -E '^weedfuse_(rdma|http_(reads|bytes)|cache_fetched)' | sed 's/^/E2E   /'
+  wget -q -O - http://127.0.0.1:9327/metrics | grep -E '^weedfuse_(rdma|http_(reads|bytes|fetch)|cache_fetched)' | sed 's/^/E2E   /'
 }
 need_rdma() { # message: a failure with E2E_REQUIRE_RDMA, else a warning
   [ -n "$E2E_REQUIRE_RDMA" ] && fail "$1"
@@ -106,7 +122,9 @@ metrics "sha256 match through the mount"
 R1=$(metric weedfuse_rdma_reads_total)
 [ -n "$R1" ] && [ "$R1" -gt 0 ] || need_rdma "the mount read nothing over RDMA (weedfuse_rdma_reads_total=$R1)"
 pass "rdma"
-# Before weedrdma is killed, nearly every byte the mount fetched must have come over RDMA.
+# Before weedrdma is killed, nearly every byte the mount fetched must have come over RDMA. Like
+# with like: both counters are the logical bytes each fetcher returned to the page cache (both
+# move whole needles underneath, and both count bytes served from their needle caches).
 RB=$(metric weedfuse_rdma_bytes_total); HB=$(metric weedfuse_http_bytes_total); FB=$(metric weedfuse_cache_fetched_bytes_total)
 echo "E2E RDMA share before the kill: rdma_bytes=$RB http_bytes=$HB (cache_fetched_bytes=$FB): $(share "$RB" "$HB")% of the fetched bytes came over RDMA"
 awk -v r="${RB:-0}" -v h="${HB:-0}" 'BEGIN { exit !(r > 0 && 100 * r >= 99 * (r + h)) }' ||

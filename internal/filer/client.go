@@ -86,8 +86,7 @@ type Client struct {
 	addrs []Address
 	conns []*grpc.ClientConn
 	// cur is the index of the filer that last answered; calls start there.
-	cur    atomic.Int32
-	config *filerpb.GetFilerConfigurationResponse
+	cur atomic.Int32
 
 	volMu sync.Mutex
 	// vols caches LookupVolume answers by volume id.
@@ -139,12 +138,11 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		pctx, cancel := context.WithTimeout(ctx, opts.DialTimeout)
 		// Without WaitForReady a refused connection fails at once, while a
 		// filer that is slow to accept still gets DialTimeout.
-		cfg, err := filerpb.NewSeaweedFilerClient(c.conns[i]).GetFilerConfiguration(pctx,
+		_, err := filerpb.NewSeaweedFilerClient(c.conns[i]).GetFilerConfiguration(pctx,
 			&filerpb.GetFilerConfigurationRequest{})
 		cancel()
 		if err == nil {
 			c.cur.Store(int32(i))
-			c.config = cfg
 			return c, nil
 		}
 		errs = append(errs, fmt.Sprintf("%s (gRPC %s): %s", c.addrs[i].HTTP, c.addrs[i].GRPC, status.Convert(err).Message()))
@@ -160,9 +158,6 @@ func (c *Client) Close() {
 		conn.Close()
 	}
 }
-
-// Config is the configuration the filer reported at start.
-func (c *Client) Config() *filerpb.GetFilerConfigurationResponse { return c.config }
 
 // Addresses are the filers, in the order given.
 func (c *Client) Addresses() []Address { return c.addrs }
@@ -184,10 +179,15 @@ func (c *Client) call(ctx context.Context, fn func(filerpb.SeaweedFilerClient) e
 	for i := 0; i < len(c.conns); i++ {
 		idx := (start + i) % len(c.conns)
 		err = fn(filerpb.NewSeaweedFilerClient(c.conns[idx]))
-		if err == nil || !retryable(err) || ctx.Err() != nil {
-			if err == nil {
-				c.cur.Store(int32(idx))
-			}
+		switch {
+		case err == nil:
+			c.cur.Store(int32(idx))
+			return nil
+		case ctx.Err() != nil:
+			// gRPC reports a cancelled call as codes.Canceled, which
+			// errors.Is does not see as context.Canceled.
+			return fmt.Errorf("%w: %w", ctx.Err(), err)
+		case !retryable(err):
 			return err
 		}
 	}
@@ -219,10 +219,6 @@ func (c *Client) LookupEntry(ctx context.Context, dir, name string) (*filerpb.En
 	}
 	return entry, nil
 }
-
-// listPage is how many entries List asks for per stream; listing continues
-// from the last name, so a directory of any size streams through.
-const listPage = 4096
 
 // ListPage returns up to limit entries of dir that sort after startFrom
 // (all from the start when startFrom is empty), in the filer's name order.
@@ -258,27 +254,6 @@ func (c *Client) ListPage(ctx context.Context, dir, startFrom string, limit int)
 	return page, nil
 }
 
-// List calls fn for each entry of dir, in the filer's name order, a page at
-// a time. It stops at the first error fn returns and returns it.
-func (c *Client) List(ctx context.Context, dir string, fn func(*filerpb.Entry) error) error {
-	last := ""
-	for {
-		page, err := c.ListPage(ctx, dir, last, listPage)
-		if err != nil {
-			return err
-		}
-		for _, e := range page {
-			if err := fn(e); err != nil {
-				return err
-			}
-		}
-		if len(page) < listPage {
-			return nil
-		}
-		last = page[len(page)-1].Name
-	}
-}
-
 // Locations returns the HTTP addresses of the volume servers holding
 // volume vid, preferred first. Answers are cached for VolumeTTL.
 func (c *Client) Locations(ctx context.Context, vid uint32) ([]string, error) {
@@ -303,7 +278,8 @@ func (c *Client) Locations(ctx context.Context, vid uint32) ([]string, error) {
 		return nil, fmt.Errorf("lookup volume %d: %w", vid, err)
 	}
 	if len(locs) == 0 {
-		return nil, fmt.Errorf("lookup volume %d: no locations: %w", vid, iofs.ErrNotExist)
+		// Not ErrNotExist: the file exists, its volume is down or moving.
+		return nil, fmt.Errorf("lookup volume %d: no locations", vid)
 	}
 	addrs := make([]string, 0, len(locs))
 	for pass := 0; pass < 2; pass++ {

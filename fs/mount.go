@@ -1,0 +1,90 @@
+package fs
+
+import (
+	"fmt"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/weedfuse/weedfuse/internal/filerpb"
+)
+
+// MountOptions are the kernel-facing settings of a mount.
+type MountOptions struct {
+	// Name is what mount and df show as the mount's source.
+	Name               string
+	AllowOther         bool
+	DefaultPermissions bool
+	// MaxBackground is the kernel's queue of asynchronous requests
+	// (readahead); at least 64.
+	MaxBackground int
+	// Debug logs every FUSE request.
+	Debug bool
+	// KernelTTL is how long the kernel keeps replies that carry no
+	// timeout of their own (negative look-ups).
+	KernelTTL time.Duration
+}
+
+// Server is a mounted file system. Its methods are safe for concurrent use.
+type Server struct {
+	s   *fuse.Server
+	dir string
+}
+
+// Mount mounts the tree at dir, read-only, and serves it until unmounted.
+// rootEntry may be nil when the root is the filer's "/".
+func (f *FS) Mount(dir string, rootEntry *filerpb.Entry, o MountOptions) (*Server, error) {
+	ttl := o.KernelTTL
+	// The kernel mounts read-only: there is no write path, and this way
+	// every write fails with EROFS before it reaches us.
+	flags := []string{"ro"}
+	if o.DefaultPermissions {
+		flags = append(flags, "default_permissions")
+	}
+	opts := &gofs.Options{
+		EntryTimeout:    &ttl,
+		AttrTimeout:     &ttl,
+		NegativeTimeout: &ttl,
+		MountOptions: fuse.MountOptions{
+			AllowOther:    o.AllowOther,
+			FsName:        o.Name,
+			Name:          "weedfuse",
+			MaxWrite:      1 << 20, // 1 MiB requests: max_pages 256
+			MaxBackground: max(o.MaxBackground, 64),
+			DirectMount:   true,
+			Debug:         o.Debug,
+			DisableXAttrs: f.opts.DisableXAttr,
+			// Replies come from Go memory, where splice saves nothing, and
+			// a 1 MiB reply plus its header overflows the default pipe.
+			DisableSplice: true,
+			Options:       flags,
+		},
+	}
+	s, err := gofs.Mount(dir, f.Root(rootEntry), opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	return &Server{s: s, dir: dir}, nil
+}
+
+// Wait returns once the file system is unmounted.
+func (s *Server) Wait() { s.s.Wait() }
+
+// Unmount asks the kernel to detach the mount, retrying a busy mount for a
+// couple of seconds and finally detaching it lazily, so that a stop never
+// leaves a dead mount behind.
+func (s *Server) Unmount() error {
+	var err error
+	for i := 0; i < 10; i++ {
+		if err = s.s.Unmount(); err == nil {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if lerr := syscall.Unmount(s.dir, syscall.MNT_DETACH); lerr != nil {
+		return fmt.Errorf("unmount %s: %w (lazy unmount: %v)", s.dir, err, lerr)
+	}
+	return nil
+}
