@@ -107,13 +107,7 @@ func (d *dir) child(ctx context.Context, name string, e *filerpb.Entry, out *fus
 }
 
 func (d *dir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	e, err := d.current(ctx)
-	if err != nil {
-		return toErrno("getattr "+d.path, err)
-	}
-	d.fsys.fillAttr(d.path, e, &out.Attr)
-	out.SetTimeout(d.fsys.metaTTL())
-	return 0
+	return d.getattr(ctx, out)
 }
 
 func (d *dir) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {

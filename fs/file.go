@@ -48,13 +48,7 @@ func (f *file) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 		out.SetTimeout(f.fsys.metaTTL())
 		return 0
 	}
-	e, err := f.current(ctx)
-	if err != nil {
-		return toErrno("getattr "+f.path, err)
-	}
-	f.fsys.fillAttr(f.path, e, &out.Attr)
-	out.SetTimeout(f.fsys.metaTTL())
-	return 0
+	return f.getattr(ctx, out)
 }
 
 func (f *file) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {

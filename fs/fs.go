@@ -179,6 +179,17 @@ func (n *node) current(ctx context.Context) (*filerpb.Entry, error) {
 	return e, nil
 }
 
+// getattr answers from the node's entry, asking the filer when it is stale.
+func (n *node) getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	e, err := n.current(ctx)
+	if err != nil {
+		return toErrno("getattr "+n.path, err)
+	}
+	n.fsys.fillAttr(n.path, e, &out.Attr)
+	out.SetTimeout(n.fsys.metaTTL())
+	return 0
+}
+
 // inodeNumber derives a stable inode number from the path, so that a file
 // keeps its number across lookups and remounts. 1 is the root's.
 func inodeNumber(p string) uint64 {

@@ -25,11 +25,5 @@ func (l *symlink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 }
 
 func (l *symlink) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	e, err := l.current(ctx)
-	if err != nil {
-		return toErrno("getattr "+l.path, err)
-	}
-	l.fsys.fillAttr(l.path, e, &out.Attr)
-	out.SetTimeout(l.fsys.metaTTL())
-	return 0
+	return l.getattr(ctx, out)
 }
