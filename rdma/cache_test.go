@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"sync"
 	"sync/atomic"
@@ -17,51 +18,52 @@ type fakeFill struct {
 	gate    chan struct{} // when non-nil, fills wait for it
 }
 
-func (f *fakeFill) fill(ctx context.Context, key needleKey, jwt string, rng *[2]int64, dst []byte) (int, int64, error) {
+func (f *fakeFill) fill(ctx context.Context, fid, jwt string, dst []byte) (storedNeedle, error) {
 	f.fills.Add(1)
 	if f.gate != nil {
 		<-f.gate
 	}
-	b, ok := f.needles[key.fid]
-	if !ok {
-		return 0, 0, &upstreamError{status: 404, msg: "not found"}
+	b, ok := f.needles[fid]
+	switch {
+	case !ok:
+		return storedNeedle{}, &upstreamError{status: 404, msg: "not found"}
+	case fid == "corrupt":
+		return storedNeedle{}, fmt.Errorf("test: %w", errUpstreamCorrupt)
+	case len(b) > len(dst):
+		return storedNeedle{}, &tooLargeError{size: int64(len(b)), slot: int64(len(dst))}
 	}
-	total := int64(len(b))
-	if rng != nil {
-		b = b[rng[0]:min(rng[1]+1, total)]
-	}
-	if len(b) > len(dst) {
-		return 0, total, &tooLargeError{size: total}
-	}
-	return copy(dst, b), total, nil
+	n := copy(dst, b)
+	crc := crc32.Checksum(b, castagnoli)
+	return storedNeedle{size: n, crc: crc, sum: crc, hasSum: true}, nil
 }
 
 func TestNeedleCache(t *testing.T) {
 	const slot = 16
 	f := &fakeFill{needles: map[string][]byte{
 		"a": []byte("aaaaaaaa"), "b": []byte("bbbb"), "c": []byte("cccccc"), "big": bytes.Repeat([]byte("x"), 40),
+		"corrupt": []byte("c0rrupt"),
 	}}
 	c := newNeedleCache(make([]byte, 2*slot), slot, f.fill)
 	ctx := context.Background()
 	get := func(fid string) *needle {
 		t.Helper()
-		n, _, err := c.get(ctx, ctx, needleKey{fid: fid}, "")
+		n, _, err := c.get(ctx, ctx, fid, "")
 		if err != nil {
 			t.Fatalf("get %s: %v", fid, err)
 		}
-		if got := c.slotMem(n.slot)[:n.size]; !bytes.Equal(got, f.needles[fid]) || n.crc != crc32.Checksum(got, castagnoli) {
-			t.Fatalf("get %s: slot holds %q crc %x", fid, got, n.crc)
+		if got := c.slotMem(n.slot)[:n.stored.size]; !bytes.Equal(got, f.needles[fid]) || n.stored.crc != crc32.Checksum(got, castagnoli) {
+			t.Fatalf("get %s: slot holds %q crc %x", fid, got, n.stored.crc)
 		}
 		return n
 	}
 	a := get("a")
-	a2, hit, _ := c.get(ctx, ctx, needleKey{fid: "a"}, "")
+	a2, hit, _ := c.get(ctx, ctx, "a", "")
 	if !hit || a2 != a || f.fills.Load() != 1 {
 		t.Fatalf("second get: hit=%v fills=%d", hit, f.fills.Load())
 	}
 	b := get("b")
 	// Both slots pinned: a third needle finds no slot.
-	if _, _, err := c.get(ctx, ctx, needleKey{fid: "c"}, ""); !errors.Is(err, errBusy) {
+	if _, _, err := c.get(ctx, ctx, "c", ""); !errors.Is(err, errBusy) {
 		t.Fatalf("get with every slot pinned: %v", err)
 	}
 	c.put(a)
@@ -70,33 +72,34 @@ func TestNeedleCache(t *testing.T) {
 	// a is least recently used: c evicts it, b stays.
 	cn := get("c")
 	c.put(cn)
-	if _, hit, _ := c.get(ctx, ctx, needleKey{fid: "b"}, ""); !hit {
+	if _, hit, _ := c.get(ctx, ctx, "b", ""); !hit {
 		t.Fatal("b was evicted instead of a")
 	}
 	if cached, pinned := c.stats(); cached != 2 || pinned != 1 {
 		t.Fatalf("stats: cached %d pinned %d", cached, pinned)
 	}
 	c.put(b)
-	// Stored and logical bytes are different keys.
-	if _, hit, _ := c.get(ctx, ctx, needleKey{fid: "b", raw: true}, ""); hit {
-		t.Fatal("raw key hit the logical entry")
+	// Failures are not cached, and free their slot: a missing needle, one
+	// that failed its checksum, one larger than a slot (never served by
+	// range: a range has no checksum).
+	fills := f.fills.Load()
+	for i := 0; i < 2; i++ {
+		if _, _, err := c.get(ctx, ctx, "missing", ""); err == nil {
+			t.Fatal("missing needle served")
+		}
+		if _, _, err := c.get(ctx, ctx, "corrupt", ""); !errors.Is(err, errUpstreamCorrupt) {
+			t.Fatalf("corrupt needle: %v", err)
+		}
+		var tl *tooLargeError
+		if _, _, err := c.get(ctx, ctx, "big", ""); !errors.As(err, &tl) || tl.size != 40 || replyStatus(err) != statusTooLarge {
+			t.Fatalf("big needle: %v", err)
+		}
 	}
-	// Failures are not cached; a too-large needle is refused whole...
-	if _, _, err := c.get(ctx, ctx, needleKey{fid: "missing"}, ""); err == nil {
-		t.Fatal("missing needle served")
+	if f.fills.Load() != fills+6 {
+		t.Fatalf("%d fills for 6 gets of failing needles", f.fills.Load()-fills)
 	}
-	var tl *tooLargeError
-	if _, _, err := c.get(ctx, ctx, needleKey{fid: "big"}, ""); !errors.As(err, &tl) || tl.size != 40 {
-		t.Fatalf("big needle: %v", err)
-	}
-	// ...and served by range into a slot of its own, freed on release.
-	r, err := c.getRange(ctx, needleKey{fid: "big"}, "", 30, 100)
-	if err != nil || r.size != 10 || r.total != 40 || r.cached {
-		t.Fatalf("range: %+v %v", r, err)
-	}
-	c.put(r)
-	if cached, pinned := c.stats(); pinned != 1 || cached > 2 {
-		t.Fatalf("after range: cached %d pinned %d", cached, pinned)
+	if cached, pinned := c.stats(); pinned != 0 || cached > 2 {
+		t.Fatalf("after failures: cached %d pinned %d", cached, pinned)
 	}
 }
 
@@ -110,7 +113,7 @@ func TestNeedleCacheSharedFill(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n, _, err := c.get(ctx, ctx, needleKey{fid: "a"}, "")
+			n, _, err := c.get(ctx, ctx, "a", "")
 			if err != nil {
 				t.Error(err)
 			}

@@ -2,6 +2,7 @@ package rdma
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/weedfuse/weedfuse/internal/volume"
 )
@@ -29,8 +32,21 @@ type ClientOptions struct {
 	// MaxConcurrent bounds RDMA reads in flight in this process; it is also
 	// the number of arena slots. Default 16.
 	MaxConcurrent int
-	// SlotBytes is one arena slot: the most one RDMA READ moves. Default 4 MiB.
+	// SlotBytes is one arena slot: the most one RDMA READ moves. A needle
+	// larger than a slot moves in several READs into memory of the
+	// client's own. Default 8 MiB, as weedrdma's: every read moves a whole
+	// stored needle, and a 4 MiB chunk (weed's default -maxMB) with its
+	// gzip or sealing overhead then takes one READ.
 	SlotBytes int
+	// WholeCacheBytes bounds the cache of decoded, verified needles that
+	// partial reads share (see ReadChunk). Default 32 MiB; negative turns
+	// it off.
+	WholeCacheBytes int64
+	// VerifyETag checks the filer's e_tag MD5 of every needle too, as
+	// volume.Options.VerifyETag does for HTTP; without it the MD5 is
+	// checked only for a needle that came without the volume server's
+	// CRC32C.
+	VerifyETag bool
 	// Timeout bounds one ReadChunk on the RDMA path; past it the read falls
 	// back to HTTP. Default 5 s.
 	Timeout time.Duration
@@ -94,14 +110,16 @@ const (
 	reasonTimeout             // Timeout passed on the RDMA path
 	reasonTransport           // TCP or QP failure, or a reply that makes no sense
 	reasonCRC                 // CRC32C mismatch after the transfer
-	reasonServer              // error reply (volume server status, range)
+	reasonNeedleCRC           // the bytes received do not match the volume server's needle CRC32C
+	reasonServer              // error reply (volume server status, or a needle that failed weedrdma's check)
 	reasonBusy                // the server had no free slot
-	reasonDecode              // volume.Decode failed on the stored bytes
+	reasonTooLarge            // the needle is larger than weedrdma's slots (or than any chunk's needle may be)
+	reasonDecode              // volume.DecodeVerified failed on the stored bytes
 	numReasons
 )
 
 var reasonNames = [numReasons]string{"unsupported", "no_sidecar", "lookup", "not_connected", "circuit_open",
-	"timeout", "transport", "crc", "server_error", "server_busy", "decode"}
+	"timeout", "transport", "crc", "needle_crc", "server_error", "server_busy", "too_large", "decode"}
 
 // fallback is an internal error that makes a read fall back to HTTP. sick
 // marks failures of the path itself, which count against the breaker.
@@ -136,6 +154,16 @@ type Client struct {
 	ar    *arena
 	slots *slotPool
 	tls   *tls.Config
+	whole *wholeCache
+	// flight shares one fetch of a needle, keyed by file id, among the
+	// partial reads that miss whole at the same time.
+	flight singleflight.Group
+	// tooLarge remembers needles weedrdma refused as larger than its
+	// slots, so that the page cache reading one block by block does not
+	// ask again (and make weedrdma fetch again) for every block. A file id
+	// names one needle forever, so the memo never goes stale.
+	tooLargeMu sync.Mutex
+	tooLarge   map[string]struct{} // guarded by tooLargeMu
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -151,6 +179,8 @@ type Client struct {
 
 	nextID                                atomic.Uint64 // request ids and work request ids
 	reads, bytes, crcFailures, reconnects atomic.Uint64
+	fetches, fetchedBytes, unchecked      atomic.Uint64
+	needleCRCFailures                     atomic.Uint64
 	fallbacks                             [numReasons]atomic.Uint64
 }
 
@@ -167,7 +197,13 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		opts.MaxConcurrent = 16
 	}
 	if opts.SlotBytes <= 0 {
-		opts.SlotBytes = 4 << 20
+		opts.SlotBytes = 8 << 20
+	}
+	switch {
+	case opts.WholeCacheBytes == 0:
+		opts.WholeCacheBytes = 32 << 20
+	case opts.WholeCacheBytes < 0:
+		opts.WholeCacheBytes = 0
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 5 * time.Second
@@ -186,7 +222,8 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{opts: opts, tls: tcfg, peers: map[string]*clientPeer{}}
+	c := &Client{opts: opts, tls: tcfg, whole: newWholeCache(opts.WholeCacheBytes), tooLarge: map[string]struct{}{},
+		peers: map[string]*clientPeer{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if c.dev, err = openDevice(opts.Device, opts.GIDIndex); err != nil {
 		c.unavailable = fmt.Errorf("rdma client: %w", err)
@@ -233,19 +270,34 @@ func (c *Client) Close() error {
 
 // ClientStats are a Client's counters.
 type ClientStats struct {
-	Reads       uint64            // ReadChunk calls served over RDMA
-	Bytes       uint64            // bytes they returned
-	Fallbacks   map[string]uint64 // reads left to HTTP, by reason
-	CRCFailures uint64
-	Reconnects  uint64 // connections established after a peer's first
-	Peers       int    // weedrdma servers known
-	Connected   int    // of which connected now
-	OpenCircuit int    // of which with an open breaker
+	// Reads counts ReadChunk calls served over RDMA (from a needle moved
+	// for them or for another read of it), Bytes the logical bytes they
+	// returned: the same measure as volume.Stats.Reads and Bytes.
+	Reads     uint64
+	Bytes     uint64
+	Fallbacks map[string]uint64 // reads left to HTTP, by reason
+	// Fetches and FetchedBytes count the whole stored needles moved by
+	// RDMA READ and checked; Unchecked those of them that came without
+	// the volume server's needle CRC32C (an old server), for which the
+	// e_tag MD5 was the check.
+	Fetches      uint64
+	FetchedBytes uint64
+	Unchecked    uint64
+	// CRCFailures counts transfers whose bytes did not match the CRC32C
+	// weedrdma sent; NeedleCRCFailures transfers that did, but whose bytes
+	// did not match the needle's CRC32C from the volume server.
+	CRCFailures       uint64
+	NeedleCRCFailures uint64
+	Reconnects        uint64 // connections established after a peer's first
+	Peers             int    // weedrdma servers known
+	Connected         int    // of which connected now
+	OpenCircuit       int    // of which with an open breaker
 }
 
 func (c *Client) Stats() ClientStats {
-	st := ClientStats{Reads: c.reads.Load(), Bytes: c.bytes.Load(), CRCFailures: c.crcFailures.Load(),
-		Reconnects: c.reconnects.Load(), Fallbacks: map[string]uint64{}}
+	st := ClientStats{Reads: c.reads.Load(), Bytes: c.bytes.Load(), Fetches: c.fetches.Load(),
+		FetchedBytes: c.fetchedBytes.Load(), Unchecked: c.unchecked.Load(), CRCFailures: c.crcFailures.Load(),
+		NeedleCRCFailures: c.needleCRCFailures.Load(), Reconnects: c.reconnects.Load(), Fallbacks: map[string]uint64{}}
 	for i := range c.fallbacks {
 		st.Fallbacks[reasonNames[i]] = c.fallbacks[i].Load()
 	}
@@ -264,9 +316,21 @@ func (c *Client) Stats() ClientStats {
 }
 
 // ReadChunk fills dst with the chunk's logical bytes [off, off+len(dst)) and
-// returns n < len(dst) only where the chunk ends. Any failure of the RDMA
-// path returns an error wrapping volume.ErrNotServed (the read is then
-// served over HTTP); the caller's own cancellation is returned as is.
+// returns n < len(dst) only where the chunk ends.
+//
+// Whatever the range, it moves the chunk's whole stored needle, as the HTTP
+// path (volume.Reader) does, since only a whole needle has a checksum: the
+// bytes that land are checked against weedrdma's transfer CRC32C and
+// against the needle's own CRC32C from the volume server, decoded by the
+// HTTP path's rule (volume.DecodeVerified), and only then copied into dst.
+// A read of a whole chunk (the page cache's usual fetch) is served straight
+// from the transfer; partial reads of one needle share a single fetch and
+// keep the decoded needle in a small cache (WholeCacheBytes), so reading a
+// chunk block by block moves it once.
+//
+// Any failure of the RDMA path returns an error wrapping
+// volume.ErrNotServed (the read is then served over HTTP); the caller's own
+// cancellation is returned as is.
 func (c *Client) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst []byte) (int, error) {
 	if c.unavailable != nil {
 		return 0, c.notServed(ch.FileID, &fallback{reason: reasonUnsupported, err: c.unavailable})
@@ -282,34 +346,124 @@ func (c *Client) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst 
 	if off >= ch.Size || len(dst) == 0 {
 		return 0, nil
 	}
+	dst = dst[:min(int64(len(dst)), ch.Size-off)]
+	var err error
+	if logical, ok := c.whole.get(ch.FileID); ok {
+		err = serve(ch, logical, off, dst)
+	} else if c.isTooLarge(ch.FileID) {
+		err = fallbackf(reasonTooLarge, false, "needle larger than weedrdma's slots (refused before)")
+	} else if off == 0 && int64(len(dst)) == ch.Size {
+		// The caller keeps the whole chunk: no cache entry, no copy of
+		// the needle but the one into dst.
+		err = c.fetch(ctx, ch, false, func(logical []byte) { copy(dst, logical) })
+	} else {
+		err = c.shared(ctx, ch, off, dst)
+	}
+	var f *fallback
+	switch {
+	case err == nil:
+		c.reads.Add(1)
+		c.bytes.Add(uint64(len(dst)))
+		return len(dst), nil
+	case ctx.Err() != nil:
+		return 0, fmt.Errorf("rdma read %s: %w", ch.FileID, ctx.Err())
+	case errors.As(err, &f):
+		if f.reason == reasonTooLarge {
+			c.rememberTooLarge(ch.FileID)
+		}
+		return 0, c.notServed(ch.FileID, f)
+	default:
+		return 0, err
+	}
+}
+
+func (c *Client) isTooLarge(fid string) bool {
+	c.tooLargeMu.Lock()
+	defer c.tooLargeMu.Unlock()
+	_, ok := c.tooLarge[fid]
+	return ok
+}
+
+func (c *Client) rememberTooLarge(fid string) {
+	c.tooLargeMu.Lock()
+	defer c.tooLargeMu.Unlock()
+	if len(c.tooLarge) >= 4096 {
+		clear(c.tooLarge) // a bound, not a policy: forgetting costs one more refusal
+	}
+	c.tooLarge[fid] = struct{}{}
+}
+
+// serve copies [off, off+len(dst)) of a decoded needle into dst. The needle
+// was checked against the length of the chunk that fetched it; another
+// chunk naming it must not show more.
+func serve(ch volume.Chunk, logical []byte, off int64, dst []byte) error {
+	if int64(len(logical)) < ch.Size {
+		return fallbackf(reasonDecode, false, "needle holds %d logical bytes, chunk shows %d", len(logical), ch.Size)
+	}
+	copy(dst, logical[off:])
+	return nil
+}
+
+// shared serves a partial read from the needle that one fetch, shared by
+// every partial read of it at the time, moves, verifies, decodes and
+// caches.
+func (c *Client) shared(ctx context.Context, ch volume.Chunk, off int64, dst []byte) error {
+	for {
+		v, err, _ := c.flight.Do(ch.FileID, func() (any, error) {
+			var logical []byte
+			if err := c.fetch(ctx, ch, true, func(b []byte) { logical = b }); err != nil {
+				return nil, err
+			}
+			c.whole.put(ch.FileID, logical)
+			return logical, nil
+		})
+		// The shared fetch ran under the ctx of whichever reader started
+		// it; its only errors that are not fallbacks are that reader's
+		// cancellation. If this reader still wants the bytes, fetch
+		// again rather than fall back over someone else's giving up.
+		var f *fallback
+		if err != nil && !errors.As(err, &f) && ctx.Err() == nil {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		return serve(ch, v.([]byte), off, dst)
+	}
+}
+
+// fetch moves the chunk's whole stored needle from the weedrdma of the
+// first replica whose breaker admits it, verifies and decodes it (see
+// clientConn.fetch) and hands all its logical bytes to use. It tells the
+// peer's breaker the outcome. Its errors are *fallback, except the caller's
+// own cancellation.
+func (c *Client) fetch(ctx context.Context, ch volume.Chunk, keep bool, use func(logical []byte)) error {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
 	p, fb := c.pick(ctx, ch.FileID)
 	if fb != nil {
-		return 0, c.notServed(ch.FileID, fb)
+		return fb
 	}
-	n, err := p.read(ctx, ch, off, dst)
+	err := p.fetch(ctx, ch, keep, use)
 	var f *fallback
 	switch {
 	case err == nil:
 		p.br.success()
-		c.reads.Add(1)
-		c.bytes.Add(uint64(n))
-		return n, nil
+		return nil
 	case parent.Err() != nil:
 		p.br.abandon()
-		return 0, fmt.Errorf("rdma read %s: %w", ch.FileID, parent.Err())
+		return fmt.Errorf("rdma read %s: %w", ch.FileID, parent.Err())
 	case errors.As(err, &f):
 		if f.sick {
 			p.br.failure()
 		} else {
 			p.br.abandon()
 		}
-		return 0, c.notServed(ch.FileID, f)
+		return f
 	default:
 		p.br.failure()
-		return 0, c.notServed(ch.FileID, &fallback{reason: reasonTransport, err: err})
+		return &fallback{reason: reasonTransport, sick: true, err: err}
 	}
 }
 
@@ -511,26 +665,23 @@ func (p *clientPeer) dial() (_ *clientConn, err error) {
 	return cn, nil
 }
 
-// read serves one ReadChunk on this peer's current connection.
-func (p *clientPeer) read(ctx context.Context, ch volume.Chunk, off int64, dst []byte) (int, error) {
+// fetch serves one needle fetch on this peer's current connection.
+func (p *clientPeer) fetch(ctx context.Context, ch volume.Chunk, keep bool, use func([]byte)) error {
 	select {
 	case <-p.firstDone:
 	case <-ctx.Done():
-		return 0, fallbackf(reasonTimeout, true, "waiting for the first connection to %s", p.addr)
+		return fallbackf(reasonTimeout, true, "waiting for the first connection to %s", p.addr)
 	}
 	cn := p.current()
 	if cn == nil {
-		return 0, fallbackf(reasonNotConnected, true, "not connected to %s", p.addr)
+		return fallbackf(reasonNotConnected, true, "not connected to %s", p.addr)
 	}
 	slot, err := p.c.slots.acquire(ctx)
 	if err != nil {
-		return 0, &fallback{reason: reasonTimeout, err: err}
+		return &fallback{reason: reasonTimeout, err: err}
 	}
 	defer p.c.slots.release(slot)
-	if ch.Whole() {
-		return cn.readWhole(ctx, ch, off, dst, slot)
-	}
-	return cn.readRange(ctx, ch, off, dst, slot)
+	return cn.fetch(ctx, ch, slot, keep, use)
 }
 
 // clientConn is one live control connection and QP. readLoop, pollLoop and
@@ -744,45 +895,40 @@ func (cn *clientConn) request(ctx context.Context, req readRequest) (readReply, 
 		return rep, nil
 	case statusBusy:
 		return rep, fallbackf(reasonBusy, false, "server busy: %s", rep.Err)
+	case statusTooLarge:
+		return rep, fallbackf(reasonTooLarge, false, "server: %s", rep.Err)
 	default:
 		return rep, fallbackf(reasonServer, false, "server: %d %s", rep.Status, rep.Err)
 	}
 }
 
-// transfer RDMA-READs the reply's bytes through arena slot into out
-// (len(out) == rep.Length), checks their CRC32C and releases the reply.
-// When out fits in the slot (every readRange transfer), out is written only
-// after the CRC matched, so a caller's buffer never holds bytes that failed
-// the check. A longer reply (a whole stored needle, read into a buffer of
-// the client's own) moves slot by slot and out is cleared if the CRC fails.
-func (cn *clientConn) transfer(ctx context.Context, rep readReply, out []byte, slot int) error {
+// transfer RDMA-READs the reply's Length bytes through arena slot, releases
+// the reply, and returns the bytes with their CRC32C, folded in piece by
+// piece as they land. A needle that fits in the slot stays there: the bytes
+// returned are the slot's, valid while the caller holds it. A larger one
+// moves slot by slot into memory of the client's own.
+func (cn *clientConn) transfer(ctx context.Context, rep readReply, slot int) ([]byte, uint32, error) {
 	defer cn.release(rep.ID)
 	c := cn.c
-	mem := c.ar.mem[slot*c.opts.SlotBytes : (slot+1)*c.opts.SlotBytes]
-	single := len(out) <= len(mem)
+	off := slot * c.opts.SlotBytes
+	mem := c.ar.mem[off : off+c.opts.SlotBytes]
+	n := int(rep.Length)
+	if n <= len(mem) {
+		crc, err := cn.readSlot(ctx, mem[:n], off, rep.Addr, rep.RKey, 0)
+		return mem[:n], crc, err
+	}
+	out := make([]byte, n)
 	crc := uint32(0)
-	for done := 0; done < len(out); {
-		k := min(len(mem), len(out)-done)
+	for done := 0; done < n; {
+		k := min(len(mem), n-done)
 		var err error
-		if crc, err = cn.readSlot(ctx, mem[:k], slot*c.opts.SlotBytes, rep.Addr+uint64(done), rep.RKey, crc); err != nil {
-			return err
+		if crc, err = cn.readSlot(ctx, mem[:k], off, rep.Addr+uint64(done), rep.RKey, crc); err != nil {
+			return nil, 0, err
 		}
-		if !single {
-			copy(out[done:], mem[:k])
-		}
+		copy(out[done:], mem[:k])
 		done += k
 	}
-	if crc != rep.CRC {
-		c.crcFailures.Add(1)
-		if !single {
-			clear(out)
-		}
-		return fallbackf(reasonCRC, true, "CRC32C %08x, server said %08x", crc, rep.CRC)
-	}
-	if single {
-		copy(out, mem)
-	}
-	return nil
+	return out, crc, nil
 }
 
 // readSlot RDMA-READs len(mem) bytes from raddr/rkey into mem (the arena at
@@ -846,56 +992,60 @@ func (cn *clientConn) post(wrid uint64, off, n int, raddr uint64, rkey uint32, p
 	return cn.ep.postRead(wrid, off, n, raddr, rkey, piece)
 }
 
-// readRange serves a plain chunk: the stored bytes are the logical bytes,
-// so only [off, off+len(dst)) moves. It asks for at most a slot per
-// request, so that every transfer is checked before it touches dst; a
-// server may also answer with fewer bytes than asked (a needle larger than
-// its slots), so it loops.
-func (cn *clientConn) readRange(ctx context.Context, ch volume.Chunk, off int64, dst []byte, slot int) (int, error) {
-	want := int(min(int64(len(dst)), ch.Size-off))
-	jwt := cn.c.jwt(ch.FileID)
-	done := 0
-	for done < want {
-		rep, err := cn.request(ctx, readRequest{FileID: ch.FileID, Offset: uint64(off) + uint64(done),
-			Length: uint32(min(want-done, cn.c.opts.SlotBytes)), JWT: jwt})
-		if err != nil {
-			return 0, err
-		}
-		if rep.Length == 0 || int(rep.Length) > want-done {
-			cn.release(rep.ID)
-			if rep.Length == 0 {
-				return 0, fallbackf(reasonServer, false, "needle of %d bytes is shorter than the chunk's %d", rep.Size, ch.Size)
-			}
-			return 0, fallbackf(reasonTransport, true, "reply of %d bytes for %d asked", rep.Length, want-done)
-		}
-		if err := cn.transfer(ctx, rep, dst[done:done+int(rep.Length)], slot); err != nil {
-			return 0, err
-		}
-		done += int(rep.Length)
+// fetch asks for the chunk's whole stored needle, RDMA-READs it through
+// slot and checks the one CRC32C computed as its bytes landed twice: against
+// weedrdma's, which covers the transfer from its memory, and against the
+// needle's own from the volume server, which covers everything since the
+// volume server read it from disk (weedrdma's fetch, cache and memory, and
+// the transfer). Then it decodes the needle exactly as the HTTP path would
+// (volume.DecodeVerified, which checks the e_tag MD5 where no CRC was
+// there to check) and hands all its logical bytes to use. They may lie in
+// the slot, unless keep.
+func (cn *clientConn) fetch(ctx context.Context, ch volume.Chunk, slot int, keep bool, use func([]byte)) error {
+	c := cn.c
+	rep, err := cn.request(ctx, readRequest{FileID: ch.FileID, JWT: c.jwt(ch.FileID)})
+	if err != nil {
+		return err
 	}
-	return done, nil
+	if limit := maxStored(ch); int64(rep.Length) > limit {
+		cn.release(rep.ID)
+		return fallbackf(reasonTooLarge, false, "needle of %d stored bytes, over the %d-byte bound", rep.Length, limit)
+	}
+	stored, crc, err := cn.transfer(ctx, rep, slot)
+	if err != nil {
+		return err
+	}
+	if crc != rep.CRC {
+		c.crcFailures.Add(1)
+		return fallbackf(reasonCRC, true, "CRC32C %08x, server said %08x", crc, rep.CRC)
+	}
+	c.fetches.Add(1)
+	c.fetchedBytes.Add(uint64(len(stored)))
+	if !rep.HasSum {
+		c.unchecked.Add(1)
+	} else if !volume.CRCSumMatches(crc, rep.NeedleSum) {
+		c.needleCRCFailures.Add(1)
+		return fallbackf(reasonNeedleCRC, true, "CRC32C %08x of the %d stored bytes differs from the volume server's %08x",
+			crc, len(stored), rep.NeedleSum)
+	}
+	if keep && len(stored) <= c.opts.SlotBytes {
+		stored = bytes.Clone(stored) // the slot is reused once this fetch ends
+	}
+	logical, err := volume.DecodeVerified(ch, stored, rep.Gzip, rep.HasSum, c.opts.VerifyETag)
+	if err != nil {
+		return &fallback{reason: reasonDecode, err: err}
+	}
+	use(logical)
+	return nil
 }
 
-// readWhole serves an encrypted or compressed chunk: the whole stored
-// needle moves, then volume.Decode turns it into logical bytes exactly as
-// the HTTP path does.
-func (cn *clientConn) readWhole(ctx context.Context, ch volume.Chunk, off int64, dst []byte, slot int) (int, error) {
-	rep, err := cn.request(ctx, readRequest{FileID: ch.FileID, Raw: true, JWT: cn.c.jwt(ch.FileID)})
-	if err != nil {
-		return 0, err
-	}
-	stored := make([]byte, rep.Length)
-	if err := cn.transfer(ctx, rep, stored, slot); err != nil {
-		return 0, err
-	}
-	logical, err := volume.Decode(ch, stored)
-	if err != nil {
-		return 0, &fallback{reason: reasonDecode, err: err}
-	}
-	if off >= int64(len(logical)) {
-		return 0, nil
-	}
-	return copy(dst, logical[off:]), nil
+// maxStored bounds the stored bytes of ch's needle that a reply may
+// announce, as the HTTP path bounds a body (volume's storedLimit): a
+// truncated chunk's needle may be far longer than the chunk, so the bound
+// is volume.MaxNeedle, or for a larger chunk its size plus gzip and
+// sealing overhead.
+func maxStored(ch volume.Chunk) int64 {
+	return max(volume.MaxNeedle, ch.Size+ch.Size/8+64<<10)
 }
 
 func (c *Client) jwt(fid string) string {

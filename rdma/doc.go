@@ -11,18 +11,42 @@
 // (INIT→RTR→RTS, no rdma_cm) with the QPN, PSN, GID, LID and MTU exchanged in
 // the first frames of the control connection. A read is:
 //
-//	client → server  readRequest{id, fid, offset, length, jwt, releases}   (TCP)
-//	server            fetches the needle over loopback HTTP into a registered slot
-//	server → client  readReply{id, status, addr, rkey, length, crc32c}     (TCP)
-//	client            RDMA READ addr/rkey → its own arena slot (QP), CRC32C check,
-//	                  copy into the caller's buffer, release id (piggybacked)
+//	client → server  readRequest{id, fid, jwt, releases}                    (TCP)
+//	server            fetches the whole stored needle over loopback HTTP into a
+//	                  registered slot, checks it against the volume server's
+//	                  needle CRC32C (ETag) and refuses it if it does not match
+//	server → client  readReply{id, status, addr, rkey, length, crc32c,
+//	                  needle checksum, gzip}                                 (TCP)
+//	client            RDMA READ addr/rkey → its own arena slot (QP), CRC32C check
+//	                  against the reply's and the needle's, decode, copy into the
+//	                  caller's buffer, release id (piggybacked)
+//
+// # Verification
+//
+// A read always moves a whole stored needle, never a range, by the same rule
+// as the HTTP path (package volume): SeaweedFS keeps checksums only over
+// whole needles, the volume server's CRC32C of the stored bytes (its ETag
+// header) and the filer's e_tag MD5, so a range would have nothing to be
+// checked against. weedrdma asks for the needle as stored (Accept-Encoding:
+// gzip, no Range), checks it against the ETag before caching or serving it,
+// and passes the checksum on in the reply. The client computes one CRC32C
+// over the bytes as they land and compares it twice: with the reply's
+// transfer CRC (the READ itself) and with the needle's checksum (end to end:
+// anything that went wrong in weedrdma's fetch, cache or memory). It then
+// decodes the needle with volume.DecodeVerified (decrypt, gunzip, the e_tag
+// MD5 where the volume server sent no CRC32C) and copies the caller's range
+// out of it; partial reads of one needle share one fetch and a small cache
+// of decoded needles. Every mismatch is counted ("crc", "needle_crc",
+// "decode") and the read falls back to HTTP; the caller's buffer is written
+// only after every check passed. A needle larger than weedrdma's slots is
+// left to HTTP ("too_large").
 //
 // The READ is posted as up to eight signaled pieces, and the CRC32C is folded
 // in piece by piece as each completes, so checking overlaps the transfer.
-// The caller's buffer is written only once the whole CRC matched; a mismatch
-// is counted and the read falls back to HTTP like any other failure.
-// ServerOptions.CorruptEveryN (weedrdma -fault.corruptEvery) injects such
-// mismatches for tests.
+// ServerOptions.CorruptEveryN and CorruptStoredEveryN (weedrdma
+// -fault.corruptEvery, -fault.corruptStoredEvery) inject corruption after and
+// before the transfer CRC for tests: the transfer check catches the first,
+// only the needle's checksum the second.
 //
 // # Why control messages ride TCP and not SEND/RECV
 //
@@ -32,8 +56,9 @@
 // pre-posted receive buffers or credit accounting, and an EOF that tells the
 // server at once that a peer died so its QP and slots are reclaimed. The cost
 // is one kernel round trip per request (tens of µs), small next to moving
-// the 64 KiB–4 MiB blocks the page cache asks for; bulk bytes always move by
-// RDMA READ. Small random reads are where SEND/RECV would win; revisit then.
+// the whole needles (typically 4 MiB) that reads move; bulk bytes always
+// move by RDMA READ. Small needles are where SEND/RECV would win; revisit
+// then.
 //
 // # Memory
 //

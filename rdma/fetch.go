@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
+
+	"github.com/weedfuse/weedfuse/internal/volume"
 )
 
 // upstreamError is a volume server's non-success answer; its status is
@@ -19,12 +20,22 @@ type upstreamError struct {
 
 func (e *upstreamError) Error() string { return fmt.Sprintf("volume server: %d %s", e.status, e.msg) }
 
-// tooLargeError says a needle does not fit in a slot.
-type tooLargeError struct{ size int64 }
+// tooLargeError says a needle does not fit in a slot. size is its stored
+// length, or -1 when the volume server did not say (a chunked body).
+type tooLargeError struct{ size, slot int64 }
 
 func (e *tooLargeError) Error() string {
-	return fmt.Sprintf("needle of %d bytes exceeds the slot size", e.size)
+	if e.size < 0 {
+		return fmt.Sprintf("needle exceeds the %d-byte slot", e.slot)
+	}
+	return fmt.Sprintf("needle of %d bytes exceeds the %d-byte slot", e.size, e.slot)
 }
+
+// errUpstreamCorrupt: the volume server's answer does not match its own
+// checksum (or is coded in a way that was not asked for). Such bytes are
+// neither cached nor served; the client falls back to HTTP, whose reader
+// sees the same mismatch and tries another replica.
+var errUpstreamCorrupt = errors.New("volume server sent a needle that fails its own checksum")
 
 // volumeHTTP reads needles from the volume server beside weedrdma. Safe for
 // concurrent use.
@@ -34,9 +45,8 @@ type volumeHTTP struct {
 }
 
 func newVolumeHTTP(addr string) *volumeHTTP {
-	// DisableCompression: never let the transport add Accept-Encoding and
-	// decompress behind our back; we ask for gzip exactly when we want the
-	// stored bytes.
+	// DisableCompression: never let the transport decompress behind our
+	// back; the needle CRC covers the stored (possibly gzip) bytes.
 	tr := &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 64}
 	return &volumeHTTP{base: "http://" + addr, hc: &http.Client{Transport: tr}}
 }
@@ -44,7 +54,10 @@ func newVolumeHTTP(addr string) *volumeHTTP {
 func (v *volumeHTTP) close() { v.hc.CloseIdleConnections() }
 
 func (v *volumeHTTP) request(ctx context.Context, method, fid, jwt string) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, method, v.base+"/"+fid, nil)
+	// readDeleted=true as the HTTP path (and weed mount) asks: a file being
+	// read may have been overwritten, and its old needles stay readable
+	// until vacuum.
+	req, err := http.NewRequestWithContext(ctx, method, v.base+"/"+fid+"?readDeleted=true", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -54,60 +67,69 @@ func (v *volumeHTTP) request(ctx context.Context, method, fid, jwt string) (*htt
 	return req, nil
 }
 
-// fetch reads a needle into dst. With raw it sends Accept-Encoding: gzip, so
-// a gzip-stored needle comes back as stored. With rng (a [first, last]
-// inclusive byte range) it asks for that range only. It returns the bytes
-// read and the needle's total size; a needle (or range) longer than dst
-// fails with *tooLargeError before any byte is read into dst.
-func (v *volumeHTTP) fetch(ctx context.Context, fid string, raw bool, jwt string, rng *[2]int64, dst []byte) (int, int64, error) {
+// storedNeedle describes a needle fetch put into a slot.
+type storedNeedle struct {
+	size   int    // stored bytes
+	crc    uint32 // their CRC32C
+	sum    uint32 // the volume server's checksum (ETag), when hasSum
+	hasSum bool
+	gzip   bool // sent as Content-Encoding: gzip
+}
+
+// fetch reads the whole stored needle of fid into dst, exactly as the HTTP
+// path reads it: no Range, Accept-Encoding: gzip so that a compressed needle
+// comes as stored. It checks the bytes against the ETag header's needle
+// checksum when there is one, so that a needle that does not match is never
+// cached or served. A needle longer than dst fails with *tooLargeError
+// before any byte is read into dst.
+func (v *volumeHTTP) fetch(ctx context.Context, fid, jwt string, dst []byte) (storedNeedle, error) {
 	req, err := v.request(ctx, http.MethodGet, fid, jwt)
 	if err != nil {
-		return 0, 0, err
+		return storedNeedle{}, err
 	}
-	if raw {
-		req.Header.Set("Accept-Encoding", "gzip")
-	}
-	if rng != nil {
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", rng[0], rng[1]))
-	}
+	req.Header.Set("Accept-Encoding", "gzip")
 	resp, err := v.hc.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return storedNeedle{}, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
+	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
-		return 0, 0, &upstreamError{status: resp.StatusCode, msg: strings.TrimSpace(string(msg))}
+		return storedNeedle{}, &upstreamError{status: resp.StatusCode, msg: strings.TrimSpace(string(msg))}
 	}
-	total := resp.ContentLength
-	if resp.StatusCode == http.StatusPartialContent {
-		// Content-Range: bytes first-last/total
-		cr := resp.Header.Get("Content-Range")
-		if i := strings.LastIndexByte(cr, '/'); i >= 0 {
-			total, _ = strconv.ParseInt(cr[i+1:], 10, 64)
-		}
+	var st storedNeedle
+	switch ce := resp.Header.Get("Content-Encoding"); {
+	case ce == "" || strings.EqualFold(ce, "identity"):
+	case strings.EqualFold(ce, "gzip"):
+		st.gzip = true
+	default:
+		// Coded bytes must never pass for needle bytes.
+		return storedNeedle{}, fmt.Errorf("unrequested Content-Encoding %q: %w", ce, errUpstreamCorrupt)
 	}
 	if resp.ContentLength > int64(len(dst)) {
-		return 0, total, &tooLargeError{size: total}
+		return storedNeedle{}, &tooLargeError{size: resp.ContentLength, slot: int64(len(dst))}
 	}
 	n, err := io.ReadFull(resp.Body, dst)
 	switch {
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
 		if resp.ContentLength >= 0 && int64(n) != resp.ContentLength {
-			return 0, 0, fmt.Errorf("short body: %d of %d bytes", n, resp.ContentLength)
+			return storedNeedle{}, fmt.Errorf("short body: %d of %d bytes", n, resp.ContentLength)
 		}
 	case err != nil:
-		return 0, 0, err
+		return storedNeedle{}, err
 	default: // dst is full: there must be nothing more
 		var one [1]byte
 		if m, _ := resp.Body.Read(one[:]); m > 0 {
-			return 0, 0, &tooLargeError{size: total}
+			return storedNeedle{}, &tooLargeError{size: -1, slot: int64(len(dst))}
 		}
 	}
-	if resp.ContentLength < 0 && resp.StatusCode == http.StatusOK {
-		total = int64(n)
+	st.size, st.crc = n, crc32c(0, dst[:n])
+	st.sum, st.hasSum = volume.NeedleCRC(resp.Header.Get("ETag"))
+	if st.hasSum && !volume.CRCSumMatches(st.crc, st.sum) {
+		return storedNeedle{}, fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",
+			st.crc, n, resp.Header.Get("ETag"), errUpstreamCorrupt)
 	}
-	return n, total, nil
+	return st, nil
 }
 
 // authorize asks the volume server (HEAD) whether jwt may read fid; it is

@@ -17,7 +17,10 @@ import (
 // resynchronize a byte stream after a framing error.
 
 const (
-	protoVersion = 1
+	// protoVersion 2: a request names a whole stored needle (no range) and
+	// a reply carries the needle's own checksum. A peer of another version
+	// is refused in the hello, and its reads fall back to HTTP.
+	protoVersion = 2
 
 	frameHello   = 1 // both directions, once, first: version + queue pair parameters
 	frameRequest = 2 // client → server
@@ -40,7 +43,6 @@ const (
 	statusOK         = 200
 	statusBadRequest = 400
 	statusTooLarge   = 413
-	statusRange      = 416
 	statusUpstream   = 502
 	statusBusy       = 503
 	statusTimeout    = 504
@@ -71,33 +73,43 @@ type hello struct {
 	QP      qpInfo
 }
 
-// readRequest asks for bytes [Offset, Offset+Length) of a needle. Raw asks
-// for the stored bytes (the server sends Accept-Encoding: gzip upstream) of
-// the whole needle; Offset and Length are then ignored. Releases piggybacks
-// reply ids whose slots the client no longer reads.
+// readRequest asks for the whole stored bytes of a needle, as the volume
+// server keeps them (it is asked with Accept-Encoding: gzip): only a whole
+// needle is covered by a checksum, so there is no way to ask for a range.
+// Releases piggybacks reply ids whose slots the client no longer reads.
 type readRequest struct {
 	ID       uint64
-	Raw      bool
 	FileID   string
-	Offset   uint64
-	Length   uint32
 	JWT      string
 	Releases []uint64
 }
 
-// readReply answers a request. On statusOK the bytes lie at Addr/RKey in the
-// server's registered memory until the client releases ID; Size is the
-// needle's full length (stored length for raw requests) and CRC the CRC32C of
-// the Length bytes sent. On any other status the server holds nothing.
+// Reply flags.
+const (
+	replyHasSum = 1 << iota // NeedleSum holds the volume server's checksum of the needle
+	replyGzip               // the volume server sent the needle as Content-Encoding: gzip
+	replyFlags  = replyHasSum | replyGzip
+)
+
+// readReply answers a request. On statusOK the Length stored bytes of the
+// needle lie at Addr/RKey in the server's registered memory until the client
+// releases ID, and CRC is the CRC32C of those bytes as the server sends them
+// (the transfer check). HasSum says the volume server gave the needle's
+// checksum (its ETag header), which is NeedleSum: the client checks the
+// bytes it received against it end to end. Gzip says the volume server sent
+// them gzip-encoded, which decoding needs to know. On any other status the
+// server holds nothing.
 type readReply struct {
-	ID     uint64
-	Status uint16
-	Err    string
-	Addr   uint64
-	RKey   uint32
-	Length uint32
-	CRC    uint32
-	Size   uint64
+	ID        uint64
+	Status    uint16
+	Err       string
+	Addr      uint64
+	RKey      uint32
+	Length    uint32
+	CRC       uint32
+	HasSum    bool
+	Gzip      bool
+	NeedleSum uint32
 }
 
 // encoder appends big-endian fields.
@@ -224,16 +236,9 @@ func decodeHello(p []byte) (hello, error) {
 }
 
 func (r *readRequest) encode() []byte {
-	e := encoder{b: make([]byte, 0, 64+len(r.FileID)+len(r.JWT)+8*len(r.Releases))}
+	e := encoder{b: make([]byte, 0, 16+len(r.FileID)+len(r.JWT)+8*len(r.Releases))}
 	e.u64(r.ID)
-	var flags uint8
-	if r.Raw {
-		flags = 1
-	}
-	e.u8(flags)
 	e.str(r.FileID)
-	e.u64(r.Offset)
-	e.u32(r.Length)
 	e.str(r.JWT)
 	e.ids(r.Releases)
 	return e.b
@@ -243,21 +248,14 @@ func decodeRequest(p []byte) (readRequest, error) {
 	d := decoder{b: p}
 	var r readRequest
 	r.ID = d.u64()
-	flags := d.u8()
-	if flags&^1 != 0 && d.err == nil {
-		d.err = fmt.Errorf("%w: unknown request flags %#x", errProtocol, flags)
-	}
-	r.Raw = flags&1 != 0
 	r.FileID = d.str()
-	r.Offset = d.u64()
-	r.Length = d.u32()
 	r.JWT = d.str()
 	r.Releases = d.ids()
 	return r, d.done()
 }
 
 func (r *readReply) encode() []byte {
-	e := encoder{b: make([]byte, 0, 48+len(r.Err))}
+	e := encoder{b: make([]byte, 0, 40+len(r.Err))}
 	e.u64(r.ID)
 	e.u16(r.Status)
 	e.str(r.Err)
@@ -265,7 +263,15 @@ func (r *readReply) encode() []byte {
 	e.u32(r.RKey)
 	e.u32(r.Length)
 	e.u32(r.CRC)
-	e.u64(r.Size)
+	var flags uint8
+	if r.HasSum {
+		flags |= replyHasSum
+	}
+	if r.Gzip {
+		flags |= replyGzip
+	}
+	e.u8(flags)
+	e.u32(r.NeedleSum)
 	return e.b
 }
 
@@ -279,7 +285,17 @@ func decodeReply(p []byte) (readReply, error) {
 	r.RKey = d.u32()
 	r.Length = d.u32()
 	r.CRC = d.u32()
-	r.Size = d.u64()
+	flags := d.u8()
+	if flags&^replyFlags != 0 && d.err == nil {
+		d.err = fmt.Errorf("%w: unknown reply flags %#x", errProtocol, flags)
+	}
+	r.HasSum, r.Gzip = flags&replyHasSum != 0, flags&replyGzip != 0
+	r.NeedleSum = d.u32()
+	if !r.HasSum && r.NeedleSum != 0 && d.err == nil {
+		// Exactly one encoding per reply: a decoded reply re-encodes to
+		// the bytes it came from.
+		d.err = fmt.Errorf("%w: needle checksum %08x without its flag", errProtocol, r.NeedleSum)
+	}
 	return r, d.done()
 }
 

@@ -17,9 +17,12 @@ func TestProtocolRoundTrip(t *testing.T) {
 	}{
 		{"hello client", frameHello, hello{Version: protoVersion, QP: qpInfo{QPN: 0x11, PSN: 0xabcdef, LID: 3, MTU: 3, RDAtomic: 16, GID: gid}}},
 		{"hello refusal", frameHello, hello{Version: protoVersion, Status: statusBusy, Err: "no QP"}},
-		{"request", frameRequest, readRequest{ID: 1 << 60, FileID: "3,01637037d6", Offset: 1 << 33, Length: 4 << 20, JWT: "a.b.c"}},
-		{"request raw releases", frameRequest, readRequest{ID: 9, Raw: true, FileID: "7,ff00000001", Releases: []uint64{1, 2, 1 << 63}}},
-		{"reply ok", frameReply, readReply{ID: 9, Status: statusOK, Addr: 0x7f0000001000, RKey: 0x1234, Length: 1 << 20, CRC: 0xdeadbeef, Size: 4 << 20}},
+		{"request", frameRequest, readRequest{ID: 1 << 60, FileID: "3,01637037d6", JWT: "a.b.c"}},
+		{"request releases", frameRequest, readRequest{ID: 9, FileID: "7,ff00000001", Releases: []uint64{1, 2, 1 << 63}}},
+		{"reply ok", frameReply, readReply{ID: 9, Status: statusOK, Addr: 0x7f0000001000, RKey: 0x1234, Length: 1 << 20, CRC: 0xdeadbeef,
+			HasSum: true, NeedleSum: 0xdeadbeef}},
+		{"reply ok gzip", frameReply, readReply{ID: 11, Status: statusOK, Length: 7, CRC: 1, HasSum: true, Gzip: true}},
+		{"reply ok no checksum", frameReply, readReply{ID: 12, Status: statusOK, Length: 1 << 22, CRC: 0xffffffff, Gzip: true}},
 		{"reply error", frameReply, readReply{ID: 10, Status: 404, Err: "not found"}},
 		{"release", frameRelease, []uint64{5, 6, 7}},
 	}
@@ -69,7 +72,9 @@ func TestProtocolRoundTrip(t *testing.T) {
 }
 
 func TestProtocolRejects(t *testing.T) {
-	req := (&readRequest{ID: 1, FileID: "1,0100000001", Length: 10}).encode()
+	req := (&readRequest{ID: 1, FileID: "1,0100000001"}).encode()
+	reply := (&readReply{ID: 1, Status: statusOK, Length: 10, CRC: 2, HasSum: true, NeedleSum: 2}).encode()
+	flags := len(reply) - 5 // the reply's flags byte, before the needle checksum
 	tests := []struct {
 		name   string
 		decode func([]byte) error
@@ -77,15 +82,34 @@ func TestProtocolRejects(t *testing.T) {
 	}{
 		{"short request", func(p []byte) error { _, err := decodeRequest(p); return err }, req[:len(req)-1]},
 		{"trailing bytes", func(p []byte) error { _, err := decodeRequest(p); return err }, append(append([]byte{}, req...), 0)},
-		{"unknown flags", func(p []byte) error { _, err := decodeRequest(p); return err }, func() []byte {
-			b := append([]byte{}, req...)
-			b[8] = 0x80
+		{"short reply", func(p []byte) error { _, err := decodeReply(p); return err }, reply[:len(reply)-1]},
+		{"reply trailing bytes", func(p []byte) error { _, err := decodeReply(p); return err }, append(append([]byte{}, reply...), 0)},
+		{"unknown reply flags", func(p []byte) error { _, err := decodeReply(p); return err }, func() []byte {
+			b := append([]byte{}, reply...)
+			b[flags] |= 0x80
 			return b
+		}()},
+		{"needle checksum without its flag", func(p []byte) error { _, err := decodeReply(p); return err }, func() []byte {
+			b := append([]byte{}, reply...)
+			b[flags] &^= replyHasSum
+			return b
+		}()},
+		{"version 1 reply", func(p []byte) error { _, err := decodeReply(p); return err }, func() []byte {
+			// v1: id, status, err, addr, rkey, length, crc, size u64.
+			b := append([]byte{}, reply[:len(reply)-5]...)
+			return append(b, 0, 0, 0, 0, 0, 0x40, 0, 0)
+		}()},
+		{"version 1 request", func(p []byte) error { _, err := decodeRequest(p); return err }, func() []byte {
+			// v1: id, flags, fid, offset u64, length u32, jwt, releases.
+			b := []byte{0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 12}
+			b = append(b, "1,0100000001"...)
+			return append(b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0)
 		}()},
 		{"release count lies", func(p []byte) error { _, err := decodeRelease(p); return err }, []byte{0, 3, 0, 0, 0, 0, 0, 0, 0, 1}},
 		{"too many releases", func(p []byte) error { _, err := decodeRelease(p); return err }, []byte{0xff, 0xff}},
 		{"empty hello", func(p []byte) error { _, err := decodeHello(p); return err }, nil},
 		{"reply string past end", func(p []byte) error { _, err := decodeReply(p); return err }, []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 200, 0x10, 0}},
+		{"short request", func(p []byte) error { _, err := decodeRequest(p); return err }, req[:3]},
 	}
 	for _, tc := range tests {
 		if err := tc.decode(tc.p); !errors.Is(err, errProtocol) {
@@ -105,20 +129,27 @@ func TestProtocolRejects(t *testing.T) {
 
 // FuzzFrameDecoder feeds arbitrary bytes through the frame reader and every
 // payload decoder, as a server or client does with what it receives: garbage
-// must produce errors, never a panic or a huge allocation.
+// must produce errors, never a panic or a huge allocation, and whatever
+// decodes must re-encode to the very bytes it came from (one encoding per
+// message, so no two peers can read one frame differently).
 func FuzzFrameDecoder(f *testing.F) {
-	f.Add((&readRequest{ID: 1, FileID: "3,01637037d6", Length: 1, Releases: []uint64{4}}).encode())
-	f.Add((&readReply{ID: 2, Status: 200, Length: 5}).encode())
-	f.Add((&hello{Version: 1}).encode())
+	f.Add((&readRequest{ID: 1, FileID: "3,01637037d6", JWT: "x", Releases: []uint64{4}}).encode())
+	f.Add((&readReply{ID: 2, Status: 200, Length: 5, CRC: 9, HasSum: true, Gzip: true, NeedleSum: 9}).encode())
+	f.Add((&readReply{ID: 3, Status: 502, Err: "crc32c differs"}).encode())
+	f.Add((&hello{Version: protoVersion}).encode())
 	f.Add([]byte{frameRequest, 0, 0, 0, 3, 1, 2, 3})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, d := range []func([]byte) error{
-			func(p []byte) error { _, err := decodeHello(p); return err },
-			func(p []byte) error { _, err := decodeRequest(p); return err },
-			func(p []byte) error { _, err := decodeReply(p); return err },
-			func(p []byte) error { _, err := decodeRelease(p); return err },
-		} {
-			_ = d(data)
+		if h, err := decodeHello(data); err == nil && !bytes.Equal(h.encode(), data) {
+			t.Fatalf("hello %+v re-encodes differently", h)
+		}
+		if r, err := decodeRequest(data); err == nil && !bytes.Equal(r.encode(), data) {
+			t.Fatalf("request %+v re-encodes differently", r)
+		}
+		if r, err := decodeReply(data); err == nil && !bytes.Equal(r.encode(), data) {
+			t.Fatalf("reply %+v re-encodes differently", r)
+		}
+		if ids, err := decodeRelease(data); err == nil && !bytes.Equal(encodeRelease(ids), data) {
+			t.Fatalf("release %v re-encodes differently", ids)
 		}
 		r := bufio.NewReader(bytes.NewReader(data))
 		for {
@@ -130,6 +161,7 @@ func FuzzFrameDecoder(f *testing.F) {
 				t.Fatalf("payload of %d bytes passed the frame limit", len(p))
 			}
 			_, _ = decodeRequest(p)
+			_, _ = decodeReply(p)
 		}
 	})
 }

@@ -10,10 +10,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -30,10 +33,12 @@ import (
 )
 
 const (
-	fid1M  = "3,01637037d6"
-	fid4M  = "3,02637037d6"
-	fid12M = "3,03637037d6" // larger than a server slot: served by range
-	fidGz  = "3,04637037d6" // stored gzip-compressed
+	fid1M     = "3,01637037d6"
+	fid4M     = "3,02637037d6"
+	fid12M    = "3,03637037d6" // larger than a server slot: left to HTTP
+	fidGz     = "3,04637037d6" // stored gzip-compressed
+	fidMasked = "3,05637037d6" // its ETag is the masked CRC old weed stored
+	fidNoSum  = "3,06637037d6" // sent without an ETag, as by a server too old to have one
 )
 
 func needDevice(t testing.TB) {
@@ -71,11 +76,18 @@ func newRig(t testing.TB) *rig {
 // newRigWith is newRig with server options (CacheBytes and SlotBytes
 // default to 64 MiB and 8 MiB).
 func newRigWith(t testing.TB, so ServerOptions) *rig {
+	return newRigExtra(t, so, nil)
+}
+
+// newRigExtra is newRigWith with more needles on the fake volume server.
+func newRigExtra(t testing.TB, so ServerOptions, extra map[string][]byte) *rig {
 	needDevice(t)
 	r := &rig{fv: &fakeVolume{needles: map[string][]byte{
 		fid1M: randomBytes(1 << 20), fid4M: randomBytes(4 << 20), fid12M: randomBytes(12<<20 + 12345),
-		fidGz: bytes.Repeat([]byte("compressible text "), 60000),
-	}, gzipped: map[string]bool{fidGz: true}}, so: so}
+		fidGz:     bytes.Repeat([]byte("compressible text "), 60000),
+		fidMasked: randomBytes(300 << 10), fidNoSum: randomBytes(300 << 10),
+	}, gzipped: map[string]bool{fidGz: true}, etag: map[string]string{fidMasked: "masked", fidNoSum: "none"}}, so: so}
+	maps.Copy(r.fv.needles, extra)
 	r.vol = httptest.NewServer(r.fv)
 	t.Cleanup(r.vol.Close)
 	r.volAddr = strings.TrimPrefix(r.vol.URL, "http://")
@@ -132,8 +144,18 @@ func (r *rig) clientWith(t testing.TB, o ClientOptions) *Client {
 	return c
 }
 
+// chunk is fid's chunk as a filer lists it: with the e_tag of its needle.
 func (r *rig) chunk(fid string) volume.Chunk {
-	return volume.Chunk{FileID: fid, Size: int64(len(r.fv.needles[fid]))}
+	data := r.fv.needles[fid]
+	sum := md5.Sum(data)
+	return volume.Chunk{FileID: fid, Size: int64(len(data)), ETag: base64.StdEncoding.EncodeToString(sum[:])}
+}
+
+// http is the HTTP path, as the mount chains it after the Client.
+func (r *rig) http(t testing.TB) *volume.Reader {
+	h := volume.New(staticLocator{r.volAddr}, volume.Options{})
+	t.Cleanup(func() { h.Close() })
+	return h
 }
 
 func TestRXEReads(t *testing.T) {
@@ -150,13 +172,16 @@ func TestRXEReads(t *testing.T) {
 		}
 		return dst[:got]
 	}
-	for _, fid := range []string{fid1M, fid4M, fid12M} {
+	for _, fid := range []string{fid1M, fid4M, fidMasked, fidNoSum} {
 		want := r.fv.needles[fid]
 		start := time.Now()
 		if got := read(r.chunk(fid), 0, len(want)); !bytes.Equal(got, want) {
 			t.Fatalf("%s: whole read differs (%d bytes)", fid, len(got))
 		}
 		t.Logf("RXE read %s: %d bytes ok in %v", fid, len(want), time.Since(start))
+		// Partial reads share one fetch of the whole needle, then its
+		// decoded copy: five reads, one more needle moved.
+		fetches := c.Stats().Fetches
 		for _, rg := range [][2]int{{0, 1}, {4095, 8193}, {len(want) - 100, 100}, {len(want) / 3, len(want) / 2}} {
 			if got := read(r.chunk(fid), int64(rg[0]), rg[1]); !bytes.Equal(got, want[rg[0]:rg[0]+rg[1]]) {
 				t.Fatalf("%s: range %v differs", fid, rg)
@@ -166,21 +191,53 @@ func TestRXEReads(t *testing.T) {
 		if got := read(r.chunk(fid), int64(len(want)-10), 100); !bytes.Equal(got, want[len(want)-10:]) {
 			t.Fatalf("%s: short read at the end: %d bytes", fid, len(got))
 		}
+		if f := c.Stats().Fetches - fetches; f != 1 {
+			t.Fatalf("%s: %d fetches for five partial reads, want 1", fid, f)
+		}
 	}
-	// A compressed chunk moves whole and stored, then decodes.
-	gz := r.chunk(fidGz)
-	gz.Compressed = true
-	if got := read(gz, 1000, 5000); !bytes.Equal(got, r.fv.needles[fidGz][1000:6000]) {
-		t.Fatal("compressed chunk differs")
+	// A chunk that weed mount truncated shows the first Size bytes of its
+	// longer needle (here from the decoded needle the ranges left).
+	short := r.chunk(fid4M)
+	short.Size = 1000
+	if got := read(short, 0, 4096); !bytes.Equal(got, r.fv.needles[fid4M][:1000]) {
+		t.Fatalf("truncated chunk: %d bytes that differ", len(got))
+	}
+	// A compressed chunk moves stored and decodes, whether the filer's
+	// chunk says it is compressed or only the volume server's
+	// Content-Encoding does (a server that gzipped the upload itself).
+	// Clients without the needle cache, so that every read moves it.
+	for _, compressed := range []bool{true, false} {
+		gc := r.clientWith(t, ClientOptions{MaxConcurrent: 1, WholeCacheBytes: -1})
+		gz := r.chunk(fidGz)
+		gz.Compressed = compressed
+		want := r.fv.needles[fidGz]
+		for _, rg := range [][2]int{{1000, 5000}, {0, len(want)}} {
+			dst := make([]byte, rg[1])
+			if n, err := gc.ReadChunk(ctx, gz, int64(rg[0]), dst); err != nil || !bytes.Equal(dst[:n], want[rg[0]:rg[0]+rg[1]]) {
+				t.Fatalf("compressed=%v: range %v: n=%d err=%v", compressed, rg, n, err)
+			}
+		}
+		if st := gc.Stats(); st.Fetches != 2 || st.FetchedBytes >= 2*uint64(len(want))/10 {
+			t.Fatalf("compressed=%v: %+v", compressed, st)
+		}
+	}
+	// A needle larger than weedrdma's slots is left to HTTP: a range of it
+	// could not be verified. The client remembers: weedrdma is asked once.
+	for i := 0; i < 2; i++ {
+		_, err := c.ReadChunk(ctx, r.chunk(fid12M), 5, make([]byte, 10))
+		if !errors.Is(err, volume.ErrNotServed) || !strings.Contains(err.Error(), "too_large") {
+			t.Fatalf("needle over the slot size: %v", err)
+		}
 	}
 	// An unknown needle falls back to HTTP, which reports the real error.
 	_, err := c.ReadChunk(ctx, volume.Chunk{FileID: "3,09637037d6", Size: 10}, 0, make([]byte, 10))
 	if !errors.Is(err, volume.ErrNotServed) || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("unknown needle: %v", err)
 	}
-	st := c.Stats()
-	t.Logf("client stats %+v, server stats %+v", st, r.srv.Stats())
-	if st.Fallbacks["server_error"] != 1 || st.CRCFailures != 0 || st.Reads != 3*6+1 || st.Connected != 1 {
+	st, sst := c.Stats(), r.srv.Stats()
+	t.Logf("client stats %+v, server stats %+v", st, sst)
+	if sst.ErrorReplies != 2 || st.Fallbacks["server_error"] != 1 || st.Fallbacks["too_large"] != 2 || st.CRCFailures != 0 || st.NeedleCRCFailures != 0 ||
+		st.Fetches != 4*2 || st.Unchecked != 2 || st.Reads != 4*6+1 || st.Connected != 1 {
 		t.Fatalf("stats: %+v", st)
 	}
 	// Everything released: no server slot stays pinned.
@@ -284,23 +341,23 @@ func TestRXEServerSurvivesBadPeers(t *testing.T) {
 	if ans.Status != statusOK {
 		t.Fatalf("hello refused: %+v", ans)
 	}
-	p.send(t, frameRequest, (&readRequest{ID: 1, FileID: "3,0a637037d6", Length: 10}).encode())
+	p.send(t, frameRequest, (&readRequest{ID: 1, FileID: "3,0a637037d6"}).encode())
 	if rep := p.reply(t); rep.Status != 404 {
 		t.Fatalf("unknown fid: %+v", rep)
 	}
-	p.send(t, frameRequest, (&readRequest{ID: 2, FileID: "not-a-fid", Length: 10}).encode())
+	p.send(t, frameRequest, (&readRequest{ID: 2, FileID: "not-a-fid"}).encode())
 	if rep := p.reply(t); rep.Status != statusBadRequest {
 		t.Fatalf("bad fid: %+v", rep)
 	}
-	p.send(t, frameRequest, (&readRequest{ID: 3, FileID: fid1M, Offset: 2 << 20, Length: 10}).encode())
-	if rep := p.reply(t); rep.Status != statusRange {
-		t.Fatalf("offset past the end: %+v", rep)
+	p.send(t, frameRequest, (&readRequest{ID: 3, FileID: fid12M}).encode())
+	if rep := p.reply(t); rep.Status != statusTooLarge {
+		t.Fatalf("needle over the slot size: %+v", rep)
 	}
-	p.send(t, frameRequest, (&readRequest{ID: 4, FileID: fid1M, Offset: 1<<20 - 5, Length: 1000}).encode())
-	if rep := p.reply(t); rep.Status != statusOK || rep.Length != 5 || rep.Size != 1<<20 {
-		t.Fatalf("length past the end is clipped: %+v", rep)
+	p.send(t, frameRequest, (&readRequest{ID: 4, FileID: fid1M}).encode())
+	if rep := p.reply(t); rep.Status != statusOK || rep.Length != 1<<20 || !rep.HasSum || rep.NeedleSum != rep.CRC {
+		t.Fatalf("whole needle: %+v", rep)
 	}
-	p.send(t, frameRequest, (&readRequest{ID: 4, FileID: fid1M, Length: 10}).encode())
+	p.send(t, frameRequest, (&readRequest{ID: 4, FileID: fid1M}).encode())
 	if rep := p.reply(t); rep.Status != statusBadRequest {
 		t.Fatalf("duplicate id: %+v", rep)
 	}
@@ -317,7 +374,7 @@ func TestRXEServerSurvivesBadPeers(t *testing.T) {
 
 	// A peer that vanishes holding a reply: its slot is unpinned, its QP freed.
 	p, _ = dialRaw(t, r.srvAddr, protoVersion)
-	p.send(t, frameRequest, (&readRequest{ID: 1, FileID: fid4M, Length: 4 << 20}).encode())
+	p.send(t, frameRequest, (&readRequest{ID: 1, FileID: fid4M}).encode())
 	if rep := p.reply(t); rep.Status != statusOK {
 		t.Fatalf("read: %+v", rep)
 	}
@@ -375,21 +432,26 @@ func TestRXETLS(t *testing.T) {
 // TestRXEManyClients runs 64 clients at once, each its own Client and so its
 // own QP and PD on the server (there is no fixed client limit), then 64
 // concurrent readers on one Client with 64 slots, so that 64 requests are
-// in flight on one peer. Every read must be served over RDMA with the right
-// bytes. Small slots keep the 65 arenas small.
+// in flight on one peer. Each reader reads a needle of its own, whole and
+// then a range of it, so that no read waits for another's fetch. Every read
+// must be served over RDMA with the right bytes. Small slots keep the 65
+// arenas small.
 func TestRXEManyClients(t *testing.T) {
-	r := newRigWith(t, ServerOptions{CacheBytes: 16 << 20, SlotBytes: 4 << 20})
-	const clients, piece = 64, 256 << 10
-	want := r.fv.needles[fid4M]
-	// reader i reads two 256 KiB ranges of the 4 MiB needle, at offsets
-	// that differ between readers (and are not page-aligned).
+	const clients, size = 64, 256 << 10
+	fids, needles := make([]string, clients), map[string][]byte{}
+	for i := range fids {
+		fids[i] = fmt.Sprintf("4,%02x637037d6", i+1)
+		needles[fids[i]] = randomBytes(size)
+	}
+	r := newRigExtra(t, ServerOptions{CacheBytes: 2 * clients * size, SlotBytes: size}, needles)
 	read := func(c *Client, i int) error {
-		dst := make([]byte, piece)
-		for k := 0; k < 2; k++ {
-			off := (i*61*1024 + k*(len(want)/2)) % (len(want) - piece)
-			n, err := c.ReadChunk(context.Background(), r.chunk(fid4M), int64(off), dst)
-			if err == nil && !bytes.Equal(dst[:n], want[off:off+piece]) {
-				err = fmt.Errorf("bytes at %d differ", off)
+		ch, want := r.chunk(fids[i]), r.fv.needles[fids[i]]
+		off := i * 61 * 1024 % (size / 2) // not page-aligned, different per reader
+		for _, rg := range [][2]int{{0, size}, {off, size / 2}} {
+			dst := make([]byte, rg[1])
+			n, err := c.ReadChunk(context.Background(), ch, int64(rg[0]), dst)
+			if err == nil && !bytes.Equal(dst[:n], want[rg[0]:rg[0]+rg[1]]) {
+				err = fmt.Errorf("bytes at %d differ", rg[0])
 			}
 			if err != nil {
 				return fmt.Errorf("reader %d: %w", i, err)
@@ -420,13 +482,13 @@ func TestRXEManyClients(t *testing.T) {
 		if t.Failed() {
 			t.FailNow()
 		}
-		t.Logf("RDMA-MANY %s: %d concurrent readers, %d verified 256 KiB reads in %v", what, clients, 2*clients,
+		t.Logf("RDMA-MANY %s: %d concurrent readers, %d verified 256 KiB needles moved in %v", what, clients, 2*clients,
 			time.Since(start).Round(time.Millisecond))
 	}
 
 	var cs []*Client
 	for i := 0; i < clients; i++ {
-		cs = append(cs, r.clientWith(t, ClientOptions{MaxConcurrent: 1, SlotBytes: piece}))
+		cs = append(cs, r.clientWith(t, ClientOptions{MaxConcurrent: 1, SlotBytes: size}))
 	}
 	run("64 clients", func(i int) *Client { return cs[i] })
 	st := r.srv.Stats()
@@ -434,16 +496,16 @@ func TestRXEManyClients(t *testing.T) {
 		t.Fatalf("server has %d peers, want %d (one QP and PD each)", st.Peers, clients)
 	}
 	for i, c := range cs {
-		if cst := c.Stats(); cst.Reads != 2 || cst.Connected != 1 {
+		if cst := c.Stats(); cst.Reads != 2 || cst.Fetches != 2 || cst.Connected != 1 {
 			t.Fatalf("client %d: %+v", i, cst)
 		}
 	}
 
-	one := r.clientWith(t, ClientOptions{MaxConcurrent: clients, SlotBytes: piece})
+	one := r.clientWith(t, ClientOptions{MaxConcurrent: clients, SlotBytes: size})
 	run("1 client", func(int) *Client { return one })
 	cst := one.Stats()
 	t.Logf("RDMA-MANY server %+v, shared client %+v", r.srv.Stats(), cst)
-	if cst.Reads != 2*clients || cst.CRCFailures != 0 {
+	if cst.Reads != 2*clients || cst.Fetches != 2*clients || cst.CRCFailures != 0 || cst.NeedleCRCFailures != 0 {
 		t.Fatalf("shared client: %+v", cst)
 	}
 	for i, c := range cs {
@@ -463,28 +525,28 @@ func TestRXEManyClients(t *testing.T) {
 // (CRCFailures, the "crc" fallback), must leave the caller's buffer
 // untouched when it does, and the mount's chain (RDMA, then HTTP) must
 // return the right bytes every time: the corrupted bytes never reach a
-// reader.
+// reader. The clients keep no needle cache, so that every read moves one.
 func TestRXECRCFault(t *testing.T) {
 	r := newRigWith(t, ServerOptions{CorruptEveryN: 2})
-	c := r.client(t, 4)
-	// tiny moves a compressed needle whole through 1 KiB slots: the path
-	// that copies slot by slot into a buffer of its own before the CRC is
-	// known.
-	tiny := r.clientWith(t, ClientOptions{MaxConcurrent: 1, SlotBytes: 1024})
+	c := r.clientWith(t, ClientOptions{MaxConcurrent: 4, WholeCacheBytes: -1})
+	// tiny moves a compressed needle through 1 KiB slots: the path that
+	// copies slot by slot into memory of its own before the CRC is known.
+	tiny := r.clientWith(t, ClientOptions{MaxConcurrent: 1, SlotBytes: 1024, WholeCacheBytes: -1})
+	h := r.http(t)
 	var httpReads atomic.Int64
 	check := func(c *Client, ch volume.Chunk, off int64, n int) error {
-		return checkChain(c, r.vol.URL, ch, off, r.fv.needles[ch.FileID][off:off+int64(n)], &httpReads)
+		return checkChain(c, h, ch, off, r.fv.needles[ch.FileID][off:off+int64(n)], &httpReads)
 	}
 	// Sequential: every other reply is corrupted, and each one is caught.
 	for i := 0; i < 4; i++ {
-		for _, rg := range [][3]int64{{0, 0, 1 << 20}, {1, 12345, 3 << 20}, {2, 4<<20 + 7, 2 << 20}} {
-			fid := []string{fid1M, fid4M, fid12M}[rg[0]]
+		for _, rg := range [][3]int64{{0, 0, 1 << 20}, {1, 12345, 3 << 20}, {1, 0, 4 << 20}} {
+			fid := []string{fid1M, fid4M}[rg[0]]
 			if err := check(c, r.chunk(fid), rg[1], int(rg[2])); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	// A corrupted whole (compressed) needle fails its CRC before it is decoded.
+	// A corrupted compressed needle fails its CRC before it is decoded.
 	gz := r.chunk(fidGz)
 	gz.Compressed = true
 	for i := 0; i < 4; i++ {
@@ -492,7 +554,8 @@ func TestRXECRCFault(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Concurrent readers.
+	// Concurrent readers; partial reads of one needle may share a fetch,
+	// and then its failure.
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
 	for i := 0; i < 16; i++ {
@@ -514,40 +577,107 @@ func TestRXECRCFault(t *testing.T) {
 	}
 	st, tst, sst := c.Stats(), tiny.Stats(), r.srv.Stats()
 	crc := st.CRCFailures + tst.CRCFailures
-	t.Logf("RDMA-FAULT corrupted=%d crc_failures=%d crc_fallbacks=%d decode_fallbacks=%d rdma_reads=%d http_reads=%d: every read returned the right bytes",
+	t.Logf("RDMA-FAULT after the CRC: corrupted=%d crc_failures=%d crc_fallbacks=%d decode_fallbacks=%d rdma_reads=%d http_reads=%d: every read returned the right bytes",
 		sst.Corrupted, crc, st.Fallbacks["crc"]+tst.Fallbacks["crc"], st.Fallbacks["decode"]+tst.Fallbacks["decode"],
 		st.Reads+tst.Reads, httpReads.Load())
 	t.Logf("client stats %+v, tiny client %+v, server %+v", st, tst, sst)
-	if sst.Corrupted == 0 || crc != sst.Corrupted || st.Fallbacks["crc"]+tst.Fallbacks["crc"] != crc ||
-		tst.CRCFailures == 0 || tst.Fallbacks["decode"] != 0 || st.Reads == 0 || tst.Reads == 0 {
+	if sst.Corrupted == 0 || crc != sst.Corrupted || st.Fallbacks["crc"] < st.CRCFailures || tst.Fallbacks["crc"] != tst.CRCFailures ||
+		tst.CRCFailures == 0 || tst.Fallbacks["decode"] != 0 || st.NeedleCRCFailures+tst.NeedleCRCFailures != 0 ||
+		st.Reads == 0 || tst.Reads == 0 {
 		t.Fatal("every corrupted reply must be caught as a CRC failure and fall back")
+	}
+}
+
+// TestRXEStoredFault: a server whose own memory corrupts needles, which it
+// then sends with a matching transfer CRC (CorruptStoredEveryN flips a
+// byte before the CRC is computed; every third reply, so that over the
+// four needles read in turn each kind is hit). The transfer check cannot see it; the
+// needle's CRC32C from the volume server, which the client checks over the
+// bytes it received, must catch every one ("needle_crc"), or for a needle
+// the volume server sent no checksum for, the e_tag MD5 ("decode"). The
+// reader's buffer is never written with them, and the chain's HTTP step
+// returns the right bytes.
+func TestRXEStoredFault(t *testing.T) {
+	r := newRigWith(t, ServerOptions{CorruptStoredEveryN: 3})
+	c := r.clientWith(t, ClientOptions{MaxConcurrent: 4, WholeCacheBytes: -1})
+	h := r.http(t)
+	var httpReads atomic.Int64
+	check := func(ch volume.Chunk, off int64, n int) error {
+		return checkChain(c, h, ch, off, r.fv.needles[ch.FileID][off:off+int64(n)], &httpReads)
+	}
+	gz := r.chunk(fidGz)
+	gz.Compressed = true
+	for i := 0; i < 4; i++ {
+		for _, rd := range []struct {
+			ch     volume.Chunk
+			off, n int
+		}{{r.chunk(fid1M), 0, 1 << 20}, {r.chunk(fid4M), 777, 1 << 20}, {gz, 1000, 5000}, {r.chunk(fidNoSum), 10, 1000}} {
+			if err := check(rd.ch, int64(rd.off), rd.n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	st, sst := c.Stats(), r.srv.Stats()
+	t.Logf("RDMA-FAULT before the CRC: corrupted=%d needle_crc_failures=%d (fallbacks %d) crc_failures=%d md5_caught=%d rdma_reads=%d http_reads=%d: every read returned the right bytes",
+		sst.CorruptedStored, st.NeedleCRCFailures, st.Fallbacks["needle_crc"], st.CRCFailures, st.Fallbacks["decode"],
+		st.Reads, httpReads.Load())
+	t.Logf("client stats %+v, server %+v", st, sst)
+	if sst.CorruptedStored == 0 || st.CRCFailures != 0 || st.NeedleCRCFailures == 0 || st.Fallbacks["needle_crc"] != st.NeedleCRCFailures ||
+		st.Fallbacks["decode"] == 0 || st.NeedleCRCFailures+st.Fallbacks["decode"] != sst.CorruptedStored || st.Reads == 0 {
+		t.Fatal("every corrupted needle must be caught by its own checksum and fall back")
+	}
+}
+
+// TestRXEUpstreamCorrupt: the volume server answers weedrdma with a body
+// that does not match its ETag. weedrdma must refuse it (an error reply,
+// nothing cached), the client fall back, and the HTTP step, which checks
+// the same ETag, read the good bytes; the next RDMA read moves the needle
+// afresh.
+func TestRXEUpstreamCorrupt(t *testing.T) {
+	r := newRig(t)
+	c := r.client(t, 2)
+	h := r.http(t)
+	var httpReads atomic.Int64
+	want := r.fv.needles[fid4M]
+	r.fv.corrupt.Store(1) // weedrdma's fetch; the HTTP step's is good
+	dst := bytes.Repeat([]byte{sentinel}, 100000)
+	_, err := c.ReadChunk(context.Background(), r.chunk(fid4M), 5000, dst)
+	if !errors.Is(err, volume.ErrNotServed) || !strings.Contains(err.Error(), "server_error") || !strings.Contains(err.Error(), "ETag") {
+		t.Fatalf("corrupt upstream: %v", err)
+	}
+	if !bytes.Equal(dst, bytes.Repeat([]byte{sentinel}, len(dst))) {
+		t.Fatal("a refused read wrote the reader's buffer")
+	}
+	if n, err := h.ReadChunk(context.Background(), r.chunk(fid4M), 5000, dst); err != nil || !bytes.Equal(dst[:n], want[5000:105000]) {
+		t.Fatalf("HTTP step: n=%d err=%v", n, err)
+	}
+	if err := checkChain(c, h, r.chunk(fid4M), 5000, want[5000:105000], &httpReads); err != nil || httpReads.Load() != 0 {
+		t.Fatalf("RDMA after the refusal: %v (http reads %d)", err, httpReads.Load())
+	}
+	st, sst := c.Stats(), r.srv.Stats()
+	t.Logf("RDMA-FAULT upstream: weedrdma refused %d needle(s) that failed the volume server's ETag; client %+v, server %+v", sst.UpstreamCorrupt, st, sst)
+	if sst.UpstreamCorrupt != 1 || sst.ErrorReplies != 1 || st.Fallbacks["server_error"] != 1 || st.Reads != 1 || st.Fetches != 1 {
+		t.Fatal("the corrupt fetch must be refused once, then read afresh")
 	}
 }
 
 // sentinel fills a reader's buffer before a read, to see what the read wrote.
 const sentinel = 0xee
 
-var plainHTTP = &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 16}}
-
 // checkChain reads [off, off+len(want)) of ch as the mount's fetch chain
-// does (RDMA first, then an HTTP Range GET from volURL when RDMA does not
-// serve the read) and checks that the reader gets want. A CRC failure must
-// leave the reader's buffer untouched: the corrupted bytes never reach it.
-func checkChain(c *Client, volURL string, ch volume.Chunk, off int64, want []byte, httpReads *atomic.Int64) error {
+// does (RDMA first, then the HTTP path when RDMA does not serve the read)
+// and checks that the reader gets want. A read that RDMA does not serve
+// must leave the reader's buffer untouched: bytes that failed a check
+// never reach it.
+func checkChain(c *Client, h *volume.Reader, ch volume.Chunk, off int64, want []byte, httpReads *atomic.Int64) error {
 	dst := bytes.Repeat([]byte{sentinel}, len(want))
 	n, err := c.ReadChunk(context.Background(), ch, off, dst)
 	if errors.Is(err, volume.ErrNotServed) {
-		if strings.Contains(err.Error(), "(crc: ") && !bytes.Equal(dst, bytes.Repeat([]byte{sentinel}, len(dst))) {
-			return fmt.Errorf("%s: a CRC failure left bytes in the reader's buffer: %w", ch.FileID, err)
+		if !bytes.Equal(dst, bytes.Repeat([]byte{sentinel}, len(dst))) {
+			return fmt.Errorf("%s: a read RDMA did not serve left bytes in the reader's buffer: %w", ch.FileID, err)
 		}
 		httpReads.Add(1)
-		req, _ := http.NewRequest(http.MethodGet, volURL+"/"+ch.FileID, nil)
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+int64(len(dst))-1))
-		var resp *http.Response
-		if resp, err = plainHTTP.Do(req); err == nil {
-			n, err = io.ReadFull(resp.Body, dst)
-			resp.Body.Close()
-		}
+		n, err = h.ReadChunk(context.Background(), ch, off, dst)
 	}
 	if err != nil {
 		return fmt.Errorf("%s [%d,+%d): %w", ch.FileID, off, len(want), err)
@@ -731,7 +861,9 @@ func TestRXEThroughput(t *testing.T) {
 	}
 	st := c.Stats()
 	t.Logf("client stats %+v", st)
-	if st.Reads == 0 || st.CRCFailures != 0 {
+	// Every read moved and checked its needle: whole-chunk reads bypass
+	// the needle cache, so the figures are transfers.
+	if st.Reads == 0 || st.Fetches != st.Reads || st.CRCFailures != 0 || st.NeedleCRCFailures != 0 {
 		t.Fatalf("stats: %+v", st)
 	}
 }

@@ -28,19 +28,25 @@ type ServerOptions struct {
 	// CacheBytes is the registered arena: hot needles stay in it (LRU).
 	// Default 256 MiB.
 	CacheBytes int64
-	// SlotBytes is one arena slot, the largest needle cached whole; larger
-	// needles are served range by range. Default 8 MiB.
+	// SlotBytes is one arena slot, the largest needle served: a read is
+	// always of a whole needle, the unit that its checksum covers, and a
+	// larger one is refused (413) and read over HTTP. Default 8 MiB: a
+	// 4 MiB chunk (weed's default -maxMB) with room for gzip and sealing.
 	SlotBytes int
 	// FetchTimeout bounds one fetch from the volume server. Default 30 s.
 	FetchTimeout time.Duration
 	// Logf logs peer events; default log.Printf.
 	Logf func(format string, args ...any)
 
-	// CorruptEveryN is fault injection, for tests only: when > 0, every
-	// Nth successful reply points at a private copy of its bytes with one
-	// byte flipped after the CRC32C was computed, as if memory or the
-	// wire had corrupted them. Clients must detect it and fall back.
-	CorruptEveryN int
+	// CorruptEveryN and CorruptStoredEveryN are fault injection, for tests
+	// only: when > 0, every Nth successful reply points at a private copy
+	// of the needle with one byte flipped. CorruptEveryN flips it after
+	// the transfer CRC32C was computed, as if the wire or the client's
+	// memory had corrupted it; CorruptStoredEveryN before, as if this
+	// server's own memory had, so that only the needle's checksum from
+	// the volume server can tell. Clients must detect both and fall back.
+	CorruptEveryN       int
+	CorruptStoredEveryN int
 }
 
 // maxPeerRequests bounds one peer's requests in progress; the peer's reader
@@ -70,7 +76,8 @@ type Server struct {
 	peers     map[*serverPeer]struct{}  // guarded by mu
 
 	requests, errReplies, bytesOffered, peersSeen atomic.Uint64
-	okReplies, corrupted                          atomic.Uint64 // for CorruptEveryN
+	upstreamCorrupt                               atomic.Uint64
+	okReplies, corrupted, corruptedStored         atomic.Uint64 // fault injection
 }
 
 // NewServer opens the device and maps and carves the arena. Without a
@@ -121,10 +128,15 @@ func (s *Server) Device() DeviceInfo { return s.dev.info }
 // HugePages reports whether the arena is backed by hugetlbfs pages.
 func (s *Server) HugePages() bool { return s.ar.hugetlb }
 
-func (s *Server) fill(ctx context.Context, key needleKey, jwt string, rng *[2]int64, dst []byte) (int, int64, error) {
+func (s *Server) fill(ctx context.Context, fid, jwt string, dst []byte) (storedNeedle, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.FetchTimeout)
 	defer cancel()
-	return s.vol.fetch(ctx, key.fid, key.raw, jwt, rng, dst)
+	st, err := s.vol.fetch(ctx, fid, jwt, dst)
+	if errors.Is(err, errUpstreamCorrupt) {
+		s.upstreamCorrupt.Add(1)
+		s.opts.Logf("weedrdma: %s: %v", fid, err)
+	}
+	return st, err
 }
 
 // Serve accepts control connections on ln until ln fails or Close; it
@@ -212,7 +224,11 @@ type ServerStats struct {
 	CachedNeedles int
 	PinnedSlots   int
 	Slots         int
-	Corrupted     uint64 // replies corrupted on purpose (CorruptEveryN)
+	// UpstreamCorrupt counts fetches refused because the volume server's
+	// bytes did not match its own checksum.
+	UpstreamCorrupt uint64
+	Corrupted       uint64 // replies corrupted on purpose after their CRC (CorruptEveryN)
+	CorruptedStored uint64 // replies corrupted on purpose before their CRC (CorruptStoredEveryN)
 }
 
 func (s *Server) Stats() ServerStats {
@@ -222,7 +238,8 @@ func (s *Server) Stats() ServerStats {
 	cached, pinned := s.cache.stats()
 	return ServerStats{Peers: peers, PeersSeen: s.peersSeen.Load(), Requests: s.requests.Load(),
 		ErrorReplies: s.errReplies.Load(), BytesOffered: s.bytesOffered.Load(),
-		CachedNeedles: cached, PinnedSlots: pinned, Slots: s.cache.slots.size(), Corrupted: s.corrupted.Load()}
+		CachedNeedles: cached, PinnedSlots: pinned, Slots: s.cache.slots.size(),
+		UpstreamCorrupt: s.upstreamCorrupt.Load(), Corrupted: s.corrupted.Load(), CorruptedStored: s.corruptedStored.Load()}
 }
 
 // serverPeer is one client connection. Its run goroutine reads frames and
@@ -417,7 +434,7 @@ func (p *serverPeer) serve(ctx context.Context, req readRequest) {
 	}
 }
 
-// answer fetches (or finds) the needle and describes the requested bytes in
+// answer fetches (or finds) the whole stored needle and describes it in
 // registered memory. A returned needle is pinned.
 func (p *serverPeer) answer(ctx context.Context, req readRequest) (readReply, *needle) {
 	s := p.s
@@ -427,16 +444,7 @@ func (p *serverPeer) answer(ctx context.Context, req readRequest) (readReply, *n
 	if _, _, _, err := volume.ParseFileID(req.FileID); err != nil {
 		return fail(statusBadRequest, err)
 	}
-	key := needleKey{fid: req.FileID, raw: req.Raw}
-	n, hit, err := s.cache.get(ctx, s.ctx, key, req.JWT)
-	var tl *tooLargeError
-	if errors.As(err, &tl) && !req.Raw {
-		if req.Offset >= uint64(tl.size) || req.Length == 0 {
-			return fail(statusRange, fmt.Errorf("offset %d of a %d-byte needle", req.Offset, tl.size))
-		}
-		n, err = s.cache.getRange(ctx, key, req.JWT, int64(req.Offset), int(req.Length))
-		hit = false
-	}
+	n, hit, err := s.cache.get(ctx, s.ctx, req.FileID, req.JWT)
 	if err != nil {
 		return fail(replyStatus(err), err)
 	}
@@ -446,51 +454,43 @@ func (p *serverPeer) answer(ctx context.Context, req readRequest) (readReply, *n
 			return fail(replyStatus(err), err)
 		}
 	}
-	// base is the needle offset of the slot's first byte (non-zero only for
-	// a range slot).
-	base := uint64(0)
-	if !n.cached && !req.Raw {
-		base = req.Offset
-	}
-	off, length := req.Offset, uint64(req.Length)
-	if req.Raw {
-		off, length = 0, uint64(n.size)
-	}
-	if off > uint64(n.total) {
+	crc := n.stored.crc
+	if c, ccrc, ok := s.corrupt(n); ok {
 		s.cache.put(n)
-		return fail(statusRange, fmt.Errorf("offset %d of a %d-byte needle", off, n.total))
+		n, crc = c, ccrc
 	}
-	length = min(length, base+uint64(n.size)-off)
-	slotOff := n.slot*s.cache.slotSize + int(off-base)
-	mem := s.cache.mem[slotOff : slotOff+int(length)]
-	crc := n.crc
-	if int(length) != n.size {
-		crc = crc32c(0, mem)
-	}
-	if c, ok := s.corrupt(mem); ok {
-		c.total = n.total
-		s.cache.put(n)
-		n, slotOff = c, c.slot*s.cache.slotSize
-	}
-	return readReply{ID: req.ID, Status: statusOK, Addr: p.ep.addr(slotOff), RKey: p.ep.rkey(),
-		Length: uint32(length), CRC: crc, Size: uint64(n.total)}, n
+	return readReply{ID: req.ID, Status: statusOK, Addr: p.ep.addr(n.slot * s.cache.slotSize), RKey: p.ep.rkey(),
+		Length: uint32(n.stored.size), CRC: crc, HasSum: n.stored.hasSum, Gzip: n.stored.gzip, NeedleSum: n.stored.sum}, n
 }
 
-// corrupt implements CorruptEveryN: when this reply is due, it returns a
-// pinned scratch slot holding mem with one byte flipped. The cached needle
-// itself stays intact, so only this one reply is bad.
-func (s *Server) corrupt(mem []byte) (*needle, bool) {
-	every := uint64(s.opts.CorruptEveryN)
-	if every == 0 || len(mem) == 0 || s.okReplies.Add(1)%every != 0 {
-		return nil, false
+// corrupt implements the fault injection: when this reply is due, it
+// returns a pinned scratch slot holding n's bytes with one byte flipped,
+// and the transfer CRC to send with it: n's own (CorruptEveryN), which the
+// client's transfer check catches, or that of the flipped bytes
+// (CorruptStoredEveryN), which only the needle's checksum catches. The
+// cached needle itself stays intact, so only this one reply is bad.
+func (s *Server) corrupt(n *needle) (*needle, uint32, bool) {
+	after, before := uint64(s.opts.CorruptEveryN), uint64(s.opts.CorruptStoredEveryN)
+	if after == 0 && before == 0 || n.stored.size == 0 {
+		return nil, 0, false
 	}
-	c, ok := s.cache.scratch(mem)
+	k := s.okReplies.Add(1)
+	stored := before > 0 && k%before == 0
+	if !stored && (after == 0 || k%after != 0) {
+		return nil, 0, false
+	}
+	c, ok := s.cache.scratch(n)
 	if !ok {
-		return nil, false
+		return nil, 0, false
 	}
-	s.cache.slotMem(c.slot)[len(mem)/2] ^= 0x5a
+	mem := s.cache.slotMem(c.slot)[:c.stored.size]
+	mem[len(mem)/2] ^= 0x5a
+	if stored {
+		s.corruptedStored.Add(1)
+		return c, crc32c(0, mem), true
+	}
 	s.corrupted.Add(1)
-	return c, true
+	return c, c.stored.crc, true
 }
 
 // replyStatus maps a fetch error to the status the client sees.
