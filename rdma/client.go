@@ -154,7 +154,7 @@ type Client struct {
 	ar    *arena
 	slots *slotPool
 	tls   *tls.Config
-	whole *wholeCache
+	whole *volume.NeedleCache
 	// flight shares one fetch of a needle, keyed by file id, among the
 	// partial reads that miss whole at the same time.
 	flight singleflight.Group
@@ -222,7 +222,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{opts: opts, tls: tcfg, whole: newWholeCache(opts.WholeCacheBytes), tooLarge: map[string]struct{}{},
+	c := &Client{opts: opts, tls: tcfg, whole: volume.NewNeedleCache(opts.WholeCacheBytes), tooLarge: map[string]struct{}{},
 		peers: map[string]*clientPeer{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if c.dev, err = openDevice(opts.Device, opts.GIDIndex); err != nil {
@@ -348,7 +348,7 @@ func (c *Client) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst 
 	}
 	dst = dst[:min(int64(len(dst)), ch.Size-off)]
 	var err error
-	if logical, ok := c.whole.get(ch.FileID); ok {
+	if logical, ok := c.whole.Get(ch.FileID); ok {
 		err = serve(ch, logical, off, dst)
 	} else if c.isTooLarge(ch.FileID) {
 		err = fallbackf(reasonTooLarge, false, "needle larger than weedrdma's slots (refused before)")
@@ -414,7 +414,7 @@ func (c *Client) shared(ctx context.Context, ch volume.Chunk, off int64, dst []b
 			if err := c.fetch(ctx, ch, true, func(b []byte) { logical = b }); err != nil {
 				return nil, err
 			}
-			c.whole.put(ch.FileID, logical)
+			c.whole.Put(ch.FileID, logical)
 			return logical, nil
 		})
 		// The shared fetch ran under the ctx of whichever reader started

@@ -126,7 +126,7 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&c.rdmaEnabled, "rdma.enabled", false, "read chunks over RDMA through weedrdma sidecars")
 	fs.StringVar(&c.rdmaSidecar, "rdma.sidecar", "", "weedrdma addresses: a comma list of volumeHost:port=sidecarHost:port, or :PORT for a sidecar on every volume server's host")
 	fs.BoolVar(&c.rdmaFallback, "rdma.fallback", true, "fall back to HTTP when RDMA cannot serve a read (false: such reads fail)")
-	fs.IntVar(&c.rdmaMaxConcurrent, "rdma.maxConcurrent", 16, "maximum concurrent RDMA reads; each holds a 4 MiB registered slot")
+	fs.IntVar(&c.rdmaMaxConcurrent, "rdma.maxConcurrent", 16, "maximum concurrent RDMA reads; each holds an 8 MiB registered slot")
 	fs.IntVar(&c.rdmaTimeoutMs, "rdma.timeoutMs", 5000, "timeout of one RDMA read in milliseconds")
 	fs.StringVar(&c.rdmaDevice, "rdma.device", "", "weedfuse: RDMA device name (default: the first with an active port)")
 	fs.StringVar(&c.rdmaTLSCert, "rdma.tls.cert", "", "weedfuse: client certificate for the weedrdma control connection (TLS when given)")

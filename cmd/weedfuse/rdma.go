@@ -31,6 +31,7 @@ func newRDMAClient(cfg *config, fc *filer.Client, sec volume.SecurityConfig) (*r
 		TLS:           rdma.TLSFiles{Cert: cfg.rdmaTLSCert, Key: cfg.rdmaTLSKey, CA: cfg.rdmaTLSCA},
 		ReadJWTKey:    sec.ReadSigningKey,
 		ReadJWTExpiry: sec.ReadExpiresAfter,
+		VerifyETag:    cfg.verifyETag,
 	})
 	if err != nil {
 		return nil, err

@@ -55,12 +55,6 @@ type Chunk struct {
 	ETag string
 }
 
-// Whole reports whether a fetcher that moves byte ranges (the RDMA client)
-// must read the stored needle in full to return any range of it: an
-// encrypted or compressed chunk. The HTTP Reader reads every needle whole
-// regardless, to verify it.
-func (c Chunk) Whole() bool { return len(c.CipherKey) > 0 || c.Compressed }
-
 // ErrNotServed is returned by a fetcher in a chain that cannot serve this
 // chunk at all (not connected, unhealthy, unsupported encoding). The next
 // fetcher in the chain is tried. Any other error is a real read error.

@@ -34,6 +34,5 @@ func NeedleCRC(header string) (sum uint32, ok bool) {
 // as weed writes it now, or the masked form that old versions stored
 // (weed/storage/needle/crc.go: CRC.Value).
 func CRCMatches(stored []byte, sum uint32) bool {
-	c := crc32.Checksum(stored, castagnoli)
-	return c == sum || (c>>15|c<<17)+0xa282ead8 == sum
+	return CRCSumMatches(crc32.Checksum(stored, castagnoli), sum)
 }

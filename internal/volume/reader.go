@@ -84,7 +84,7 @@ type Reader struct {
 	transport *http.Transport
 	client    *http.Client
 	box       *penaltyBox
-	whole     *wholeCache
+	whole     *NeedleCache
 	// flight shares one fetch of a needle, keyed by file id, among the
 	// readers that miss whole at the same time.
 	flight singleflight.Group
@@ -134,7 +134,7 @@ func New(loc Locator, opts Options) *Reader {
 		transport: transport,
 		client:    &http.Client{Transport: transport},
 		box:       newPenaltyBox(),
-		whole:     newWholeCache(opts.WholeCacheBytes),
+		whole:     NewNeedleCache(opts.WholeCacheBytes),
 	}
 }
 
@@ -230,7 +230,7 @@ func (r *Reader) readChunk(ctx context.Context, c Chunk, off int64, dst []byte) 
 		return 0, fmt.Errorf("read chunk: %w", err)
 	}
 	if off == 0 && int64(n) == c.Size && len(c.CipherKey) == 0 && !c.Compressed {
-		if _, cached := r.whole.get(c.FileID); !cached {
+		if _, cached := r.whole.Get(c.FileID); !cached {
 			if err := r.readWholeInto(ctx, vid, c, dst[:n]); err != nil {
 				return 0, err
 			}
@@ -261,7 +261,7 @@ func (r *Reader) readWholeInto(ctx context.Context, vid uint32, c Chunk, dst []b
 				if err != nil {
 					return err
 				}
-				r.whole.put(c.FileID, logical)
+				r.whole.Put(c.FileID, logical)
 				copy(dst, logical)
 				return nil
 			}
@@ -293,7 +293,7 @@ func (r *Reader) readWholeInto(ctx context.Context, vid uint32, c Chunk, dst []b
 // truncated self, which is why the whole needle is kept and the length is
 // checked for each caller.
 func (r *Reader) needle(ctx context.Context, vid uint32, c Chunk) ([]byte, error) {
-	data, ok := r.whole.get(c.FileID)
+	data, ok := r.whole.Get(c.FileID)
 	for !ok {
 		v, err, _ := r.flight.Do(c.FileID, func() (any, error) {
 			var fetched []byte
@@ -305,7 +305,7 @@ func (r *Reader) needle(ctx context.Context, vid uint32, c Chunk) ([]byte, error
 			if err != nil {
 				return nil, err
 			}
-			r.whole.put(c.FileID, fetched)
+			r.whole.Put(c.FileID, fetched)
 			return fetched, nil
 		})
 		// The shared fetch ran under the ctx of whichever reader started
@@ -589,19 +589,7 @@ func (r *Reader) readNeedle(c Chunk, resp *http.Response, body io.Reader) ([]byt
 	if err != nil {
 		return nil, err
 	}
-	logical, err := decodeNeedle(c, stored, gzipEncoded)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkLength(c, logical); err != nil {
-		return nil, err
-	}
-	if r.opts.VerifyETag || !crcChecked {
-		if err := checkETag(c, logical, stored); err != nil {
-			return nil, err
-		}
-	}
-	return logical, nil
+	return DecodeVerified(c, stored, gzipEncoded, crcChecked, r.opts.VerifyETag)
 }
 
 // checkCRC checks stored bytes against the answer's ETag, the needle's

@@ -5,14 +5,15 @@ import (
 	"sync"
 )
 
-// wholeCache keeps the verified logical bytes of the last few needles read.
+// NeedleCache keeps the verified logical bytes of the last few needles read,
+// for the HTTP reader here and the RDMA client alike.
 // A needle is only ever fetched whole (a whole needle is what its checksums
 // cover), while the page cache asks for a chunk a block at a time; without
 // this, every 256 KiB block of a 4 MiB chunk would fetch and verify all
 // 4 MiB again. Needles never change under a file id, so entries need no
 // invalidation. It is safe for concurrent use; the slices it hands out are
 // shared and must not be written.
-type wholeCache struct {
+type NeedleCache struct {
 	limit int64 // bytes; fixed at construction
 
 	mu sync.Mutex
@@ -29,11 +30,13 @@ type wholeEntry struct {
 	data []byte
 }
 
-func newWholeCache(limit int64) *wholeCache {
-	return &wholeCache{limit: limit, lru: list.New(), byID: map[string]*list.Element{}}
+// NewNeedleCache returns a cache of at most limit bytes; 0 turns it off.
+func NewNeedleCache(limit int64) *NeedleCache {
+	return &NeedleCache{limit: limit, lru: list.New(), byID: map[string]*list.Element{}}
 }
 
-func (c *wholeCache) get(fid string) ([]byte, bool) {
+// Get returns the needle cached under fid.
+func (c *NeedleCache) Get(fid string) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.byID[fid]
@@ -44,10 +47,10 @@ func (c *wholeCache) get(fid string) ([]byte, bool) {
 	return e.Value.(*wholeEntry).data, true
 }
 
-// put caches data under fid, evicting the least recently used needles to
+// Put caches data under fid, evicting the least recently used needles to
 // stay within the limit. A needle larger than the whole limit is not kept,
 // nor is anything when the limit is zero (the cache is off).
-func (c *wholeCache) put(fid string, data []byte) {
+func (c *NeedleCache) Put(fid string, data []byte) {
 	if c.limit == 0 || int64(len(data)) > c.limit {
 		return
 	}
