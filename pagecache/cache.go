@@ -168,10 +168,11 @@ func New(f Fetcher, opts Options) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	raBudget := min(opts.Capacity/4, 256<<20)
-	// Fetches in flight for readers need slots too: keep room for a few
-	// full-size fetches besides the cache and the readahead.
-	reserve := min(opts.Capacity/8, 4*opts.MaxFetch)
+	// Readahead and fetches in flight take slots out of the cache's share:
+	// keep both modest, since a fetch is a whole verified needle and every
+	// cached byte spares a random reader one.
+	raBudget := min(opts.Capacity/8, 64<<20)
+	reserve := min(opts.Capacity/16, 2*opts.MaxFetch)
 	rcCost := max(opts.Capacity-raBudget-reserve, opts.BlockSize)
 	c := &Cache{
 		f: f, opts: opts, arena: a, raBudget: raBudget,
