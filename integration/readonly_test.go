@@ -20,7 +20,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/weedfuse/weedfuse/integration/cluster"
-	"github.com/weedfuse/weedfuse/internal/filerpb"
 )
 
 const mib = 1 << 20
@@ -213,31 +212,16 @@ func TestLargeDirectory(t *testing.T) {
 	c := cluster.StartT(t, cluster.Options{})
 	ctx := ctxT(t, 5*time.Minute)
 	const n = 10_000
-	fc := c.FilerClient()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	sem := make(chan struct{}, 16)
-	now := time.Now().Unix()
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func(i int) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			content := []byte(fmt.Sprintf("file %05d\n", i))
-			resp, err := fc.CreateEntry(ctx, &filerpb.CreateEntryRequest{
-				Directory: "/big",
-				Entry: &filerpb.Entry{
-					Name:    fmt.Sprintf("f%05d", i),
-					Content: content,
-					Attributes: &filerpb.FuseAttributes{
-						FileMode: 0o644, FileSize: uint64(len(content)), Mtime: now, Crtime: now,
-					},
-				},
-			})
-			if err == nil && resp.Error != "" {
-				err = errors.New(resp.Error)
-			}
+			err := c.PutInline(ctx, fmt.Sprintf("/big/f%05d", i), []byte(fmt.Sprintf("file %05d\n", i)))
 			if err != nil {
 				errs <- err
 			}

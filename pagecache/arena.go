@@ -9,7 +9,7 @@ import (
 )
 
 // arena is the cache's block memory: one anonymous mapping outside the Go
-// heap, cut into slots of one block each. Keeping blocks off the heap bounds
+// heap, faulted in at start, cut into slots of one block each. Keeping blocks off the heap bounds
 // the mount's memory by the arena's size and spares the garbage collector
 // from scanning or sizing its heap around a cache of gigabytes. (It is also
 // memory an RDMA NIC could be given.)
@@ -46,13 +46,15 @@ func newArena(capacity, bs int64) (*arena, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("arena of %d bytes holds no %d-byte block", capacity, bs)
 	}
-	mem, err := unix.Mmap(-1, 0, int(n*bs), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	// MAP_POPULATE faults every page in now, once: faulting fresh pages
+	// while reading cost the first pass over a cold file half its speed
+	// (400 against 1,100 MiB/s on a 1 GiB read here), and asking for
+	// transparent huge pages made it worse (synchronous compaction under
+	// defrag=madvise). The mount starts about 0.4 s later per GiB of cache.
+	mem, err := unix.Mmap(-1, 0, int(n*bs), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
 	if err != nil {
 		return nil, fmt.Errorf("map %d-byte block arena: %w", n*bs, err)
 	}
-	// Transparent huge pages cut TLB misses on large copies; a refusal
-	// only costs speed.
-	_ = unix.Madvise(mem, unix.MADV_HUGEPAGE)
 	a := &arena{mem: mem, bs: bs, slots: make([]slot, n), free: make([]int32, n)}
 	for i := range a.free {
 		a.free[i] = int32(n) - 1 - int32(i)

@@ -46,8 +46,8 @@ type Options struct {
 	// BlockSize is the unit of caching and of random-access fetches.
 	// Default 256 KiB.
 	BlockSize int64
-	// MaxFetch sizes the pooled buffers that runs of several blocks are
-	// fetched into (larger runs allocate). Default 8 MiB, the largest
+	// MaxFetch is the largest fetch the cache plans for: its reserve of
+	// slots for fetches in flight holds two. Default 8 MiB, the largest
 	// common chunk size.
 	MaxFetch int64
 	// Prefetchers bounds concurrent readahead fetches. Default 16.
@@ -103,7 +103,6 @@ type Cache struct {
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup // fetch goroutines
 	prefetchSem chan struct{}
-	bufs        sync.Pool // *[]byte of MaxFetch bytes, for multi-block fetches
 
 	mu sync.Mutex
 	// inflight holds every block being fetched, and prefetched blocks not
@@ -180,7 +179,6 @@ func New(f Fetcher, opts Options) (*Cache, error) {
 		inflight:    make(map[string]*fetch),
 		failed:      make(map[string]failure),
 	}
-	c.bufs.New = func() any { b := make([]byte, opts.MaxFetch); return &b }
 	c.rc, err = ristretto.NewCache(&ristretto.Config[string, blockRef]{
 		NumCounters:        max(10*rcCost/opts.BlockSize, 1000),
 		MaxCost:            rcCost,
@@ -465,21 +463,13 @@ func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch) {
 	for _, f := range run {
 		total += f.n
 	}
-	// One block lands straight in its slot; a run goes through a pooled
-	// buffer and is copied into its slots.
-	var buf []byte
-	var pooled *[]byte
-	switch {
-	case len(run) == 1:
-		buf = c.data(run[0])
-	case int64(total) <= c.opts.MaxFetch:
-		pooled = c.bufs.Get().(*[]byte)
-		buf = (*pooled)[:total]
-	default:
-		buf = make([]byte, total)
+	// The run lands straight in its slots when the fetcher can scatter.
+	dsts := make([][]byte, len(run))
+	for i, f := range run {
+		dsts[i] = c.data(f)
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.FetchTimeout)
-	n, err := c.f.ReadChunk(ctx, ch, start, buf)
+	n, err := readInto(ctx, c.f, ch, start, dsts)
 	cancel()
 	c.fetches.Add(1)
 	if err == nil && n != total {
@@ -492,16 +482,6 @@ func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch) {
 		if run[0].prefetch {
 			c.prefetched.Add(uint64(n))
 		}
-		if len(run) > 1 {
-			lo := 0
-			for _, f := range run {
-				copy(c.data(f), buf[lo:lo+f.n])
-				lo += f.n
-			}
-		}
-	}
-	if pooled != nil {
-		c.bufs.Put(pooled)
 	}
 	var toCache []*fetch
 	var keys []string

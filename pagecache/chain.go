@@ -16,10 +16,55 @@ type Fetcher interface {
 	ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error)
 }
 
+// scatterFetcher is a Fetcher that can fill several buffers in order, so
+// that a run of blocks lands straight in its slots. Safe for concurrent use.
+type scatterFetcher interface {
+	ReadChunkInto(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error)
+}
+
+// readInto fills dsts from f: straight when f can scatter, otherwise through
+// one buffer and a copy.
+func readInto(ctx context.Context, f Fetcher, c volume.Chunk, off int64, dsts [][]byte) (int, error) {
+	if len(dsts) == 1 {
+		return f.ReadChunk(ctx, c, off, dsts[0])
+	}
+	if sf, ok := f.(scatterFetcher); ok {
+		return sf.ReadChunkInto(ctx, c, off, dsts)
+	}
+	total := 0
+	for _, d := range dsts {
+		total += len(d)
+	}
+	buf := make([]byte, total)
+	n, err := f.ReadChunk(ctx, c, off, buf)
+	if err != nil {
+		return 0, err
+	}
+	rest := buf[:n]
+	for _, d := range dsts {
+		rest = rest[copy(d, rest):]
+	}
+	return n, nil
+}
+
 // Chain tries its fetchers in order (RDMA, then HTTP): a step answering
 // volume.ErrNotServed passes the read on to the next; any other error ends
 // the read. A Chain is safe for concurrent use when its steps are.
 type Chain []Fetcher
+
+// ReadChunkInto is ReadChunk into several buffers, each step scattering if
+// it can.
+func (ch Chain) ReadChunkInto(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error) {
+	var errs []error
+	for _, f := range ch {
+		n, err := readInto(ctx, f, c, off, dsts)
+		if err == nil || !errors.Is(err, volume.ErrNotServed) {
+			return n, err
+		}
+		errs = append(errs, err)
+	}
+	return 0, fmt.Errorf("read chunk %s: no fetcher could serve it: %w", c.FileID, errors.Join(errs...))
+}
 
 // ReadChunk implements Fetcher.
 func (ch Chain) ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error) {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/weedfuse/weedfuse/integration/cluster"
-	"github.com/weedfuse/weedfuse/internal/filerpb"
 )
 
 // The data set, as paths on the filer; a mount shows them under its root.
@@ -79,25 +77,10 @@ func loadData(ctx context.Context, c *cluster.Cluster) (*dataset, error) {
 	// Entries with inline content, created over gRPC: one round trip each
 	// and no volume server, so 10,000 take seconds rather than minutes.
 	began = time.Now()
-	fc := c.FilerClient()
-	now := time.Now().Unix()
 	err = forEach(ctx, bigN, 16, func(ctx context.Context, i int) error {
-		content := []byte(bigName(i) + "\n")
-		resp, err := fc.CreateEntry(ctx, &filerpb.CreateEntryRequest{
-			Directory: bigDir,
-			Entry: &filerpb.Entry{
-				Name:    bigName(i),
-				Content: content,
-				Attributes: &filerpb.FuseAttributes{
-					FileMode: 0o644, FileSize: uint64(len(content)), Mtime: now, Crtime: now,
-				},
-			},
-		})
-		if err == nil && resp.Error != "" {
-			err = errors.New(resp.Error)
-		}
+		err := c.PutInline(ctx, bigDir+"/"+bigName(i), []byte(bigName(i)+"\n"))
 		if err != nil {
-			return fmt.Errorf("create %s/%s: %w", bigDir, bigName(i), err)
+			return err
 		}
 		return nil
 	})

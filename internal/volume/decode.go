@@ -182,6 +182,22 @@ func etagMD5(etag string) (digest [md5.Size]byte, ok bool) {
 // checkETag verifies a needle's logical bytes, all of them (and, for an
 // encrypted chunk, its stored bytes), against the chunk's ETag, as described
 // at Decode.
+// checkETagPieces is checkETag for a plain chunk held in several pieces.
+func checkETagPieces(c Chunk, pieces [][]byte) error {
+	want, ok := etagMD5(c.ETag)
+	if !ok {
+		return nil
+	}
+	h := md5.New()
+	for _, p := range pieces {
+		h.Write(p)
+	}
+	if [md5.Size]byte(h.Sum(nil)) != want {
+		return fmt.Errorf("chunk %s: md5 differs from e_tag %s: %w", c.FileID, c.ETag, ErrCorrupt)
+	}
+	return nil
+}
+
 func checkETag(c Chunk, logical, stored []byte) error {
 	want, ok := etagMD5(c.ETag)
 	if !ok || md5.Sum(logical) == want {

@@ -231,7 +231,7 @@ func (r *Reader) readChunk(ctx context.Context, c Chunk, off int64, dst []byte) 
 	}
 	if off == 0 && int64(n) == c.Size && len(c.CipherKey) == 0 && !c.Compressed {
 		if _, cached := r.whole.Get(c.FileID); !cached {
-			if err := r.readWholeInto(ctx, vid, c, dst[:n]); err != nil {
+			if err := r.readWholeInto(ctx, vid, c, [][]byte{dst[:n]}); err != nil {
 				return 0, err
 			}
 			return n, nil
@@ -244,13 +244,55 @@ func (r *Reader) readChunk(ctx context.Context, c Chunk, off int64, dst []byte) 
 	return copy(dst[:n], data[off:c.Size]), nil
 }
 
-// readWholeInto fetches a plain chunk's needle straight into dst, which is
-// exactly the chunk, when the whole chunk is asked for (as the block cache
-// does): no buffer, no copy and no cache entry, since the caller keeps the
-// bytes. A needle that is not plain bytes of exactly the chunk's size
-// (stored gzipped, or longer than its chunk after a truncate) is read from
-// the same answer the general way, and copied. The checks are fetch's.
-func (r *Reader) readWholeInto(ctx context.Context, vid uint32, c Chunk, dst []byte) error {
+// ReadChunkInto is ReadChunk for a caller whose buffers for the range are
+// several (the block cache's slots): dsts are filled in order with the
+// logical bytes from off, straight from the answer when the whole of a
+// plain chunk is asked for. It returns the bytes written; fewer than the
+// buffers hold only at the chunk's end. Safe for concurrent use.
+func (r *Reader) ReadChunkInto(ctx context.Context, c Chunk, off int64, dsts [][]byte) (int, error) {
+	total := 0
+	for _, d := range dsts {
+		total += len(d)
+	}
+	vid, _, _, err := ParseFileID(c.FileID)
+	if err != nil {
+		r.failed.Add(1)
+		return 0, fmt.Errorf("read chunk: %w", err)
+	}
+	if off == 0 && int64(total) == c.Size && len(c.CipherKey) == 0 && !c.Compressed {
+		if _, cached := r.whole.Get(c.FileID); !cached {
+			if err := r.readWholeInto(ctx, vid, c, dsts); err != nil {
+				r.failed.Add(1)
+				return 0, err
+			}
+			r.reads.Add(1)
+			r.bytes.Add(int64(total))
+			return total, nil
+		}
+	}
+	if off < 0 || off > c.Size {
+		return 0, fmt.Errorf("read chunk %s: offset %d outside its %d bytes", c.FileID, off, c.Size)
+	}
+	data, err := r.needle(ctx, vid, c)
+	if err != nil {
+		r.failed.Add(1)
+		return 0, err
+	}
+	end := min(off+int64(total), c.Size)
+	scatter(dsts, data[off:end])
+	r.reads.Add(1)
+	r.bytes.Add(end - off)
+	return int(end - off), nil
+}
+
+// readWholeInto fetches a plain chunk's needle straight into dsts, which
+// together are exactly the chunk, when the whole chunk is asked for (as the
+// block cache does, into its block slots): no buffer, no copy and no cache
+// entry, since the caller keeps the bytes. A needle that is not plain bytes
+// of exactly the chunk's size (stored gzipped, or longer than its chunk
+// after a truncate) is read from the same answer the general way, and
+// copied. The checks are fetch's.
+func (r *Reader) readWholeInto(ctx context.Context, vid uint32, c Chunk, dsts [][]byte) error {
 	return r.withReplicas(ctx, vid, c.FileID, func(ctx context.Context, addr string) error {
 		return r.request(ctx, addr, c, func(resp *http.Response, body io.Reader) error {
 			if resp.StatusCode != http.StatusOK {
@@ -262,24 +304,36 @@ func (r *Reader) readWholeInto(ctx context.Context, vid uint32, c Chunk, dst []b
 					return err
 				}
 				r.whole.Put(c.FileID, logical)
-				copy(dst, logical)
+				scatter(dsts, logical)
 				return nil
 			}
-			if got, err := io.ReadFull(body, dst); err != nil {
-				return fmt.Errorf("body ended after %d of %d bytes: %w", got, len(dst), unexpectedEOF(err))
+			var crc uint32
+			for _, dst := range dsts {
+				if got, err := io.ReadFull(body, dst); err != nil {
+					return fmt.Errorf("body ended %d bytes into a %d-byte piece: %w", got, len(dst), unexpectedEOF(err))
+				}
+				crc = crc32.Update(crc, castagnoli, dst)
 			}
 			r.fetches.Add(1)
-			r.fetchedBytes.Add(int64(len(dst)))
-			crcChecked, err := checkCRC(resp, dst)
-			if err != nil {
-				return err
+			r.fetchedBytes.Add(c.Size)
+			sum, crcChecked := NeedleCRC(resp.Header.Get("ETag"))
+			if crcChecked && !CRCSumMatches(crc, sum) {
+				return fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",
+					crc, c.Size, resp.Header.Get("ETag"), ErrCorrupt)
 			}
 			if r.opts.VerifyETag || !crcChecked {
-				return checkETag(c, dst, dst)
+				return checkETagPieces(c, dsts)
 			}
 			return nil
 		})
 	})
+}
+
+// scatter copies data across dsts in order.
+func scatter(dsts [][]byte, data []byte) {
+	for _, dst := range dsts {
+		data = data[copy(dst, data):]
+	}
 }
 
 // needle returns the verified logical bytes of the chunk's whole needle, at

@@ -752,3 +752,37 @@ func BenchmarkReadChunk(b *testing.B) {
 		})
 	}
 }
+
+// TestReadChunkIntoScatters fills several buffers with a whole plain chunk
+// straight from one answer, and fails over when the answer is corrupt.
+func TestReadChunkIntoScatters(t *testing.T) {
+	data := randomBytes(t, 300_000)
+	bad := newFakeVolume(t)
+	bad.put(testFID, needle{data: data})
+	bad.setFault(corrupt)
+	good := newFakeVolume(t)
+	good.put(testFID, needle{data: data})
+	r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
+	c := Chunk{FileID: testFID, Size: int64(len(data))}
+
+	dsts := [][]byte{make([]byte, 100_000), make([]byte, 100_000), make([]byte, 100_000)}
+	n, err := r.ReadChunkInto(context.Background(), c, 0, dsts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(data) || !bytes.Equal(bytes.Join(dsts, nil), data) {
+		t.Errorf("ReadChunkInto: got %d bytes that differ from the source", n)
+	}
+	if s := r.Stats(); s.Corrupt == 0 {
+		t.Errorf("a flipped body was not counted as corrupt: %+v", s)
+	}
+
+	// A part of the chunk comes from one whole fetch, split across buffers.
+	dsts = [][]byte{make([]byte, 10), make([]byte, 20)}
+	if n, err := r.ReadChunkInto(context.Background(), c, 1000, dsts); err != nil || n != 30 {
+		t.Fatalf("ReadChunkInto(1000, 30) = %d, %v", n, err)
+	}
+	if !bytes.Equal(bytes.Join(dsts, nil), data[1000:1030]) {
+		t.Error("ReadChunkInto(1000, 30): bytes differ from the source")
+	}
+}
