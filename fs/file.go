@@ -8,6 +8,7 @@ import (
 	"path"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -43,9 +44,16 @@ var (
 func (f *file) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if h, ok := fh.(*handle); ok {
 		// An open file answers with the entry it was opened with, so that
-		// size and content agree while it stays open.
+		// size and content agree while it stays open. Once the file has
+		// changed, that answer is for this handle only: the kernel must
+		// not keep it, or the old size would clip every later open's
+		// reads until the timeout.
 		f.fsys.fillAttr(f.path, h.entry, &out.Attr)
-		out.SetTimeout(f.fsys.metaTTL())
+		ttl := f.fsys.metaTTL()
+		if cur, _ := f.cached(); cur != h.entry {
+			ttl = time.Nanosecond // zero would mean the default
+		}
+		out.SetTimeout(ttl)
 		return 0
 	}
 	return f.getattr(ctx, out)

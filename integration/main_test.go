@@ -60,6 +60,8 @@ func startMount(t *testing.T, c *cluster.Cluster, args ...string) *mount.Mount {
 	t.Cleanup(func() {
 		if err := m.Stop(); err != nil {
 			t.Errorf("stop weedfuse: %v\n%s", err, m.Log())
+		} else if t.Failed() {
+			t.Logf("weedfuse's log:\n%s", m.Log())
 		}
 	})
 	return m
