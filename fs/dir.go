@@ -260,11 +260,3 @@ func (s *dirStream) Releasedir(ctx context.Context, flags uint32) { s.stop() }
 func (d *dir) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	return d.fsys.statfs(ctx, out)
 }
-
-func (d *dir) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	return d.getxattr(ctx, attr, dest)
-}
-
-func (d *dir) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	return d.listxattr(ctx, dest)
-}

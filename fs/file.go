@@ -59,14 +59,6 @@ func (f *file) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 	return f.getattr(ctx, out)
 }
 
-func (f *file) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	return f.getxattr(ctx, attr, dest)
-}
-
-func (f *file) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	return f.listxattr(ctx, dest)
-}
-
 const writeFlags = syscall.O_WRONLY | syscall.O_RDWR | syscall.O_TRUNC | syscall.O_APPEND | syscall.O_CREAT
 
 // Open refuses writes (the mount is read-only) and prepares the chunk map.

@@ -13,10 +13,10 @@ import (
 // as Extended["xattr-name"] on the entry.
 const xattrPrefix = "xattr-"
 
-// getxattr answers from the cached entry: weed mount's `ls -l` is slow
+// Getxattr answers from the cached entry: weed mount's `ls -l` is slow
 // because each file costs xattr RPCs; here they cost none while the entry is
 // fresh.
-func (n *node) getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if n.fsys.opts.DisableXAttr {
 		return 0, syscall.ENOTSUP
 	}
@@ -34,7 +34,8 @@ func (n *node) getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	return uint32(copy(dest, v)), 0
 }
 
-func (n *node) listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+// Listxattr lists the names Getxattr answers, from the cached entry.
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	if n.fsys.opts.DisableXAttr {
 		return 0, syscall.ENOTSUP
 	}

@@ -14,6 +14,8 @@ type symlink struct{ node }
 var (
 	_ = (gofs.NodeReadlinker)((*symlink)(nil))
 	_ = (gofs.NodeGetattrer)((*symlink)(nil))
+	_ = (gofs.NodeGetxattrer)((*symlink)(nil))
+	_ = (gofs.NodeListxattrer)((*symlink)(nil))
 )
 
 func (l *symlink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
