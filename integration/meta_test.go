@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/weedfuse/weedfuse/integration/cluster"
+	"github.com/weedfuse/weedfuse/internal/filerpb"
 )
 
 // eventually polls cond until it holds or limit passes. The limit bounds a
@@ -84,4 +86,43 @@ func TestMetadataFollowsFiler(t *testing.T) {
 	eventually(t, 30*time.Second, "deleted file gone from the listing", func() bool {
 		return names() == "f.bin new.bin"
 	})
+}
+
+// TestXattrs reads extended attributes through the mount: weed mount stores
+// attribute "name" as the entry's Extended["xattr-name"], and the mount
+// answers from the cached entry.
+func TestXattrs(t *testing.T) {
+	c := cluster.StartT(t, cluster.Options{})
+	ctx := ctxT(t, time.Minute)
+	resp, err := c.FilerClient().CreateEntry(ctx, &filerpb.CreateEntryRequest{
+		Directory: "/x",
+		Entry: &filerpb.Entry{
+			Name:       "f",
+			Content:    []byte("data"),
+			Attributes: &filerpb.FuseAttributes{FileMode: 0o644, FileSize: 4, Mtime: time.Now().Unix()},
+			Extended:   map[string][]byte{"xattr-user.color": []byte("blue"), "other": []byte("not an xattr")},
+		},
+	})
+	require.NoError(t, err)
+	require.Empty(t, resp.Error)
+	m := startMount(t, c)
+	p := filepath.Join(m.Dir, "x", "f")
+
+	buf := make([]byte, 64)
+	n, err := unix.Getxattr(p, "user.color", buf)
+	require.NoError(t, err)
+	if got := string(buf[:n]); got != "blue" {
+		t.Errorf("user.color: got %q, want %q", got, "blue")
+	}
+	if _, err := unix.Getxattr(p, "user.missing", buf); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("a missing attribute: got %v, want ENODATA", err)
+	}
+	n, err = unix.Listxattr(p, buf)
+	require.NoError(t, err)
+	if got := string(buf[:n]); got != "user.color\x00" {
+		t.Errorf("listxattr: got %q, want %q", got, "user.color\x00")
+	}
+	if err := unix.Setxattr(p, "user.color", []byte("red"), 0); !errors.Is(err, unix.EROFS) {
+		t.Errorf("setxattr: got %v, want EROFS", err)
+	}
 }
