@@ -794,29 +794,8 @@ func TestRXEThroughput(t *testing.T) {
 	for _, fid := range []string{fid1M, fid4M} {
 		size := len(r.fv.needles[fid])
 		iters := total / size
-		run := func(read func(dst []byte) error) float64 {
-			var wg sync.WaitGroup
-			jobs := make(chan struct{}, iters)
-			for i := 0; i < iters; i++ {
-				jobs <- struct{}{}
-			}
-			close(jobs)
-			start := time.Now()
-			for w := 0; w < conc; w++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					dst := make([]byte, size)
-					for range jobs {
-						if err := read(dst); err != nil {
-							t.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			return float64(iters*size) / time.Since(start).Seconds() / 1e6
+		run := func(read func([]byte) error) float64 {
+			return readMBps(t, iters, size, conc, read)
 		}
 		rdmaRead := func(dst []byte) error {
 			n, err := c.ReadChunk(ctx, r.chunk(fid), 0, dst)
@@ -996,4 +975,31 @@ func ibReadBW(t *testing.T, dev DeviceInfo, size, iters int) float64 {
 		}
 	}
 	return 0
+}
+
+// readMBps runs iters reads of size bytes on conc goroutines, each with its
+// own buffer, and returns the rate in MB/s.
+func readMBps(t *testing.T, iters, size, conc int, read func([]byte) error) float64 {
+	var wg sync.WaitGroup
+	jobs := make(chan struct{}, iters)
+	for i := 0; i < iters; i++ {
+		jobs <- struct{}{}
+	}
+	close(jobs)
+	start := time.Now()
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dst := make([]byte, size)
+			for range jobs {
+				if err := read(dst); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(iters*size) / time.Since(start).Seconds() / 1e6
 }

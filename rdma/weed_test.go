@@ -19,7 +19,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -140,28 +139,7 @@ func TestWeedCluster(t *testing.T) {
 		ch := volume.Chunk{FileID: fids[name], Size: int64(size)}
 		iters := (32 << 20) / size
 		run := func(read func([]byte) error) float64 {
-			var wg sync.WaitGroup
-			jobs := make(chan struct{}, iters)
-			for i := 0; i < iters; i++ {
-				jobs <- struct{}{}
-			}
-			close(jobs)
-			start := time.Now()
-			for w := 0; w < conc; w++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					dst := make([]byte, size)
-					for range jobs {
-						if err := read(dst); err != nil {
-							t.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			return float64(iters*size) / time.Since(start).Seconds() / 1e6
+			return readMBps(t, iters, size, conc, read)
 		}
 		var rd, ht []float64
 		for i := 0; i < rounds; i++ {
