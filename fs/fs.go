@@ -26,6 +26,7 @@ import (
 	"github.com/weedfuse/weedfuse/chunkmap"
 	"github.com/weedfuse/weedfuse/internal/filerpb"
 	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/pagecache"
 )
 
 // Meta is what the tree needs of the filer. Calls must be safe for
@@ -57,7 +58,9 @@ type Options struct {
 	MetaTTL time.Duration
 	// Umask clears permission bits of every reported mode.
 	Umask uint32
-	// DisableXAttr answers every xattr call with ENOTSUP.
+	// DisableXAttr answers the first xattr call with ENOSYS, after which
+	// the kernel sends none: no FUSE round trips for the security.* and
+	// ACL look-ups `ls -l` makes of every file.
 	DisableXAttr bool
 	// ReadConcurrency bounds the chunk fetches one read request runs in
 	// parallel. Default 8.
@@ -103,7 +106,7 @@ func New(meta Meta, chunks ChunkReader, manifests chunkmap.Fetcher, opts Options
 		opts.ReadaheadMin = 1 << 20
 	}
 	if opts.ReadaheadMax <= 0 {
-		opts.ReadaheadMax = 64 << 20
+		opts.ReadaheadMax = pagecache.MaxReadahead
 	}
 	f := &FS{meta: meta, chunks: chunks, manifests: manifests, opts: opts}
 	f.bg, f.bgCancel = context.WithCancel(context.Background())

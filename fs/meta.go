@@ -15,11 +15,8 @@ const xattrPrefix = "xattr-"
 
 // Getxattr answers from the cached entry: weed mount's `ls -l` is slow
 // because each file costs xattr RPCs; here they cost none while the entry is
-// fresh.
+// fresh. With DisableXAttr, go-fuse answers ENOSYS instead of calling it.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if n.fsys.opts.DisableXAttr {
-		return 0, syscall.ENOTSUP
-	}
 	e, err := n.current(ctx)
 	if err != nil {
 		return 0, toErrno("getxattr "+n.path, err)
@@ -36,9 +33,6 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 
 // Listxattr lists the names Getxattr answers, from the cached entry.
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	if n.fsys.opts.DisableXAttr {
-		return 0, syscall.ENOTSUP
-	}
 	e, err := n.current(ctx)
 	if err != nil {
 		return 0, toErrno("listxattr "+n.path, err)

@@ -90,7 +90,7 @@ func TestMetadataFollowsFiler(t *testing.T) {
 
 // TestXattrs reads extended attributes through the mount: weed mount stores
 // attribute "name" as the entry's Extended["xattr-name"], and the mount
-// answers from the cached entry.
+// answers from the cached entry when -disableXAttr=false.
 func TestXattrs(t *testing.T) {
 	c := cluster.StartT(t, cluster.Options{})
 	ctx := ctxT(t, time.Minute)
@@ -105,10 +105,19 @@ func TestXattrs(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.Empty(t, resp.Error)
-	m := startMount(t, c)
+	// By default xattrs are off: ENOSYS, which the kernel reports as
+	// EOPNOTSUPP and remembers, so no later call reaches the mount.
+	off := startMount(t, c)
+	buf := make([]byte, 64)
+	for i := 0; i < 2; i++ {
+		if _, err := unix.Getxattr(filepath.Join(off.Dir, "x", "f"), "user.color", buf); !errors.Is(err, unix.EOPNOTSUPP) {
+			t.Errorf("default mount, getxattr %d: got %v, want EOPNOTSUPP", i, err)
+		}
+	}
+
+	m := startMount(t, c, "-disableXAttr=false")
 	p := filepath.Join(m.Dir, "x", "f")
 
-	buf := make([]byte, 64)
 	n, err := unix.Getxattr(p, "user.color", buf)
 	require.NoError(t, err)
 	if got := string(buf[:n]); got != "blue" {

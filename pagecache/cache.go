@@ -20,9 +20,13 @@
 //   - Block memory is reference counted (see arena): a slot is reused only
 //     when neither the cache, a fetch nor a reader holds it, so a buffer is
 //     never recycled under a reader, whatever the cache evicts.
-//   - Memory: the arena is Capacity bytes, all blocks included; the cache
-//     proper (ristretto's MaxCost) is what remains after the readahead
-//     budget and a reserve for fetches in flight.
+//   - Memory: the cache proper (ristretto's MaxCost) is Capacity bytes, so
+//     a file of Capacity bytes fits whole; the arena adds the readahead
+//     budget and a reserve for fetches in flight, 32 MiB at most with the
+//     default MaxFetch.
+//   - A demand miss claims the whole chunk's missing blocks where none of
+//     the chunk is held: the fetcher reads the whole needle in any case
+//     (the only way to verify it), and then lands it straight in slots.
 package pagecache
 
 import (
@@ -40,8 +44,9 @@ import (
 
 // Options configure a Cache.
 type Options struct {
-	// Capacity is the memory, in bytes, for cached blocks, readahead and
-	// fetches in flight together. Default 128 MiB.
+	// Capacity is the memory, in bytes, for cached blocks. Readahead and
+	// fetches in flight take up to min(Capacity/8, MaxReadahead) +
+	// min(Capacity/16, 2*MaxFetch) more. Default 128 MiB.
 	Capacity int64
 	// BlockSize is the unit of caching and of random-access fetches.
 	// Default 256 KiB.
@@ -122,6 +127,10 @@ type Cache struct {
 	hits, misses, fetched, prefetched, prefetchUsed, prefetchDropped, fetches, fetchErrs, uncached atomic.Uint64
 }
 
+// MaxReadahead bounds the bytes prefetched and not yet read, over all
+// files: it is memory beyond the cache's capacity.
+const MaxReadahead = 16 << 20
+
 // failHold is how long a failed block fails at once.
 const failHold = time.Second
 
@@ -163,16 +172,15 @@ func (c *Cache) data(f *fetch) []byte {
 // New returns a cache over f.
 func New(f Fetcher, opts Options) (*Cache, error) {
 	opts.setDefaults()
-	a, err := newArena(opts.Capacity, opts.BlockSize)
+	// Readahead and fetches in flight take slots beside the cache's: keep
+	// both modest, since they are memory beyond the capacity asked for.
+	raBudget := min(opts.Capacity/8, MaxReadahead)
+	reserve := min(opts.Capacity/16, 2*opts.MaxFetch)
+	rcCost := max(opts.Capacity, opts.BlockSize)
+	a, err := newArena(rcCost+raBudget+reserve, opts.BlockSize)
 	if err != nil {
 		return nil, err
 	}
-	// Readahead and fetches in flight take slots out of the cache's share:
-	// keep both modest, since a fetch is a whole verified needle and every
-	// cached byte spares a random reader one.
-	raBudget := min(opts.Capacity/8, 64<<20)
-	reserve := min(opts.Capacity/16, 2*opts.MaxFetch)
-	rcCost := max(opts.Capacity-raBudget-reserve, opts.BlockSize)
 	c := &Cache{
 		f: f, opts: opts, arena: a, raBudget: raBudget,
 		prefetchSem: make(chan struct{}, opts.Prefetchers),
@@ -350,64 +358,90 @@ func (c *Cache) cacheBlock(key string, f *fetch) {
 // claimRun registers fetches for the run of blocks from b through last that
 // are neither cached nor in flight, starts one fetch for them, and stores in
 // waits (as far as it is long) what each block of the run waits on, each
-// with a slot reference for the caller. It returns how many blocks it
-// covered (at least one).
+// with a slot reference for the caller. A demand run on a chunk nobody has
+// touched starts at the chunk's start, where the arena has room: the blocks
+// before b come with the needle anyway. It returns how many blocks from b
+// on it covered (at least one).
 func (c *Cache) claimRun(ch volume.Chunk, b, last int64, prefetch bool, waits []*fetch) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var run []*fetch
-	for n := int64(0); b+n <= last; n++ {
-		key := c.blockKey(ch, b+n)
-		if fl, ok := c.failed[key]; ok && n == 0 {
-			if time.Now().Before(fl.until) {
-				f := &fetch{done: make(chan struct{}), err: fl.err}
-				close(f.done)
-				if len(waits) > 0 {
-					waits[0] = f
-				}
-				return 1
+	key := c.blockKey(ch, b)
+	if fl, ok := c.failed[key]; ok {
+		if time.Now().Before(fl.until) {
+			f := &fetch{done: make(chan struct{}), err: fl.err}
+			close(f.done)
+			if len(waits) > 0 {
+				waits[0] = f
 			}
-			delete(c.failed, key)
+			return 1
 		}
-		if f, ok := c.inflight[key]; ok {
-			if n == 0 {
-				if len(waits) > 0 {
-					c.arena.addRef(f.ref) // the inflight entry holds one
-					waits[0] = f
+		delete(c.failed, key)
+	}
+	if f, ok := c.inflight[key]; ok {
+		if len(waits) > 0 {
+			c.arena.addRef(f.ref) // the inflight entry holds one
+			waits[0] = f
+		}
+		if !prefetch {
+			c.hits.Add(1) // shared a fetch already under way
+		}
+		return 1
+	}
+	// Prefetched blocks wait in inflight for a reader, so readahead never
+	// reaches back: a stream that began mid-chunk would not take them.
+	from := b
+	var pre []blockRef
+	if !prefetch && b > 0 && c.untouchedLocked(ch, last) {
+		from = 0
+		for blk := from; blk < b; blk++ {
+			ref, ok := c.arena.alloc(int(c.blockLen(ch, blk)))
+			if !ok { // no room to spare: fetch only what was asked for
+				for _, r := range pre {
+					c.arena.release(r)
 				}
-				if !prefetch {
-					c.hits.Add(1) // shared a fetch already under way
-				}
-				return 1
+				pre, from = nil, b
+				break
 			}
+			pre = append(pre, ref)
+		}
+	}
+	var run []*fetch
+	for blk := from; blk <= last; blk++ {
+		key := c.blockKey(ch, blk)
+		if blk > b && !c.absentLocked(ch, blk) {
 			break
 		}
-		if n > 0 {
-			if _, ok := c.rc.Get(key); ok {
-				break
-			}
-		}
-		size := int(c.blockLen(ch, b+n))
+		size := int(c.blockLen(ch, blk))
 		f := &fetch{done: make(chan struct{}), prefetch: prefetch, n: size}
-		ref, ok := c.arena.alloc(size)
-		if !ok && n == 0 {
-			// Blocks handed to ristretto but not yet processed still hold
-			// their slots; once it has caught up (evicting to its budget,
-			// which leaves slots free), try again. Its processing never
-			// takes c.mu, so waiting under it cannot deadlock.
-			c.rc.Wait()
-			ref, ok = c.arena.alloc(size)
-		}
-		if ok {
-			f.ref = ref
-		} else {
-			// The arena is full: only what the reader waits for goes to
-			// the heap, uncached, so that memory stays bounded.
-			if n > 0 && n >= int64(len(waits)) {
-				break
+		idx := blk - b // index into waits; negative before b
+		switch {
+		case blk < b:
+			f.ref = pre[blk-from]
+		default:
+			ref, ok := c.arena.alloc(size)
+			if !ok && blk == b {
+				// Blocks handed to ristretto but not yet processed still
+				// hold their slots; once it has caught up (evicting to its
+				// budget, which leaves slots free), try again. Its
+				// processing never takes c.mu, so waiting under it cannot
+				// deadlock.
+				c.rc.Wait()
+				ref, ok = c.arena.alloc(size)
 			}
-			f.heap = make([]byte, size)
-			c.uncached.Add(1)
+			if ok {
+				f.ref = ref
+			} else {
+				// The arena is full: only what the reader waits for goes
+				// to the heap, uncached, so that memory stays bounded.
+				if blk > b && idx >= int64(len(waits)) {
+					break
+				}
+				f.heap = make([]byte, size)
+				c.uncached.Add(1)
+			}
+		}
+		if f.ref.idx == 0 && f.heap == nil {
+			break // the arena ran out past what the reader waits for
 		}
 		c.inflight[key] = f
 		if prefetch {
@@ -415,18 +449,43 @@ func (c *Cache) claimRun(ch volume.Chunk, b, last int64, prefetch bool, waits []
 			c.raBytes += c.opts.BlockSize
 		}
 		run = append(run, f)
-		if n < int64(len(waits)) {
+		if idx >= 0 && idx < int64(len(waits)) {
 			c.arena.addRef(f.ref)
-			waits[n] = f
+			waits[idx] = f
 		}
 	}
+	covered := int64(len(run)) - (b - from)
 	if !prefetch {
-		c.misses.Add(uint64(len(run)))
+		c.misses.Add(uint64(covered))
 	}
 	c.trimReadaheadLocked()
 	c.wg.Add(1)
-	go c.fetchRun(ch, b, run)
-	return int64(len(run))
+	go c.fetchRun(ch, from, run)
+	return covered
+}
+
+// untouchedLocked reports whether no block of ch through last is in flight
+// or cached: the first touch of a needle, as a random reader makes it. A
+// sequential reader, whose earlier blocks were just read, never reaches
+// back for blocks it has done with.
+func (c *Cache) untouchedLocked(ch volume.Chunk, last int64) bool {
+	for blk := int64(0); blk <= last; blk++ {
+		if !c.absentLocked(ch, blk) {
+			return false
+		}
+	}
+	return true
+}
+
+// absentLocked reports whether block blk of ch is neither in flight nor
+// cached.
+func (c *Cache) absentLocked(ch volume.Chunk, blk int64) bool {
+	key := c.blockKey(ch, blk)
+	if _, ok := c.inflight[key]; ok {
+		return false
+	}
+	_, ok := c.rc.Get(key)
+	return !ok
 }
 
 // trimReadaheadLocked drops prefetched blocks that nobody took within

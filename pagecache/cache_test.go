@@ -327,3 +327,31 @@ func TestSmallBlocksKeepBeingCached(t *testing.T) {
 		t.Errorf("%d blocks went to the heap: the arena ran dry", s.Uncached)
 	}
 }
+
+// TestRandomMissCachesWholeChunk reads a block in the middle of an untouched
+// chunk: the fetch starts at the chunk's start (the fetcher reads the whole
+// needle anyway), so a later read of an earlier block fetches nothing.
+func TestRandomMissCachesWholeChunk(t *testing.T) {
+	const bs = 64 << 10
+	f, chunks := newFake(16 * bs)
+	c := newCache(t, f, Options{Capacity: 4 << 20, BlockSize: bs})
+	dst := make([]byte, 4096)
+	if _, err := c.ReadChunk(context.Background(), chunks[0], 9*bs+100, dst); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.bytes.Load(), int64(16*bs); got != want {
+		t.Fatalf("first miss fetched %d bytes, want the whole chunk's %d", got, want)
+	}
+	c.rc.Wait()
+	for _, off := range []int64{0, 3*bs + 5, 15 * bs} {
+		if _, err := c.ReadChunk(context.Background(), chunks[0], off, dst); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(dst, f.chunks[chunks[0].FileID][off:off+4096]) {
+			t.Fatalf("bytes at %d differ", off)
+		}
+	}
+	if got := f.calls.Load(); got != 1 {
+		t.Errorf("fetches: got %d, want 1", got)
+	}
+}

@@ -22,14 +22,15 @@ type scatterFetcher interface {
 	ReadChunkInto(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error)
 }
 
-// readInto fills dsts from f: straight when f can scatter, otherwise through
-// one buffer and a copy.
+// readInto fills dsts from f: straight when f can scatter (which it is
+// asked to even for one buffer, since a scattering fetcher streams into
+// the caller's memory), otherwise through one buffer and a copy.
 func readInto(ctx context.Context, f Fetcher, c volume.Chunk, off int64, dsts [][]byte) (int, error) {
-	if len(dsts) == 1 {
-		return f.ReadChunk(ctx, c, off, dsts[0])
-	}
 	if sf, ok := f.(scatterFetcher); ok {
 		return sf.ReadChunkInto(ctx, c, off, dsts)
+	}
+	if len(dsts) == 1 {
+		return f.ReadChunk(ctx, c, off, dsts[0])
 	}
 	total := 0
 	for _, d := range dsts {

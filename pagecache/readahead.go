@@ -51,7 +51,12 @@ func (r *Readahead) Observe(off, n int64) (pfOff, pfLen int64) {
 	} else {
 		r.window = min(2*r.window, r.max)
 	}
-	from := max(r.until, r.next)
+	// The range starts at the read itself where nothing was asked for
+	// yet (a new stream, or after a Rewind): prefetch runs then cover the
+	// read's own blocks to its chunk's end, and the read joins them,
+	// rather than claiming a run of its own that stops where readahead's
+	// begins, in the middle of a needle that both would fetch.
+	from := max(r.until, off)
 	to := r.next + r.window
 	if to <= from {
 		return 0, 0

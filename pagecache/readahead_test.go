@@ -13,7 +13,7 @@ func TestReadahead(t *testing.T) {
 		steps []step
 	}{
 		{"sequential grows to max", []step{
-			{0, mb, mb, mb},
+			{0, mb, 0, 2 * mb}, // a new stream's range covers its first read
 			{mb, mb, 2 * mb, 2 * mb},
 			{2 * mb, mb, 4 * mb, 3 * mb},
 			{3 * mb, mb, 7 * mb, 1 * mb}, // window 4 MiB capped: until 8 MiB
@@ -21,18 +21,18 @@ func TestReadahead(t *testing.T) {
 		}},
 		{"a stream may start anywhere, after one read", []step{
 			{50 * mb, mb, 0, 0},
-			{51 * mb, mb, 52 * mb, mb},
+			{51 * mb, mb, 51 * mb, 2 * mb},
 		}},
 		{"random reads fetch nothing ahead", []step{
-			{0, mb, mb, mb},
+			{0, mb, 0, 2 * mb},
 			{500 * mb, 4096, 0, 0},
 			{70 * mb, 4096, 0, 0},
 			{300 * mb, 4096, 0, 0},
 		}},
 		{"out-of-order kernel readahead stays sequential", []step{
-			{0, mb, mb, mb},
-			{2 * mb, mb, 3 * mb, 2 * mb},
-			{mb, mb, 5 * mb, 2 * mb}, // late, but near the stream's end
+			{0, mb, 0, 2 * mb},
+			{2 * mb, mb, 2 * mb, 3 * mb}, // early: not asked for yet, so included
+			{mb, mb, 5 * mb, 2 * mb},     // late, but near the stream's end
 			{3 * mb, mb, 7 * mb, mb},
 		}},
 	} {
@@ -54,7 +54,7 @@ func TestReadahead(t *testing.T) {
 func TestReadaheadRewind(t *testing.T) {
 	const mb = 1 << 20
 	r := NewReadahead(mb, 8*mb)
-	r.Observe(0, mb)  // asks for [1, 2) MiB
+	r.Observe(0, mb)  // asks for [0, 2) MiB
 	r.Observe(mb, mb) // asks for [2, 4) MiB
 	r.Rewind(3 * mb)  // only [2, 3) MiB was fetched
 	off, n := r.Observe(2*mb, mb)

@@ -115,7 +115,7 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.readRetryTime, "readRetryTime", 6*time.Second, "maximum read retry wait time")
 	fs.IntVar(&c.maxBackground, "fuse.maxBackground", 128, "FUSE max_background: in-flight asynchronous requests")
 	fs.BoolVar(&c.defaultPermissions, "defaultPermissions", true, "enforce permissions by the operating system")
-	fs.BoolVar(&c.disableXAttr, "disableXAttr", false, "disable xattr")
+	fs.BoolVar(&c.disableXAttr, "disableXAttr", true, "disable xattr (weedfuse's default; -disableXAttr=false serves the xattrs weed mount stores, at two FUSE round trips per file of every ls -l)")
 	fs.StringVar(&c.volumeName, "volumeName", "", "name of the mount shown by mount and df")
 	fs.StringVar(&c.optionsFile, "options", "", "a file of command line options, each line in optionName=optionValue format")
 

@@ -127,7 +127,7 @@ func run(cfg *config) error {
 		Umask:           uint32(umask),
 		DisableXAttr:    cfg.disableXAttr,
 		ReadConcurrency: min(cfg.concurrentReaders, 64),
-		ReadaheadMax:    min(64<<20, capacity/8),
+		ReadaheadMax:    min(pagecache.MaxReadahead, capacity/8),
 	})
 	name := cfg.volumeName
 	if name == "" {
@@ -147,14 +147,15 @@ func run(cfg *config) error {
 	if err != nil {
 		return err
 	}
-	log.Printf("weedfuse: mounted %s%s at %s (read-only)", fc.Addresses()[0].HTTP, root, dir)
-	wfs.Watch(fc)
-	defer wfs.Close()
 	if cfg.readAheadKB > 0 {
 		if err := setReadAhead(dir, cfg.readAheadKB); err != nil {
 			log.Printf("weedfuse: readahead stays at the kernel's: %v", err)
 		}
 	}
+	// The harnesses wait for this line: the mount is set up once it shows.
+	log.Printf("weedfuse: mounted %s%s at %s (read-only)", fc.Addresses()[0].HTTP, root, dir)
+	wfs.Watch(fc)
+	defer wfs.Close()
 	srv := startHTTP(cfg, metricsSources{http: httpReader, cache: cache, rdma: rdmaClient})
 	defer srv.close()
 

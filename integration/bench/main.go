@@ -43,6 +43,7 @@ type options struct {
 	wfArgs   []string // extra weedfuse flags
 	weedArgs []string // extra weed mount flags
 	only     *regexp.Regexp
+	hold     bool
 }
 
 func parseOptions() (*options, error) {
@@ -56,6 +57,7 @@ func parseOptions() (*options, error) {
 	wfArgs := flag.String("weedfuse.args", "", `extra weedfuse flags, space-separated, e.g. "-debug -debug.port=6062" for pprof`)
 	weedArgs := flag.String("weed.args", "", "extra weed mount flags, space-separated")
 	only := flag.String("only", "", "run only the workloads whose id matches this regular expression (ids: "+strings.Join(stepIDs(), ", ")+", http)")
+	flag.BoolVar(&o.hold, "hold", false, "load the data, mount both, print where, and wait for Ctrl-C instead of measuring (for profiling by hand)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", flag.Arg(0))
@@ -152,6 +154,12 @@ func run() (err error) {
 		log.Printf("%s reads the data byte-exact", k)
 	}
 
+	if o.hold {
+		fmt.Printf("filer %s (gRPC %s); weed mount at %s (pid %d), weedfuse at %s (pid %d); Ctrl-C ends\n",
+			c.FilerAddr(), c.FilerGRPCAddr(), m.dir(weedMount), m.weed.Pid(), m.dir(weedfuse), m.wf.Pid())
+		<-ctx.Done()
+		return nil
+	}
 	res, err := runAll(ctx, o, c, m)
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted; %s left as it was", o.out)

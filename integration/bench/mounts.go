@@ -60,7 +60,8 @@ func (m *mounter) dir(k kind) string { return filepath.Join(m.root, "mnt", k.slu
 
 // fresh brings k into the cold state: a new mount process with an empty
 // cache directory, and nothing of the file system in the kernel's caches.
-func (m *mounter) fresh(ctx context.Context, k kind) error {
+// wfArgs are extra flags for weedfuse, for this mount only.
+func (m *mounter) fresh(ctx context.Context, k kind, wfArgs ...string) error {
 	if err := m.unmount(k); err != nil {
 		return err
 	}
@@ -85,7 +86,8 @@ func (m *mounter) fresh(ctx context.Context, k kind) error {
 		m.weed = wm
 	case weedfuse:
 		args := append([]string{"-filer=" + m.c.FilerMountSpec()}, common...)
-		wf, err := mount.Start(ctx, m.bin, m.dir(k), mountTimeout, append(args, m.wfArgs...)...)
+		args = append(append(args, m.wfArgs...), wfArgs...)
+		wf, err := mount.Start(ctx, m.bin, m.dir(k), mountTimeout, args...)
 		if err != nil {
 			return err
 		}

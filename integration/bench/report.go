@@ -257,7 +257,9 @@ func writeSetup(p func(string, ...any), o *options, info *sysInfo, res *results)
 	p("The mounts' own caches still fill: with %d MiB each, both can end up holding the whole 1 GiB file, so a long job measures their hit path more than their misses.\n", res.cacheMB)
 	p("- Small files: this process lists `%s` and reads each file to its end in listing order, one at a time (open, read, close), timed from the listing on. ", smallDir)
 	p("Epoch 2 drops the kernel's caches (`drop_caches`) and reads them all again on the same mount, as a data loader's second epoch does.\n")
-	p("- `ls -l`: `LC_ALL=C ls -l <dir>` of a fresh mount, wall time, after an untimed `ls -l /` that reloads ls, its libraries and /etc/passwd from disk.\n")
+	p("- `ls -l`: `LC_ALL=C ls -l <dir>` of a fresh mount, wall time, after an untimed `ls -l /` that reloads ls, its libraries and /etc/passwd from disk. ")
+	p("One default differs between the two: weedfuse serves no xattrs unless `-disableXAttr=false` (weed mount serves them), so the kernel, told ENOSYS once, stops sending the two getxattr calls (`security.selinux`, `system.posix_acl_access`) that `ls -l` makes per file. ")
+	p("The row with `-disableXAttr=false` compares like with like.\n")
 	p("- MB/s is 10⁶ bytes per second. Peak RSS is VmHWM from `/proc/<pid>/status` of the mount process.\n")
 }
 

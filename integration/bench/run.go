@@ -71,7 +71,7 @@ func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter) (*r
 // runStep runs s once on a fresh k and records its values and the mount's
 // peak RSS.
 func runStep(ctx context.Context, m *mounter, s step, k kind, res *results) error {
-	if err := m.fresh(ctx, k); err != nil {
+	if err := m.fresh(ctx, k, s.wfArgs...); err != nil {
 		return err
 	}
 	vals, err := s.run(ctx, m.dir(k))

@@ -95,7 +95,9 @@ func Start(ctx context.Context, bin, dir string, timeout time.Duration, args ...
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if ok, _ := cluster.IsFUSEMount(dir); ok {
+		// Mounted, and set up: weedfuse logs the line after setting the
+		// mount's readahead.
+		if ok, _ := cluster.IsFUSEMount(dir); ok && strings.Contains(m.Log(), "weedfuse: mounted ") {
 			return m, nil
 		}
 		select {

@@ -179,25 +179,18 @@ func etagMD5(etag string) (digest [md5.Size]byte, ok bool) {
 	return digest, err == nil && n == md5.Size
 }
 
-// checkETag verifies a needle's logical bytes, all of them (and, for an
-// encrypted chunk, its stored bytes), against the chunk's ETag, as described
-// at Decode.
-// checkETagPieces is checkETag for a plain chunk held in several pieces.
-func checkETagPieces(c Chunk, pieces [][]byte) error {
-	want, ok := etagMD5(c.ETag)
-	if !ok {
-		return nil
-	}
-	h := md5.New()
-	for _, p := range pieces {
-		h.Write(p)
-	}
-	if [md5.Size]byte(h.Sum(nil)) != want {
+// checkETagDigest checks the MD5 of a plain chunk, summed as it streamed by,
+// against the chunk's ETag.
+func checkETagDigest(c Chunk, sum [md5.Size]byte) error {
+	if want, ok := etagMD5(c.ETag); ok && sum != want {
 		return fmt.Errorf("chunk %s: md5 differs from e_tag %s: %w", c.FileID, c.ETag, ErrCorrupt)
 	}
 	return nil
 }
 
+// checkETag verifies a needle's logical bytes, all of them (and, for an
+// encrypted chunk, its stored bytes), against the chunk's ETag, as described
+// at Decode.
 func checkETag(c Chunk, logical, stored []byte) error {
 	want, ok := etagMD5(c.ETag)
 	if !ok || md5.Sum(logical) == want {

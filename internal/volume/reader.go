@@ -2,8 +2,10 @@ package volume
 
 import (
 	"context"
+	"crypto/md5"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 	"io/fs"
@@ -229,13 +231,11 @@ func (r *Reader) readChunk(ctx context.Context, c Chunk, off int64, dst []byte) 
 	if err != nil {
 		return 0, fmt.Errorf("read chunk: %w", err)
 	}
-	if off == 0 && int64(n) == c.Size && len(c.CipherKey) == 0 && !c.Compressed {
-		if _, cached := r.whole.Get(c.FileID); !cached {
-			if err := r.readWholeInto(ctx, vid, c, [][]byte{dst[:n]}); err != nil {
-				return 0, err
-			}
-			return n, nil
+	if off == 0 && int64(n) == c.Size && r.streamable(c) {
+		if err := r.readRangeInto(ctx, vid, c, 0, [][]byte{dst[:n]}); err != nil {
+			return 0, err
 		}
+		return n, nil
 	}
 	data, err := r.needle(ctx, vid, c)
 	if err != nil {
@@ -244,11 +244,14 @@ func (r *Reader) readChunk(ctx context.Context, c Chunk, off int64, dst []byte) 
 	return copy(dst[:n], data[off:c.Size]), nil
 }
 
-// ReadChunkInto is ReadChunk for a caller whose buffers for the range are
-// several (the block cache's slots): dsts are filled in order with the
-// logical bytes from off, straight from the answer when the whole of a
-// plain chunk is asked for. It returns the bytes written; fewer than the
-// buffers hold only at the chunk's end. Safe for concurrent use.
+// ReadChunkInto is ReadChunk for a caller that keeps what it reads (the
+// block cache, into its slots) and shares fetches itself: dsts are filled
+// in order with the logical bytes from off. A plain chunk streams straight
+// from the answer into dsts, the whole needle through the checks, and is
+// neither cached here nor shared with concurrent readers; other chunks go
+// through the needle cache as for ReadChunk. It returns the bytes written;
+// fewer than the buffers hold only at the chunk's end. Safe for concurrent
+// use.
 func (r *Reader) ReadChunkInto(ctx context.Context, c Chunk, off int64, dsts [][]byte) (int, error) {
 	total := 0
 	for _, d := range dsts {
@@ -259,19 +262,18 @@ func (r *Reader) ReadChunkInto(ctx context.Context, c Chunk, off int64, dsts [][
 		r.failed.Add(1)
 		return 0, fmt.Errorf("read chunk: %w", err)
 	}
-	if off == 0 && int64(total) == c.Size && len(c.CipherKey) == 0 && !c.Compressed {
-		if _, cached := r.whole.Get(c.FileID); !cached {
-			if err := r.readWholeInto(ctx, vid, c, dsts); err != nil {
-				r.failed.Add(1)
-				return 0, err
-			}
-			r.reads.Add(1)
-			r.bytes.Add(int64(total))
-			return total, nil
-		}
-	}
 	if off < 0 || off > c.Size {
 		return 0, fmt.Errorf("read chunk %s: offset %d outside its %d bytes", c.FileID, off, c.Size)
+	}
+	if want := min(int64(total), c.Size-off); want > 0 && r.streamable(c) {
+		dsts = trimPieces(dsts, want)
+		if err := r.readRangeInto(ctx, vid, c, off, dsts); err != nil {
+			r.failed.Add(1)
+			return 0, err
+		}
+		r.reads.Add(1)
+		r.bytes.Add(want)
+		return int(want), nil
 	}
 	data, err := r.needle(ctx, vid, c)
 	if err != nil {
@@ -285,14 +287,44 @@ func (r *Reader) ReadChunkInto(ctx context.Context, c Chunk, off int64, dsts [][
 	return int(end - off), nil
 }
 
-// readWholeInto fetches a plain chunk's needle straight into dsts, which
-// together are exactly the chunk, when the whole chunk is asked for (as the
-// block cache does, into its block slots): no buffer, no copy and no cache
-// entry, since the caller keeps the bytes. A needle that is not plain bytes
-// of exactly the chunk's size (stored gzipped, or longer than its chunk
-// after a truncate) is read from the same answer the general way, and
+// streamable reports whether c's needle may be streamed into the caller's
+// buffers: plain bytes (neither encrypted nor compressed) that are not
+// already in the needle cache.
+func (r *Reader) streamable(c Chunk) bool {
+	if len(c.CipherKey) > 0 || c.Compressed {
+		return false
+	}
+	_, cached := r.whole.Get(c.FileID)
+	return !cached
+}
+
+// trimPieces returns the leading pieces of dsts that hold n bytes, the
+// last one cut short. dsts hold at least n.
+func trimPieces(dsts [][]byte, n int64) [][]byte {
+	for i, d := range dsts {
+		if int64(len(d)) >= n {
+			out := dsts[: i+1 : i+1]
+			if int64(len(d)) > n {
+				out = append(dsts[:i:i], d[:n])
+			}
+			return out
+		}
+		n -= int64(len(d))
+	}
+	return dsts
+}
+
+// readRangeInto fetches a plain chunk's needle and keeps its bytes
+// [off, off+len(dsts)), which dsts hold in order (the block cache's slots
+// for a run of blocks): no buffer, no copy and no cache entry, since the
+// caller keeps the bytes. The rest of the needle still streams through the
+// checksums, since only the whole needle is covered by them; the block
+// cache, which asks for a run, holds (or is fetching) the rest, so keeping
+// it would only spend memory. A needle that is not plain bytes of exactly
+// the chunk's size (stored gzipped, or longer than its chunk after a
+// truncate) is read from the same answer the general way, cached and
 // copied. The checks are fetch's.
-func (r *Reader) readWholeInto(ctx context.Context, vid uint32, c Chunk, dsts [][]byte) error {
+func (r *Reader) readRangeInto(ctx context.Context, vid uint32, c Chunk, off int64, dsts [][]byte) error {
 	return r.withReplicas(ctx, vid, c.FileID, func(ctx context.Context, addr string) error {
 		return r.request(ctx, addr, c, func(resp *http.Response, body io.Reader) error {
 			if resp.StatusCode != http.StatusOK {
@@ -304,25 +336,60 @@ func (r *Reader) readWholeInto(ctx context.Context, vid uint32, c Chunk, dsts []
 					return err
 				}
 				r.whole.Put(c.FileID, logical)
-				scatter(dsts, logical)
+				scatter(dsts, logical[off:])
 				return nil
 			}
-			var crc uint32
+			var kept int64
 			for _, dst := range dsts {
+				kept += int64(len(dst))
+			}
+			sum, crcChecked := NeedleCRC(resp.Header.Get("ETag"))
+			var md5h hash.Hash
+			if r.opts.VerifyETag || !crcChecked {
+				md5h = md5.New()
+			}
+			var crc uint32
+			fill := func(dst []byte) error {
 				if got, err := io.ReadFull(body, dst); err != nil {
 					return fmt.Errorf("body ended %d bytes into a %d-byte piece: %w", got, len(dst), unexpectedEOF(err))
 				}
 				crc = crc32.Update(crc, castagnoli, dst)
+				if md5h != nil {
+					md5h.Write(dst)
+				}
+				return nil
+			}
+			var skip []byte
+			drain := func(n int64) error {
+				if n > 0 && skip == nil {
+					skip = make([]byte, min(n, 256<<10))
+				}
+				for ; n > 0; n -= int64(len(skip)) {
+					if err := fill(skip[:min(n, int64(len(skip)))]); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			if err := drain(off); err != nil {
+				return err
+			}
+			for _, dst := range dsts {
+				if err := fill(dst); err != nil {
+					return err
+				}
+			}
+			if err := drain(c.Size - off - kept); err != nil {
+				return err
 			}
 			r.fetches.Add(1)
 			r.fetchedBytes.Add(c.Size)
-			sum, crcChecked := NeedleCRC(resp.Header.Get("ETag"))
 			if crcChecked && !CRCSumMatches(crc, sum) {
 				return fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",
 					crc, c.Size, resp.Header.Get("ETag"), ErrCorrupt)
 			}
-			if r.opts.VerifyETag || !crcChecked {
-				return checkETagPieces(c, dsts)
+			if md5h != nil {
+				return checkETagDigest(c, [md5.Size]byte(md5h.Sum(nil)))
 			}
 			return nil
 		})

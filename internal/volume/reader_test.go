@@ -786,3 +786,78 @@ func TestReadChunkIntoScatters(t *testing.T) {
 		t.Error("ReadChunkInto(1000, 30): bytes differ from the source")
 	}
 }
+
+// TestReadChunkIntoTail reads a chunk's tail, as the block cache does for a
+// run of blocks that reaches the chunk's end: the head streams through the
+// checksums and is dropped, so a byte flipped there (the fake flips the
+// middle one) still fails the replica, and nothing is kept in the needle
+// cache. The same goes for MD5 when the needle has no CRC.
+func TestReadChunkIntoTail(t *testing.T) {
+	data := randomBytes(t, 300_000)
+	const off = 200_000 // past the flipped byte at 150,000
+	for _, form := range []crcForm{crcRaw, crcNone} {
+		bad, good := newFakeVolume(t), newFakeVolume(t)
+		etag := ""
+		if form == crcNone {
+			etag = md5ETag(data)
+		}
+		bad.put(testFID, needle{data: data, crc: form})
+		bad.setFault(corrupt)
+		good.put(testFID, needle{data: data, crc: form})
+		r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
+		c := Chunk{FileID: testFID, Size: int64(len(data)), ETag: etag}
+
+		dsts := [][]byte{make([]byte, 60_000), make([]byte, 40_000)}
+		n, err := r.ReadChunkInto(context.Background(), c, off, dsts)
+		if err != nil || n != len(data)-off {
+			t.Fatalf("crc form %d: ReadChunkInto(%d) = %d, %v", form, off, n, err)
+		}
+		if !bytes.Equal(bytes.Join(dsts, nil), data[off:]) {
+			t.Errorf("crc form %d: tail bytes differ from the source", form)
+		}
+		if s := r.Stats(); s.Corrupt != 1 || s.Fetches != 2 {
+			t.Errorf("crc form %d: stats %+v, want a corrupt fetch, then a good one", form, s)
+		}
+		if _, cached := r.whole.Get(testFID); cached {
+			t.Errorf("crc form %d: a streamed tail left its needle in the cache", form)
+		}
+	}
+}
+
+// TestReadChunkIntoMiddle reads a range in the middle of a plain chunk: the
+// rest of the needle is drained through the CRC, so a flip after the range
+// fails the replica too.
+func TestReadChunkIntoMiddle(t *testing.T) {
+	data := randomBytes(t, 300_000)
+	bad, good := newFakeVolume(t), newFakeVolume(t)
+	bad.put(testFID, needle{data: data})
+	bad.setFault(corrupt) // flips the byte at 150,000
+	good.put(testFID, needle{data: data})
+	c := Chunk{FileID: testFID, Size: int64(len(data))}
+	for _, tt := range []struct {
+		off   int64
+		sizes []int
+		want  int
+	}{
+		{1000, []int{10, 20}, 30},
+		{299_990, []int{4, 100}, 10}, // the chunk ends in the second piece
+	} {
+		// A new reader each time: the first would keep the bad replica
+		// in its penalty box.
+		r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
+		var dsts [][]byte
+		for _, n := range tt.sizes {
+			dsts = append(dsts, make([]byte, n))
+		}
+		n, err := r.ReadChunkInto(context.Background(), c, tt.off, dsts)
+		if err != nil || n != tt.want {
+			t.Fatalf("ReadChunkInto(%d) = %d, %v; want %d", tt.off, n, err, tt.want)
+		}
+		if got := bytes.Join(dsts, nil)[:n]; !bytes.Equal(got, data[tt.off:tt.off+int64(n)]) {
+			t.Errorf("ReadChunkInto(%d): bytes differ from the source", tt.off)
+		}
+		if s := r.Stats(); s.Corrupt != 1 {
+			t.Errorf("ReadChunkInto(%d): stats %+v, want the flipped replica caught", tt.off, s)
+		}
+	}
+}
