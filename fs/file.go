@@ -8,7 +8,6 @@ import (
 	"path"
 	"sync"
 	"syscall"
-	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -19,80 +18,80 @@ import (
 	"github.com/weedfuse/weedfuse/pagecache"
 )
 
-// file is a regular file node.
+// file is a regular file node. The kernel opens files without asking (see
+// Open), so reads carry no handle: each uses the node's current entry.
 type file struct {
 	node
-	// parent is the directory the file was found in, told of each open so
-	// that it can fetch the next files of a dataset ahead.
+	// parent is the directory the file was found in, told of each read
+	// from the file's start, so that it can fetch the next files of a
+	// dataset ahead.
 	parent *dir
+	// ra detects sequential streams among the file's reads; the readers
+	// of one file share it.
+	ra *pagecache.Readahead
 
 	mapMu sync.Mutex
 	// cmap is the chunk map built for the chunk list whose fingerprint is
-	// mapKey; reopening an unchanged file reuses it and keeps the kernel's
-	// page cache.
+	// mapKey; it serves every read until the list changes.
 	cmap   *chunkmap.Map
 	mapKey uint64
 }
 
 var (
 	_ = (gofs.NodeOpener)((*file)(nil))
+	_ = (gofs.NodeReader)((*file)(nil))
 	_ = (gofs.NodeGetattrer)((*file)(nil))
 	_ = (gofs.NodeGetxattrer)((*file)(nil))
 	_ = (gofs.NodeListxattrer)((*file)(nil))
 	_ = (gofs.NodeFlusher)((*file)(nil))
 )
 
+func (f *file) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return f.getattr(ctx, out)
+}
+
+// Open answers ENOSYS, which the kernel remembers for the mount (no_open):
+// it then opens and closes files without a word to us, sparing each
+// open-read-close of a small file two of its three round trips. It keeps
+// a file's pages across opens (FOPEN_KEEP_CACHE) until told otherwise:
+// node.setEntry drops them when the file's chunk list changes, and the
+// kernel itself when it sees mtime or size change (auto_inval_data). A
+// write never gets this far: the mount is read-only.
+func (f *file) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return nil, 0, syscall.ENOSYS
+}
+
 // Flush answers ENOSYS, which the kernel remembers: it then sends no FLUSH
-// at any close, sparing every open-read-close a round trip. A read-only
-// mount has nothing to flush, and errors at close have nothing to report.
+// at any close. A read-only mount has nothing to flush, and nothing to
+// report at close. (With no_open the kernel sends none anyway.)
 func (f *file) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
 	return syscall.ENOSYS
 }
 
-func (f *file) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if h, ok := fh.(*handle); ok {
-		// An open file answers with the entry it was opened with, so that
-		// size and content agree while it stays open. Once the file has
-		// changed, that answer is for this handle only: the kernel must
-		// not keep it, or the old size would clip every later open's
-		// reads until the timeout.
-		f.fsys.fillAttr(f.path, h.entry, &out.Attr)
-		ttl := f.fsys.metaTTL()
-		if cur, _ := f.cached(); cur != h.entry {
-			ttl = time.Nanosecond // zero would mean the default
-		}
-		out.SetTimeout(ttl)
-		return 0
-	}
-	return f.getattr(ctx, out)
-}
-
-const writeFlags = syscall.O_WRONLY | syscall.O_RDWR | syscall.O_TRUNC | syscall.O_APPEND | syscall.O_CREAT
-
-// Open refuses writes (the mount is read-only) and prepares the chunk map.
-func (f *file) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&writeFlags != 0 {
-		return nil, 0, syscall.EROFS
-	}
+// Read fills dest from the chunks that cover [off, off+len(dest)), holes as
+// zeros, from one version of the file: the entry current when it starts. It
+// returns the full length unless end of file comes first.
+func (f *file) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	e, err := f.current(ctx)
 	if err != nil {
-		return nil, 0, toErrno("open "+f.path, err)
+		return nil, toErrno("read "+f.path, err)
 	}
-	m, unchanged, err := f.chunkMap(ctx, e)
-	if err != nil {
-		return nil, 0, toErrno("open "+f.path, err)
+	v := version{f: f, entry: e, size: int64(fileSize(e))}
+	if off >= v.size || len(dest) == 0 {
+		return fuse.ReadResultData(nil), 0
 	}
-	if f.parent != nil {
+	if v.cmap, err = f.chunkMap(ctx, e); err != nil {
+		return nil, toErrno("read "+f.path, err)
+	}
+	if off == 0 && f.parent != nil {
 		f.parent.noteOpen(path.Base(f.path))
 	}
-	var fuseFlags uint32
-	if unchanged {
-		fuseFlags |= fuse.FOPEN_KEEP_CACHE
+	buf := dest[:min(int64(len(dest)), v.size-off)]
+	v.readahead(off, int64(len(buf)))
+	if err := v.readAt(ctx, buf, off); err != nil {
+		return nil, toErrno(fmt.Sprintf("read %s [%d,+%d)", f.path, off, len(buf)), err)
 	}
-	return &handle{
-		f: f, entry: e, cmap: m, size: int64(fileSize(e)),
-		ra: pagecache.NewReadahead(f.fsys.opts.ReadaheadMin, f.fsys.opts.ReadaheadMax),
-	}, fuseFlags, 0
+	return fuse.ReadResultData(buf), 0
 }
 
 // fingerprint identifies a chunk list: equal fingerprints mean equal bytes.
@@ -114,56 +113,38 @@ func fingerprint(e *filerpb.Entry) uint64 {
 	return h.Sum64()
 }
 
-// chunkMap returns the map for e's chunk list, built once per list, and
-// whether it is the list this node served before.
-func (f *file) chunkMap(ctx context.Context, e *filerpb.Entry) (*chunkmap.Map, bool, error) {
+// chunkMap returns the map for e's chunk list, built once per list.
+func (f *file) chunkMap(ctx context.Context, e *filerpb.Entry) (*chunkmap.Map, error) {
 	key := fingerprint(e)
 	f.mapMu.Lock()
 	defer f.mapMu.Unlock()
 	if f.cmap != nil && f.mapKey == key {
-		return f.cmap, true, nil
+		return f.cmap, nil
 	}
 	m, err := chunkmap.Build(ctx, e.GetChunks(), f.fsys.manifests)
 	if err != nil {
-		return nil, false, fmt.Errorf("chunk map of %s: %w", f.path, err)
+		return nil, fmt.Errorf("chunk map of %s: %w", f.path, err)
 	}
 	f.cmap, f.mapKey = m, key
-	return m, false, nil
+	return m, nil
 }
 
-// handle is an open file: a snapshot of the entry and its chunk map, so
-// that one open sees one version of the file.
-type handle struct {
+// version is one version of a file, as one read sees it: an entry and its
+// chunk map.
+type version struct {
 	f     *file
 	entry *filerpb.Entry
 	cmap  *chunkmap.Map
 	size  int64
-	ra    *pagecache.Readahead
-}
-
-var _ = (gofs.FileReader)((*handle)(nil))
-
-// Read fills dest from the chunks that cover [off, off+len(dest)), holes as
-// zeros. It returns the full length unless end of file comes first.
-func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if off >= h.size || len(dest) == 0 {
-		return fuse.ReadResultData(nil), 0
-	}
-	buf := dest[:min(int64(len(dest)), h.size-off)]
-	h.readahead(off, int64(len(buf)))
-	if err := h.readAt(ctx, buf, off); err != nil {
-		return nil, toErrno(fmt.Sprintf("read %s [%d,+%d)", h.f.path, off, len(buf)), err)
-	}
-	return fuse.ReadResultData(buf), 0
 }
 
 // readahead tells the stream detector about a read and starts fetching
 // what it asks for, before the read itself waits on its own bytes.
-func (h *handle) readahead(off, n int64) {
+func (h version) readahead(off, n int64) {
 	if len(h.entry.GetContent()) > 0 {
 		return
 	}
-	pOff, pLen := h.ra.Observe(off, n)
+	pOff, pLen := h.f.ra.Observe(off, n)
 	if pLen <= 0 {
 		return
 	}
@@ -173,14 +154,14 @@ func (h *handle) readahead(off, n int64) {
 			continue
 		}
 		if got := h.f.fsys.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len); got < v.ChunkOff+v.Len {
-			h.ra.Rewind(v.FileOff + max(got-v.ChunkOff, 0))
+			h.f.ra.Rewind(v.FileOff + max(got-v.ChunkOff, 0))
 			return
 		}
 	}
 }
 
 // readAt fills buf, which lies within the file, exactly.
-func (h *handle) readAt(ctx context.Context, buf []byte, off int64) error {
+func (h version) readAt(ctx context.Context, buf []byte, off int64) error {
 	if content := h.entry.GetContent(); len(content) > 0 {
 		n := 0
 		if off < int64(len(content)) {
@@ -204,7 +185,7 @@ func (h *handle) readAt(ctx context.Context, buf []byte, off int64) error {
 }
 
 // readView fills part with the bytes of one view.
-func (h *handle) readView(ctx context.Context, part []byte, v chunkmap.View) error {
+func (h version) readView(ctx context.Context, part []byte, v chunkmap.View) error {
 	if v.Hole {
 		clear(part)
 		return nil

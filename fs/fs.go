@@ -66,7 +66,7 @@ type Options struct {
 	// parallel. Default 8.
 	ReadConcurrency int
 	// ReadaheadMin and ReadaheadMax bound the readahead window of a
-	// sequentially read file. Defaults 1 MiB and 64 MiB.
+	// sequentially read file. Defaults 1 MiB and pagecache.MaxReadahead.
 	ReadaheadMin, ReadaheadMax int64
 }
 
@@ -161,10 +161,29 @@ func (n *node) expire() {
 	n.mu.Unlock()
 }
 
+// setEntry replaces the node's entry. A file whose bytes changed has its
+// pages dropped from the kernel, which keeps them across opens (see
+// file.Open).
 func (n *node) setEntry(e *filerpb.Entry) {
 	n.mu.Lock()
+	prev := n.entry
 	n.entry, n.fetched = e, time.Now()
 	n.mu.Unlock()
+	if _, ok := n.Operations().(*file); ok && prev != nil && prev != e && fingerprint(prev) != fingerprint(e) {
+		n.fsys.dropPages(&n.Inode)
+	}
+}
+
+// dropPages tells the kernel to forget a file's cached pages, from a
+// goroutine of the background group: a handler must never wait on a kernel
+// notification, since the kernel may hold pages locked until that very
+// handler answers.
+func (f *FS) dropPages(ino *gofs.Inode) {
+	f.bgWG.Add(1)
+	go func() {
+		defer f.bgWG.Done()
+		ino.NotifyContent(0, 0)
+	}()
 }
 
 // current returns the node's entry, asking the filer when the cached one
@@ -317,7 +336,7 @@ func (f *FS) newChild(ctx context.Context, parent *gofs.Inode, p string, e *file
 		l.init(f, p, e)
 		emb = l
 	default:
-		fl := &file{}
+		fl := &file{ra: pagecache.NewReadahead(f.opts.ReadaheadMin, f.opts.ReadaheadMax)}
 		fl.init(f, p, e)
 		fl.parent, _ = parent.Operations().(*dir)
 		emb = fl

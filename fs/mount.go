@@ -56,6 +56,10 @@ func (f *FS) Mount(dir string, rootEntry *filerpb.Entry, o MountOptions) (*Serve
 			DirectMount:   true,
 			Debug:         o.Debug,
 			DisableXAttrs: f.opts.DisableXAttr,
+			// The kernel keeps a file's pages across opens (see
+			// file.Open); with this it drops them itself when a file's
+			// mtime or size changes, should the metadata watch miss it.
+			ExtraCapabilities: fuse.CAP_AUTO_INVAL_DATA,
 			// Replies come from Go memory, where splice saves nothing, and
 			// a 1 MiB reply plus its header overflows the default pipe.
 			DisableSplice: true,

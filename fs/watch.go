@@ -144,12 +144,11 @@ func (f *FS) apply(ctx context.Context, ev *filerpb.SubscribeMetadataResponse, n
 		return nil
 	}
 	prev, _ := en.cached()
-	en.setEntry(newE)
+	en.setEntry(newE) // which drops a file's pages if its bytes changed
 	if prev != nil && fingerprint(prev) != fingerprint(newE) {
 		f.forgetChunks(prev, newE)
-		return note(func() { ino.NotifyContent(0, 0) })
 	}
-	return note(func() { ino.NotifyContent(-1, 0) }) // attributes only
+	return note(func() { ino.NotifyContent(-1, 0) }) // attributes
 }
 
 // dirChanged drops the cached listing of directory p, if the kernel knows it.

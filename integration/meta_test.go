@@ -68,6 +68,16 @@ func TestMetadataFollowsFiler(t *testing.T) {
 	if st.Size() != int64(len(v2)) {
 		t.Errorf("size after overwrite: got %d, want %d", st.Size(), len(v2))
 	}
+	// The same size, other bytes, and very likely the same mtime second:
+	// the kernel, which keeps pages across opens, must still drop them.
+	v3 := bytes.ToUpper(bytes.Repeat([]byte("version two, longer "), 100_000))
+	v3[0] = 'v'
+	require.Len(t, v3, len(v2))
+	require.NoError(t, c.Put(ctx, "/meta/f.bin", v3))
+	eventually(t, 30*time.Second, "content overwritten at the same size", func() bool {
+		got, err := os.ReadFile(at("f.bin"))
+		return err == nil && bytes.Equal(got, v3)
+	})
 
 	require.NoError(t, c.Put(ctx, "/meta/new.bin", []byte("new")))
 	eventually(t, 30*time.Second, "created file", func() bool {

@@ -22,8 +22,9 @@
 //     never recycled under a reader, whatever the cache evicts.
 //   - Memory: the cache proper (ristretto's MaxCost) is Capacity bytes, so
 //     a file of Capacity bytes fits whole; the arena adds the readahead
-//     budget and a reserve for fetches in flight, 32 MiB at most with the
-//     default MaxFetch.
+//     budget and a reserve for fetches in flight, 40 MiB at most with the
+//     default MaxFetch. Both are one pool of slots: while nothing is read
+//     ahead, demand fetches may use the readahead share too.
 //   - A demand miss claims the whole chunk's missing blocks where none of
 //     the chunk is held: the fetcher reads the whole needle in any case
 //     (the only way to verify it), and then lands it straight in slots.
@@ -46,13 +47,13 @@ import (
 type Options struct {
 	// Capacity is the memory, in bytes, for cached blocks. Readahead and
 	// fetches in flight take up to min(Capacity/8, MaxReadahead) +
-	// min(Capacity/16, 2*MaxFetch) more. Default 128 MiB.
+	// min(Capacity/16, MaxFetch) more. Default 128 MiB.
 	Capacity int64
 	// BlockSize is the unit of caching and of random-access fetches.
 	// Default 256 KiB.
 	BlockSize int64
 	// MaxFetch is the largest fetch the cache plans for: its reserve of
-	// slots for fetches in flight holds two. Default 8 MiB, the largest
+	// slots for fetches in flight holds one. Default 8 MiB, the largest
 	// common chunk size.
 	MaxFetch int64
 	// Prefetchers bounds concurrent readahead fetches. Default 16.
@@ -129,7 +130,7 @@ type Cache struct {
 
 // MaxReadahead bounds the bytes prefetched and not yet read, over all
 // files: it is memory beyond the cache's capacity.
-const MaxReadahead = 16 << 20
+const MaxReadahead = 32 << 20
 
 // failHold is how long a failed block fails at once.
 const failHold = time.Second
@@ -175,7 +176,7 @@ func New(f Fetcher, opts Options) (*Cache, error) {
 	// Readahead and fetches in flight take slots beside the cache's: keep
 	// both modest, since they are memory beyond the capacity asked for.
 	raBudget := min(opts.Capacity/8, MaxReadahead)
-	reserve := min(opts.Capacity/16, 2*opts.MaxFetch)
+	reserve := min(opts.Capacity/16, opts.MaxFetch)
 	rcCost := max(opts.Capacity, opts.BlockSize)
 	a, err := newArena(rcCost+raBudget+reserve, opts.BlockSize)
 	if err != nil {
