@@ -336,7 +336,7 @@ func (r *Reader) readRangeInto(ctx context.Context, vid uint32, c Chunk, off int
 					return err
 				}
 				r.whole.Put(c.FileID, logical)
-				scatter(dsts, logical[off:])
+				scatter(dsts, logical[off:]) // DecodeVerified checked its length
 				return nil
 			}
 			var kept int64

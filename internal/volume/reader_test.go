@@ -306,6 +306,15 @@ func TestReadChunkNeedleShorterThanChunk(t *testing.T) {
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "needle holds 1000 logical bytes, chunk shows 1001") {
 		t.Errorf("err = %v", err)
 	}
+	// Streamed into the caller's buffers, from a fresh reader (the first
+	// cached the needle), whole or in part: an error, never a gap.
+	for _, off := range []int64{0, 500} {
+		r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
+		_, err := r.ReadChunkInto(context.Background(), Chunk{FileID: testFID, Size: 1001}, off, [][]byte{make([]byte, 1001-off)})
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("ReadChunkInto(%d): err = %v, want ErrCorrupt", off, err)
+		}
+	}
 }
 
 func TestReadChunkAllReplicasDown(t *testing.T) {
