@@ -114,3 +114,20 @@ func TestDrawChart(t *testing.T) {
 		t.Errorf("chart of %v is too small", img.Bounds())
 	}
 }
+
+func TestCPUUse(t *testing.T) {
+	at := time.Unix(1000, 0)
+	from := cpuSample{at: at, busy: 100, total: 400, procs: []uint64{50, 7}}
+	to := cpuSample{at: at.Add(2 * time.Second), busy: 300, total: 800, procs: []uint64{150, 7}}
+	u := from.until(to)
+	if u.wall != 2 || u.procs[0] != 1 || u.procs[1] != 0 {
+		t.Errorf("until: got %+v, want wall 2, procs [1 0]", u)
+	}
+	if want := 0.5 * float64(numCPU()); u.cores != want {
+		t.Errorf("busy cores: got %v, want %v", u.cores, want)
+	}
+	stat := "4242 (weed (v) mount) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 0 0 20 0 12 0 100 0 0\n"
+	if got := statTicks(stat); got != 1234+567 {
+		t.Errorf("statTicks: got %d, want %d", got, 1234+567)
+	}
+}

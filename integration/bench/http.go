@@ -8,6 +8,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -103,7 +104,7 @@ func formatFid(f *filerpb.FileId) string {
 
 // measureHTTP fetches every chunk straight from the volume servers in each
 // of httpCases: the ceiling that a mount's sequential read approaches.
-func measureHTTP(ctx context.Context, chunks []chunkURL, res *results) error {
+func measureHTTP(ctx context.Context, chunks []chunkURL, volPid int, res *results) error {
 	for _, hc := range httpCases {
 		if !hc.warm {
 			// The volume server reads its disk, as for a cold mount.
@@ -111,11 +112,14 @@ func measureHTTP(ctx context.Context, chunks []chunkURL, res *results) error {
 				return err
 			}
 		}
+		cpu := newCPUMeter(os.Getpid(), volPid)
 		mbps, err := fetchAll(ctx, chunks, hc.conns)
 		if err != nil {
 			return fmt.Errorf("raw HTTP, %v: %w", hc, err)
 		}
+		cpu.stop()
 		res.http[hc] = append(res.http[hc], mbps)
+		res.httpCPU[hc] = append(res.httpCPU[hc], *cpu.use)
 		log.Printf("  %-16s %-22s %10.4g MB/s", "http", hc, mbps)
 	}
 	return nil

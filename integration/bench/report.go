@@ -194,6 +194,8 @@ func writeReport(o *options, info *sysInfo, res *results) error {
 		}
 	}
 
+	writeCPU(p, res)
+
 	p("\n## Peak RSS by workload\n\n")
 	p("VmHWM of the mount process, the largest over the runs. Every workload starts a fresh mount, so this is that workload's peak. ")
 	p("Both mounts have `-cacheCapacityMB=%d`.\n\n", res.cacheMB)
@@ -269,4 +271,28 @@ func joinNums(vs []float64) string {
 		s[i] = fmtNum(v)
 	}
 	return strings.Join(s, ", ")
+}
+
+// writeCPU tells where the machine's CPU went in each workload: what
+// bounds a mount on a small machine is as often CPU as the network.
+func writeCPU(p func(string, ...any), res *results) {
+	p("\n## Where the CPU goes\n\n")
+	p("Medians over the runs of each workload's measured part (for the sequential ones, the cold read of 1 GiB alone): ")
+	p("wall time; the machine's busy cores on average (every process and the kernel; %d cores in all); ", numCPU())
+	p("and the CPU seconds (user + system, so the kernel's copies on their behalf included) of the mount, or of this process for raw HTTP, and of the volume server.\n\n")
+	p("| workload | reader | wall s | busy cores | reader CPU s | volume server CPU s |\n|---|---|--:|--:|--:|--:|\n")
+	for _, hc := range httpCases {
+		if uses := res.httpCPU[hc]; len(uses) > 0 {
+			u := medianUse(uses)
+			p("| raw HTTP, %s | this process | %.2f | %.2f | %.2f | %.2f |\n", hc, u.wall, u.cores, u.procs[0], u.procs[1])
+		}
+	}
+	for _, st := range res.steps {
+		for _, k := range kinds {
+			if uses := res.cpu[k][st.id]; len(uses) > 0 {
+				u := medianUse(uses)
+				p("| %s | %s | %.2f | %.2f | %.2f | %.2f |\n", st.id, k, u.wall, u.cores, u.procs[0], u.procs[1])
+			}
+		}
+	}
 }

@@ -14,7 +14,9 @@ type results struct {
 	steps     []step                           // those that ran, in order
 	val       [len(kinds)]map[string][]float64 // metric id → values
 	rss       [len(kinds)]map[string][]float64 // step id → peak RSS in MiB
+	cpu       [len(kinds)]map[string][]cpuUse  // step id → mount's and volume server's use
 	http      map[httpCase][]float64           // MB/s
+	httpCPU   map[httpCase][]cpuUse            // this process's and the volume server's use
 	cacheMB   int
 	readAhead [len(kinds)]string // each mount's kernel readahead in KiB
 }
@@ -33,14 +35,14 @@ func (r *results) metrics() []metric {
 // and then on weedfuse, so that both see the same conditions as nearly as
 // a shared machine allows.
 func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter) (*results, error) {
-	res := &results{runs: o.runs, http: map[httpCase][]float64{}, cacheMB: o.cacheMB}
+	res := &results{runs: o.runs, http: map[httpCase][]float64{}, httpCPU: map[httpCase][]cpuUse{}, cacheMB: o.cacheMB}
 	for _, s := range steps(o.randTime) {
 		if o.only.MatchString(s.id) {
 			res.steps = append(res.steps, s)
 		}
 	}
 	for k := range kinds {
-		res.val[k], res.rss[k] = map[string][]float64{}, map[string][]float64{}
+		res.val[k], res.rss[k], res.cpu[k] = map[string][]float64{}, map[string][]float64{}, map[string][]cpuUse{}
 	}
 	var chunks []chunkURL
 	if o.only.MatchString("http") {
@@ -52,7 +54,7 @@ func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter) (*r
 	for run := 1; run <= o.runs; run++ {
 		log.Printf("run %d of %d", run, o.runs)
 		if chunks != nil {
-			if err := measureHTTP(ctx, chunks, res); err != nil {
+			if err := measureHTTP(ctx, chunks, volumePid(c), res); err != nil {
 				return nil, fmt.Errorf("run %d: %w", run, err)
 			}
 		}
@@ -74,10 +76,17 @@ func runStep(ctx context.Context, m *mounter, s step, k kind, res *results) erro
 	if err := m.fresh(ctx, k, s.wfArgs...); err != nil {
 		return err
 	}
-	vals, err := s.run(ctx, m.dir(k))
+	pid, err := m.pid(k)
 	if err != nil {
 		return err
 	}
+	cpu := newCPUMeter(pid, volumePid(m.c))
+	vals, err := s.run(ctx, m.dir(k), cpu)
+	if err != nil {
+		return err
+	}
+	cpu.stop()
+	res.cpu[k][s.id] = append(res.cpu[k][s.id], *cpu.use)
 	if len(vals) != len(s.metrics) {
 		return fmt.Errorf("%d values for %d metrics", len(vals), len(s.metrics))
 	}
@@ -92,4 +101,12 @@ func runStep(ctx context.Context, m *mounter, s step, k kind, res *results) erro
 	}
 	log.Printf("  %-16s %-10s %10.0f MiB peak RSS", s.id, k, hwm)
 	return nil
+}
+
+// volumePid is the volume server's process id (the cluster has one), or 0.
+func volumePid(c *cluster.Cluster) int {
+	if pids := c.VolumePids(); len(pids) > 0 {
+		return pids[0]
+	}
+	return 0
 }

@@ -30,7 +30,9 @@ type step struct {
 	seq     bool // a sequential read, whose peak RSS the memory target bounds
 	// wfArgs are extra weedfuse flags for this workload alone.
 	wfArgs []string
-	run    func(ctx context.Context, root string) ([]float64, error)
+	// run runs the workload; it may stop cpu after the part whose CPU
+	// use is worth reporting (runStep stops it at the end otherwise).
+	run func(ctx context.Context, root string, cpu *cpuMeter) ([]float64, error)
 }
 
 // steps are the workloads in the order they run.
@@ -48,7 +50,7 @@ func steps(randTime time.Duration) []step {
 				{id: "small-cold", label: "2000 × 128 KiB files in listing order, cold", short: "small files cold", unit: "files/s", target: 2},
 				{id: "small-epoch2", label: "the same, epoch 2 (page cache dropped, no remount)", short: "small files epoch 2", unit: "files/s", target: 5},
 			},
-			run: func(ctx context.Context, root string) ([]float64, error) {
+			run: func(ctx context.Context, root string, cpu *cpuMeter) ([]float64, error) {
 				dir := filepath.Join(root, smallDir)
 				first, err := readSmallFiles(ctx, dir)
 				if err != nil {
@@ -92,13 +94,14 @@ func seqStep(id, how, short string, j fioJob, coldTarget float64) step {
 			{id: id + "-cold", label: "sequential 1 GiB, " + how + ", cold", short: "seq " + short + " cold", unit: "MB/s", target: coldTarget},
 			{id: id + "-warm", label: "sequential 1 GiB, " + how + ", warm", short: "seq " + short + " warm", unit: "MB/s"},
 		},
-		run: func(ctx context.Context, root string) ([]float64, error) {
+		run: func(ctx context.Context, root string, cpu *cpuMeter) ([]float64, error) {
 			var vals []float64
 			for range 2 {
 				r, err := runFio(ctx, filepath.Join(root, seqPath), seqSize, j)
 				if err != nil {
 					return nil, err
 				}
+				cpu.stop() // the cold read's use, not the warm one's
 				vals = append(vals, r.bw/1e6)
 			}
 			return vals, nil
@@ -115,7 +118,7 @@ func randStep(id, label, short, unit string, j fioJob, target float64) step {
 	return step{
 		id:      id,
 		metrics: []metric{{id: id, label: label, short: short, unit: unit, target: target}},
-		run: func(ctx context.Context, root string) ([]float64, error) {
+		run: func(ctx context.Context, root string, cpu *cpuMeter) ([]float64, error) {
 			r, err := runFio(ctx, filepath.Join(root, seqPath), seqSize, j)
 			if err != nil {
 				return nil, err
@@ -150,7 +153,7 @@ func lsStep(id, dir string, n int, wfArg string) step {
 			id: id, label: label, short: short,
 			unit: "s", lower: true, target: target,
 		}},
-		run: func(ctx context.Context, root string) ([]float64, error) {
+		run: func(ctx context.Context, root string, cpu *cpuMeter) ([]float64, error) {
 			// Dropping the caches also evicted ls, its libraries and the
 			// user and group files it reads; loading them from disk would
 			// count against both mounts alike and blur the ratio.

@@ -523,3 +523,21 @@ func (c *Cluster) LogTails() string {
 	}
 	return b.String()
 }
+
+// VolumePids returns the process ids of the running volume servers, in
+// index order (0 for one that is stopped).
+func (c *Cluster) VolumePids() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pids := make([]int, len(c.volumes))
+	for i, p := range c.volumes {
+		if p != nil && p.cmd != nil && p.cmd.Process != nil {
+			select {
+			case <-p.done:
+			default:
+				pids[i] = p.cmd.Process.Pid
+			}
+		}
+	}
+	return pids
+}
