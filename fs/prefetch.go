@@ -69,8 +69,9 @@ func (d *dataset) done(ahead string) {
 	d.mu.Unlock()
 }
 
-// noteOpen is called when a file of d is opened; it may start a prefetch
-// round on the file system's background group.
+// noteOpen is called when a file of d is read from its start, which is
+// where a reader that opens it starts; it may start a prefetch round on
+// the file system's background group.
 func (d *dir) noteOpen(name string) {
 	from, due := d.ds.opened(name)
 	if !due {
