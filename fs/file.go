@@ -140,29 +140,29 @@ type version struct {
 
 // readahead tells the stream detector about a read and starts fetching
 // what it asks for, before the read itself waits on its own bytes.
-func (h version) readahead(off, n int64) {
-	if len(h.entry.GetContent()) > 0 {
+func (fv version) readahead(off, n int64) {
+	if len(fv.entry.GetContent()) > 0 {
 		return
 	}
-	pOff, pLen := h.f.ra.Observe(off, n)
+	pOff, pLen := fv.f.ra.Observe(off, n)
 	if pLen <= 0 {
 		return
 	}
 	var viewBuf [8]chunkmap.View
-	for _, v := range h.cmap.Views(viewBuf[:0], pOff, pLen, h.size) {
+	for _, v := range fv.cmap.Views(viewBuf[:0], pOff, pLen, fv.size) {
 		if v.Hole {
 			continue
 		}
-		if got := h.f.fsys.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len); got < v.ChunkOff+v.Len {
-			h.f.ra.Rewind(v.FileOff + max(got-v.ChunkOff, 0))
+		if got := fv.f.fsys.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len); got < v.ChunkOff+v.Len {
+			fv.f.ra.Rewind(v.FileOff + max(got-v.ChunkOff, 0))
 			return
 		}
 	}
 }
 
 // readAt fills buf, which lies within the file, exactly.
-func (h version) readAt(ctx context.Context, buf []byte, off int64) error {
-	if content := h.entry.GetContent(); len(content) > 0 {
+func (fv version) readAt(ctx context.Context, buf []byte, off int64) error {
+	if content := fv.entry.GetContent(); len(content) > 0 {
 		n := 0
 		if off < int64(len(content)) {
 			n = copy(buf, content[off:])
@@ -171,26 +171,26 @@ func (h version) readAt(ctx context.Context, buf []byte, off int64) error {
 		return nil
 	}
 	var viewBuf [4]chunkmap.View // most reads touch one or two chunks
-	views := h.cmap.Views(viewBuf[:0], off, int64(len(buf)), h.size)
+	views := fv.cmap.Views(viewBuf[:0], off, int64(len(buf)), fv.size)
 	if len(views) == 1 {
-		return h.readView(ctx, buf, views[0])
+		return fv.readView(ctx, buf, views[0])
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(h.f.fsys.opts.ReadConcurrency)
+	g.SetLimit(fv.f.fsys.opts.ReadConcurrency)
 	for _, v := range views {
 		part := buf[v.FileOff-off : v.FileOff-off+v.Len]
-		g.Go(func() error { return h.readView(gctx, part, v) })
+		g.Go(func() error { return fv.readView(gctx, part, v) })
 	}
 	return g.Wait()
 }
 
 // readView fills part with the bytes of one view.
-func (h version) readView(ctx context.Context, part []byte, v chunkmap.View) error {
+func (fv version) readView(ctx context.Context, part []byte, v chunkmap.View) error {
 	if v.Hole {
 		clear(part)
 		return nil
 	}
-	n, err := h.f.fsys.chunks.ReadChunk(ctx, v.Chunk, v.ChunkOff, part)
+	n, err := fv.f.fsys.chunks.ReadChunk(ctx, v.Chunk, v.ChunkOff, part)
 	if err != nil {
 		return fmt.Errorf("read chunk %s at %d: %w", v.Chunk.FileID, v.ChunkOff, err)
 	}

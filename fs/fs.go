@@ -163,15 +163,17 @@ func (n *node) expire() {
 
 // setEntry replaces the node's entry. A file whose bytes changed has its
 // pages dropped from the kernel, which keeps them across opens (see
-// file.Open).
-func (n *node) setEntry(e *filerpb.Entry) {
+// file.Open), and the entry it replaced is returned; otherwise nil.
+func (n *node) setEntry(e *filerpb.Entry) (changed *filerpb.Entry) {
 	n.mu.Lock()
 	prev := n.entry
 	n.entry, n.fetched = e, time.Now()
 	n.mu.Unlock()
 	if _, ok := n.Operations().(*file); ok && prev != nil && prev != e && fingerprint(prev) != fingerprint(e) {
 		n.fsys.dropPages(&n.Inode)
+		return prev
 	}
+	return nil
 }
 
 // dropPages tells the kernel to forget a file's cached pages, from a
@@ -347,7 +349,9 @@ func (f *FS) newChild(ctx context.Context, parent *gofs.Inode, p string, e *file
 // refresh updates an existing child inode's cached entry from a listing or
 // look-up, so that getattr and xattrs answer without another RPC.
 func refresh(ch *gofs.Inode, e *filerpb.Entry) bool {
-	type entrySetter interface{ setEntry(*filerpb.Entry) }
+	type entrySetter interface {
+		setEntry(*filerpb.Entry) *filerpb.Entry
+	}
 	if s, ok := ch.Operations().(entrySetter); ok {
 		s.setEntry(e)
 		return true

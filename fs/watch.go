@@ -135,17 +135,15 @@ func (f *FS) apply(ctx context.Context, ev *filerpb.SubscribeMetadataResponse, n
 		// now of another type: the kernel must look the name up again.
 		return f.invalidateName(newDir, newE.GetName(), note)
 	}
-	type entryNode interface {
-		cached() (*filerpb.Entry, bool)
-		setEntry(*filerpb.Entry)
-	}
-	en, ok := ino.Operations().(entryNode)
+	en, ok := ino.Operations().(interface {
+		setEntry(*filerpb.Entry) *filerpb.Entry
+	})
 	if !ok {
 		return nil
 	}
-	prev, _ := en.cached()
-	en.setEntry(newE) // which drops a file's pages if its bytes changed
-	if prev != nil && fingerprint(prev) != fingerprint(newE) {
+	// setEntry drops a file's pages if its bytes changed; its old chunks
+	// go from the block cache.
+	if prev := en.setEntry(newE); prev != nil {
 		f.forgetChunks(prev, newE)
 	}
 	return note(func() { ino.NotifyContent(-1, 0) }) // attributes

@@ -409,40 +409,33 @@ func (c *Cache) claimRun(ch volume.Chunk, b, last int64, prefetch bool, waits []
 	var run []*fetch
 	for blk := from; blk <= last; blk++ {
 		key := c.blockKey(ch, blk)
-		if blk > b && !c.absentLocked(ch, blk) {
+		if blk > b && !c.absentLocked(key) {
 			break
 		}
 		size := int(c.blockLen(ch, blk))
 		f := &fetch{done: make(chan struct{}), prefetch: prefetch, n: size}
 		idx := blk - b // index into waits; negative before b
-		switch {
-		case blk < b:
-			f.ref = pre[blk-from]
-		default:
-			ref, ok := c.arena.alloc(size)
-			if !ok && blk == b {
-				// Blocks handed to ristretto but not yet processed still
-				// hold their slots; once it has caught up (evicting to its
-				// budget, which leaves slots free), try again. Its
-				// processing never takes c.mu, so waiting under it cannot
-				// deadlock.
-				c.rc.Wait()
-				ref, ok = c.arena.alloc(size)
-			}
-			if ok {
-				f.ref = ref
-			} else {
-				// The arena is full: only what the reader waits for goes
-				// to the heap, uncached, so that memory stays bounded.
-				if blk > b && idx >= int64(len(waits)) {
-					break
-				}
-				f.heap = make([]byte, size)
-				c.uncached.Add(1)
-			}
+		ref, ok := blockRef{}, true
+		if blk < b {
+			ref = pre[blk-from]
+		} else if ref, ok = c.arena.alloc(size); !ok && blk == b {
+			// Blocks handed to ristretto but not yet processed still hold
+			// their slots; once it has caught up (evicting to its budget,
+			// which leaves slots free), try again. Its processing never
+			// takes c.mu, so waiting under it cannot deadlock.
+			c.rc.Wait()
+			ref, ok = c.arena.alloc(size)
 		}
-		if f.ref.idx == 0 && f.heap == nil {
-			break // the arena ran out past what the reader waits for
+		if ok {
+			f.ref = ref
+		} else {
+			// The arena is full: only what the reader waits for goes to
+			// the heap, uncached, so that memory stays bounded.
+			if blk > b && idx >= int64(len(waits)) {
+				break
+			}
+			f.heap = make([]byte, size)
+			c.uncached.Add(1)
 		}
 		c.inflight[key] = f
 		if prefetch {
@@ -471,17 +464,16 @@ func (c *Cache) claimRun(ch volume.Chunk, b, last int64, prefetch bool, waits []
 // back for blocks it has done with.
 func (c *Cache) untouchedLocked(ch volume.Chunk, last int64) bool {
 	for blk := int64(0); blk <= last; blk++ {
-		if !c.absentLocked(ch, blk) {
+		if !c.absentLocked(c.blockKey(ch, blk)) {
 			return false
 		}
 	}
 	return true
 }
 
-// absentLocked reports whether block blk of ch is neither in flight nor
-// cached.
-func (c *Cache) absentLocked(ch volume.Chunk, blk int64) bool {
-	key := c.blockKey(ch, blk)
+// absentLocked reports whether the block named key is neither in flight
+// nor cached.
+func (c *Cache) absentLocked(key string) bool {
 	if _, ok := c.inflight[key]; ok {
 		return false
 	}

@@ -2,7 +2,7 @@ package pagecache
 
 import "sync"
 
-// Readahead detects a sequential stream in the reads of one open file and
+// Readahead detects a sequential stream in the reads of one file and
 // says what to fetch ahead, as Mountpoint-S3 does: the window starts at Min
 // and doubles with each sequential read up to Max; a read far from the
 // stream drops back to random mode, where nothing is fetched ahead and

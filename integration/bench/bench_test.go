@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -123,7 +124,7 @@ func TestCPUUse(t *testing.T) {
 	if u.wall != 2 || u.procs[0] != 1 || u.procs[1] != 0 {
 		t.Errorf("until: got %+v, want wall 2, procs [1 0]", u)
 	}
-	if want := 0.5 * float64(numCPU()); u.cores != want {
+	if want := 0.5 * float64(runtime.NumCPU()); u.cores != want {
 		t.Errorf("busy cores: got %v, want %v", u.cores, want)
 	}
 	stat := "4242 (weed (v) mount) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 0 0 20 0 12 0 100 0 0\n"

@@ -81,7 +81,7 @@ func (s cpuSample) until(t cpuSample) cpuUse {
 	if t.total > s.total {
 		// /proc/stat sums every CPU's ticks: busy over total is the busy
 		// share of the machine, times the cores.
-		u.cores = float64(t.busy-s.busy) / float64(t.total-s.total) * float64(numCPU())
+		u.cores = float64(t.busy-s.busy) / float64(t.total-s.total) * float64(runtime.NumCPU())
 	}
 	for i := range s.procs {
 		u.procs[i] = float64(t.procs[i]-min(s.procs[i], t.procs[i])) / userHZ
@@ -108,8 +108,6 @@ func (m *cpuMeter) stop() {
 		m.use = &u
 	}
 }
-
-func numCPU() int { return runtime.NumCPU() }
 
 // medianUse is the median of each figure over uses, taken separately.
 func medianUse(uses []cpuUse) cpuUse {

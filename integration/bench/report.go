@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -278,7 +279,7 @@ func joinNums(vs []float64) string {
 func writeCPU(p func(string, ...any), res *results) {
 	p("\n## Where the CPU goes\n\n")
 	p("Medians over the runs of each workload's measured part (for the sequential ones, the cold read of 1 GiB alone): ")
-	p("wall time; the machine's busy cores on average (every process and the kernel; %d cores in all); ", numCPU())
+	p("wall time; the machine's busy cores on average (every process and the kernel; %d cores in all); ", runtime.NumCPU())
 	p("and the CPU seconds (user + system, so the kernel's copies on their behalf included) of the mount, or of this process for raw HTTP, and of the volume server.\n\n")
 	p("| workload | reader | wall s | busy cores | reader CPU s | volume server CPU s |\n|---|---|--:|--:|--:|--:|\n")
 	for _, hc := range httpCases {

@@ -197,8 +197,8 @@ func (r *Reader) Stats() Stats {
 // (it may be longer, see Chunk.Size), and the e_tag checked when the
 // package doc says so. Verified needles are kept in a small cache
 // (Options.WholeCacheBytes) and concurrent reads of one needle share a
-// single fetch, so the page cache reading a chunk block by block fetches it
-// once.
+// single fetch, so a caller reading a chunk piece by piece fetches it once.
+// (The block cache uses ReadChunkInto, which streams plain chunks instead.)
 //
 // Replicas are tried in the Locator's order, those in the penalty box last;
 // a corrupt copy counts as that replica failing. When all fail, the
@@ -339,61 +339,56 @@ func (r *Reader) readRangeInto(ctx context.Context, vid uint32, c Chunk, off int
 				scatter(dsts, logical[off:]) // DecodeVerified checked its length
 				return nil
 			}
+			crcSum, crcChecked := NeedleCRC(resp.Header.Get("ETag"))
+			sum := needleSum{}
+			if r.opts.VerifyETag || !crcChecked {
+				sum.md5 = md5.New()
+			}
+			// The bytes outside [off, off+len(dsts)) pass through the sums
+			// and are dropped; those inside land in dsts and are summed there.
 			var kept int64
 			for _, dst := range dsts {
 				kept += int64(len(dst))
 			}
-			sum, crcChecked := NeedleCRC(resp.Header.Get("ETag"))
-			var md5h hash.Hash
-			if r.opts.VerifyETag || !crcChecked {
-				md5h = md5.New()
+			if _, err := io.CopyN(&sum, body, off); err != nil {
+				return fmt.Errorf("body ended before byte %d: %w", off, unexpectedEOF(err))
 			}
-			var crc uint32
-			fill := func(dst []byte) error {
+			for _, dst := range dsts {
 				if got, err := io.ReadFull(body, dst); err != nil {
 					return fmt.Errorf("body ended %d bytes into a %d-byte piece: %w", got, len(dst), unexpectedEOF(err))
 				}
-				crc = crc32.Update(crc, castagnoli, dst)
-				if md5h != nil {
-					md5h.Write(dst)
-				}
-				return nil
+				sum.Write(dst)
 			}
-			var skip []byte
-			drain := func(n int64) error {
-				if n > 0 && skip == nil {
-					skip = make([]byte, min(n, 256<<10))
-				}
-				for ; n > 0; n -= int64(len(skip)) {
-					if err := fill(skip[:min(n, int64(len(skip)))]); err != nil {
-						return err
-					}
-				}
-				return nil
-			}
-			if err := drain(off); err != nil {
-				return err
-			}
-			for _, dst := range dsts {
-				if err := fill(dst); err != nil {
-					return err
-				}
-			}
-			if err := drain(c.Size - off - kept); err != nil {
-				return err
+			if _, err := io.CopyN(&sum, body, c.Size-off-kept); err != nil {
+				return fmt.Errorf("body ended before byte %d: %w", c.Size, unexpectedEOF(err))
 			}
 			r.fetches.Add(1)
 			r.fetchedBytes.Add(c.Size)
-			if crcChecked && !CRCSumMatches(crc, sum) {
+			if crcChecked && !CRCSumMatches(sum.crc, crcSum) {
 				return fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",
-					crc, c.Size, resp.Header.Get("ETag"), ErrCorrupt)
+					sum.crc, c.Size, resp.Header.Get("ETag"), ErrCorrupt)
 			}
-			if md5h != nil {
-				return checkETagDigest(c, [md5.Size]byte(md5h.Sum(nil)))
+			if sum.md5 != nil {
+				return checkETagDigest(c, [md5.Size]byte(sum.md5.Sum(nil)))
 			}
 			return nil
 		})
 	})
+}
+
+// needleSum sums the bytes written to it: always the CRC32C a volume
+// server states for a needle, and the MD5 of a filer e_tag when md5 is set.
+type needleSum struct {
+	crc uint32
+	md5 hash.Hash
+}
+
+func (s *needleSum) Write(p []byte) (int, error) {
+	s.crc = crc32.Update(s.crc, castagnoli, p)
+	if s.md5 != nil {
+		s.md5.Write(p)
+	}
+	return len(p), nil
 }
 
 // scatter copies data across dsts in order.

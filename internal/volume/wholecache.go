@@ -8,9 +8,10 @@ import (
 // NeedleCache keeps the verified logical bytes of the last few needles read,
 // for the HTTP reader here and the RDMA client alike.
 // A needle is only ever fetched whole (a whole needle is what its checksums
-// cover), while the page cache asks for a chunk a block at a time; without
-// this, every 256 KiB block of a 4 MiB chunk would fetch and verify all
-// 4 MiB again. Needles never change under a file id, so entries need no
+// cover), while callers may ask for a chunk a piece at a time; without
+// this, every piece of a 4 MiB chunk would fetch and verify all 4 MiB
+// again. The block cache's plain chunks bypass it (ReadChunkInto streams
+// them into its slots); gzipped and encrypted ones, decoded whole, use it. Needles never change under a file id, so entries need no
 // invalidation. It is safe for concurrent use; the slices it hands out are
 // shared and must not be written.
 type NeedleCache struct {
