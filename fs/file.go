@@ -88,6 +88,7 @@ func (f *file) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 	}
 	buf := dest[:min(int64(len(dest)), v.size-off)]
 	v.readahead(off, int64(len(buf)))
+	v.access = f.ra.Access()
 	if err := v.readAt(ctx, buf, off); err != nil {
 		return nil, toErrno(fmt.Sprintf("read %s [%d,+%d)", f.path, off, len(buf)), err)
 	}
@@ -136,6 +137,9 @@ type version struct {
 	entry *filerpb.Entry
 	cmap  *chunkmap.Map
 	size  int64
+	// access is how the file is being read, which decides how a miss is
+	// fetched (pagecache's plan).
+	access pagecache.Access
 }
 
 // readahead tells the stream detector about a read and starts fetching
@@ -190,7 +194,7 @@ func (fv version) readView(ctx context.Context, part []byte, v chunkmap.View) er
 		clear(part)
 		return nil
 	}
-	n, err := fv.f.fsys.chunks.ReadChunk(ctx, v.Chunk, v.ChunkOff, part)
+	n, err := fv.f.fsys.chunks.ReadChunkAt(ctx, v.Chunk, v.ChunkOff, part, fv.access)
 	if err != nil {
 		return fmt.Errorf("read chunk %s at %d: %w", v.Chunk.FileID, v.ChunkOff, err)
 	}

@@ -38,10 +38,12 @@ type Meta interface {
 }
 
 // ChunkReader reads the logical bytes [off, off+len(dst)) of a chunk; it
-// returns fewer only when the chunk ends first. Prefetch starts fetching a
-// range ahead of a reader without waiting. Safe for concurrent use.
+// returns fewer only when the chunk ends first. access says how the file
+// is being read, which decides how a miss is fetched. Prefetch starts
+// fetching a range ahead of a reader without waiting. Safe for concurrent
+// use.
 type ChunkReader interface {
-	ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error)
+	ReadChunkAt(ctx context.Context, c volume.Chunk, off int64, dst []byte, access pagecache.Access) (int, error)
 	// Prefetch returns the offset in the chunk up to which it started
 	// fetches; it stops early when it is out of prefetchers or budget.
 	Prefetch(c volume.Chunk, off, n int64) int64

@@ -260,7 +260,7 @@ func TestExactFaultOneReplica(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			m := startMount(t, fc.c, "-volumeServerAccess=publicUrl", "-cacheCapacityMB=16")
+			m := startMount(t, fc.c, "-volumeServerAccess=publicUrl", "-readerCacheSizeMB=16", "-cacheCapacityMB=0")
 			for _, p := range fc.proxies {
 				p.ResetStats()
 			}
@@ -318,7 +318,7 @@ func TestExactFaultOnlyReplica(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			m := startMount(t, fc.c, "-volumeServerAccess=publicUrl", "-cacheCapacityMB=16", "-readRetryTime="+budget.String())
+			m := startMount(t, fc.c, "-volumeServerAccess=publicUrl", "-readerCacheSizeMB=16", "-cacheCapacityMB=0", "-readRetryTime="+budget.String())
 			for _, f := range tc.files {
 				p.ResetStats()
 				p.SetFault(tc.fault, faultproxy.AnyGet, tc.n)
@@ -355,7 +355,7 @@ func TestExactCorruptRangedRead(t *testing.T) {
 		ctx := ctxT(t, 2*time.Minute)
 		_, _, big := exactFaultFiles(ctx, t, fc, "001")
 		firsts := fc.firsts(ctx, t, big.path, 2)
-		m := startMount(t, fc.c, "-volumeServerAccess=publicUrl", "-cacheCapacityMB=16")
+		m := startMount(t, fc.c, "-volumeServerAccess=publicUrl", "-readerCacheSizeMB=16", "-cacheCapacityMB=0")
 		for p, fids := range firsts {
 			p.SetFault(faultproxy.Flip, exactFids(fids, faultproxy.AnyGet), 0)
 		}
@@ -375,7 +375,7 @@ func TestExactCorruptRangedRead(t *testing.T) {
 		fc := exactStartFaultCluster(t, 1)
 		ctx := ctxT(t, 2*time.Minute)
 		_, _, big := exactFaultFiles(ctx, t, fc, "")
-		m := startMount(t, fc.c, "-volumeServerAccess=publicUrl", "-cacheCapacityMB=16", "-readRetryTime=2s")
+		m := startMount(t, fc.c, "-volumeServerAccess=publicUrl", "-readerCacheSizeMB=16", "-cacheCapacityMB=0", "-readRetryTime=2s")
 		for _, p := range fc.proxies {
 			p.SetFault(faultproxy.Flip, faultproxy.AnyGet, 0)
 		}
@@ -432,7 +432,7 @@ func TestExactCorruptRangedRead(t *testing.T) {
 		for p, fids := range firsts {
 			p.SetFault(faultproxy.Flip, exactFids(fids, faultproxy.AnyGet), 0)
 		}
-		m := startMount(t, fc.c, "-volumeServerAccess=publicUrl", "-cacheCapacityMB=16")
+		m := startMount(t, fc.c, "-volumeServerAccess=publicUrl", "-readerCacheSizeMB=16", "-cacheCapacityMB=0")
 		got, _, err := exactTimedRead(m.Dir, "/mf/file.bin")
 		var faulted int64
 		for addr, p := range fc.proxies {

@@ -61,7 +61,7 @@ func TestExactReplicaFailover(t *testing.T) {
 	t.Logf("%d chunks in %d volumes; listed first: %v; stopping volume%d first", len(e.GetChunks()), len(vids), first, victim)
 
 	const budget = 6 * time.Second // weedfuse's default -readRetryTime
-	m := startMount(t, c, "-filer.path=/rep", "-cacheCapacityMB=16", "-readRetryTime="+budget.String())
+	m := startMount(t, c, "-filer.path=/rep", "-readerCacheSizeMB=16", "-cacheCapacityMB=0", "-readRetryTime="+budget.String())
 	path := filepath.Join(m.Dir, "big.bin")
 
 	// The faults, each started from the middle of a pass and run beside

@@ -346,7 +346,7 @@ func TestExactOverwritesAndHoles(t *testing.T) {
 	}
 	require.NoError(t, rm.Unmount())
 
-	m := startMount(t, c, "-filer.path=/ow", "-cacheCapacityMB=16", "-readRetryTime=2s")
+	m := startMount(t, c, "-filer.path=/ow", "-readerCacheSizeMB=16", "-cacheCapacityMB=0", "-readRetryTime=2s")
 	rng := rand.New(rand.NewPCG(7, 7))
 	for _, name := range names {
 		got, err := os.ReadFile(filepath.Join(m.Dir, name))

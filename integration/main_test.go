@@ -50,7 +50,10 @@ func TestMain(m *testing.M) {
 func startMount(t *testing.T, c *cluster.Cluster, args ...string) *mount.Mount {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "mnt")
-	all := append([]string{"-filer=" + c.FilerMountSpec()}, args...)
+	// Each mount gets a disk cache of its own, unless the test names one:
+	// a test's cached bytes must not answer another test's reads.
+	all := []string{"-filer=" + c.FilerMountSpec(), "-cacheDir=" + t.TempDir()}
+	all = append(all, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	m, err := mount.Start(ctx, weedfuseBin, dir, 20*time.Second, all...)

@@ -45,12 +45,14 @@ import (
 
 // Options configure a Cache.
 type Options struct {
-	// Capacity is the memory, in bytes, for cached blocks. Readahead and
-	// fetches in flight take up to min(Capacity/8, MaxReadahead) +
-	// min(Capacity/16, MaxFetch) more. Default 128 MiB.
+	// Capacity is the memory tier, in bytes: all the block memory the
+	// cache maps (weed mount's -readerCacheSizeMB). Readahead takes up to
+	// min(Capacity/8, MaxReadahead) of it and fetches in flight
+	// min(Capacity/16, MaxFetch); cached blocks hold the rest. Default
+	// 128 MiB.
 	Capacity int64
-	// BlockSize is the unit of caching and of random-access fetches.
-	// Default 256 KiB.
+	// BlockSize is the unit of caching, of ranged fetches and of the disk
+	// tier's checksums. Default DefaultBlockSize.
 	BlockSize int64
 	// MaxFetch is the largest fetch the cache plans for: its reserve of
 	// slots for fetches in flight holds one. Default 8 MiB, the largest
@@ -61,6 +63,16 @@ type Options struct {
 	// FetchTimeout bounds one fetch, so that no reader waits forever.
 	// Default 60s; the fetcher's own retry budget is normally shorter.
 	FetchTimeout time.Duration
+	// DiskDir and DiskCapacity are the disk tier (weed mount's -cacheDir
+	// and -cacheCapacityMB); no tier when either is zero.
+	DiskDir      string
+	DiskCapacity int64
+	// Strict fetches and verifies whole needles for every miss, never a
+	// range that nothing can check (-verify=strict).
+	Strict bool
+	// Warn reports a problem with the options that the cache worked
+	// around (a disk capacity beyond the free space). May be nil.
+	Warn func(string)
 }
 
 func (o *Options) setDefaults() {
@@ -68,7 +80,7 @@ func (o *Options) setDefaults() {
 		o.Capacity = 128 << 20
 	}
 	if o.BlockSize <= 0 {
-		o.BlockSize = 256 << 10
+		o.BlockSize = DefaultBlockSize
 	}
 	if o.MaxFetch < o.BlockSize {
 		o.MaxFetch = max(8<<20, o.BlockSize)
@@ -90,6 +102,15 @@ type Stats struct {
 	PrefetchDropped    uint64 // prefetched blocks dropped unread
 	Fetches, FetchErrs uint64
 	Uncached           uint64 // blocks fetched to the heap: the arena was full
+	// RangeFetches count ranged fetches (random misses of needles in no
+	// tier); of their bytes, VerifiedRangeBytes were checked against a
+	// block table and UnverifiedBytes could not be.
+	RangeFetches, VerifiedRangeBytes, UnverifiedBytes uint64
+	// Fills count needles written to the disk tier in the background after
+	// a ranged fetch.
+	Fills uint64
+	// Disk is the disk tier's; zero without one.
+	Disk DiskStats
 }
 
 // Cache serves chunk reads from memory and fetches what it lacks. It is safe
@@ -125,8 +146,27 @@ type Cache struct {
 	// budget.
 	failed map[string]failure
 
+	// disk is the second tier; nil without one.
+	disk *disk
+	// fillSem bounds background fills of the disk tier.
+	fillSem chan struct{}
+
 	hits, misses, fetched, prefetched, prefetchUsed, prefetchDropped, fetches, fetchErrs, uncached atomic.Uint64
+	rangeFetches, verifiedRange, unverified, fills                                            atomic.Uint64
 }
+
+// DefaultBlockSize is the default unit of caching: small enough that a
+// random read of a needle in no tier fetches little (a 4 KiB read costs
+// one 64 KiB range, not a 4 MiB needle), large enough that a 1 MiB read
+// touches few blocks.
+const DefaultBlockSize = 64 << 10
+
+// smallNeedle is the size up to which a needle is always fetched whole: a
+// range would save little, and the whole needle is verified and kept.
+const smallNeedle = 1 << 20
+
+// maxFills bounds the background fills of the disk tier in flight.
+const maxFills = 2
 
 // MaxReadahead bounds the bytes prefetched and not yet read, over all
 // files: it is memory beyond the cache's capacity.
@@ -177,7 +217,7 @@ func New(f Fetcher, opts Options) (*Cache, error) {
 	// both modest, since they are memory beyond the capacity asked for.
 	raBudget := min(opts.Capacity/8, MaxReadahead)
 	reserve := min(opts.Capacity/16, opts.MaxFetch)
-	rcCost := max(opts.Capacity, opts.BlockSize)
+	rcCost := max(opts.Capacity-raBudget-reserve, opts.BlockSize)
 	a, err := newArena(rcCost+raBudget+reserve, opts.BlockSize)
 	if err != nil {
 		return nil, err
@@ -187,6 +227,13 @@ func New(f Fetcher, opts Options) (*Cache, error) {
 		prefetchSem: make(chan struct{}, opts.Prefetchers),
 		inflight:    make(map[string]*fetch),
 		failed:      make(map[string]failure),
+		fillSem:     make(chan struct{}, maxFills),
+	}
+	if opts.DiskDir != "" && opts.DiskCapacity > 0 {
+		if c.disk, err = newDisk(opts.DiskDir, opts.DiskCapacity, opts.BlockSize, opts.Warn); err != nil {
+			a.close()
+			return nil, err
+		}
 	}
 	c.rc, err = ristretto.NewCache(&ristretto.Config[string, blockRef]{
 		NumCounters:        max(10*rcCost/opts.BlockSize, 1000),
@@ -216,20 +263,27 @@ func (c *Cache) Close() {
 
 // Stats returns the counters.
 func (c *Cache) Stats() Stats {
-	return Stats{
+	s := Stats{
 		Hits: c.hits.Load(), Misses: c.misses.Load(),
 		FetchedBytes: c.fetched.Load(), PrefetchedBytes: c.prefetched.Load(),
 		PrefetchUsedBytes: c.prefetchUsed.Load(), PrefetchDropped: c.prefetchDropped.Load(),
 		Fetches: c.fetches.Load(), FetchErrs: c.fetchErrs.Load(), Uncached: c.uncached.Load(),
+		RangeFetches: c.rangeFetches.Load(), VerifiedRangeBytes: c.verifiedRange.Load(),
+		UnverifiedBytes: c.unverified.Load(), Fills: c.fills.Load(),
 	}
+	if c.disk != nil {
+		s.Disk = c.disk.stats()
+	}
+	return s
 }
 
-// blockKey names block blk of chunk ch. It includes the block's length:
+// blockKey names block blk of chunk ch by the chunk's Key (what decodes
+// differently never shares a block) and the block's length:
 // one needle may stand in files as chunks of different sizes (weed mount
 // truncates by lowering a chunk's size), and a block cut short for one
 // must never serve a reader of the other.
 func (c *Cache) blockKey(ch volume.Chunk, blk int64) string {
-	return ch.FileID + "#" + strconv.FormatInt(blk, 10) + "#" + strconv.FormatInt(c.blockLen(ch, blk), 10)
+	return ch.Key() + "#" + strconv.FormatInt(blk, 10) + "#" + strconv.FormatInt(c.blockLen(ch, blk), 10)
 }
 
 // blockLen is the length of block blk of chunk ch.
@@ -248,10 +302,28 @@ func (c *Cache) cached(key string, dst []byte, off, end, b int64) bool {
 	return err == nil // a wrong-sized block is a miss; the key rules it out
 }
 
-// ReadChunk fills dst with the chunk's logical bytes from off, from cached
-// blocks where it can, fetching each missing run of blocks once. It returns
-// fewer than len(dst) bytes only at the chunk's end.
+// Access says how a file is being read, as its reader's stream detector
+// sees it: it decides how a miss is fetched (see plan).
+type Access uint8
+
+const (
+	// Sequential reads fetch whole needles, verified, and keep them.
+	Sequential Access = iota
+	// Random reads of large plain needles in no tier fetch just their
+	// blocks.
+	Random
+)
+
+// ReadChunk is ReadChunkAt for a sequential reader.
 func (c *Cache) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst []byte) (int, error) {
+	return c.ReadChunkAt(ctx, ch, off, dst, Sequential)
+}
+
+// ReadChunkAt fills dst with the chunk's logical bytes from off, from the
+// memory tier, then the disk tier, fetching each missing run of blocks
+// once, as plan says for access. It returns fewer than len(dst) bytes only
+// at the chunk's end.
+func (c *Cache) ReadChunkAt(ctx context.Context, ch volume.Chunk, off int64, dst []byte, access Access) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("read chunk %s: negative offset %d", ch.FileID, off)
 	}
@@ -263,11 +335,8 @@ func (c *Cache) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst [
 	first, last := off/bs, (end-1)/bs
 	// Look every block up first, then start one fetch per missing run, so
 	// that a large read costs one request per run rather than per block.
-	// A run goes on to the chunk's end: the fetcher reads whole needles
-	// (the only way to verify them), so the rest of the chunk comes at no
-	// extra cost. Every fetch in waits carries a slot reference of this
-	// reader's.
-	chunkLast := (ch.Size - 1) / bs
+	// How far a run goes is plan's business. Every fetch in waits carries
+	// a slot reference of this reader's.
 	var waitBuf [8]*fetch // a 1 MiB read of 256 KiB blocks needs 4 or 5
 	waits := waitBuf[:0]
 	if n := int(last - first + 1); n <= len(waitBuf) {
@@ -288,7 +357,7 @@ func (c *Cache) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst [
 			b++
 			continue
 		}
-		b += c.claimRun(ch, b, chunkLast, false, waits[b-first:])
+		b += c.claimRun(ch, b, last, access, false, waits[b-first:])
 	}
 	for i, f := range waits {
 		if f == nil {
@@ -356,14 +425,16 @@ func (c *Cache) cacheBlock(key string, f *fetch) {
 	}
 }
 
-// claimRun registers fetches for the run of blocks from b through last that
-// are neither cached nor in flight, starts one fetch for them, and stores in
+// claimRun registers fetches for the run of blocks from b on that are
+// neither cached nor in flight, starts one fetch for them, and stores in
 // waits (as far as it is long) what each block of the run waits on, each
-// with a slot reference for the caller. A demand run on a chunk nobody has
-// touched starts at the chunk's start, where the arena has room: the blocks
-// before b come with the needle anyway. It returns how many blocks from b
-// on it covered (at least one).
-func (c *Cache) claimRun(ch volume.Chunk, b, last int64, prefetch bool, waits []*fetch) int64 {
+// with a slot reference for the caller. want is the last block the caller
+// needs; the plan for the miss says how far past it the run goes (see
+// planLocked). A whole-needle run on a chunk nobody has touched starts at
+// the chunk's start, where the arena has room: the blocks before b come
+// with the needle anyway. It returns how many blocks from b on it covered
+// (at least one).
+func (c *Cache) claimRun(ch volume.Chunk, b, want int64, access Access, prefetch bool, waits []*fetch) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	key := c.blockKey(ch, b)
@@ -388,11 +459,21 @@ func (c *Cache) claimRun(ch volume.Chunk, b, last int64, prefetch bool, waits []
 		}
 		return 1
 	}
+	p := c.planLocked(ch, access)
+	last := (ch.Size - 1) / c.opts.BlockSize
+	switch {
+	case p != planWhole:
+		last = want
+	case c.disk != nil:
+		// The whole needle lands on disk; memory takes what a reader
+		// will want soon.
+		last = min(last, max(want, b+c.opts.MaxFetch/c.opts.BlockSize-1))
+	}
 	// Prefetched blocks wait in inflight for a reader, so readahead never
 	// reaches back: a stream that began mid-chunk would not take them.
 	from := b
 	var pre []blockRef
-	if !prefetch && b > 0 && c.untouchedLocked(ch, last) {
+	if p == planWhole && !prefetch && b > 0 && c.untouchedLocked(ch, last) {
 		from = 0
 		for blk := from; blk < b; blk++ {
 			ref, ok := c.arena.alloc(int(c.blockLen(ch, blk)))
@@ -454,7 +535,7 @@ func (c *Cache) claimRun(ch volume.Chunk, b, last int64, prefetch bool, waits []
 	}
 	c.trimReadaheadLocked()
 	c.wg.Add(1)
-	go c.fetchRun(ch, from, run)
+	go c.fetchRun(ch, from, run, p)
 	return covered
 }
 
@@ -504,24 +585,24 @@ func (c *Cache) trimReadaheadLocked() {
 	}
 }
 
-// fetchRun fetches blocks b, b+1, … of ch in one request into their slots
+// fetchRun fetches blocks b, b+1, … of ch as plan p says, into their slots,
 // and completes their fetches. Demand fetches leave the inflight table once
 // done, their slot reference passing to the cache; prefetches stay until
 // taken.
-func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch) {
+func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch, p plan) {
 	defer c.wg.Done()
 	start := b * c.opts.BlockSize
 	total := 0
 	for _, f := range run {
 		total += f.n
 	}
-	// The run lands straight in its slots when the fetcher can scatter.
+	// The run lands straight in its slots.
 	dsts := make([][]byte, len(run))
 	for i, f := range run {
 		dsts[i] = c.data(f)
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.FetchTimeout)
-	n, err := readInto(ctx, c.f, ch, start, dsts)
+	n, err := c.fetchPlanned(ctx, ch, start, dsts, p)
 	cancel()
 	c.fetches.Add(1)
 	if err == nil && n != total {
@@ -581,7 +662,7 @@ func (c *Cache) Prefetch(ch volume.Chunk, off, n int64) int64 {
 		return off + n
 	}
 	bs := c.opts.BlockSize
-	last, chunkLast := (end-1)/bs, (ch.Size-1)/bs
+	last := (end - 1) / bs
 	for b := off / bs; b <= last; {
 		if _, ok := c.rc.Get(c.blockKey(ch, b)); ok {
 			b++
@@ -599,16 +680,16 @@ func (c *Cache) Prefetch(ch volume.Chunk, off, n int64) int64 {
 		default:
 			return b * bs
 		}
-		b += c.claimRunReleasing(ch, b, chunkLast)
+		b += c.claimRunReleasing(ch, b, last)
 	}
 	return off + n
 }
 
 // claimRunReleasing claims a prefetch run and releases its prefetcher slot
 // when the run's fetch ends (or at once, when it joined a fetch under way).
-func (c *Cache) claimRunReleasing(ch volume.Chunk, b, last int64) int64 {
+func (c *Cache) claimRunReleasing(ch volume.Chunk, b, want int64) int64 {
 	waits := make([]*fetch, 1)
-	n := c.claimRun(ch, b, last, true, waits)
+	n := c.claimRun(ch, b, want, Sequential, true, waits)
 	f := waits[0]
 	c.arena.release(f.ref) // readahead keeps no reference of its own
 	if !f.prefetch {

@@ -138,7 +138,7 @@ func TestPrefetchedScanIsFetchedOnce(t *testing.T) {
 		}
 	}
 	if got := f.bytes.Load(); got != size {
-		t.Errorf("fetched %d bytes for a %d-byte scan, want each byte once", got, size)
+		t.Errorf("fetched %d bytes for a %d-byte scan, want each byte once: %+v", got, size, c.Stats())
 	}
 	if s := c.Stats(); s.PrefetchUsedBytes == 0 {
 		t.Errorf("no prefetched byte was used: %+v", s)

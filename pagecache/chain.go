@@ -22,6 +22,35 @@ type scatterFetcher interface {
 	ReadChunkInto(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error)
 }
 
+// teeFetcher is a scatterFetcher that can also hand the needle's whole
+// logical bytes, verified before it returns nil, to a sink: the disk tier
+// keeps the needle while the memory tier keeps the run it asked for. Safe
+// for concurrent use.
+type teeFetcher interface {
+	ReadChunkTee(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte, whole volume.NeedleSink) (int, error)
+}
+
+// rangeFetcher reads just a byte range of a plain chunk, which it cannot
+// verify; the cache checks it against a block table or counts it as
+// unverified. Chunks it cannot cut answer volume.ErrNotServed. Safe for
+// concurrent use.
+type rangeFetcher interface {
+	ReadRange(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error)
+}
+
+// readIntoTee is readInto that also fills sink with the whole needle when
+// f can tee. Otherwise sink is left empty, and so never committed.
+func readIntoTee(ctx context.Context, f Fetcher, c volume.Chunk, off int64, dsts [][]byte, sink volume.NeedleSink) (int, error) {
+	if tf, ok := f.(teeFetcher); ok && sink != nil {
+		return tf.ReadChunkTee(ctx, c, off, dsts, sink)
+	}
+	n, err := readInto(ctx, f, c, off, dsts)
+	if sink != nil {
+		sink.Reset()
+	}
+	return n, err
+}
+
 // readInto fills dsts from f: straight when f can scatter (which it is
 // asked to even for one buffer, since a scattering fetcher streams into
 // the caller's memory), otherwise through one buffer and a copy.
@@ -65,6 +94,37 @@ func (ch Chain) ReadChunkInto(ctx context.Context, c volume.Chunk, off int64, ds
 		errs = append(errs, err)
 	}
 	return 0, fmt.Errorf("read chunk %s: no fetcher could serve it: %w", c.FileID, errors.Join(errs...))
+}
+
+// ReadChunkTee is ReadChunkInto that tees the whole needle into sink
+// where the serving step can.
+func (ch Chain) ReadChunkTee(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte, sink volume.NeedleSink) (int, error) {
+	var errs []error
+	for _, f := range ch {
+		n, err := readIntoTee(ctx, f, c, off, dsts, sink)
+		if err == nil || !errors.Is(err, volume.ErrNotServed) {
+			return n, err
+		}
+		errs = append(errs, err)
+	}
+	return 0, fmt.Errorf("read chunk %s: no fetcher could serve it: %w", c.FileID, errors.Join(errs...))
+}
+
+// ReadRange asks the steps that read ranges, in order.
+func (ch Chain) ReadRange(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error) {
+	var errs []error
+	for _, f := range ch {
+		rf, ok := f.(rangeFetcher)
+		if !ok {
+			continue
+		}
+		n, err := rf.ReadRange(ctx, c, off, dsts)
+		if err == nil || !errors.Is(err, volume.ErrNotServed) {
+			return n, err
+		}
+		errs = append(errs, err)
+	}
+	return 0, fmt.Errorf("read range of chunk %s: no fetcher reads ranges: %w", c.FileID, errors.Join(append(errs, volume.ErrNotServed)...))
 }
 
 // ReadChunk implements Fetcher.

@@ -74,3 +74,14 @@ func (r *Readahead) Rewind(off int64) {
 	}
 	r.mu.Unlock()
 }
+
+// Access says how the file is being read now: Sequential while a stream is
+// under way, Random otherwise.
+func (r *Readahead) Access() Access {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.window > 0 {
+		return Sequential
+	}
+	return Random
+}

@@ -22,6 +22,8 @@ type config struct {
 	volumeServerAccess string
 	concurrentReaders  int
 	cacheCapacityMB    int
+	cacheDir           string
+	readerCacheSizeMB  int
 	cacheMetaTTLSec    int
 	nonempty           bool
 	dirAutoCreate      bool
@@ -38,6 +40,7 @@ type config struct {
 	// weedfuse's own flags.
 	readAheadKB int
 	verifyETag  bool
+	verify      string
 	metricsAddr string
 
 	rdmaEnabled       bool
@@ -59,13 +62,13 @@ var ignoredFlags = map[string]bool{
 	"asyncDio": true, "autofs": true, "cacheSymlink": true, "df.logical": true,
 	"dlm": true, "peer.enable": true, "posix.dirNLink": true, "sys.novncache": true,
 	"writebackCache": true, "includeSystemEntries": true,
-	"cacheDir": false, "cacheDirMaxEntries": false, "cacheDirWrite": false, "chunkSizeLimitMB": false,
+	"cacheDirMaxEntries": false, "cacheDirWrite": false, "chunkSizeLimitMB": false,
 	"collection": false, "collectionQuotaMB": false, "concurrentWriters": false,
 	"cpuprofile": false, "dirIdleEvictSec": false, "disk": false,
 	"fuse.congestionThreshold": false, "localSocket": false, "map.gid": false,
 	"map.uid": false, "memoryLimitMB": false, "memprofile": false,
 	"metadataFlushSeconds": false, "peer.advertise": false, "peer.dataCenter": false,
-	"peer.listen": false, "peer.rack": false, "readerCacheSizeMB": false,
+	"peer.listen": false, "peer.rack": false,
 	"replication": false, "ttl": false, "windows.gid": false, "windows.uid": false,
 	"writeBufferSizeMB": false,
 }
@@ -105,7 +108,9 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.dataCenter, "dataCenter", "", "prefer volume servers in this data center")
 	fs.StringVar(&c.volumeServerAccess, "volumeServerAccess", "direct", "access volume servers by [direct|publicUrl|filerProxy]")
 	fs.IntVar(&c.concurrentReaders, "concurrentReaders", 128, "limit concurrent chunk fetches for read operations")
-	fs.IntVar(&c.cacheCapacityMB, "cacheCapacityMB", 128, "chunk read cache capacity in MB")
+	fs.IntVar(&c.cacheCapacityMB, "cacheCapacityMB", 128, "file chunk read cache capacity in MB: the disk cache under -cacheDir (0: none)")
+	fs.StringVar(&c.cacheDir, "cacheDir", os.TempDir(), "local cache directory for file chunks")
+	fs.IntVar(&c.readerCacheSizeMB, "readerCacheSizeMB", 256, "memory budget in MiB for cached and in-flight chunk blocks across all files")
 	fs.IntVar(&c.cacheMetaTTLSec, "cacheMetaTtlSec", 60, "metadata cache validity seconds")
 	fs.BoolVar(&c.nonempty, "nonempty", false, "allow mounting over a non-empty directory")
 	fs.BoolVar(&c.dirAutoCreate, "dirAutoCreate", false, "create the mount directory if it does not exist")
@@ -121,6 +126,7 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 
 	fs.IntVar(&c.readAheadKB, "readAheadKB", 4096, "weedfuse: kernel readahead for the mount (bdi read_ahead_kb); 0 keeps the kernel's")
 	fs.BoolVar(&c.verifyETag, "verifyETag", false, "weedfuse: check every chunk against the filer's e_tag MD5 too (the volume server's CRC32C is always checked; MD5 costs ~1.4 ms of CPU per MiB)")
+	fs.StringVar(&c.verify, "verify", "ranges", "weedfuse: ranges (a random read of a needle in no cache fetches just its blocks, checked against the needle's block table where one is known, else counted as unverified) or strict (every miss fetches and checks the whole needle)")
 	fs.StringVar(&c.metricsAddr, "metrics.address", "", "weedfuse: serve counters at http://ADDR/metrics (e.g. 127.0.0.1:9327)")
 
 	fs.BoolVar(&c.rdmaEnabled, "rdma.enabled", false, "read chunks over RDMA through weedrdma sidecars")

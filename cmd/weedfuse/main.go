@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -33,6 +35,9 @@ import (
 
 func main() {
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
+	if len(os.Args) > 1 && os.Args[1] == "warmup" {
+		os.Exit(warmupMain(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -55,6 +60,9 @@ func run(cfg *config) error {
 	dir, err := prepareMountpoint(cfg)
 	if err != nil {
 		return err
+	}
+	if cfg.verify != "ranges" && cfg.verify != "strict" {
+		return fmt.Errorf("-verify %q: want ranges or strict", cfg.verify)
 	}
 	switch cfg.volumeServerAccess {
 	case "direct", "publicUrl":
@@ -114,8 +122,17 @@ func run(cfg *config) error {
 			chain = pagecache.Chain{rdmaClient}
 		}
 	}
-	capacity := int64(max(cfg.cacheCapacityMB, 16)) << 20
-	cache, err := pagecache.New(chain, pagecache.Options{Capacity: capacity})
+	capacity := int64(max(cfg.readerCacheSizeMB, 16)) << 20
+	cacheOpts := pagecache.Options{
+		Capacity: capacity,
+		Strict:   cfg.verify == "strict",
+		Warn:     func(s string) { log.Printf("weedfuse: %s", s) },
+	}
+	if cfg.cacheCapacityMB > 0 && cfg.cacheDir != "" {
+		cacheOpts.DiskDir = diskCacheDir(cfg.cacheDir, fc.Addresses())
+		cacheOpts.DiskCapacity = int64(cfg.cacheCapacityMB) << 20
+	}
+	cache, err := pagecache.New(chain, cacheOpts)
 	if err != nil {
 		return err
 	}
@@ -180,6 +197,19 @@ func run(cfg *config) error {
 	}
 	<-done
 	return nil
+}
+
+// diskCacheDir is the disk cache's directory under -cacheDir: one per
+// cluster, named for its filers, since file ids are unique only within a
+// cluster. Mounts of one cluster share it (see pagecache's disk tier).
+func diskCacheDir(cacheDir string, filers []filer.Address) string {
+	names := make([]string, 0, len(filers))
+	for _, a := range filers {
+		names = append(names, a.HTTP)
+	}
+	slices.Sort(names)
+	h := sha256.Sum256([]byte(strings.Join(names, ",")))
+	return filepath.Join(cacheDir, "weedfuse", hex.EncodeToString(h[:8]))
 }
 
 func prepareMountpoint(cfg *config) (string, error) {
@@ -308,6 +338,23 @@ func writeMetrics(w io.Writer, m metricsSources) {
 		{"weedfuse_readahead_bytes_total", c.PrefetchedBytes},
 		{"weedfuse_readahead_used_bytes_total", c.PrefetchUsedBytes},
 		{"weedfuse_readahead_dropped_blocks_total", c.PrefetchDropped},
+		{"weedfuse_http_range_fetches_total", h.RangeFetches},
+		{"weedfuse_http_range_bytes_total", h.RangeBytes},
+		{"weedfuse_cache_range_fetches_total", c.RangeFetches},
+		{"weedfuse_cache_verified_range_bytes_total", c.VerifiedRangeBytes},
+		{"weedfuse_cache_unverified_bytes_total", c.UnverifiedBytes},
+		{"weedfuse_disk_fills_total", c.Fills},
+		{"weedfuse_disk_capacity_bytes", c.Disk.Capacity},
+		{"weedfuse_disk_used_bytes", c.Disk.Used},
+		{"weedfuse_disk_entries", c.Disk.Entries},
+		{"weedfuse_disk_hits_total", c.Disk.Hits},
+		{"weedfuse_disk_hit_bytes_total", c.Disk.HitBytes},
+		{"weedfuse_disk_misses_total", c.Disk.Misses},
+		{"weedfuse_disk_writes_total", c.Disk.Writes},
+		{"weedfuse_disk_written_bytes_total", c.Disk.WrittenBytes},
+		{"weedfuse_disk_write_errors_total", c.Disk.WriteErrors},
+		{"weedfuse_disk_corrupt_total", c.Disk.Corrupt},
+		{"weedfuse_disk_evictions_total", c.Disk.Evictions},
 	} {
 		fmt.Fprintf(w, "%s %v\n", kv.name, kv.v)
 	}

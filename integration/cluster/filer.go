@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"path"
 	"strings"
 	"time"
@@ -28,6 +29,12 @@ var ErrNotFound = errors.New("not found")
 // filer's -maxMB are split into chunks of that size.
 func (c *Cluster) Put(ctx context.Context, path string, data []byte) error {
 	return c.put(ctx, path, bytes.NewReader(data), int64(len(data)))
+}
+
+// PutChunked is Put with chunks of maxMB MiB, as `weed upload -maxMB` or
+// `weed filer.copy -maxMB` write them.
+func (c *Cluster) PutChunked(ctx context.Context, path string, data []byte, maxMB int) error {
+	return c.putQuery(ctx, path, bytes.NewReader(data), int64(len(data)), url.Values{"maxMB": {strconv.Itoa(maxMB)}})
 }
 
 // PutFile streams the local file localFile to path, as Put does.
@@ -49,9 +56,14 @@ func (c *Cluster) PutFile(ctx context.Context, path, localFile string) error {
 // the filer decides from the name, as for any upload, whether to gzip a
 // chunk (it does for .txt and other text types).
 func (c *Cluster) put(ctx context.Context, p string, body io.Reader, size int64) error {
+	return c.putQuery(ctx, p, body, size, url.Values{})
+}
+
+func (c *Cluster) putQuery(ctx context.Context, p string, body io.Reader, size int64, q url.Values) error {
 	// Without mode, HTTP uploads get 0660, which other users could not read
 	// through a mount.
-	u := c.filerURL(p, url.Values{"mode": {"0644"}})
+	q.Set("mode", "0644")
+	u := c.filerURL(p, q)
 	if size == 0 {
 		// An empty non-nil body would be sent chunked, of unknown length.
 		body = http.NoBody

@@ -81,7 +81,7 @@ head -c 41943040 /dev/urandom > $W/src/forty.bin
 i=0; while [ $i -lt 40000 ]; do echo "line $i of a compressible text file read through weedfuse"; i=$((i + 1)); done > $W/src/text.txt
 ./weed filer.copy $W/src/* http://127.0.0.1:8888/e2e/ >$W/copy.log 2>&1 || { cat $W/copy.log; fail "filer.copy"; }
 ./weedfuse -filer=127.0.0.1:8888 -dir=/mnt/w -filer.path=/e2e -rdma.enabled -rdma.sidecar=127.0.0.1:8080=127.0.0.1:18515 \
-  -rdma.fallback -rdma.maxConcurrent=8 -rdma.timeoutMs=20000 -cacheCapacityMB=16 -metrics.address=127.0.0.1:9327 >$W/mount.log 2>&1 &
+  -rdma.fallback -rdma.maxConcurrent=8 -rdma.timeoutMs=20000 -readerCacheSizeMB=16 -cacheCapacityMB=0 -metrics.address=127.0.0.1:9327 >$W/mount.log 2>&1 &
 PIDS="$PIDS $!"
 i=0; until [ -f /mnt/w/one.bin ]; do i=$((i + 1)); [ $i -gt 120 ] && { cat $W/mount.log; fail "mount"; }; sleep 0.5; done
 MOUNTED=1

@@ -29,7 +29,11 @@
 // rdma) is handed, so that all of them decode a chunk the same way.
 package volume
 
-import "errors"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+)
 
 // Chunk describes one stored chunk (a needle) as the filer lists it. It carries
 // everything a fetcher needs to return the chunk's logical bytes.
@@ -54,6 +58,35 @@ type Chunk struct {
 	// not (see Decode).
 	ETag string
 }
+
+// Key names the decoded bytes of the chunk's needle: the file id, plus what
+// changes how its stored bytes decode (the cipher key and the compression
+// flag). Two entries naming one needle with different keys or flags must
+// never share a cache entry: an encrypted file would read back as
+// ciphertext. Size is not part of it: a chunk is a prefix of its needle,
+// and caches keep the whole needle. The e_tag is: it names the content, so
+// a cache directory that outlived its cluster (a fresh cluster reuses file
+// ids) cannot answer for another needle that happens to share the id.
+func (c Chunk) Key() string {
+	if len(c.CipherKey) == 0 && !c.Compressed && c.ETag == "" {
+		return c.FileID
+	}
+	h := sha256.New()
+	h.Write(c.CipherKey)
+	if c.Compressed {
+		h.Write([]byte{1})
+	} else {
+		h.Write([]byte{0})
+	}
+	h.Write([]byte(c.ETag))
+	return c.FileID + "+" + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// Plain reports whether the chunk's stored bytes are its logical bytes as
+// the filer describes it: neither encrypted nor compressed. Only such a
+// chunk can be read by byte range. (A volume server may still hold it
+// gzipped; asked without gzip, it decodes before it cuts the range.)
+func (c Chunk) Plain() bool { return len(c.CipherKey) == 0 && !c.Compressed }
 
 // ErrNotServed is returned by a fetcher in a chain that cannot serve this
 // chunk at all (not connected, unhealthy, unsupported encoding). The next

@@ -99,6 +99,8 @@ type Reader struct {
 	corrupt         atomic.Int64
 	fetches         atomic.Int64
 	fetchedBytes    atomic.Int64
+	rangeFetches    atomic.Int64
+	rangeBytes      atomic.Int64
 }
 
 // New returns a Reader that finds volume servers through loc.
@@ -167,6 +169,9 @@ type Stats struct {
 	// stored bytes, cache misses all. FetchedBytes over Bytes is the cost
 	// of fetching whole needles for partial reads.
 	Fetches, FetchedBytes int64
+	// RangeFetches and RangeBytes count ranged GETs (ReadRange) and the
+	// bytes they brought, which this package could not verify.
+	RangeFetches, RangeBytes int64
 }
 
 // Stats returns the counters. Each is read atomically; together they are a
@@ -181,6 +186,8 @@ func (r *Reader) Stats() Stats {
 		Corrupt:         r.corrupt.Load(),
 		Fetches:         r.fetches.Load(),
 		FetchedBytes:    r.fetchedBytes.Load(),
+		RangeFetches:    r.rangeFetches.Load(),
+		RangeBytes:      r.rangeBytes.Load(),
 	}
 }
 
@@ -232,7 +239,7 @@ func (r *Reader) readChunk(ctx context.Context, c Chunk, off int64, dst []byte) 
 		return 0, fmt.Errorf("read chunk: %w", err)
 	}
 	if off == 0 && int64(n) == c.Size && r.streamable(c) {
-		if err := r.readRangeInto(ctx, vid, c, 0, [][]byte{dst[:n]}); err != nil {
+		if err := r.readRangeInto(ctx, vid, c, 0, [][]byte{dst[:n]}, nil); err != nil {
 			return 0, err
 		}
 		return n, nil
@@ -253,6 +260,26 @@ func (r *Reader) readChunk(ctx context.Context, c Chunk, off int64, dst []byte) 
 // fewer than the buffers hold only at the chunk's end. Safe for concurrent
 // use.
 func (r *Reader) ReadChunkInto(ctx context.Context, c Chunk, off int64, dsts [][]byte) (int, error) {
+	return r.ReadChunkTee(ctx, c, off, dsts, nil)
+}
+
+// NeedleSink takes the whole logical bytes of a needle, in order, while a
+// fetch reads them. Reset starts over: a failed attempt's bytes are void
+// and another replica's follow. A fetch that returns nil has verified
+// everything it wrote since the last Reset; until then the bytes are
+// unchecked, so the sink's owner keeps nothing before the fetch succeeds.
+// Write must not fail the fetch: a sink that cannot keep the bytes (a full
+// disk) notes that itself and answers len(p), nil. Calls come from one
+// goroutine at a time.
+type NeedleSink interface {
+	io.Writer
+	Reset()
+}
+
+// ReadChunkTee is ReadChunkInto that also hands the needle's whole logical
+// bytes to whole (when not nil): the block cache keeps the run it asked
+// for in memory and the needle on disk, from one fetch.
+func (r *Reader) ReadChunkTee(ctx context.Context, c Chunk, off int64, dsts [][]byte, whole NeedleSink) (int, error) {
 	total := 0
 	for _, d := range dsts {
 		total += len(d)
@@ -265,9 +292,10 @@ func (r *Reader) ReadChunkInto(ctx context.Context, c Chunk, off int64, dsts [][
 	if off < 0 || off > c.Size {
 		return 0, fmt.Errorf("read chunk %s: offset %d outside its %d bytes", c.FileID, off, c.Size)
 	}
-	if want := min(int64(total), c.Size-off); want > 0 && r.streamable(c) {
+	// A sink alone (nothing to keep in memory) streams too.
+	if want := min(int64(total), c.Size-off); (want > 0 || whole != nil) && r.streamable(c) {
 		dsts = trimPieces(dsts, want)
-		if err := r.readRangeInto(ctx, vid, c, off, dsts); err != nil {
+		if err := r.readRangeInto(ctx, vid, c, off, dsts, whole); err != nil {
 			r.failed.Add(1)
 			return 0, err
 		}
@@ -279,6 +307,10 @@ func (r *Reader) ReadChunkInto(ctx context.Context, c Chunk, off int64, dsts [][
 	if err != nil {
 		r.failed.Add(1)
 		return 0, err
+	}
+	if whole != nil {
+		whole.Reset()
+		whole.Write(data)
 	}
 	end := min(off+int64(total), c.Size)
 	scatter(dsts, data[off:end])
@@ -294,7 +326,7 @@ func (r *Reader) streamable(c Chunk) bool {
 	if len(c.CipherKey) > 0 || c.Compressed {
 		return false
 	}
-	_, cached := r.whole.Get(c.FileID)
+	_, cached := r.whole.Get(c.Key())
 	return !cached
 }
 
@@ -324,23 +356,29 @@ func trimPieces(dsts [][]byte, n int64) [][]byte {
 // the chunk's size (stored gzipped, or longer than its chunk after a
 // truncate) is read from the same answer the general way, cached and
 // copied. The checks are fetch's.
-func (r *Reader) readRangeInto(ctx context.Context, vid uint32, c Chunk, off int64, dsts [][]byte) error {
+func (r *Reader) readRangeInto(ctx context.Context, vid uint32, c Chunk, off int64, dsts [][]byte, whole NeedleSink) error {
 	return r.withReplicas(ctx, vid, c.FileID, func(ctx context.Context, addr string) error {
-		return r.request(ctx, addr, c, func(resp *http.Response, body io.Reader) error {
+		return r.request(ctx, addr, c, "", func(resp *http.Response, body io.Reader) error {
 			if resp.StatusCode != http.StatusOK {
 				return &statusError{code: resp.StatusCode, status: resp.Status}
+			}
+			if whole != nil {
+				whole.Reset()
 			}
 			if resp.Header.Get("Content-Encoding") != "" || resp.ContentLength != c.Size {
 				logical, err := r.readNeedle(c, resp, body)
 				if err != nil {
 					return err
 				}
-				r.whole.Put(c.FileID, logical)
+				r.whole.Put(c.Key(), logical)
+				if whole != nil {
+					whole.Write(logical)
+				}
 				scatter(dsts, logical[off:]) // DecodeVerified checked its length
 				return nil
 			}
 			crcSum, crcChecked := NeedleCRC(resp.Header.Get("ETag"))
-			sum := needleSum{}
+			sum := needleSum{sink: whole}
 			if r.opts.VerifyETag || !crcChecked {
 				sum.md5 = md5.New()
 			}
@@ -378,15 +416,20 @@ func (r *Reader) readRangeInto(ctx context.Context, vid uint32, c Chunk, off int
 
 // needleSum sums the bytes written to it: always the CRC32C a volume
 // server states for a needle, and the MD5 of a filer e_tag when md5 is set.
+// It passes them on to sink, when set, which keeps the whole needle.
 type needleSum struct {
-	crc uint32
-	md5 hash.Hash
+	crc  uint32
+	md5  hash.Hash
+	sink NeedleSink
 }
 
 func (s *needleSum) Write(p []byte) (int, error) {
 	s.crc = crc32.Update(s.crc, castagnoli, p)
 	if s.md5 != nil {
 		s.md5.Write(p)
+	}
+	if s.sink != nil {
+		s.sink.Write(p)
 	}
 	return len(p), nil
 }
@@ -403,15 +446,15 @@ func scatter(dsts [][]byte, data []byte) {
 // concurrent reader of the needle. The slice is shared: it must not be
 // written.
 //
-// Cache and flight are keyed by file id alone. A file id names one needle
-// forever, and every chunk naming it carries the same cipher key,
-// compression and e_tag; only Size differs, between a chunk and its
-// truncated self, which is why the whole needle is kept and the length is
-// checked for each caller.
+// Cache and flight are keyed by Chunk.Key: the file id and what changes
+// how its bytes decode, so that two entries naming one needle with
+// different cipher keys or compression flags never share decoded bytes.
+// Size differs between a chunk and its truncated self, which is why the
+// whole needle is kept and the length is checked for each caller.
 func (r *Reader) needle(ctx context.Context, vid uint32, c Chunk) ([]byte, error) {
-	data, ok := r.whole.Get(c.FileID)
+	data, ok := r.whole.Get(c.Key())
 	for !ok {
-		v, err, _ := r.flight.Do(c.FileID, func() (any, error) {
+		v, err, _ := r.flight.Do(c.Key(), func() (any, error) {
 			var fetched []byte
 			err := r.withReplicas(ctx, vid, c.FileID, func(ctx context.Context, addr string) error {
 				var err error
@@ -421,7 +464,7 @@ func (r *Reader) needle(ctx context.Context, vid uint32, c Chunk) ([]byte, error
 			if err != nil {
 				return nil, err
 			}
-			r.whole.Put(c.FileID, fetched)
+			r.whole.Put(c.Key(), fetched)
 			return fetched, nil
 		})
 		// The shared fetch ran under the ctx of whichever reader started
@@ -616,11 +659,11 @@ func isPermanent(err error) bool {
 // progress for StallTimeout.
 var errStalled = errors.New("volume server stalled")
 
-// request sends a GET for the whole needle of c to addr and passes the
+// request sends a GET for the whole needle of c (or the range rng) to addr and passes the
 // reply to handle. The request is abandoned when StallTimeout passes without
 // progress: no response headers yet, or no body bytes read since the last.
 // handle reads the body through a reader that counts as progress.
-func (r *Reader) request(ctx context.Context, addr string, c Chunk, handle func(resp *http.Response, body io.Reader) error) error {
+func (r *Reader) request(ctx context.Context, addr string, c Chunk, rng string, handle func(resp *http.Response, body io.Reader) error) error {
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stall := time.AfterFunc(r.opts.StallTimeout, func() { cancel(errStalled) })
@@ -636,7 +679,14 @@ func (r *Reader) request(ctx context.Context, addr string, c Chunk, handle func(
 	// it is stored, marked "Content-Encoding: gzip"; without, it gunzips
 	// it first, and the body no longer matches the CRC in its ETag header
 	// (weed/server/volume_server_handlers_read.go).
-	req.Header.Set("Accept-Encoding", "gzip")
+	// A ranged request (rng, an HTTP Range value) asks for logical bytes
+	// instead: without gzip accepted, the server decodes a needle it holds
+	// gzipped before it cuts the range.
+	if rng == "" {
+		req.Header.Set("Accept-Encoding", "gzip")
+	} else {
+		req.Header.Set("Range", rng)
+	}
 	if token := SignReadJWT(r.opts.ReadSigningKey, c.FileID, r.opts.ReadExpiresAfter); token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -677,7 +727,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 // to check.
 func (r *Reader) fetch(ctx context.Context, addr string, c Chunk) ([]byte, error) {
 	var logical []byte
-	err := r.request(ctx, addr, c, func(resp *http.Response, body io.Reader) error {
+	err := r.request(ctx, addr, c, "", func(resp *http.Response, body io.Reader) error {
 		if resp.StatusCode != http.StatusOK {
 			return &statusError{code: resp.StatusCode, status: resp.Status}
 		}

@@ -1,0 +1,640 @@
+package pagecache
+
+import (
+	"bufio"
+	"container/list"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// disk is the cache's second tier: whole needles, decoded and verified
+// before they were written, in files under one directory, with a table of
+// CRC32C checksums of their blocks. It is weed mount's -cacheDir and
+// -cacheCapacityMB. Safe for concurrent use.
+//
+// Layout: for a needle key K (volume.Chunk.Key) and N = hex(sha256(K))[:32],
+// the directory holds N[:2]/N.sum, the table, and N[:2]/N.dat, the needle's
+// logical bytes. Both are written to a temporary name and renamed into
+// place, .sum first, so a .dat never stands without its table. A table
+// outlives its needle's bytes: eviction removes a .dat and keeps the .sum
+// (one small file) until it too is the least recently used, and a ranged
+// fetch of a needle whose bytes are gone is still verified against it.
+//
+// Invariants:
+//   - Bytes under one key never change (a needle is immutable and the key
+//     holds all that changes its decoding), so files need no invalidation,
+//     and two mounts sharing a directory can only ever write the same bytes
+//     under one name: renames make each file whole, and the last rename
+//     wins with equal content. Eviction by one mount is a miss to the other.
+//   - Every block read from a .dat is checked against its table before it
+//     is used. A file that fails (flipped bytes, a truncated or vanished
+//     file, a wiped directory) is a miss: it is removed, counted, and the
+//     needle fetched again. Nothing read from disk is trusted otherwise.
+//   - Used bytes are what this process knows of: what it found at start and
+//     what it wrote. Each .sum counts as sumCost.
+//
+// Lock order: Cache.mu before disk.mu; disk.mu is never held across I/O
+// except a directory scan's bookkeeping.
+type disk struct {
+	root     string
+	capacity int64
+	bs       int64 // table block size: the cache's BlockSize
+
+	mu sync.Mutex
+	// lru holds *diskEntry, most recently used at the front.
+	lru    *list.List
+	byName map[string]*list.Element
+	used   int64
+	// writing holds the names being written by this process, so that two
+	// fetches of one needle write it once; each channel closes when its
+	// write is over, committed or not.
+	writing map[string]chan struct{}
+	// pausedUntil stops writes for a while after the disk filled up.
+	pausedUntil time.Time
+	// tables caches parsed tables by name, up to tableCacheMax entries.
+	tables map[string]*diskTable
+
+	hits, hitBytes, misses     atomic.Uint64
+	writes, writtenBytes       atomic.Uint64
+	writeErrs, corrupt, evicts atomic.Uint64
+}
+
+// diskEntry is one needle known on disk. size is its .dat's length, or 0
+// when only its table is left.
+type diskEntry struct {
+	name string
+	size int64
+}
+
+const (
+	// sumCost is what a .sum file is charged: a file system block.
+	sumCost = 4096
+	// tableCacheMax bounds the tables kept parsed in memory (a 4 MiB
+	// needle's is 256 bytes at 64 KiB blocks).
+	tableCacheMax = 16384
+	// diskPause is how long writes stop after the disk filled up.
+	diskPause = 10 * time.Second
+	sumMagic  = "WFSUM\x00\x01\x00"
+)
+
+// DiskStats are the disk tier's counters.
+type DiskStats struct {
+	Capacity, Used, Entries int64
+	// Hits and HitBytes count blocks served from disk; Misses count reads
+	// that found the needle's file gone.
+	Hits, HitBytes, Misses uint64
+	// Writes and WrittenBytes count needles written whole.
+	Writes, WrittenBytes uint64
+	// WriteErrors count needles that could not be written (a full disk,
+	// a vanished directory); Corrupt, files that failed their checksums
+	// and were removed; Evictions, files removed to stay in capacity.
+	WriteErrors, Corrupt, Evictions uint64
+}
+
+// newDisk opens the tier in dir, creating it, and indexes what an earlier
+// mount left there (a directory walk: about 50 ms for 10,000 needles).
+// A capacity larger than the file system's free space (plus what the
+// directory already holds) is clamped, with warn called once.
+func newDisk(dir string, capacity, bs int64, warn func(string)) (*disk, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("disk cache %s: %w", dir, err)
+	}
+	d := &disk{
+		root: dir, capacity: capacity, bs: bs, lru: list.New(),
+		byName: map[string]*list.Element{}, writing: map[string]chan struct{}{},
+		tables: map[string]*diskTable{},
+	}
+	d.removeTemps()
+	held := d.scan()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err == nil {
+		if avail := int64(st.Bavail)*int64(st.Bsize) + held; capacity > avail {
+			d.capacity = avail * 9 / 10
+			if warn != nil {
+				warn(fmt.Sprintf("disk cache %s: %d MiB asked for, but the file system has %d MiB free (counting %d MiB already cached); using %d MiB",
+					dir, capacity>>20, avail>>20, held>>20, d.capacity>>20))
+			}
+		}
+	}
+	d.mu.Lock()
+	d.evictLocked()
+	d.mu.Unlock()
+	return d, nil
+}
+
+// paths are the .sum and .dat paths of a name.
+func (d *disk) paths(name string) (sum, dat string) {
+	p := filepath.Join(d.root, name[:2], name)
+	return p + ".sum", p + ".dat"
+}
+
+// diskName is the file name of a needle key.
+func diskName(key string) string {
+	h := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(h[:16])
+}
+
+// scan indexes the files under root, oldest first by modification time,
+// and returns the bytes they hold. A .dat without its .sum is removed.
+func (d *disk) scan() int64 {
+	type found struct {
+		name  string
+		size  int64
+		mtime time.Time
+	}
+	var all []found
+	sums := map[string]bool{}
+	dats := map[string]found{}
+	filepath.WalkDir(d.root, func(p string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() {
+			return nil
+		}
+		base := de.Name()
+		name, ext, _ := strings.Cut(base, ".")
+		if len(name) != 32 {
+			return nil
+		}
+		info, err := de.Info()
+		if err != nil {
+			return nil
+		}
+		switch ext {
+		case "sum":
+			sums[name] = true
+			if _, ok := dats[name]; !ok {
+				dats[name] = found{name, 0, info.ModTime()}
+			}
+		case "dat":
+			dats[name] = found{name, info.Size(), info.ModTime()}
+		}
+		return nil
+	})
+	for name, f := range dats {
+		if !sums[name] {
+			_, dat := d.paths(name)
+			os.Remove(dat)
+			continue
+		}
+		all = append(all, f)
+	}
+	// Oldest first, so that pushing each to the front leaves the newest
+	// there.
+	slices.SortFunc(all, func(a, b found) int { return a.mtime.Compare(b.mtime) })
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, f := range all {
+		d.byName[f.name] = d.lru.PushFront(&diskEntry{name: f.name, size: f.size})
+		d.used += f.size + sumCost
+	}
+	return d.used
+}
+
+// removeTemps removes temporary files left by a mount that died mid-write.
+// Another live mount's temporaries are younger than a minute; they stay.
+func (d *disk) removeTemps() {
+	filepath.WalkDir(d.root, func(p string, de fs.DirEntry, err error) error {
+		if err == nil && !de.IsDir() && strings.Contains(de.Name(), ".tmp") {
+			if info, err := de.Info(); err == nil && time.Since(info.ModTime()) > time.Minute {
+				os.Remove(p)
+			}
+		}
+		return nil
+	})
+}
+
+// hasData reports whether the needle's bytes are known to be on disk.
+func (d *disk) hasData(key string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.byName[diskName(key)]
+	return ok && e.Value.(*diskEntry).size > 0
+}
+
+// roomFor reports whether n more bytes fit without evicting anything: a
+// background fill that would push out other needles is not worth its
+// bandwidth (a working set larger than the tier would churn it).
+func (d *disk) roomFor(n int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.used+n+sumCost <= d.capacity && time.Now().After(d.pausedUntil)
+}
+
+// diskTable is a needle's logical length and the CRC32C of each of its
+// blocks.
+type diskTable struct {
+	length int64
+	crcs   []uint32
+}
+
+// table returns the needle's table, from memory or its .sum file, or nil
+// when there is none (or it is bad, which removes it).
+func (d *disk) table(key string) *diskTable {
+	name := diskName(key)
+	d.mu.Lock()
+	t, ok := d.tables[name]
+	d.mu.Unlock()
+	if ok {
+		return t
+	}
+	sum, _ := d.paths(name)
+	raw, err := os.ReadFile(sum)
+	if err != nil {
+		return nil
+	}
+	t, err = parseSum(raw, key, d.bs)
+	if err != nil {
+		d.corrupt.Add(1)
+		d.drop(name)
+		return nil
+	}
+	d.mu.Lock()
+	d.cacheTableLocked(name, t)
+	d.mu.Unlock()
+	return t
+}
+
+func (d *disk) cacheTableLocked(name string, t *diskTable) {
+	if len(d.tables) >= tableCacheMax {
+		clear(d.tables) // a bound, not a policy: tables reload from disk
+	}
+	d.tables[name] = t
+}
+
+// blockOK checks the block of a needle starting at off against its table.
+// data is the whole table block (shorter only at the needle's end).
+func (t *diskTable) blockOK(off, bs int64, data []byte) bool {
+	i := off / bs
+	if off%bs != 0 || i >= int64(len(t.crcs)) || int64(len(data)) != min(bs, t.length-off) {
+		return false
+	}
+	return crc32.Checksum(data, castagnoli) == t.crcs[i]
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// read fills dsts, the blocks of the needle from off (a multiple of the
+// block size) in order, from its .dat, each checked against the table.
+// Each dst is a block's bytes (its last may end early, where the chunk
+// ends before the needle) and has the capacity of a whole block. It
+// reports false, having removed what was bad, when the file is gone,
+// short or corrupt: the caller fetches the needle instead.
+func (d *disk) read(key string, off int64, dsts [][]byte) bool {
+	t := d.table(key)
+	if t == nil {
+		d.misses.Add(1)
+		return false
+	}
+	name := diskName(key)
+	_, dat := d.paths(name)
+	f, err := os.Open(dat)
+	if err != nil {
+		d.misses.Add(1)
+		d.forgetData(name)
+		return false
+	}
+	defer f.Close()
+	var n uint64
+	for _, dst := range dsts {
+		full := dst[:min(d.bs, t.length-off)]
+		if int64(len(dst)) > int64(len(full)) || int64(cap(dst)) < int64(len(full)) {
+			return false // not a block of this needle: a broken caller
+		}
+		if _, err := f.ReadAt(full, off); err != nil || !t.blockOK(off, d.bs, full) {
+			d.corrupt.Add(1)
+			d.drop(name)
+			return false
+		}
+		off += d.bs
+		n += uint64(len(dst))
+	}
+	d.hits.Add(uint64(len(dsts)))
+	d.hitBytes.Add(n)
+	d.touch(name)
+	return true
+}
+
+// touch marks a needle as just used.
+func (d *disk) touch(name string) {
+	d.mu.Lock()
+	if e, ok := d.byName[name]; ok {
+		d.lru.MoveToFront(e)
+	}
+	d.mu.Unlock()
+}
+
+// forgetData notes that a needle's bytes are gone (another mount evicted
+// them, or the directory was wiped); its table may still be there.
+func (d *disk) forgetData(name string) {
+	d.mu.Lock()
+	if e, ok := d.byName[name]; ok {
+		de := e.Value.(*diskEntry)
+		d.used -= de.size
+		de.size = 0
+	}
+	d.mu.Unlock()
+}
+
+// drop removes a needle's files and entry: they failed a check.
+func (d *disk) drop(name string) {
+	sum, dat := d.paths(name)
+	os.Remove(dat)
+	os.Remove(sum)
+	d.mu.Lock()
+	if e, ok := d.byName[name]; ok {
+		d.used -= e.Value.(*diskEntry).size + sumCost
+		d.lru.Remove(e)
+		delete(d.byName, name)
+	}
+	delete(d.tables, name)
+	d.mu.Unlock()
+}
+
+// evictLocked removes the least recently used bytes until the tier fits
+// its capacity: a needle's .dat first, its table when it comes round
+// again. It removes files under d.mu: eviction is rare and a remove is
+// quick, and the index must not be seen ahead of the files.
+func (d *disk) evictLocked() {
+	for d.used > d.capacity && d.lru.Len() > 0 {
+		e := d.lru.Back()
+		de := e.Value.(*diskEntry)
+		sum, dat := d.paths(de.name)
+		if de.size > 0 {
+			os.Remove(dat)
+			d.used -= de.size
+			de.size = 0
+			d.lru.MoveToFront(e) // its table stays a while
+		} else {
+			os.Remove(sum)
+			d.used -= sumCost
+			d.lru.Remove(e)
+			delete(d.byName, de.name)
+			delete(d.tables, de.name)
+		}
+		d.evicts.Add(1)
+	}
+}
+
+// stats returns the counters.
+func (d *disk) stats() DiskStats {
+	d.mu.Lock()
+	s := DiskStats{Capacity: d.capacity, Used: d.used, Entries: int64(d.lru.Len())}
+	d.mu.Unlock()
+	s.Hits, s.HitBytes, s.Misses = d.hits.Load(), d.hitBytes.Load(), d.misses.Load()
+	s.Writes, s.WrittenBytes = d.writes.Load(), d.writtenBytes.Load()
+	s.WriteErrors, s.Corrupt, s.Evictions = d.writeErrs.Load(), d.corrupt.Load(), d.evicts.Load()
+	return s
+}
+
+// writer returns a sink for the whole needle of key, or nil when the tier
+// will not take it: it is on disk already, being written, larger than a
+// half of the tier, or writes are paused after the disk filled up.
+func (d *disk) writer(key string, size int64) *diskWriter {
+	name := diskName(key)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e, ok := d.byName[name]; ok && e.Value.(*diskEntry).size > 0 {
+		return nil
+	}
+	if _, ok := d.writing[name]; ok || size > d.capacity/2 || time.Now().Before(d.pausedUntil) {
+		return nil
+	}
+	d.writing[name] = make(chan struct{})
+	return &diskWriter{d: d, key: key, name: name}
+}
+
+// written returns a channel that closes when the needle being written
+// under key is on disk or given up, or nil when none is being written.
+func (d *disk) written(key string) <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.writing[diskName(key)]
+}
+
+// diskWriter takes a needle's logical bytes during its fetch (it is a
+// volume.NeedleSink) into a temporary file, summing each block, and puts
+// the needle in place on commit, after the fetch verified it. Used by one
+// goroutine at a time.
+type diskWriter struct {
+	d         *disk
+	key, name string
+	f         *os.File
+	w         *bufio.Writer
+	n         int64    // bytes written
+	crcs      []uint32 // of the blocks done
+	cur       uint32   // CRC of the block in progress
+	err       error    // the first write error; the needle is then not kept
+}
+
+// Write implements io.Writer; it never fails (see volume.NeedleSink).
+func (w *diskWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return len(p), nil
+	}
+	if w.f == nil {
+		if w.err = w.open(); w.err != nil {
+			return len(p), nil
+		}
+	}
+	if _, err := w.w.Write(p); err != nil {
+		w.err = err
+		return len(p), nil
+	}
+	bs := w.d.bs
+	for q := p; len(q) > 0; {
+		in := bs - w.n%bs // room left in the current block
+		k := min(int64(len(q)), in)
+		w.cur = crc32.Update(w.cur, castagnoli, q[:k])
+		w.n += k
+		q = q[k:]
+		if w.n%bs == 0 {
+			w.crcs = append(w.crcs, w.cur)
+			w.cur = 0
+		}
+	}
+	return len(p), nil
+}
+
+func (w *diskWriter) open() error {
+	dir := filepath.Join(w.d.root, w.name[:2])
+	f, err := createTemp(dir, w.name+".dat")
+	if errors.Is(err, fs.ErrNotExist) { // the directory was wiped: again
+		if err = os.MkdirAll(dir, 0o700); err == nil {
+			f, err = createTemp(dir, w.name+".dat")
+		}
+	}
+	if err != nil {
+		return err
+	}
+	w.f = f
+	if w.w == nil {
+		w.w = bufio.NewWriterSize(f, 256<<10)
+	} else {
+		w.w.Reset(f)
+	}
+	return nil
+}
+
+// createTemp creates a new file in dir named for base, unique to this
+// writer.
+func createTemp(dir, base string) (*os.File, error) {
+	var r [8]byte
+	rand.Read(r[:])
+	return os.OpenFile(filepath.Join(dir, base+".tmp"+hex.EncodeToString(r[:])), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+}
+
+// Reset implements volume.NeedleSink: what was written is void.
+func (w *diskWriter) Reset() {
+	w.discard()
+	w.n, w.crcs, w.cur, w.err = 0, w.crcs[:0], 0, nil
+}
+
+func (w *diskWriter) discard() {
+	if w.f != nil {
+		w.f.Close()
+		os.Remove(w.f.Name())
+		w.f = nil
+	}
+}
+
+// abort gives up on the needle: its fetch failed.
+func (w *diskWriter) abort() {
+	w.discard()
+	w.d.mu.Lock()
+	if ch, ok := w.d.writing[w.name]; ok {
+		close(ch)
+		delete(w.d.writing, w.name)
+	}
+	w.d.mu.Unlock()
+}
+
+// commit puts the needle in place; the fetch verified it. A needle shorter
+// than minLen (the chunk's size), none at all (the fetch went through a
+// fetcher that does not tee), or a write error discards it.
+func (w *diskWriter) commit(minLen int64) {
+	d := w.d
+	defer w.abort()
+	if w.err == nil && (w.f == nil || w.n < max(minLen, 1)) {
+		return
+	}
+	if w.err == nil {
+		w.err = w.w.Flush()
+	}
+	if w.n%d.bs != 0 {
+		w.crcs = append(w.crcs, w.cur)
+	}
+	sumPath, datPath := d.paths(w.name)
+	if w.err == nil {
+		w.err = w.writeSum(sumPath)
+	}
+	if w.err == nil {
+		w.err = os.Rename(w.f.Name(), datPath)
+	}
+	if w.err != nil {
+		d.writeErrs.Add(1)
+		if errors.Is(w.err, syscall.ENOSPC) || errors.Is(w.err, syscall.EDQUOT) {
+			d.mu.Lock()
+			d.pausedUntil = time.Now().Add(diskPause)
+			d.mu.Unlock()
+		}
+		return
+	}
+	w.f.Close()
+	w.f = nil
+	d.writes.Add(1)
+	d.writtenBytes.Add(uint64(w.n))
+	t := &diskTable{length: w.n, crcs: append([]uint32(nil), w.crcs...)}
+	d.mu.Lock()
+	if e, ok := d.byName[w.name]; ok {
+		de := e.Value.(*diskEntry)
+		d.used += w.n - de.size
+		de.size = w.n
+		d.lru.MoveToFront(e)
+	} else {
+		d.byName[w.name] = d.lru.PushFront(&diskEntry{name: w.name, size: w.n})
+		d.used += w.n + sumCost
+	}
+	d.cacheTableLocked(w.name, t)
+	d.evictLocked()
+	d.mu.Unlock()
+}
+
+// writeSum writes the table file: magic, key, length, block size, the
+// checksums, and a CRC32C of all of that.
+func (w *diskWriter) writeSum(path string) error {
+	b := make([]byte, 0, 32+len(w.key)+4*len(w.crcs))
+	b = append(b, sumMagic...)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(w.key)))
+	b = append(b, w.key...)
+	b = binary.LittleEndian.AppendUint64(b, uint64(w.n))
+	b = binary.LittleEndian.AppendUint32(b, uint32(w.d.bs))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(w.crcs)))
+	for _, c := range w.crcs {
+		b = binary.LittleEndian.AppendUint32(b, c)
+	}
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	f, err := createTemp(filepath.Dir(path), filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	f.Close()
+	if err := os.Rename(f.Name(), path); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	return nil
+}
+
+// parseSum reads a table file written for key with blocks of bs bytes.
+func parseSum(b []byte, key string, bs int64) (*diskTable, error) {
+	bad := func(what string) (*diskTable, error) {
+		return nil, fmt.Errorf("disk cache table: %s", what)
+	}
+	if len(b) < len(sumMagic)+2+8+4+4+4 || string(b[:len(sumMagic)]) != sumMagic {
+		return bad("no magic")
+	}
+	body, tail := b[:len(b)-4], b[len(b)-4:]
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(tail) {
+		return bad("checksum")
+	}
+	r := body[len(sumMagic):]
+	kl := int(binary.LittleEndian.Uint16(r))
+	r = r[2:]
+	if len(r) < kl+16 || string(r[:kl]) != key {
+		return bad("another key")
+	}
+	r = r[kl:]
+	length := int64(binary.LittleEndian.Uint64(r))
+	blockSize := int64(binary.LittleEndian.Uint32(r[8:]))
+	n := int64(binary.LittleEndian.Uint32(r[12:]))
+	r = r[16:]
+	if blockSize != bs || length <= 0 || n != (length+bs-1)/bs || int64(len(r)) != 4*n {
+		return bad("shape")
+	}
+	t := &diskTable{length: length, crcs: make([]uint32, n)}
+	for i := range t.crcs {
+		t.crcs[i] = binary.LittleEndian.Uint32(r[4*i:])
+	}
+	return t, nil
+}
+
+var _ io.Writer = (*diskWriter)(nil)

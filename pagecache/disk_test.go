@@ -1,0 +1,381 @@
+package pagecache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/weedfuse/weedfuse/internal/volume"
+)
+
+// tierFake is a fetcher that tees whole needles and reads ranges, as the
+// HTTP reader does, counting each kind, and can corrupt its ranged answers
+// (a fault no real volume server shows on demand).
+type tierFake struct {
+	*fakeFetcher
+	wholes, ranges atomic.Int64
+	flipRanges     atomic.Bool
+}
+
+func newTierFake(sizes ...int) (*tierFake, []volume.Chunk) {
+	f, chunks := newFake(sizes...)
+	return &tierFake{fakeFetcher: f}, chunks
+}
+
+func (f *tierFake) ReadChunkTee(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte, sink volume.NeedleSink) (int, error) {
+	f.wholes.Add(1)
+	if f.fail.Load() {
+		return 0, errors.New("injected failure")
+	}
+	src := f.chunks[c.FileID]
+	if sink != nil {
+		sink.Reset()
+		sink.Write(src[:len(src)/2]) // in two pieces, as a stream comes
+		sink.Write(src[len(src)/2:])
+	}
+	n := 0
+	for _, d := range dsts {
+		n += copy(d, src[off+int64(n):])
+	}
+	return n, nil
+}
+
+func (f *tierFake) ReadRange(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error) {
+	f.ranges.Add(1)
+	src := f.chunks[c.FileID]
+	n := 0
+	for _, d := range dsts {
+		n += copy(d, src[off+int64(n):])
+	}
+	if f.flipRanges.Load() && n > 0 {
+		dsts[0][0] ^= 0x40
+	}
+	return n, nil
+}
+
+func diskOpts(dir string, memory, diskCap int64) Options {
+	return Options{Capacity: memory, BlockSize: 64 << 10, DiskDir: dir, DiskCapacity: diskCap}
+}
+
+func readAll(t *testing.T, c *Cache, ch volume.Chunk, access Access) []byte {
+	t.Helper()
+	dst := make([]byte, ch.Size)
+	n, err := c.ReadChunkAt(context.Background(), ch, 0, dst, access)
+	require.NoError(t, err)
+	require.Equal(t, int(ch.Size), n)
+	return dst
+}
+
+// TestTiersMatchModel reads random ranges, randomly or in sequence, from
+// chunks of 1 to 64 MiB through a memory tier far smaller than the data
+// and a disk tier that holds part of it, and compares every byte.
+func TestTiersMatchModel(t *testing.T) {
+	f, chunks := newTierFake(1<<20, 4<<20, 16<<20+5, 64<<20, 300_000)
+	c := newCache(t, f, diskOpts(t.TempDir(), 8<<20, 48<<20))
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 1500; i++ {
+		ch := chunks[rng.IntN(len(chunks))]
+		src := f.chunks[ch.FileID]
+		off := rng.Int64N(ch.Size)
+		dst := make([]byte, rng.IntN(300_000)+1)
+		access := Access(rng.IntN(2))
+		n, err := c.ReadChunkAt(context.Background(), ch, off, dst, access)
+		require.NoError(t, err)
+		want := src[off:min(off+int64(len(dst)), ch.Size)]
+		require.Equal(t, len(want), n)
+		if !bytes.Equal(dst[:n], want) {
+			t.Fatalf("read %d of %s at %d (%v): wrong bytes", i, ch.FileID, off, access)
+		}
+	}
+	s := c.Stats()
+	t.Logf("wholes %d ranges %d; disk %+v; unverified %d verified-range %d", f.wholes.Load(), f.ranges.Load(), s.Disk, s.UnverifiedBytes, s.VerifiedRangeBytes)
+	require.NotZero(t, s.Disk.Hits, "the disk tier served nothing")
+	require.NotZero(t, f.ranges.Load(), "no random read fetched a range")
+	require.LessOrEqual(t, s.Disk.Used, int64(48<<20))
+}
+
+// TestRandomMissFetchesOneBlock is the cliff: a 4 KiB random read of a 4
+// MiB needle in no tier costs one 64 KiB range, counted as unverified when
+// no table is known, and no whole needle while the disk tier has no room.
+func TestRandomMissFetchesOneBlock(t *testing.T) {
+	f, chunks := newTierFake(4 << 20)
+	c := newCache(t, f, diskOpts(t.TempDir(), 4<<20, 1<<20)) // no room for a fill
+	dst := make([]byte, 4096)
+	_, err := c.ReadChunkAt(context.Background(), chunks[0], 1<<20+100, dst, Random)
+	require.NoError(t, err)
+	require.Equal(t, f.chunks[chunks[0].FileID][1<<20+100:1<<20+100+4096], dst)
+	require.EqualValues(t, 1, f.ranges.Load())
+	require.EqualValues(t, 0, f.wholes.Load())
+	require.EqualValues(t, 64<<10, c.Stats().UnverifiedBytes)
+
+	// Strict: the whole needle, verified, every time.
+	f2, chunks2 := newTierFake(4 << 20)
+	o := diskOpts(t.TempDir(), 4<<20, 1<<20)
+	o.Strict = true
+	c2 := newCache(t, f2, o)
+	_, err = c2.ReadChunkAt(context.Background(), chunks2[0], 1<<20+100, dst, Random)
+	require.NoError(t, err)
+	require.EqualValues(t, 0, f2.ranges.Load())
+	require.EqualValues(t, 1, f2.wholes.Load()+f2.calls.Load())
+	require.Zero(t, c2.Stats().UnverifiedBytes)
+}
+
+// TestRandomMissFillsDiskInBackground: while the disk tier has room, the
+// whole needle follows a ranged read, and later reads come from disk.
+func TestRandomMissFillsDiskInBackground(t *testing.T) {
+	f, chunks := newTierFake(4 << 20)
+	c := newCache(t, f, diskOpts(t.TempDir(), 2<<20, 64<<20))
+	dst := make([]byte, 4096)
+	_, err := c.ReadChunkAt(context.Background(), chunks[0], 3<<20, dst, Random)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return c.Stats().Fills == 1 }, 5*time.Second, 10*time.Millisecond)
+	got := readAll(t, c, chunks[0], Random)
+	require.Equal(t, f.chunks[chunks[0].FileID], got)
+	require.EqualValues(t, 1, f.wholes.Load(), "the fill only")
+	require.NotZero(t, c.Stats().Disk.HitBytes)
+}
+
+// TestRangeCheckedAgainstTable: a needle once read whole keeps its table
+// after its bytes are evicted; a range of it is then verified, and a
+// corrupt range is caught and the needle read whole instead.
+func TestRangeCheckedAgainstTable(t *testing.T) {
+	f, chunks := newTierFake(4<<20, 4<<20, 4<<20)
+	c := newCache(t, f, diskOpts(t.TempDir(), 2<<20, 9<<20)) // two needles' bytes
+	readAll(t, c, chunks[0], Sequential)
+	readAll(t, c, chunks[1], Sequential)
+	readAll(t, c, chunks[2], Sequential) // evicts chunk 0's bytes, not its table
+	require.False(t, c.disk.hasData(chunks[0].Key()))
+	require.NotNil(t, c.disk.table(chunks[0].Key()))
+
+	src := f.chunks[chunks[0].FileID]
+	dst := make([]byte, 4096)
+	c.Forget(chunks[0]) // from memory: each read below misses there
+	c.rc.Wait()
+	for _, off := range []int64{0, 1 << 20, 2<<20 + 12345} {
+		_, err := c.ReadChunkAt(context.Background(), chunks[0], off, dst, Random)
+		require.NoError(t, err)
+		require.Equal(t, src[off:off+4096], dst)
+	}
+	require.EqualValues(t, 3*64<<10, c.Stats().VerifiedRangeBytes)
+	require.Zero(t, c.Stats().UnverifiedBytes)
+
+	f.flipRanges.Store(true)
+	wholes := f.wholes.Load()
+	_, err := c.ReadChunkAt(context.Background(), chunks[0], 3<<20+7, dst, Random)
+	require.NoError(t, err)
+	require.Equal(t, src[3<<20+7:3<<20+7+4096], dst, "a corrupt range reached the reader")
+	require.Equal(t, wholes+1, f.wholes.Load())
+}
+
+// TestDiskSurvivesRemount: a new cache over the same directory starts warm.
+func TestDiskSurvivesRemount(t *testing.T) {
+	dir := t.TempDir()
+	f, chunks := newTierFake(4<<20, 1<<20, 7)
+	c1, err := New(f, diskOpts(dir, 2<<20, 64<<20))
+	require.NoError(t, err)
+	for _, ch := range chunks {
+		readAll(t, c1, ch, Sequential)
+	}
+	c1.Close()
+	before := f.wholes.Load()
+	c2 := newCache(t, f, diskOpts(dir, 2<<20, 64<<20))
+	require.EqualValues(t, 3, c2.Stats().Disk.Entries)
+	for _, ch := range chunks {
+		require.Equal(t, f.chunks[ch.FileID], readAll(t, c2, ch, Random))
+	}
+	require.Equal(t, before, f.wholes.Load(), "a warm remount fetched")
+	require.Zero(t, f.ranges.Load())
+}
+
+// TestDiskFaults: a flipped byte in a cache file, a truncated file, a
+// garbled table and a wiped directory are each a miss, counted, and
+// never a wrong byte.
+func TestDiskFaults(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault func(t *testing.T, dir, name string)
+	}{
+		{"flipped byte", func(t *testing.T, dir, name string) {
+			p := filepath.Join(dir, name[:2], name+".dat")
+			b, err := os.ReadFile(p)
+			require.NoError(t, err)
+			b[len(b)/2] ^= 1
+			require.NoError(t, os.WriteFile(p, b, 0o600))
+		}},
+		{"truncated", func(t *testing.T, dir, name string) {
+			require.NoError(t, os.Truncate(filepath.Join(dir, name[:2], name+".dat"), 100_000))
+		}},
+		{"garbled table", func(t *testing.T, dir, name string) {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, name[:2], name+".sum"), []byte("WFSUM\x00\x01\x00garbage!garbage!garbage!"), 0o600))
+		}},
+		{"wiped directory", func(t *testing.T, dir, name string) {
+			require.NoError(t, os.RemoveAll(dir))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "cache")
+			f, chunks := newTierFake(2<<20 + 3)
+			// A memory tier of 1 MiB cannot hold the needle: later reads
+			// go to disk.
+			c := newCache(t, f, diskOpts(dir, 1<<20, 64<<20))
+			ch := chunks[0]
+			src := f.chunks[ch.FileID]
+			readAll(t, c, ch, Sequential)
+			c.disk.mu.Lock()
+			clear(c.disk.tables) // the table is read from its file again
+			c.disk.mu.Unlock()
+			tc.fault(t, dir, diskName(ch.Key()))
+			for i := 0; i < 3; i++ {
+				require.Equal(t, src, readAll(t, c, ch, Sequential))
+			}
+			s := c.Stats().Disk
+			t.Logf("%+v", s)
+			require.NotZero(t, s.Corrupt+s.Misses, "the fault went unnoticed")
+			require.NotZero(t, s.Writes, "the needle was not written again")
+		})
+	}
+}
+
+// TestDiskFull: a cache directory on a 3 MiB tmpfs fills up; reads stay
+// right and writes that fail are counted.
+func TestDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root to mount a tmpfs")
+	}
+	dir := t.TempDir()
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", dir).CombinedOutput()
+	require.NoError(t, err, string(out))
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	var warned []string
+	f, chunks := newTierFake(2<<20, 2<<20, 2<<20, 1<<20+1)
+	o := diskOpts(dir, 1<<20, 1<<30) // far more than the tmpfs holds
+	o.Warn = func(s string) { warned = append(warned, s) }
+	c := newCache(t, f, o)
+	require.Len(t, warned, 1)
+	require.Contains(t, warned[0], "free")
+	require.Less(t, c.Stats().Disk.Capacity, int64(3<<20))
+	for round := 0; round < 3; round++ {
+		for _, ch := range chunks {
+			require.Equal(t, f.chunks[ch.FileID], readAll(t, c, ch, Sequential))
+		}
+	}
+	require.LessOrEqual(t, c.Stats().Disk.Used, c.Stats().Disk.Capacity)
+	t.Logf("%+v", c.Stats().Disk)
+}
+
+// TestDiskFullWrites fills a tmpfs behind the tier's back: writes fail
+// with ENOSPC, are counted, and pause; reads stay right.
+func TestDiskFullWrites(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root to mount a tmpfs")
+	}
+	dir := t.TempDir()
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", dir).CombinedOutput()
+	require.NoError(t, err, string(out))
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	f, chunks := newTierFake(1<<20+1, 1<<20+2)
+	c := newCache(t, f, diskOpts(dir, 1<<20, 3<<20))
+	os.WriteFile(filepath.Join(dir, "ballast"), make([]byte, 4<<20), 0o600) // fills it: ENOSPC
+	for _, ch := range chunks {
+		require.Equal(t, f.chunks[ch.FileID], readAll(t, c, ch, Sequential))
+	}
+	require.NotZero(t, c.Stats().Disk.WriteErrors)
+}
+
+// TestTwoCachesShareADirectory: two mounts of one cluster over one cache
+// directory, reading and evicting at once, never read a wrong byte.
+func TestTwoCachesShareADirectory(t *testing.T) {
+	dir := t.TempDir()
+	f, chunks := newTierFake(1<<20+1, 2<<20, 3<<20, 4<<20, 5<<20)
+	var wg sync.WaitGroup
+	var failures atomic.Int64
+	for m := 0; m < 2; m++ {
+		c := newCache(t, f, diskOpts(dir, 1<<20, 8<<20))
+		for w := 0; w < 3; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(m), uint64(w)))
+				for i := 0; i < 200; i++ {
+					ch := chunks[rng.IntN(len(chunks))]
+					off := rng.Int64N(ch.Size)
+					dst := make([]byte, rng.IntN(200_000)+1)
+					n, err := c.ReadChunkAt(context.Background(), ch, off, dst, Access(rng.IntN(2)))
+					if err != nil || !bytes.Equal(dst[:n], f.chunks[ch.FileID][off:off+int64(n)]) {
+						failures.Add(1)
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	require.Zero(t, failures.Load())
+	// No temporary file is left behind.
+	filepath.WalkDir(dir, func(p string, de os.DirEntry, err error) error {
+		if err == nil && strings.Contains(de.Name(), ".tmp") {
+			t.Errorf("left behind: %s", p)
+		}
+		return nil
+	})
+}
+
+// TestKeysSeparateDecodings: chunks naming one needle with another cipher
+// key or compression flag share no block and no disk file.
+func TestKeysSeparateDecodings(t *testing.T) {
+	base := volume.Chunk{FileID: "3,01637037d6", Size: 10}
+	variants := []volume.Chunk{base,
+		{FileID: base.FileID, Size: 10, CipherKey: []byte("k1")},
+		{FileID: base.FileID, Size: 10, CipherKey: []byte("k2")},
+		{FileID: base.FileID, Size: 10, Compressed: true},
+		{FileID: base.FileID, Size: 10, ETag: "x"},
+	}
+	seen := map[string]bool{}
+	for _, v := range variants {
+		name := diskName(v.Key())
+		require.False(t, seen[name], fmt.Sprintf("%+v shares a name", v))
+		seen[name] = true
+	}
+}
+
+func TestParseSumRejects(t *testing.T) {
+	w := &diskWriter{d: &disk{bs: 64 << 10}, key: "1,ab"}
+	w.n, w.crcs = 70_000, []uint32{1, 2}
+	p := filepath.Join(t.TempDir(), "x.sum")
+	require.NoError(t, w.writeSum(p))
+	good, err := os.ReadFile(p)
+	require.NoError(t, err)
+	tab, err := parseSum(good, "1,ab", 64<<10)
+	require.NoError(t, err)
+	require.Equal(t, []uint32{1, 2}, tab.crcs)
+	_, err = parseSum(good, "1,ac", 64<<10)
+	require.Error(t, err)
+	_, err = parseSum(good, "1,ab", 128<<10)
+	require.Error(t, err)
+	for i := range good {
+		bad := bytes.Clone(good)
+		bad[i] ^= 0x10
+		_, err := parseSum(bad, "1,ab", 64<<10)
+		require.Error(t, err, "flip at %d", i)
+	}
+	_, err = parseSum(good[:len(good)-1], "1,ab", 64<<10)
+	require.Error(t, err)
+}
+
+func FuzzParseSum(f *testing.F) {
+	f.Add([]byte(sumMagic+"\x04\x001,ab"), "1,ab")
+	f.Fuzz(func(t *testing.T, b []byte, key string) {
+		parseSum(b, key, 64<<10) // must not panic
+	})
+}
