@@ -152,7 +152,7 @@ type Cache struct {
 	fillSem chan struct{}
 
 	hits, misses, fetched, prefetched, prefetchUsed, prefetchDropped, fetches, fetchErrs, uncached atomic.Uint64
-	rangeFetches, verifiedRange, unverified, fills                                            atomic.Uint64
+	rangeFetches, verifiedRange, unverified, fills                                                 atomic.Uint64
 }
 
 // DefaultBlockSize is the default unit of caching: small enough that a

@@ -10,8 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
