@@ -40,7 +40,13 @@ type chunkURL struct {
 // seqChunks lists the chunks of the 1 GiB file, as URLs on the volume
 // servers that hold them.
 func seqChunks(ctx context.Context, c *cluster.Cluster) ([]chunkURL, error) {
-	e, err := c.Entry(ctx, seqDir, seqName)
+	return fileChunks(ctx, c, seqDir, seqName, seqSize)
+}
+
+// fileChunks lists the chunks of the file dir/name, of size bytes.
+func fileChunks(ctx context.Context, c *cluster.Cluster, dir, name string, size int64) ([]chunkURL, error) {
+	seqPath := dir + "/" + name
+	e, err := c.Entry(ctx, dir, name)
 	if err != nil {
 		return nil, err
 	}
@@ -65,8 +71,8 @@ func seqChunks(ctx context.Context, c *cluster.Cluster) ([]chunkURL, error) {
 		vids[vid] = true
 		total += int64(ch.GetSize())
 	}
-	if total != seqSize {
-		return nil, fmt.Errorf("%s: chunks of %d bytes in all, want %d", seqPath, total, seqSize)
+	if total != size {
+		return nil, fmt.Errorf("%s: chunks of %d bytes in all, want %d", seqPath, total, size)
 	}
 	var req filerpb.LookupVolumeRequest
 	for vid := range vids {

@@ -49,10 +49,15 @@ type mounter struct {
 	cache     [len(kinds)]string // the live mount's cache directory
 	seq       int                // numbers cache directories
 	readAhead [len(kinds)]string // kernel readahead found on the last mount, in KiB
+	// cacheArgs, when not nil, replace -cacheCapacityMB for the next
+	// mounts (see step.cacheArgs).
+	cacheArgs []string
+	// metrics is weedfuse's -metrics.address.
+	metrics string
 }
 
 func newMounter(c *cluster.Cluster, bin, root string, o *options) *mounter {
-	return &mounter{c: c, bin: bin, root: root, cacheMB: o.cacheMB, wfArgs: o.wfArgs, weedArgs: o.weedArgs}
+	return &mounter{c: c, bin: bin, root: root, cacheMB: o.cacheMB, wfArgs: o.wfArgs, weedArgs: o.weedArgs, metrics: "127.0.0.1:19327"}
 }
 
 // dir is k's mount point.
@@ -75,6 +80,9 @@ func (m *mounter) fresh(ctx context.Context, k kind, wfArgs ...string) error {
 	// otherwise survive a remount in its default directory, so a new
 	// directory per mount also keeps "cold" honest.
 	common := []string{"-cacheCapacityMB=" + strconv.Itoa(m.cacheMB), "-cacheDir=" + cache}
+	if m.cacheArgs != nil {
+		common = append([]string{"-cacheDir=" + cache}, m.cacheArgs...)
+	}
 	switch k {
 	case weedMount:
 		// The cluster's own -cacheDir comes first on weed's command line;
@@ -85,7 +93,7 @@ func (m *mounter) fresh(ctx context.Context, k kind, wfArgs ...string) error {
 		}
 		m.weed = wm
 	case weedfuse:
-		args := append([]string{"-filer=" + m.c.FilerMountSpec()}, common...)
+		args := append([]string{"-filer=" + m.c.FilerMountSpec(), "-metrics.address=" + m.metrics}, common...)
 		args = append(append(args, m.wfArgs...), wfArgs...)
 		wf, err := mount.Start(ctx, m.bin, m.dir(k), mountTimeout, args...)
 		if err != nil {

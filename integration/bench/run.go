@@ -19,6 +19,22 @@ type results struct {
 	httpCPU   map[httpCase][]cpuUse            // this process's and the volume server's use
 	cacheMB   int
 	readAhead [len(kinds)]string // each mount's kernel readahead in KiB
+	// refs are what the machine itself does on a workload (a local
+	// directory, a bare HTTP client), by metric id, one per run.
+	refs map[string][]float64
+	// notes are lines for the report that only one mount can tell (how
+	// much of what weedfuse served it could verify).
+	notes []string
+}
+
+// stepCtx is what a workload may use beyond its mount's directory.
+type stepCtx struct {
+	k    kind
+	m    *mounter
+	c    *cluster.Cluster
+	res  *results
+	work string // a scratch directory on the same disk as the cluster
+	o    *options
 }
 
 // metrics lists the metrics of the steps that ran, in order.
@@ -35,7 +51,7 @@ func (r *results) metrics() []metric {
 // and then on weedfuse, so that both see the same conditions as nearly as
 // a shared machine allows.
 func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter) (*results, error) {
-	res := &results{runs: o.runs, http: map[httpCase][]float64{}, httpCPU: map[httpCase][]cpuUse{}, cacheMB: o.cacheMB}
+	res := &results{runs: o.runs, http: map[httpCase][]float64{}, httpCPU: map[httpCase][]cpuUse{}, cacheMB: o.cacheMB, refs: map[string][]float64{}}
 	for _, s := range steps(o.randTime) {
 		if o.only.MatchString(s.id) {
 			res.steps = append(res.steps, s)
@@ -51,6 +67,13 @@ func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter) (*r
 			return nil, err
 		}
 	}
+	for _, s := range res.steps {
+		if s.prepare != nil {
+			if err := s.prepare(ctx, &stepCtx{m: m, c: c, res: res, work: m.root, o: o}); err != nil {
+				return nil, fmt.Errorf("prepare %s: %w", s.id, err)
+			}
+		}
+	}
 	for run := 1; run <= o.runs; run++ {
 		log.Printf("run %d of %d", run, o.runs)
 		if chunks != nil {
@@ -60,7 +83,7 @@ func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter) (*r
 		}
 		for _, s := range res.steps {
 			for _, k := range kinds {
-				if err := runStep(ctx, m, s, k, res); err != nil {
+				if err := runStep(ctx, m, s, k, res, o); err != nil {
 					return nil, fmt.Errorf("run %d, %s on %s: %w%s", run, s.id, k, err, m.logTail(k))
 				}
 			}
@@ -72,7 +95,8 @@ func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter) (*r
 
 // runStep runs s once on a fresh k and records its values and the mount's
 // peak RSS.
-func runStep(ctx context.Context, m *mounter, s step, k kind, res *results) error {
+func runStep(ctx context.Context, m *mounter, s step, k kind, res *results, o *options) error {
+	m.cacheArgs = s.cacheArgs
 	if err := m.fresh(ctx, k, s.wfArgs...); err != nil {
 		return err
 	}
@@ -81,7 +105,7 @@ func runStep(ctx context.Context, m *mounter, s step, k kind, res *results) erro
 		return err
 	}
 	cpu := newCPUMeter(pid, volumePid(m.c))
-	vals, err := s.run(ctx, m.dir(k), cpu)
+	vals, err := s.run(ctx, m.dir(k), cpu, &stepCtx{k: k, m: m, c: m.c, res: res, work: m.root, o: o})
 	if err != nil {
 		return err
 	}

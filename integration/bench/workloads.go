@@ -27,12 +27,17 @@ type metric struct {
 type step struct {
 	id      string
 	metrics []metric
-	seq     bool // a sequential read, whose peak RSS the memory target bounds
 	// wfArgs are extra weedfuse flags for this workload alone.
 	wfArgs []string
 	// run runs the workload; it may stop cpu after the part whose CPU
 	// use is worth reporting (runStep stops it at the end otherwise).
-	run func(ctx context.Context, root string, cpu *cpuMeter) ([]float64, error)
+	run func(ctx context.Context, root string, cpu *cpuMeter, x *stepCtx) ([]float64, error)
+	// prepare, when set, loads what the workload needs, once, before its
+	// first run.
+	prepare func(ctx context.Context, x *stepCtx) error
+	// cacheArgs replace the -cacheCapacityMB that both mounts get
+	// otherwise (nil: the common one; empty: each mount's defaults).
+	cacheArgs []string
 }
 
 // steps are the workloads in the order they run.
@@ -50,7 +55,7 @@ func steps(randTime time.Duration) []step {
 				{id: "small-cold", label: "2000 × 128 KiB files in listing order, cold", short: "small files cold", unit: "files/s", target: 2},
 				{id: "small-epoch2", label: "the same, epoch 2 (page cache dropped, no remount)", short: "small files epoch 2", unit: "files/s", target: 5},
 			},
-			run: func(ctx context.Context, root string, cpu *cpuMeter) ([]float64, error) {
+			run: func(ctx context.Context, root string, cpu *cpuMeter, _ *stepCtx) ([]float64, error) {
 				dir := filepath.Join(root, smallDir)
 				first, err := readSmallFiles(ctx, dir)
 				if err != nil {
@@ -72,6 +77,9 @@ func steps(randTime time.Duration) []step {
 		// default, so each entry costs both mounts the same two round
 		// trips for security.selinux and the ACL.
 		lsStep("ls10000-xattr", bigDir, bigN, "-disableXAttr=false"),
+		beyondRandStep(randTime),
+		datasetStep(),
+		diskRereadStep(),
 	}
 }
 
@@ -88,13 +96,12 @@ func stepIDs() []string {
 func seqStep(id, how, short string, j fioJob, coldTarget float64) step {
 	j.rw, j.bs = "read", "1M"
 	return step{
-		id:  id,
-		seq: true,
+		id: id,
 		metrics: []metric{
 			{id: id + "-cold", label: "sequential 1 GiB, " + how + ", cold", short: "seq " + short + " cold", unit: "MB/s", target: coldTarget},
 			{id: id + "-warm", label: "sequential 1 GiB, " + how + ", warm", short: "seq " + short + " warm", unit: "MB/s"},
 		},
-		run: func(ctx context.Context, root string, cpu *cpuMeter) ([]float64, error) {
+		run: func(ctx context.Context, root string, cpu *cpuMeter, _ *stepCtx) ([]float64, error) {
 			var vals []float64
 			for range 2 {
 				r, err := runFio(ctx, filepath.Join(root, seqPath), seqSize, j)
@@ -118,7 +125,7 @@ func randStep(id, label, short, unit string, j fioJob, target float64) step {
 	return step{
 		id:      id,
 		metrics: []metric{{id: id, label: label, short: short, unit: unit, target: target}},
-		run: func(ctx context.Context, root string, cpu *cpuMeter) ([]float64, error) {
+		run: func(ctx context.Context, root string, cpu *cpuMeter, _ *stepCtx) ([]float64, error) {
 			r, err := runFio(ctx, filepath.Join(root, seqPath), seqSize, j)
 			if err != nil {
 				return nil, err
@@ -153,7 +160,7 @@ func lsStep(id, dir string, n int, wfArg string) step {
 			id: id, label: label, short: short,
 			unit: "s", lower: true, target: target,
 		}},
-		run: func(ctx context.Context, root string, cpu *cpuMeter) ([]float64, error) {
+		run: func(ctx context.Context, root string, cpu *cpuMeter, _ *stepCtx) ([]float64, error) {
 			// Dropping the caches also evicted ls, its libraries and the
 			// user and group files it reads; loading them from disk would
 			// count against both mounts alike and blur the ratio.
