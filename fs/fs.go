@@ -49,6 +49,9 @@ type ChunkReader interface {
 	Prefetch(c volume.Chunk, off, n int64) int64
 	// Forget drops the cached bytes of a chunk no file uses any more.
 	Forget(c volume.Chunk)
+	// FillDisk fetches a chunk whole into the disk cache and waits; false
+	// means the disk cache has no room (or there is none).
+	FillDisk(ctx context.Context, c volume.Chunk) bool
 }
 
 // Options configure the tree.

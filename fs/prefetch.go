@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/weedfuse/weedfuse/chunkmap"
@@ -20,6 +21,13 @@ const (
 	// datasetMaxFile skips files too large to be worth fetching whole
 	// ahead of their reader; sequential readahead serves those.
 	datasetMaxFile = 16 << 20
+	// scanAfter is how many files of one directory, opened out of name
+	// order, make a shuffled scan: a data loader with shuffle=True reads
+	// every file of the directory once per epoch, in no order, and the
+	// whole directory is worth filling into the disk cache.
+	scanAfter = 16
+	// scanFills is how many files a scan fetches at once.
+	scanFills = 4
 )
 
 // dataset notices a reader walking a directory's files in listing order,
@@ -37,6 +45,10 @@ type dataset struct {
 	// whose open starts the next one; busy is set while a round runs.
 	from, ahead string
 	busy        bool
+	// shuffled counts opens out of name order; scanned is set once a
+	// shuffled scan of the directory has started (one per mount).
+	shuffled int
+	scanned  bool
 }
 
 // opened records that name was opened and says where a prefetch round
@@ -48,6 +60,7 @@ func (d *dataset) opened(name string) (from string, due bool) {
 		d.streak++
 	} else {
 		d.streak /= 2
+		d.shuffled++
 	}
 	d.last = name
 	if d.streak < datasetStreak || d.busy {
@@ -62,6 +75,18 @@ func (d *dataset) opened(name string) (from string, due bool) {
 	return name, true
 }
 
+// scanDue reports, once, that the directory is being read in a shuffled
+// order.
+func (d *dataset) scanDue() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.scanned || d.shuffled < scanAfter {
+		return false
+	}
+	d.scanned = true
+	return true
+}
+
 // done ends a round; ahead is the name whose open starts the next one.
 func (d *dataset) done(ahead string) {
 	d.mu.Lock()
@@ -74,6 +99,9 @@ func (d *dataset) done(ahead string) {
 // the file system's background group.
 func (d *dir) noteOpen(name string) {
 	from, due := d.ds.opened(name)
+	if d.ds.scanDue() {
+		d.scan()
+	}
 	if !due {
 		return
 	}
@@ -119,4 +147,74 @@ func (f *FS) prefetchFile(ctx context.Context, e *filerpb.Entry) {
 			f.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len)
 		}
 	}
+}
+
+// scan fills the disk cache with the directory's files, in listing order,
+// scanFills at a time, until the listing ends or the disk cache has no
+// room: the readers of a shuffled epoch then find their files on local
+// disk. It runs on the file system's background group and ends with it.
+func (d *dir) scan() {
+	f := d.fsys
+	f.bgWG.Add(1)
+	go func() {
+		defer f.bgWG.Done()
+		sem := make(chan struct{}, scanFills)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		var full atomic.Bool
+		from := ""
+		for !full.Load() && f.bg.Err() == nil {
+			page, err := f.meta.ListPage(f.bg, d.path, from, 1024)
+			if err != nil {
+				if !errors.Is(err, context.Canceled) {
+					log.Printf("weedfuse: dataset scan of %s: %v", d.path, err)
+				}
+				return
+			}
+			for _, e := range page {
+				select {
+				case sem <- struct{}{}:
+				case <-f.bg.Done():
+					return
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					if !f.fillFile(f.bg, e) {
+						full.Store(true)
+					}
+				}()
+				if full.Load() {
+					break
+				}
+			}
+			if len(page) < 1024 {
+				return
+			}
+			from = page[len(page)-1].GetName()
+		}
+	}()
+}
+
+// fillFile fetches a small regular file's chunks into the disk cache; false
+// means the disk cache has no room left.
+func (f *FS) fillFile(ctx context.Context, e *filerpb.Entry) bool {
+	size := fileSize(e)
+	if e.GetIsDirectory() || len(e.GetContent()) > 0 || size == 0 || size > datasetMaxFile {
+		return true
+	}
+	if f.sysMode(e)&syscall.S_IFMT != syscall.S_IFREG {
+		return true
+	}
+	m, err := chunkmap.Build(ctx, e.GetChunks(), f.manifests)
+	if err != nil {
+		return true // the reader will meet and report the error itself
+	}
+	for _, v := range m.Views(nil, 0, int64(size), int64(size)) {
+		if !v.Hole && !f.chunks.FillDisk(ctx, v.Chunk) {
+			return false
+		}
+	}
+	return true
 }

@@ -287,3 +287,61 @@ func TestMemoryIsTheReaderCache(t *testing.T) {
 	t.Logf("peak RSS with 64 readers: %d MiB (-readerCacheSizeMB=64)", peak)
 	require.Less(t, peak, 64+150, "RSS beyond -readerCacheSizeMB + 150 MiB")
 }
+
+// TestShuffledScanFillsDisk: a reader opening a directory's files in no
+// order (a shuffled data loader) makes the mount fill the rest of the
+// directory into the disk cache, and every file still reads byte-exact.
+func TestShuffledScanFillsDisk(t *testing.T) {
+	c := cluster.StartT(t, cluster.Options{})
+	ctx := ctxT(t, 10*time.Minute)
+	const n = 400
+	files := make([][]byte, n)
+	err := forEachN(n, 8, func(i int) error {
+		files[i] = randomData(uint64(100+i), 64<<10+i)
+		return c.Put(ctx, fmt.Sprintf("/ds/s%04d.bin", i), files[i])
+	})
+	require.NoError(t, err)
+	addr := metricsAddr(t)
+	m := startMount(t, c, "-filer.path=/ds", "-cacheDir="+t.TempDir(), "-metrics.address="+addr)
+	rng := rand.New(rand.NewPCG(1, 1))
+	order := rng.Perm(n)
+	check := func(i int) {
+		got, err := os.ReadFile(filepath.Join(m.Dir, fmt.Sprintf("s%04d.bin", i)))
+		require.NoError(t, err)
+		require.True(t, bytes.Equal(files[i], got), "file %d", i)
+	}
+	for _, i := range order[:40] {
+		check(i)
+	}
+	require.Eventually(t, func() bool {
+		return scrape(t, addr)["weedfuse_disk_entries"] >= n
+	}, time.Minute, 100*time.Millisecond, "the directory was not filled into the disk cache")
+	before := fromVolumeServers(scrape(t, addr))
+	for _, i := range order[40:] {
+		check(i)
+	}
+	after := scrape(t, addr)
+	t.Logf("fills %.0f; the rest of the epoch fetched %.0f bytes from volume servers", after["weedfuse_disk_fills_total"], fromVolumeServers(after)-before)
+	require.Less(t, fromVolumeServers(after)-before, float64(64<<10)*10)
+}
+
+// forEachN runs fn(i) for i in [0, n), workers at a time, and returns the
+// first error.
+func forEachN(n, workers int, fn func(i int) error) error {
+	errs := make(chan error, n)
+	sem := make(chan struct{}, workers)
+	for i := 0; i < n; i++ {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			errs <- fn(i)
+		}()
+	}
+	var first error
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}

@@ -176,3 +176,41 @@ func (c *Cache) fillLater(ch volume.Chunk) {
 		c.fills.Add(1)
 	}()
 }
+
+// FillDisk fetches the whole needle of ch into the disk tier, verified,
+// unless it is there already, and waits for it. It reports false when
+// there is no disk tier or it has no room left without evicting: a scan
+// that fills ahead of its readers should stop there, since pushing out
+// what it filled earlier would gain nothing. Safe for concurrent use; the
+// caller bounds how many run at once.
+func (c *Cache) FillDisk(ctx context.Context, ch volume.Chunk) bool {
+	if c.disk == nil || ch.Size <= 0 {
+		return false
+	}
+	key := ch.Key()
+	if c.disk.hasData(key) {
+		return true
+	}
+	if !c.disk.roomFor(ch.Size) {
+		return false
+	}
+	sink := c.disk.writer(key, ch.Size)
+	if sink == nil {
+		if done := c.disk.written(key); done != nil {
+			select {
+			case <-done:
+			case <-ctx.Done():
+			}
+		}
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
+	defer cancel()
+	if _, err := readIntoTee(ctx, c.f, ch, 0, nil, sink); err != nil {
+		sink.abort()
+		return ctx.Err() == nil // a bad needle ends nothing; a closing mount does
+	}
+	sink.commit(ch.Size)
+	c.fills.Add(1)
+	return true
+}
