@@ -30,7 +30,6 @@
 package volume
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 )
@@ -71,15 +70,12 @@ func (c Chunk) Key() string {
 	if len(c.CipherKey) == 0 && !c.Compressed && c.ETag == "" {
 		return c.FileID
 	}
-	h := sha256.New()
-	h.Write(c.CipherKey)
+	// Plain concatenation, no hash: block keys are made on every read.
+	flag := "p"
 	if c.Compressed {
-		h.Write([]byte{1})
-	} else {
-		h.Write([]byte{0})
+		flag = "z"
 	}
-	h.Write([]byte(c.ETag))
-	return c.FileID + "+" + hex.EncodeToString(h.Sum(nil)[:12])
+	return c.FileID + "|" + flag + "|" + hex.EncodeToString(c.CipherKey) + "|" + c.ETag
 }
 
 // Plain reports whether the chunk's stored bytes are its logical bytes as
