@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -58,6 +59,9 @@ type Options struct {
 	// WholeCacheBytes bounds the cache of decoded, verified needles (see
 	// ReadChunk). Default 32 MiB; negative turns it off.
 	WholeCacheBytes int64
+	// MaxDecodeBytes bounds the memory of needles being read whole and
+	// decoded at once (see Reader.decoding). Default 128 MiB.
+	MaxDecodeBytes int64
 	// VerifyETag checks the MD5 e_tag of every needle read, on top of the
 	// server's CRC32C. The CRC32C check is always on and nearly free; the
 	// MD5 costs about 1.4 ms of CPU per MiB (roughly 700 MB/s on one
@@ -90,6 +94,10 @@ type Reader struct {
 	// flight shares one fetch of a needle, keyed by file id, among the
 	// readers that miss whole at the same time.
 	flight singleflight.Group
+	// decoding bounds the heap that needles read whole into memory (to be
+	// gunzipped or decrypted, or longer than their chunk) hold at once,
+	// across the mount: their stored and logical bytes.
+	decoding *semaphore.Weighted
 
 	reads           atomic.Int64
 	bytes           atomic.Int64
@@ -113,6 +121,9 @@ func New(loc Locator, opts Options) *Reader {
 	}
 	if opts.MaxIdleConnsPerHost <= 0 {
 		opts.MaxIdleConnsPerHost = defaultMaxIdleConnsPerHost
+	}
+	if opts.MaxDecodeBytes <= 0 {
+		opts.MaxDecodeBytes = 128 << 20
 	}
 	switch {
 	case opts.WholeCacheBytes == 0:
@@ -139,6 +150,7 @@ func New(loc Locator, opts Options) *Reader {
 		client:    &http.Client{Transport: transport},
 		box:       newPenaltyBox(),
 		whole:     NewNeedleCache(opts.WholeCacheBytes),
+		decoding:  semaphore.NewWeighted(opts.MaxDecodeBytes),
 	}
 }
 
@@ -455,6 +467,13 @@ func (r *Reader) needle(ctx context.Context, vid uint32, c Chunk) ([]byte, error
 	data, ok := r.whole.Get(c.Key())
 	for !ok {
 		v, err, _ := r.flight.Do(c.Key(), func() (any, error) {
+			// The needle's stored and decoded bytes, at most the bound:
+			// a needle larger than it runs alone.
+			cost := min(2*max(c.Size, 1<<20), r.opts.MaxDecodeBytes)
+			if err := r.decoding.Acquire(ctx, cost); err != nil {
+				return nil, fmt.Errorf("read chunk %s: %w", c.FileID, err)
+			}
+			defer r.decoding.Release(cost)
 			var fetched []byte
 			err := r.withReplicas(ctx, vid, c.FileID, func(ctx context.Context, addr string) error {
 				var err error
