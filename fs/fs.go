@@ -68,6 +68,9 @@ type Options struct {
 	// ReadaheadMin and ReadaheadMax bound the readahead window of a
 	// sequentially read file. Defaults 1 MiB and pagecache.MaxReadahead.
 	ReadaheadMin, ReadaheadMax int64
+	// Ops, when set, is told of every FUSE operation the tree answers
+	// (see observe.go).
+	Ops OpObserver
 }
 
 // FS holds what all nodes share.
@@ -203,8 +206,8 @@ func (n *node) current(ctx context.Context) (*filerpb.Entry, error) {
 	return e, nil
 }
 
-// getattr answers from the node's entry, asking the filer when it is stale.
-func (n *node) getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+// getattrEntry answers from the node's entry, asking the filer when it is stale.
+func (n *node) getattrEntry(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	e, err := n.current(ctx)
 	if err != nil {
 		return toErrno("getattr "+n.path, err)

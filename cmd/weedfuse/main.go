@@ -8,16 +8,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log"
-	"maps"
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served on the -debug port only
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,9 +23,9 @@ import (
 	weedfs "github.com/weedfuse/weedfuse/fs"
 	"github.com/weedfuse/weedfuse/internal/filer"
 	"github.com/weedfuse/weedfuse/internal/filerpb"
+	"github.com/weedfuse/weedfuse/internal/metrics"
 	"github.com/weedfuse/weedfuse/internal/volume"
 	"github.com/weedfuse/weedfuse/pagecache"
-	"github.com/weedfuse/weedfuse/rdma"
 )
 
 func main() {
@@ -102,16 +99,19 @@ func run(cfg *config) error {
 		ReadExpiresAfter: sec.ReadExpiresAfter,
 	})
 	defer httpReader.Close()
-	chain := pagecache.Chain{httpReader}
+	mx := metrics.NewMount()
+	timedHTTP := mx.Fetcher("http", httpReader)
+	chain := pagecache.Chain{timedHTTP}
 	rdmaClient, err := newRDMAClient(cfg, fc, sec)
 	if err != nil {
 		return err
 	}
 	if rdmaClient != nil {
 		defer rdmaClient.Close()
-		chain = pagecache.Chain{rdmaClient, httpReader}
+		timedRDMA := mx.Fetcher("rdma", rdmaClient)
+		chain = pagecache.Chain{timedRDMA, timedHTTP}
 		if !cfg.rdmaFallback {
-			chain = pagecache.Chain{rdmaClient}
+			chain = pagecache.Chain{timedRDMA}
 		}
 	}
 	capacity := int64(max(cfg.cacheCapacityMB, 16)) << 20
@@ -120,6 +120,9 @@ func run(cfg *config) error {
 		return err
 	}
 	defer cache.Close()
+	if err := addMetricSources(mx, cache, httpReader, rdmaClient); err != nil {
+		return err
+	}
 
 	wfs := weedfs.New(fc, cache, httpReader, weedfs.Options{
 		Root:            root,
@@ -128,6 +131,7 @@ func run(cfg *config) error {
 		DisableXAttr:    cfg.disableXAttr,
 		ReadConcurrency: min(cfg.concurrentReaders, 64),
 		ReadaheadMax:    min(pagecache.MaxReadahead, capacity/8),
+		Ops:             mx,
 	})
 	name := cfg.volumeName
 	if name == "" {
@@ -156,7 +160,7 @@ func run(cfg *config) error {
 	log.Printf("weedfuse: mounted %s%s at %s (read-only)", fc.Addresses()[0].HTTP, root, dir)
 	wfs.Watch(fc)
 	defer wfs.Close()
-	srv := startHTTP(cfg, metricsSources{http: httpReader, cache: cache, rdma: rdmaClient})
+	srv := startHTTP(cfg, mx.Handler())
 	defer srv.close()
 
 	done := make(chan struct{})
@@ -248,14 +252,7 @@ func (s httpServers) close() {
 	}
 }
 
-// metricsSources are the counters /metrics reports.
-type metricsSources struct {
-	http  *volume.Reader
-	cache *pagecache.Cache
-	rdma  *rdma.Client // nil without -rdma.enabled
-}
-
-func startHTTP(cfg *config, m metricsSources) httpServers {
+func startHTTP(cfg *config, metrics http.Handler) httpServers {
 	var out httpServers
 	serve := func(addr string, h http.Handler) {
 		ln, err := net.Listen("tcp", addr)
@@ -267,9 +264,6 @@ func startHTTP(cfg *config, m metricsSources) httpServers {
 		go srv.Serve(ln)
 		out = append(out, srv)
 	}
-	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeMetrics(w, m)
-	})
 	if cfg.debug {
 		mux := http.NewServeMux()
 		mux.Handle("/debug/", http.DefaultServeMux)
@@ -282,43 +276,4 @@ func startHTTP(cfg *config, m metricsSources) httpServers {
 		serve(cfg.metricsAddr, mux)
 	}
 	return out
-}
-
-// writeMetrics prints the counters in Prometheus' text format.
-func writeMetrics(w io.Writer, m metricsSources) {
-	h := m.http.Stats()
-	c := m.cache.Stats()
-	for _, kv := range []struct {
-		name string
-		v    any
-	}{
-		{"weedfuse_http_reads_total", h.Reads},
-		{"weedfuse_http_bytes_total", h.Bytes},
-		{"weedfuse_http_errors_total", h.Errors},
-		{"weedfuse_http_retries_total", h.Retries},
-		{"weedfuse_http_replica_failures_total", h.ReplicaFailures},
-		{"weedfuse_http_corrupt_total", h.Corrupt},
-		{"weedfuse_http_fetches_total", h.Fetches},
-		{"weedfuse_http_fetched_bytes_total", h.FetchedBytes},
-		{"weedfuse_cache_hits_total", c.Hits},
-		{"weedfuse_cache_misses_total", c.Misses},
-		{"weedfuse_cache_fetches_total", c.Fetches},
-		{"weedfuse_cache_fetch_errors_total", c.FetchErrs},
-		{"weedfuse_cache_fetched_bytes_total", c.FetchedBytes},
-		{"weedfuse_readahead_bytes_total", c.PrefetchedBytes},
-		{"weedfuse_readahead_used_bytes_total", c.PrefetchUsedBytes},
-		{"weedfuse_readahead_dropped_blocks_total", c.PrefetchDropped},
-	} {
-		fmt.Fprintf(w, "%s %v\n", kv.name, kv.v)
-	}
-	if m.rdma == nil {
-		return
-	}
-	r := m.rdma.Stats()
-	fmt.Fprintf(w, "weedfuse_rdma_reads_total %d\nweedfuse_rdma_bytes_total %d\n", r.Reads, r.Bytes)
-	fmt.Fprintf(w, "weedfuse_rdma_crc_failures_total %d\nweedfuse_rdma_reconnects_total %d\n", r.CRCFailures, r.Reconnects)
-	fmt.Fprintf(w, "weedfuse_rdma_peers %d\nweedfuse_rdma_connected %d\nweedfuse_rdma_open_circuits %d\n", r.Peers, r.Connected, r.OpenCircuit)
-	for _, reason := range slices.Sorted(maps.Keys(r.Fallbacks)) {
-		fmt.Fprintf(w, "weedfuse_rdma_fallbacks_total{reason=%q} %d\n", reason, r.Fallbacks[reason])
-	}
 }
