@@ -120,6 +120,7 @@ func New(meta Meta, chunks ChunkReader, manifests chunkmap.Fetcher, opts Options
 func (f *FS) Close() {
 	f.bgCancel()
 	f.bgWG.Wait()
+	errLog.Flush()
 }
 
 // Root returns the root directory node. rootEntry may be nil when the root

@@ -3,7 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
-	"log"
+	"log/slog"
 	"sync"
 	"syscall"
 
@@ -87,7 +87,7 @@ func (d *dir) noteOpen(name string) {
 		if err != nil {
 			// Not a reader's error: the files' own reads will say more.
 			if !errors.Is(err, context.Canceled) {
-				log.Printf("weedfuse: dataset prefetch of %s: %v", d.path, err)
+				slog.Debug("dataset prefetch failed", "dir", d.path, "err", err)
 			}
 			return
 		}

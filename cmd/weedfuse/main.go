@@ -8,7 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served on the -debug port only
@@ -23,21 +23,26 @@ import (
 	weedfs "github.com/weedfuse/weedfuse/fs"
 	"github.com/weedfuse/weedfuse/internal/filer"
 	"github.com/weedfuse/weedfuse/internal/filerpb"
+	"github.com/weedfuse/weedfuse/internal/logs"
 	"github.com/weedfuse/weedfuse/internal/metrics"
 	"github.com/weedfuse/weedfuse/internal/volume"
 	"github.com/weedfuse/weedfuse/pagecache"
 )
 
 func main() {
-	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
+	if code, ok := runSubcommand(os.Args[1:]); ok {
+		os.Exit(code)
+	}
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
+		usageSubcommands(os.Stderr)
 		os.Exit(0)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "weedfuse:", err)
 		os.Exit(2)
 	}
+	slog.SetDefault(logs.New(os.Stderr, cfg.verbosity))
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "weedfuse:", err)
 		os.Exit(1)
@@ -56,7 +61,7 @@ func run(cfg *config) error {
 	switch cfg.volumeServerAccess {
 	case "direct", "publicUrl":
 	case "filerProxy":
-		log.Printf("weedfuse: -volumeServerAccess=filerProxy is not supported yet; reading volume servers directly")
+		slog.Warn("-volumeServerAccess=filerProxy is not supported yet; reading volume servers directly")
 	default:
 		return fmt.Errorf("-volumeServerAccess %q: want direct, publicUrl or filerProxy", cfg.volumeServerAccess)
 	}
@@ -153,15 +158,16 @@ func run(cfg *config) error {
 	}
 	if cfg.readAheadKB > 0 {
 		if err := setReadAhead(dir, cfg.readAheadKB); err != nil {
-			log.Printf("weedfuse: readahead stays at the kernel's: %v", err)
+			slog.Info("readahead stays at the kernel's", "err", err)
 		}
 	}
 	// The harnesses wait for this line: the mount is set up once it shows.
-	log.Printf("weedfuse: mounted %s%s at %s (read-only)", fc.Addresses()[0].HTTP, root, dir)
+	slog.Info("mounted", "filer", fc.Addresses()[0].HTTP, "path", root, "dir", dir, "mode", "read-only")
 	wfs.Watch(fc)
 	defer wfs.Close()
 	srv := startHTTP(cfg, mx.Handler())
 	defer srv.close()
+	defer announceMounted(dir, mx.Handler())()
 
 	done := make(chan struct{})
 	go func() {
@@ -170,12 +176,12 @@ func run(cfg *config) error {
 	}()
 	select {
 	case <-done:
-		log.Printf("weedfuse: %s was unmounted", dir)
+		slog.Info("unmounted from outside", "dir", dir)
 		return nil
 	case <-ctx.Done():
 	}
 	stop() // a second Ctrl-C kills at once
-	log.Printf("weedfuse: unmounting %s", dir)
+	slog.Info("unmounting", "dir", dir)
 	if err := server.Unmount(); err != nil {
 		// Still mounted, maybe still serving: the cache's memory must not
 		// be unmapped under a read, so exit without the deferred closes.
@@ -257,7 +263,7 @@ func startHTTP(cfg *config, metrics http.Handler) httpServers {
 	serve := func(addr string, h http.Handler) {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			log.Printf("weedfuse: listen %s: %v", addr, err)
+			slog.Error("cannot serve metrics", "address", addr, "err", err)
 			return
 		}
 		srv := &http.Server{Handler: h}
