@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,7 +50,14 @@ func fuseCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "weedfuse fuse:", err)
 		return 2
 	}
-	cfg, err := parseFlags(append(flagArgs, "-dir="+dir), stderr)
+	// Warnings go to a buffer: a daemonizing parent leaves them to the
+	// child, which parses the same options again.
+	var warnings bytes.Buffer
+	cfg, err := parseFlags(append(flagArgs, "-dir="+dir), &warnings)
+	daemon := !foreground && os.Getenv(readyFDEnv) == ""
+	if err != nil || !daemon {
+		io.Copy(stderr, &warnings)
+	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -57,7 +65,7 @@ func fuseCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "weedfuse fuse:", err)
 		return 2
 	}
-	if !foreground && os.Getenv(readyFDEnv) == "" {
+	if daemon {
 		abs, err := filepath.Abs(dir)
 		if err != nil {
 			fmt.Fprintln(stderr, "weedfuse fuse:", err)
