@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -189,21 +188,6 @@ func TestDuplicateHelpRefused(t *testing.T) {
 	}
 	err := prometheus.NewRegistry().Register(NewStatsCollector[pagecache.Stats](fixed[pagecache.Stats]{}, stats))
 	assert.Error(t, err)
-}
-
-func sortedNames(text []byte) []string {
-	seen := map[string]bool{}
-	for _, l := range strings.Split(string(text), "\n") {
-		if strings.HasPrefix(l, "# TYPE ") {
-			seen[strings.Fields(l)[2]] = true
-		}
-	}
-	var out []string
-	for n := range seen {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func testSidecar(t *testing.T) *Sidecar {
