@@ -31,9 +31,6 @@ const (
 	OpStatfs    = "statfs"
 )
 
-// Ops lists every op an OpObserver may see, for exporting them all up front.
-var Ops = []string{OpLookup, OpGetattr, OpRead, OpReadlink, OpGetxattr, OpListxattr, OpStatfs}
-
 // The go-fuse node methods below only time their untimed counterparts,
 // which hold the logic; keeping the timing here keeps it out of that logic.
 
