@@ -161,7 +161,8 @@ func run(cfg *config) error {
 			slog.Info("readahead stays at the kernel's", "err", err)
 		}
 	}
-	// The harnesses wait for this line: the mount is set up once it shows.
+	// The harnesses wait for this line (msg=mounted): the mount is set up
+	// once it shows.
 	slog.Info("mounted", "filer", fc.Addresses()[0].HTTP, "path", root, "dir", dir, "mode", "read-only")
 	wfs.Watch(fc)
 	defer wfs.Close()
