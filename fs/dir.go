@@ -74,7 +74,7 @@ func (d *dir) childPath(name string) string { return path.Join(d.path, name) }
 
 // Lookup asks the filer for dir/name, or reuses a child the kernel already
 // knows whose entry is still fresh.
-func (d *dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+func (d *dir) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	p := d.childPath(name)
 	if ch := d.GetChild(name); ch != nil {
 		if n, ok := ch.Operations().(interface {

@@ -68,10 +68,10 @@ func (f *file) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
 	return syscall.ENOSYS
 }
 
-// Read fills dest from the chunks that cover [off, off+len(dest)), holes as
+// read fills dest from the chunks that cover [off, off+len(dest)), holes as
 // zeros, from one version of the file: the entry current when it starts. It
 // returns the full length unless end of file comes first.
-func (f *file) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+func (f *file) read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	e, err := f.current(ctx)
 	if err != nil {
 		return nil, toErrno("read "+f.path, err)

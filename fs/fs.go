@@ -73,6 +73,9 @@ type Options struct {
 	// ReadaheadMin and ReadaheadMax bound the readahead window of a
 	// sequentially read file. Defaults 1 MiB and pagecache.MaxReadahead.
 	ReadaheadMin, ReadaheadMax int64
+	// Ops, when set, is told of every FUSE operation the tree answers
+	// (see observe.go).
+	Ops OpObserver
 }
 
 // FS holds what all nodes share.
@@ -122,6 +125,7 @@ func New(meta Meta, chunks ChunkReader, manifests chunkmap.Fetcher, opts Options
 func (f *FS) Close() {
 	f.bgCancel()
 	f.bgWG.Wait()
+	errLog.Flush()
 }
 
 // Root returns the root directory node. rootEntry may be nil when the root
@@ -208,8 +212,8 @@ func (n *node) current(ctx context.Context) (*filerpb.Entry, error) {
 	return e, nil
 }
 
-// getattr answers from the node's entry, asking the filer when it is stale.
-func (n *node) getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+// getattrEntry answers from the node's entry, asking the filer when it is stale.
+func (n *node) getattrEntry(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	e, err := n.current(ctx)
 	if err != nil {
 		return toErrno("getattr "+n.path, err)

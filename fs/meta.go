@@ -13,10 +13,10 @@ import (
 // as Extended["xattr-name"] on the entry.
 const xattrPrefix = "xattr-"
 
-// Getxattr answers from the cached entry: weed mount's `ls -l` is slow
+// getxattr answers from the cached entry: weed mount's `ls -l` is slow
 // because each file costs xattr RPCs; here they cost none while the entry is
 // fresh. With DisableXAttr, go-fuse answers ENOSYS instead of calling it.
-func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+func (n *node) getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	e, err := n.current(ctx)
 	if err != nil {
 		return 0, toErrno("getxattr "+n.path, err)
@@ -31,8 +31,8 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	return uint32(copy(dest, v)), 0
 }
 
-// Listxattr lists the names Getxattr answers, from the cached entry.
-func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+// listxattr lists the names getxattr answers, from the cached entry.
+func (n *node) listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	e, err := n.current(ctx)
 	if err != nil {
 		return 0, toErrno("listxattr "+n.path, err)
@@ -60,7 +60,7 @@ func (f *FS) entryTimeouts(out *fuse.EntryOut) {
 // statfsTTL keeps df from costing an RPC every call.
 const statfsTTL = 10 * time.Second
 
-func (f *FS) statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+func (f *FS) filerStatfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	f.statMu.Lock()
 	st, at := f.stat, f.statTime
 	f.statMu.Unlock()

@@ -3,7 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
-	"log"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -115,7 +115,7 @@ func (d *dir) noteOpen(name string) {
 		if err != nil {
 			// Not a reader's error: the files' own reads will say more.
 			if !errors.Is(err, context.Canceled) {
-				log.Printf("weedfuse: dataset prefetch of %s: %v", d.path, err)
+				slog.Debug("dataset prefetch failed", "dir", d.path, "err", err)
 			}
 			return
 		}
@@ -167,7 +167,7 @@ func (d *dir) scan() {
 			page, err := f.meta.ListPage(f.bg, d.path, from, 1024)
 			if err != nil {
 				if !errors.Is(err, context.Canceled) {
-					log.Printf("weedfuse: dataset scan of %s: %v", d.path, err)
+					slog.Debug("dataset scan failed", "dir", d.path, "err", err)
 				}
 				return
 			}

@@ -18,7 +18,7 @@ var (
 	_ = (gofs.NodeListxattrer)((*symlink)(nil))
 )
 
-func (l *symlink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+func (l *symlink) readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	e, err := l.current(ctx)
 	if err != nil {
 		return nil, toErrno("readlink "+l.path, err)

@@ -2,7 +2,7 @@ package fs
 
 import (
 	"context"
-	"log"
+	"log/slog"
 	"path"
 	"strings"
 	"syscall"
@@ -80,7 +80,7 @@ func (f *FS) subscribeLoop(ctx context.Context, sub Subscriber, notes chan<- fun
 		if ctx.Err() != nil {
 			return
 		}
-		log.Printf("weedfuse: metadata subscription: %v; metadata is trusted for %v until it is back", err, unwatchedTTL)
+		slog.Warn("metadata subscription lost; cached metadata is trusted for a shorter while until it is back", "err", err, "ttl", unwatchedTTL)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():

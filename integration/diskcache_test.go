@@ -212,7 +212,7 @@ func TestDiskCacheFaults(t *testing.T) {
 		check(m) // the memory tier holds 16 MiB of 20: the rest from a gone disk
 		check(m)
 		got := scrape(t, addr)
-		require.NotZero(t, got["weedfuse_disk_misses_total"]+got["weedfuse_disk_corrupt_total"])
+		require.NotZero(t, got[`weedfuse_cache_misses_total{tier="disk"}`]+got["weedfuse_disk_corrupt_total"])
 		require.NotEmpty(t, datFiles(cacheDir), "the tier did not come back")
 	})
 

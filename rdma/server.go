@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"maps"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -78,6 +79,9 @@ type Server struct {
 	requests, errReplies, bytesOffered, peersSeen atomic.Uint64
 	upstreamCorrupt                               atomic.Uint64
 	okReplies, corrupted, corruptedStored         atomic.Uint64 // fault injection
+
+	refusedMu sync.Mutex
+	refused   map[uint16]uint64 // error replies by status; guarded by refusedMu
 }
 
 // NewServer opens the device and maps and carves the arena. Without a
@@ -229,6 +233,9 @@ type ServerStats struct {
 	UpstreamCorrupt uint64
 	Corrupted       uint64 // replies corrupted on purpose after their CRC (CorruptEveryN)
 	CorruptedStored uint64 // replies corrupted on purpose before their CRC (CorruptStoredEveryN)
+	// Refusals counts ErrorReplies by status: 400 bad request, 413 too
+	// large, 503 busy, 504 timeout, otherwise the volume server's status.
+	Refusals map[uint16]uint64
 }
 
 func (s *Server) Stats() ServerStats {
@@ -236,7 +243,10 @@ func (s *Server) Stats() ServerStats {
 	peers := len(s.peers)
 	s.mu.Unlock()
 	cached, pinned := s.cache.stats()
-	return ServerStats{Peers: peers, PeersSeen: s.peersSeen.Load(), Requests: s.requests.Load(),
+	s.refusedMu.Lock()
+	refusals := maps.Clone(s.refused)
+	s.refusedMu.Unlock()
+	return ServerStats{Refusals: refusals, Peers: peers, PeersSeen: s.peersSeen.Load(), Requests: s.requests.Load(),
 		ErrorReplies: s.errReplies.Load(), BytesOffered: s.bytesOffered.Load(),
 		CachedNeedles: cached, PinnedSlots: pinned, Slots: s.cache.slots.size(),
 		UpstreamCorrupt: s.upstreamCorrupt.Load(), Corrupted: s.corrupted.Load(), CorruptedStored: s.corruptedStored.Load()}
@@ -302,7 +312,7 @@ func (p *serverPeer) run() {
 				}
 				p.release(req.Releases)
 				if !p.reserve(req.ID) {
-					s.errReplies.Add(1)
+					s.refuse(statusBadRequest)
 					rep := readReply{ID: req.ID, Status: statusBadRequest, Err: "request id already in use"}
 					if err := p.write(frameReply, rep.encode()); err != nil {
 						return err
@@ -410,6 +420,17 @@ func (p *serverPeer) release(ids []uint64) {
 	}
 }
 
+// refuse counts an error reply, by its status.
+func (s *Server) refuse(status uint16) {
+	s.errReplies.Add(1)
+	s.refusedMu.Lock()
+	if s.refused == nil {
+		s.refused = map[uint16]uint64{}
+	}
+	s.refused[status]++
+	s.refusedMu.Unlock()
+}
+
 // serve answers one request. A pinned needle is recorded before the reply
 // is written, because the client may release it as soon as it reads it.
 func (p *serverPeer) serve(ctx context.Context, req readRequest) {
@@ -427,7 +448,7 @@ func (p *serverPeer) serve(ctx context.Context, req readRequest) {
 	}
 	p.mu.Unlock()
 	if rep.Status != statusOK {
-		p.s.errReplies.Add(1)
+		p.s.refuse(rep.Status)
 	}
 	if err := p.write(frameReply, rep.encode()); err != nil {
 		p.raw.Close() // the reader sees it and cleans up

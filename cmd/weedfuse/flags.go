@@ -42,6 +42,7 @@ type config struct {
 	verifyETag  bool
 	verify      string
 	metricsAddr string
+	verbosity   int // -v, see logging.go
 
 	rdmaEnabled       bool
 	rdmaSidecar       string
@@ -139,6 +140,7 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.rdmaTLSKey, "rdma.tls.key", "", "weedfuse: key of -rdma.tls.cert")
 	fs.StringVar(&c.rdmaTLSCA, "rdma.tls.ca", "", "weedfuse: CA that signs weedrdma's certificate")
 
+	addLogFlags(fs, c, stderr)
 	for name, isBool := range ignoredFlags {
 		fs.Var(&ignored{name: name, isBool: isBool, warn: stderr}, name, "weed mount flag; ignored by weedfuse")
 	}

@@ -10,9 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log"
-	"maps"
+	"log/slog"
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served on the -debug port only
@@ -28,24 +26,26 @@ import (
 	weedfs "github.com/weedfuse/weedfuse/fs"
 	"github.com/weedfuse/weedfuse/internal/filer"
 	"github.com/weedfuse/weedfuse/internal/filerpb"
+	"github.com/weedfuse/weedfuse/internal/logs"
+	"github.com/weedfuse/weedfuse/internal/metrics"
 	"github.com/weedfuse/weedfuse/internal/volume"
 	"github.com/weedfuse/weedfuse/pagecache"
-	"github.com/weedfuse/weedfuse/rdma"
 )
 
 func main() {
-	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
-	if len(os.Args) > 1 && os.Args[1] == "warmup" {
-		os.Exit(warmupMain(os.Args[2:], os.Stdout, os.Stderr))
+	if code, ok := runSubcommand(os.Args[1:]); ok {
+		os.Exit(code)
 	}
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
+		usageSubcommands(os.Stderr)
 		os.Exit(0)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "weedfuse:", err)
 		os.Exit(2)
 	}
+	slog.SetDefault(logs.New(os.Stderr, cfg.verbosity))
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "weedfuse:", err)
 		os.Exit(1)
@@ -67,7 +67,7 @@ func run(cfg *config) error {
 	switch cfg.volumeServerAccess {
 	case "direct", "publicUrl":
 	case "filerProxy":
-		log.Printf("weedfuse: -volumeServerAccess=filerProxy is not supported yet; reading volume servers directly")
+		slog.Warn("-volumeServerAccess=filerProxy is not supported yet; reading volume servers directly")
 	default:
 		return fmt.Errorf("-volumeServerAccess %q: want direct, publicUrl or filerProxy", cfg.volumeServerAccess)
 	}
@@ -110,23 +110,26 @@ func run(cfg *config) error {
 		ReadExpiresAfter: sec.ReadExpiresAfter,
 	})
 	defer httpReader.Close()
-	chain := pagecache.Chain{httpReader}
+	mx := metrics.NewMount()
+	timedHTTP := mx.Fetcher("http", httpReader)
+	chain := pagecache.Chain{timedHTTP}
 	rdmaClient, err := newRDMAClient(cfg, fc, sec)
 	if err != nil {
 		return err
 	}
 	if rdmaClient != nil {
 		defer rdmaClient.Close()
-		chain = pagecache.Chain{rdmaClient, httpReader}
+		timedRDMA := mx.Fetcher("rdma", rdmaClient)
+		chain = pagecache.Chain{timedRDMA, timedHTTP}
 		if !cfg.rdmaFallback {
-			chain = pagecache.Chain{rdmaClient}
+			chain = pagecache.Chain{timedRDMA}
 		}
 	}
 	capacity := int64(max(cfg.readerCacheSizeMB, 16)) << 20
 	cacheOpts := pagecache.Options{
 		Capacity: capacity,
 		Strict:   cfg.verify == "strict",
-		Warn:     func(s string) { log.Printf("weedfuse: %s", s) },
+		Warn:     func(s string) { slog.Warn(s) },
 	}
 	if cfg.cacheCapacityMB > 0 && cfg.cacheDir != "" {
 		cacheOpts.DiskDir = diskCacheDir(cfg.cacheDir, fc.Addresses())
@@ -137,6 +140,9 @@ func run(cfg *config) error {
 		return err
 	}
 	defer cache.Close()
+	if err := addMetricSources(mx, cache, httpReader, rdmaClient); err != nil {
+		return err
+	}
 
 	wfs := weedfs.New(fc, cache, httpReader, weedfs.Options{
 		Root:            root,
@@ -145,6 +151,7 @@ func run(cfg *config) error {
 		DisableXAttr:    cfg.disableXAttr,
 		ReadConcurrency: min(cfg.concurrentReaders, 64),
 		ReadaheadMax:    min(pagecache.MaxReadahead, capacity/8),
+		Ops:             mx,
 	})
 	name := cfg.volumeName
 	if name == "" {
@@ -166,15 +173,17 @@ func run(cfg *config) error {
 	}
 	if cfg.readAheadKB > 0 {
 		if err := setReadAhead(dir, cfg.readAheadKB); err != nil {
-			log.Printf("weedfuse: readahead stays at the kernel's: %v", err)
+			slog.Info("readahead stays at the kernel's", "err", err)
 		}
 	}
-	// The harnesses wait for this line: the mount is set up once it shows.
-	log.Printf("weedfuse: mounted %s%s at %s (read-only)", fc.Addresses()[0].HTTP, root, dir)
+	// The harnesses wait for this line (msg=mounted): the mount is set up
+	// once it shows.
+	slog.Info("mounted", "filer", fc.Addresses()[0].HTTP, "path", root, "dir", dir, "mode", "read-only")
 	wfs.Watch(fc)
 	defer wfs.Close()
-	srv := startHTTP(cfg, metricsSources{http: httpReader, cache: cache, rdma: rdmaClient})
+	srv := startHTTP(cfg, mx.Handler())
 	defer srv.close()
+	defer announceMounted(dir, mx.Handler())()
 
 	done := make(chan struct{})
 	go func() {
@@ -183,12 +192,12 @@ func run(cfg *config) error {
 	}()
 	select {
 	case <-done:
-		log.Printf("weedfuse: %s was unmounted", dir)
+		slog.Info("unmounted from outside", "dir", dir)
 		return nil
 	case <-ctx.Done():
 	}
 	stop() // a second Ctrl-C kills at once
-	log.Printf("weedfuse: unmounting %s", dir)
+	slog.Info("unmounting", "dir", dir)
 	if err := server.Unmount(); err != nil {
 		// Still mounted, maybe still serving: the cache's memory must not
 		// be unmapped under a read, so exit without the deferred closes.
@@ -278,28 +287,18 @@ func (s httpServers) close() {
 	}
 }
 
-// metricsSources are the counters /metrics reports.
-type metricsSources struct {
-	http  *volume.Reader
-	cache *pagecache.Cache
-	rdma  *rdma.Client // nil without -rdma.enabled
-}
-
-func startHTTP(cfg *config, m metricsSources) httpServers {
+func startHTTP(cfg *config, metrics http.Handler) httpServers {
 	var out httpServers
 	serve := func(addr string, h http.Handler) {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			log.Printf("weedfuse: listen %s: %v", addr, err)
+			slog.Error("cannot serve metrics", "address", addr, "err", err)
 			return
 		}
 		srv := &http.Server{Handler: h}
 		go srv.Serve(ln)
 		out = append(out, srv)
 	}
-	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeMetrics(w, m)
-	})
 	if cfg.debug {
 		mux := http.NewServeMux()
 		mux.Handle("/debug/", http.DefaultServeMux)
@@ -312,60 +311,4 @@ func startHTTP(cfg *config, m metricsSources) httpServers {
 		serve(cfg.metricsAddr, mux)
 	}
 	return out
-}
-
-// writeMetrics prints the counters in Prometheus' text format.
-func writeMetrics(w io.Writer, m metricsSources) {
-	h := m.http.Stats()
-	c := m.cache.Stats()
-	for _, kv := range []struct {
-		name string
-		v    any
-	}{
-		{"weedfuse_http_reads_total", h.Reads},
-		{"weedfuse_http_bytes_total", h.Bytes},
-		{"weedfuse_http_errors_total", h.Errors},
-		{"weedfuse_http_retries_total", h.Retries},
-		{"weedfuse_http_replica_failures_total", h.ReplicaFailures},
-		{"weedfuse_http_corrupt_total", h.Corrupt},
-		{"weedfuse_http_fetches_total", h.Fetches},
-		{"weedfuse_http_fetched_bytes_total", h.FetchedBytes},
-		{"weedfuse_cache_hits_total", c.Hits},
-		{"weedfuse_cache_misses_total", c.Misses},
-		{"weedfuse_cache_fetches_total", c.Fetches},
-		{"weedfuse_cache_fetch_errors_total", c.FetchErrs},
-		{"weedfuse_cache_fetched_bytes_total", c.FetchedBytes},
-		{"weedfuse_readahead_bytes_total", c.PrefetchedBytes},
-		{"weedfuse_readahead_used_bytes_total", c.PrefetchUsedBytes},
-		{"weedfuse_readahead_dropped_blocks_total", c.PrefetchDropped},
-		{"weedfuse_http_range_fetches_total", h.RangeFetches},
-		{"weedfuse_http_range_bytes_total", h.RangeBytes},
-		{"weedfuse_cache_range_fetches_total", c.RangeFetches},
-		{"weedfuse_cache_verified_range_bytes_total", c.VerifiedRangeBytes},
-		{"weedfuse_cache_unverified_bytes_total", c.UnverifiedBytes},
-		{"weedfuse_disk_fills_total", c.Fills},
-		{"weedfuse_disk_capacity_bytes", c.Disk.Capacity},
-		{"weedfuse_disk_used_bytes", c.Disk.Used},
-		{"weedfuse_disk_entries", c.Disk.Entries},
-		{"weedfuse_disk_hits_total", c.Disk.Hits},
-		{"weedfuse_disk_hit_bytes_total", c.Disk.HitBytes},
-		{"weedfuse_disk_misses_total", c.Disk.Misses},
-		{"weedfuse_disk_writes_total", c.Disk.Writes},
-		{"weedfuse_disk_written_bytes_total", c.Disk.WrittenBytes},
-		{"weedfuse_disk_write_errors_total", c.Disk.WriteErrors},
-		{"weedfuse_disk_corrupt_total", c.Disk.Corrupt},
-		{"weedfuse_disk_evictions_total", c.Disk.Evictions},
-	} {
-		fmt.Fprintf(w, "%s %v\n", kv.name, kv.v)
-	}
-	if m.rdma == nil {
-		return
-	}
-	r := m.rdma.Stats()
-	fmt.Fprintf(w, "weedfuse_rdma_reads_total %d\nweedfuse_rdma_bytes_total %d\n", r.Reads, r.Bytes)
-	fmt.Fprintf(w, "weedfuse_rdma_crc_failures_total %d\nweedfuse_rdma_reconnects_total %d\n", r.CRCFailures, r.Reconnects)
-	fmt.Fprintf(w, "weedfuse_rdma_peers %d\nweedfuse_rdma_connected %d\nweedfuse_rdma_open_circuits %d\n", r.Peers, r.Connected, r.OpenCircuit)
-	for _, reason := range slices.Sorted(maps.Keys(r.Fallbacks)) {
-		fmt.Fprintf(w, "weedfuse_rdma_fallbacks_total{reason=%q} %d\n", reason, r.Fallbacks[reason])
-	}
 }

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"log"
+	"log/slog"
 	"time"
 
 	"github.com/weedfuse/weedfuse/internal/filer"
@@ -38,13 +38,13 @@ func newRDMAClient(cfg *config, fc *filer.Client, sec volume.SecurityConfig) (*r
 	}
 	if e := c.Unavailable(); e != nil {
 		if cfg.rdmaFallback {
-			log.Printf("weedfuse: RDMA unavailable, reading over HTTP: %v", e)
+			slog.Warn("RDMA unavailable, reading over HTTP", "err", e)
 		} else {
-			log.Printf("weedfuse: RDMA unavailable and -rdma.fallback=false: reads will fail: %v", e)
+			slog.Error("RDMA unavailable and -rdma.fallback=false: reads will fail", "err", e)
 		}
 	} else {
 		d := c.Device()
-		log.Printf("weedfuse: RDMA on %s", d.Name)
+		slog.Info("RDMA on", "device", d.Name)
 	}
 	return c, nil
 }

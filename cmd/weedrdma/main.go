@@ -8,7 +8,12 @@
 //
 //	weedrdma -volume.server=127.0.0.1:8080 -listen=:18515 [-device=mlx5_0] [-gid.index=N]
 //	         [-cache.mb=256] [-slot.mb=8] [-tls.cert=F -tls.key=F [-tls.ca=F]]
+//	         [-metrics.address=127.0.0.1:9328] [-v=N]
 //	weedrdma -list
+//
+// -metrics.address serves Prometheus metrics at /metrics: peers, pinned
+// slots, requests, refusals by reason, bytes offered (internal/metrics).
+// -v is weed's glog verbosity, mapped as weedfuse maps it (internal/logs).
 //
 // -fault.corruptEvery=N and -fault.corruptStoredEvery=N are fault injection
 // for tests (integration/rxe), never for production: every Nth reply
@@ -27,12 +32,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	"github.com/weedfuse/weedfuse/internal/logs"
+	"github.com/weedfuse/weedfuse/internal/metrics"
 	"github.com/weedfuse/weedfuse/rdma"
 )
 
@@ -50,9 +59,11 @@ func main() {
 		list         = flag.Bool("list", false, "list RDMA devices and exit")
 		corruptEvery = flag.Int("fault.corruptEvery", 0, "FAULT INJECTION, TESTS ONLY: flip a byte of every Nth reply after its CRC32C was computed (0: off)")
 		corruptStore = flag.Int("fault.corruptStoredEvery", 0, "FAULT INJECTION, TESTS ONLY: flip a byte of every Nth reply before its CRC32C is computed (0: off)")
+		metricsAddr  = flag.String("metrics.address", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9328)")
+		verbosity    = flag.Int("v", 0, "log verbosity as weed's glog: 0-1 info, 2 and up debug")
 	)
 	flag.Parse()
-	log.SetPrefix("weedrdma: ")
+	slog.SetDefault(logs.New(os.Stderr, *verbosity).With("cmd", "weedrdma"))
 	if *list {
 		devs, err := rdma.ListDevices()
 		if err != nil {
@@ -85,12 +96,28 @@ func main() {
 		fmt.Fprintln(os.Stderr, "weedrdma:", err)
 		os.Exit(1)
 	}
-	log.Printf("serving %s on %s, device %s, hugepages=%v", *volumeServer, ln.Addr(), srv.Device(), srv.HugePages())
+	slog.Info("serving", "volume_server", *volumeServer, "listen", ln.Addr().String(), "device", srv.Device(), "hugepages", srv.HugePages())
 	if *corruptEvery > 0 {
-		log.Printf("FAULT INJECTION (-fault.corruptEvery=%d): one reply in %d gets a byte flipped after its CRC; for tests only", *corruptEvery, *corruptEvery)
+		slog.Warn("FAULT INJECTION: one reply in N gets a byte flipped after its CRC; for tests only", "fault.corruptEvery", *corruptEvery)
 	}
 	if *corruptStore > 0 {
-		log.Printf("FAULT INJECTION (-fault.corruptStoredEvery=%d): one reply in %d gets a byte flipped before its CRC; for tests only", *corruptStore, *corruptStore)
+		slog.Warn("FAULT INJECTION: one reply in N gets a byte flipped before its CRC; for tests only", "fault.corruptStoredEvery", *corruptStore)
+	}
+	var msrv *http.Server
+	if *metricsAddr != "" {
+		mln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			ln.Close()
+			srv.Close()
+			fmt.Fprintln(os.Stderr, "weedrdma: -metrics.address:", err)
+			os.Exit(1)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics.NewSidecar(srv).Handler())
+		msrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		// Shut down below, before srv closes.
+		go msrv.Serve(mln)
+		slog.Info("metrics", "address", mln.Addr().String())
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -99,14 +126,21 @@ func main() {
 	go func() { served <- srv.Serve(ln) }()
 	select {
 	case <-ctx.Done():
-		log.Printf("shutting down")
+		slog.Info("shutting down")
 	case err = <-served:
+	}
+	if msrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		msrv.Shutdown(sctx)
+		cancel()
 	}
 	srv.Close()
 	st := srv.Stats()
-	log.Printf("stopped: %d peers seen, %d requests, %d error replies (%d needles refused for failing the volume server's checksum), %d bytes offered, %d+%d replies corrupted on purpose (after+before the CRC)",
-		st.PeersSeen, st.Requests, st.ErrorReplies, st.UpstreamCorrupt, st.BytesOffered, st.Corrupted, st.CorruptedStored)
+	slog.Info("stopped", "peers_seen", st.PeersSeen, "requests", st.Requests, "error_replies", st.ErrorReplies,
+		"upstream_corrupt", st.UpstreamCorrupt, "bytes_offered", st.BytesOffered,
+		"corrupted_after_crc", st.Corrupted, "corrupted_before_crc", st.CorruptedStored)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
-		log.Fatal(err)
+		fmt.Fprintln(os.Stderr, "weedrdma:", err)
+		os.Exit(1)
 	}
 }

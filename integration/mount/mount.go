@@ -97,7 +97,7 @@ func Start(ctx context.Context, bin, dir string, timeout time.Duration, args ...
 	for {
 		// Mounted, and set up: weedfuse logs the line after setting the
 		// mount's readahead.
-		if ok, _ := cluster.IsFUSEMount(dir); ok && strings.Contains(m.Log(), "weedfuse: mounted ") {
+		if ok, _ := cluster.IsFUSEMount(dir); ok && strings.Contains(m.Log(), "msg=mounted ") {
 			return m, nil
 		}
 		select {

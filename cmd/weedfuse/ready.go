@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Once the mount is up, three parties may be waiting to hear it:
+//   - systemd, for a Type=notify unit: a READY=1 datagram to $NOTIFY_SOCKET;
+//   - the `weedfuse fuse` parent that daemonized this process for mount(8):
+//     a line on the pipe named by $WEEDFUSE_READY_FD (fusecmd.go);
+//   - `weedfuse stats DIR`, later: it finds the mount's metrics on a unix
+//     socket whose path follows from the mount point (controlSocketPath), so
+//     that it works whether or not -metrics.address was given, with no port
+//     to choose or record.
+
+// announceMounted tells them all, and returns what undoes it at unmount.
+func announceMounted(dir string, metrics http.Handler) (undo func()) {
+	ctl, err := serveControl(dir, metrics)
+	if err != nil {
+		slog.Warn("no control socket: weedfuse stats cannot find this mount", "err", err)
+	}
+	if err := sdNotify("READY=1\nSTATUS=mounted " + dir); err != nil {
+		slog.Warn("systemd notification failed", "err", err)
+	}
+	if err := signalParent(); err != nil {
+		slog.Warn("could not tell the mount command that the mount is up", "err", err)
+	}
+	return func() {
+		if err := sdNotify("STOPPING=1"); err != nil {
+			slog.Debug("systemd notification failed", "err", err)
+		}
+		if ctl != nil {
+			ctl.close()
+		}
+	}
+}
+
+// sdNotify sends state to systemd's notification socket, if there is one
+// ($NOTIFY_SOCKET: a path, or an abstract socket when it starts with @).
+// The protocol is one datagram of newline-separated assignments.
+func sdNotify(state string) error {
+	name := os.Getenv("NOTIFY_SOCKET")
+	if name == "" {
+		return nil
+	}
+	if name[0] == '@' {
+		name = "\x00" + name[1:]
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("notify socket: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte(state)); err != nil {
+		return fmt.Errorf("notify socket: %w", err)
+	}
+	return nil
+}
+
+// readyFDEnv names the descriptor on which a daemonized mount reports that
+// it is up (fusecmd.go).
+const readyFDEnv = "WEEDFUSE_READY_FD"
+
+// signalParent writes "ready" to the descriptor named by $WEEDFUSE_READY_FD
+// and closes it; the parent then exits 0, and mount(8) with it.
+func signalParent() error {
+	v := os.Getenv(readyFDEnv)
+	if v == "" {
+		return nil
+	}
+	os.Unsetenv(readyFDEnv)
+	fd, err := strconv.Atoi(v)
+	if err != nil {
+		return fmt.Errorf("%s=%q: %w", readyFDEnv, v, err)
+	}
+	f := os.NewFile(uintptr(fd), "ready")
+	defer f.Close()
+	_, err = f.WriteString("ready\n")
+	return err
+}
+
+// controlDir holds the mounts' control sockets: $WEEDFUSE_RUN_DIR if set,
+// else /run/weedfuse for root, else $XDG_RUNTIME_DIR/weedfuse (a user's
+// own), else a per-user temp dir.
+func controlDir() string {
+	if d := os.Getenv("WEEDFUSE_RUN_DIR"); d != "" {
+		return d
+	}
+	if os.Geteuid() == 0 {
+		return "/run/weedfuse"
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "weedfuse")
+	}
+	return filepath.Join(os.TempDir(), "weedfuse-"+strconv.Itoa(os.Geteuid()))
+}
+
+// controlSocketPath is where the mount at dir (absolute, clean) serves its
+// metrics: the path escaped into one file name, or its hash when that is
+// too long for a socket address (108 bytes on Linux).
+func controlSocketPath(dir string) string {
+	name := url.PathEscape(dir) + ".sock"
+	p := filepath.Join(controlDir(), name)
+	if len(p) >= 100 {
+		sum := sha256.Sum256([]byte(dir))
+		p = filepath.Join(controlDir(), hex.EncodeToString(sum[:12])+".sock")
+	}
+	return p
+}
+
+type controlServer struct {
+	srv  *http.Server
+	path string
+}
+
+// serveControl serves /metrics on the mount's control socket. A socket
+// left by a mount that died is replaced; so is that of a mount this one is
+// stacked on, which is right, since the path now leads here.
+func serveControl(dir string, metrics http.Handler) (*controlServer, error) {
+	p := controlSocketPath(dir)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", p)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln) // stopped by close
+	return &controlServer{srv: srv, path: p}, nil
+}
+
+func (c *controlServer) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c.srv.Shutdown(ctx)
+	os.Remove(c.path)
+}
