@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"path"
 	"sync"
 	"syscall"
 	"time"
@@ -70,18 +69,24 @@ var (
 	_ = (gofs.NodeListxattrer)((*dir)(nil))
 )
 
-func (d *dir) childPath(name string) string { return path.Join(d.path, name) }
+func (d *dir) childPath(name string) string { return childPath(d.path, name) }
 
 // Lookup asks the filer for dir/name, or reuses a child the kernel already
-// knows whose entry is still fresh.
+// knows whose entry is still fresh. A hidden system entry is not there.
 func (d *dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if len(name) > maxNameLen {
+		return nil, syscall.ENAMETOOLONG
+	}
+	if !d.fsys.served(d.path, name) {
+		return nil, syscall.ENOENT
+	}
 	p := d.childPath(name)
 	if ch := d.GetChild(name); ch != nil {
 		if n, ok := ch.Operations().(interface {
 			cached() (*filerpb.Entry, bool)
 		}); ok {
 			if e, fresh := n.cached(); fresh && e != nil {
-				d.fsys.fillAttr(p, e, &out.Attr)
+				d.fsys.fillAttr(ch.StableAttr().Ino, p, e, &out.Attr)
 				d.fsys.entryTimeouts(out)
 				return ch, 0
 			}
@@ -94,16 +99,13 @@ func (d *dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 	return d.child(ctx, name, e, out), 0
 }
 
-// child returns the inode for entry e named name, reusing the existing one
-// when its type is unchanged, and fills out.
+// child returns the inode for entry e named name and fills out.
 func (d *dir) child(ctx context.Context, name string, e *filerpb.Entry, out *fuse.EntryOut) *gofs.Inode {
 	p := d.childPath(name)
-	d.fsys.fillAttr(p, e, &out.Attr)
+	ch := d.fsys.child(ctx, d.EmbeddedInode(), p, e)
+	d.fsys.fillAttr(ch.StableAttr().Ino, p, e, &out.Attr)
 	d.fsys.entryTimeouts(out)
-	if ch := d.GetChild(name); ch != nil && ch.StableAttr().Mode == out.Attr.Mode&syscall.S_IFMT && refresh(ch, e) {
-		return ch
-	}
-	return d.fsys.newChild(ctx, d.EmbeddedInode(), p, e)
+	return ch
 }
 
 func (d *dir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -147,6 +149,8 @@ type dirStream struct {
 	// err is a failed page's errno, returned from then on: a listing cut
 	// short must not pass for a complete one.
 	err syscall.Errno
+	// dots counts the entries "." and ".." handed out, which come first.
+	dots int
 }
 
 type pageResult struct {
@@ -196,7 +200,41 @@ func (s *dirStream) stop() {
 	}
 }
 
+// Readdirent hands out ".", "..", then the entries the mount serves (see
+// FS.served), in the filer's order.
 func (s *dirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if s.dots < 2 {
+		s.dots++
+		s.off++
+		s.cur = nil
+		de := &fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: s.d.StableAttr().Ino, Off: s.off}
+		if s.dots == 2 {
+			de.Name, de.Ino = "..", rootIno
+			if _, parent := s.d.Parent(); parent != nil {
+				de.Ino = parent.StableAttr().Ino
+			}
+		}
+		return de, 0
+	}
+	for {
+		e, errno := s.next1()
+		if e == nil || errno != 0 {
+			return nil, errno
+		}
+		if !s.d.fsys.served(s.d.path, e.Name) {
+			continue
+		}
+		s.off++
+		s.cur = e
+		p := s.d.childPath(e.Name)
+		ino := s.d.fsys.inodes.forListing(inodeKey(p, e))
+		return &fuse.DirEntry{Name: e.Name, Mode: s.d.fsys.sysMode(e), Ino: ino, Off: s.off}, 0
+	}
+}
+
+// next1 returns the next entry of the listing, served or not, or nil at
+// its end.
+func (s *dirStream) next1() (*filerpb.Entry, syscall.Errno) {
 	if s.err != 0 {
 		return nil, s.err
 	}
@@ -230,10 +268,7 @@ func (s *dirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	}
 	e := s.page[s.i]
 	s.i++
-	s.off++
-	s.cur = e
-	p := s.d.childPath(e.Name)
-	return &fuse.DirEntry{Name: e.Name, Mode: s.d.fsys.sysMode(e), Ino: inodeNumber(p), Off: s.off}, 0
+	return e, 0
 }
 
 // Lookup serves READDIRPLUS from the entry just listed, with no RPC.

@@ -19,7 +19,7 @@ const xattrPrefix = "xattr-"
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	e, err := n.current(ctx)
 	if err != nil {
-		return 0, toErrno("getxattr "+n.path, err)
+		return 0, toErrno("getxattr "+n.filerPath(), err)
 	}
 	v, ok := e.GetExtended()[xattrPrefix+attr]
 	if !ok {
@@ -35,7 +35,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	e, err := n.current(ctx)
 	if err != nil {
-		return 0, toErrno("listxattr "+n.path, err)
+		return 0, toErrno("listxattr "+n.filerPath(), err)
 	}
 	var names []byte
 	for k := range e.GetExtended() {

@@ -21,7 +21,7 @@ var (
 func (l *symlink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	e, err := l.current(ctx)
 	if err != nil {
-		return nil, toErrno("readlink "+l.path, err)
+		return nil, toErrno("readlink "+l.filerPath(), err)
 	}
 	return []byte(e.GetAttributes().GetSymlinkTarget()), 0
 }
