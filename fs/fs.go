@@ -270,25 +270,18 @@ const (
 	goModeDevice     = uint32(os.ModeDevice)
 	goModeNamedPipe  = uint32(os.ModeNamedPipe)
 	goModeSocket     = uint32(os.ModeSocket)
-	goModeSetuid     = uint32(os.ModeSetuid)
-	goModeSetgid     = uint32(os.ModeSetgid)
 	goModeCharDevice = uint32(os.ModeCharDevice)
-	goModeSticky     = uint32(os.ModeSticky)
 )
 
 // sysMode converts an entry's mode to a syscall mode (type and permissions).
+// The permission and special bits are the stored mode's low 12 bits, as
+// weed mount shows them: its chmod stores S_ISUID, S_ISGID and S_ISVTX
+// there. Go's os.ModeSetuid, ModeSetgid and ModeSticky bits, which other
+// writers may store, show as nothing, as on weed mount: a read-only mount
+// must not make a binary setuid that weed mount serves plain.
 func (f *FS) sysMode(e *filerpb.Entry) uint32 {
 	m := e.GetAttributes().GetFileMode()
-	perm := m & 0o777
-	if m&goModeSetuid != 0 {
-		perm |= syscall.S_ISUID
-	}
-	if m&goModeSetgid != 0 {
-		perm |= syscall.S_ISGID
-	}
-	if m&goModeSticky != 0 {
-		perm |= syscall.S_ISVTX
-	}
+	perm := m & 0o7777
 	switch {
 	case e.GetIsDirectory() || m&goModeDir != 0:
 		return syscall.S_IFDIR | perm

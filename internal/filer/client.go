@@ -171,6 +171,16 @@ func retryable(err error) bool {
 	return false
 }
 
+// refused tells whether the filer refused the call to this client, which
+// the mount reports as EACCES, not as an I/O error.
+func refused(err error) bool {
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.Unauthenticated:
+		return true
+	}
+	return false
+}
+
 // call runs fn against the current filer and fails over to the others on
 // transport errors. The filer that answers becomes the current one.
 func (c *Client) call(ctx context.Context, fn func(filerpb.SeaweedFilerClient) error) error {
@@ -187,6 +197,8 @@ func (c *Client) call(ctx context.Context, fn func(filerpb.SeaweedFilerClient) e
 			// gRPC reports a cancelled call as codes.Canceled, which
 			// errors.Is does not see as context.Canceled.
 			return fmt.Errorf("%w: %w", ctx.Err(), err)
+		case refused(err):
+			return fmt.Errorf("%w: %w", iofs.ErrPermission, err)
 		case !retryable(err):
 			return err
 		}
