@@ -12,6 +12,8 @@ package fs
 
 import (
 	"context"
+	"errors"
+	iofs "io/fs"
 	"os"
 	"path"
 	"sync"
@@ -245,11 +247,36 @@ func (n *node) current(ctx context.Context) (*filerpb.Entry, error) {
 	}
 	dir, name := path.Split(p)
 	e, err := n.fsys.meta.LookupEntry(ctx, path.Clean(dir), name)
+	if errors.Is(err, iofs.ErrNotExist) && n.key != p {
+		// A hard link whose name p is gone may live on under another:
+		// ask for the one the tree still holds (the watch takes deleted
+		// names of hard links out of it).
+		if other := n.otherName(p); other != "" {
+			dir, name = path.Split(other)
+			if e, err = n.fsys.meta.LookupEntry(ctx, path.Clean(dir), name); err == nil {
+				n.foundAt(other)
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
 	n.setEntry(e)
 	return e, nil
+}
+
+// otherName returns a filer path of the node's other than p that the tree
+// holds, or "".
+func (n *node) otherName(p string) string {
+	name, parent := n.Parent()
+	if parent == nil {
+		return ""
+	}
+	d, ok := parent.Operations().(*dir)
+	if !ok || d.childPath(name) == p {
+		return ""
+	}
+	return d.childPath(name)
 }
 
 // getattr answers from the node's entry, asking the filer when it is stale.

@@ -127,10 +127,19 @@ func (f *FS) apply(ctx context.Context, ev *filerpb.SubscribeMetadataResponse, n
 	if oldE != nil && (newE == nil || newDir != oldDir || newE.GetName() != oldE.GetName()) {
 		// Deleted, or renamed away: the old name must go from the kernel,
 		// and its node, which may linger in the tree, must ask again.
-		f.forgetChunks(oldE, newE) // a renamed file keeps its chunks
+		if len(oldE.GetHardLinkId()) == 0 { // a hard link's other names keep them
+			f.forgetChunks(oldE, newE) // a renamed file keeps its chunks
+		}
 		if ino := f.inodeAt(childPath(oldDir, oldE.GetName())); ino != nil {
 			if n, ok := ino.Operations().(interface{ expire() }); ok {
 				n.expire()
+			}
+		}
+		if len(oldE.GetHardLinkId()) > 0 {
+			// The node lives on under its other names: take this one out
+			// of the tree, so that the node no longer answers to it.
+			if parent := f.inodeAt(oldDir); parent != nil {
+				parent.RmChild(oldE.GetName())
 			}
 		}
 		if err := f.invalidateName(oldDir, oldE.GetName(), note); err != nil {

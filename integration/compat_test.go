@@ -16,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/weedfuse/weedfuse/integration/cluster"
 	"github.com/weedfuse/weedfuse/internal/filerpb"
@@ -339,5 +340,21 @@ func TestWeedMountCompat(t *testing.T) {
 			return err == nil && string(got) == "v2, longer" && st.Mode == syscall.S_IFREG|0o600 && st.Mtim.Sec == now+100
 		})
 		assert.Equal(t, lstat(t, a).Ino, lstat(t, b).Ino)
+
+		// The name the node was last found by (b) goes; the file lives on
+		// under the other, and its node now asks the filer under that one.
+		require.NoError(t, c.Delete(ctx, "/compat/links2/b"))
+		eventually(t, 20*time.Second, "b deleted", func() bool {
+			_, err := os.Lstat(b)
+			return errors.Is(err, syscall.ENOENT)
+		})
+		f, err := os.Open(a)
+		require.NoError(t, err)
+		defer f.Close()
+		// Drop the pages, so that the read reaches the mount.
+		require.NoError(t, unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED))
+		got, err = io.ReadAll(f)
+		require.NoError(t, err)
+		assert.Equal(t, "v2, longer", string(got))
 	})
 }
