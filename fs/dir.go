@@ -40,6 +40,14 @@ func (d *dir) cachedListing() ([]*filerpb.Entry, uint64, bool) {
 	return nil, d.listGen, false
 }
 
+// staleListing returns the directory's last complete listing, however
+// old: what there is while the filer is down.
+func (d *dir) staleListing() []*filerpb.Entry {
+	d.listMu.Lock()
+	defer d.listMu.Unlock()
+	return d.listing
+}
+
 // keepListing stores a complete listing read while the generation was gen.
 func (d *dir) keepListing(l []*filerpb.Entry, gen uint64) {
 	if len(l) > maxCachedListing || !d.fsys.watched.Load() {
@@ -81,18 +89,27 @@ func (d *dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 		return nil, syscall.ENOENT
 	}
 	p := d.childPath(name)
+	var known *gofs.Inode
+	var stale *filerpb.Entry
 	if ch := d.GetChild(name); ch != nil {
 		if n, ok := ch.Operations().(interface {
 			cached() (*filerpb.Entry, bool)
 		}); ok {
-			if e, fresh := n.cached(); fresh && e != nil {
+			e, fresh := n.cached()
+			if e != nil && (fresh || d.fsys.filerDown()) {
 				d.fsys.fillAttr(ch.StableAttr().Ino, p, e, &out.Attr)
 				d.fsys.entryTimeouts(out)
 				return ch, 0
 			}
+			known, stale = ch, e
 		}
 	}
 	e, err := d.fsys.meta.LookupEntry(ctx, d.path, name)
+	if stale != nil && unavailable(err) {
+		d.fsys.fillAttr(known.StableAttr().Ino, p, stale, &out.Attr)
+		d.fsys.entryTimeouts(out)
+		return known, 0
+	}
 	if err != nil {
 		return nil, toErrno("lookup "+p, err)
 	}
@@ -169,6 +186,10 @@ func newDirStream(d *dir) *dirStream {
 	s := &dirStream{d: d}
 	if l, _, ok := d.cachedListing(); ok {
 		s.page, s.done = l, true
+		return s
+	}
+	if l := d.staleListing(); l != nil && d.fsys.filerDown() {
+		s.page, s.done = l, true // see filerDown
 		return s
 	}
 	_, s.gen, _ = d.cachedListing()
@@ -251,6 +272,12 @@ func (s *dirStream) next1() (*filerpb.Entry, syscall.Errno) {
 		s.cancel()
 		s.next, s.cancel = nil, nil
 		if r.err != nil {
+			if l := s.d.staleListing(); l != nil && unavailable(r.err) && len(s.all) == 0 {
+				// No entry of the filer's handed out yet: the last
+				// listing stands in for it whole.
+				s.page, s.i, s.done = l, 0, true
+				return s.next1()
+			}
 			s.err = toErrno("readdir "+s.d.path, r.err)
 			return nil, s.err
 		}

@@ -25,13 +25,16 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/weedfuse/weedfuse/chunkmap"
+	"github.com/weedfuse/weedfuse/internal/filer"
 	"github.com/weedfuse/weedfuse/internal/filerpb"
 	"github.com/weedfuse/weedfuse/internal/volume"
 	"github.com/weedfuse/weedfuse/pagecache"
 )
 
 // Meta is what the tree needs of the filer. Calls must be safe for
-// concurrent use. A missing entry is an error wrapping io/fs.ErrNotExist.
+// concurrent use. A missing entry is an error wrapping io/fs.ErrNotExist;
+// a filer that cannot be reached, one wrapping filer.ErrUnavailable. A
+// Meta may also tell that no filer is reachable (see filerDown).
 type Meta interface {
 	LookupEntry(ctx context.Context, dir, name string) (*filerpb.Entry, error)
 	ListPage(ctx context.Context, dir, startFrom string, limit int) ([]*filerpb.Entry, error)
@@ -242,11 +245,18 @@ func (f *FS) dropPages(ino *gofs.Inode) {
 // is no longer fresh.
 func (n *node) current(ctx context.Context) (*filerpb.Entry, error) {
 	p := n.filerPath()
-	if e, fresh := n.cached(); fresh || p == n.fsys.opts.Root {
-		return e, nil
+	stale, fresh := n.cached()
+	if fresh || p == n.fsys.opts.Root {
+		return stale, nil
+	}
+	if stale != nil && n.fsys.filerDown() {
+		return stale, nil // see filerDown
 	}
 	dir, name := path.Split(p)
 	e, err := n.fsys.meta.LookupEntry(ctx, path.Clean(dir), name)
+	if stale != nil && unavailable(err) {
+		return stale, nil
+	}
 	if errors.Is(err, iofs.ErrNotExist) && n.key != p {
 		// A hard link whose name p is gone may live on under another:
 		// ask for the one the tree still holds (the watch takes deleted
@@ -264,6 +274,17 @@ func (n *node) current(ctx context.Context) (*filerpb.Entry, error) {
 	n.setEntry(e)
 	return e, nil
 }
+
+// filerDown tells whether the filer is known to be unreachable. Cached
+// entries and listings are then served however old, without waiting for
+// the filer: reads of what the mount has seen go on through an outage.
+func (f *FS) filerDown() bool {
+	m, ok := f.meta.(interface{ Up() bool })
+	return ok && !m.Up()
+}
+
+// unavailable tells whether err says that no filer could be reached.
+func unavailable(err error) bool { return errors.Is(err, filer.ErrUnavailable) }
 
 // otherName returns a filer path of the node's other than p that the tree
 // holds, or "".

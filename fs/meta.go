@@ -65,14 +65,16 @@ func (f *FS) statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	st, at := f.stat, f.statTime
 	f.statMu.Unlock()
 	if st == nil || time.Since(at) > statfsTTL {
-		var err error
-		st, err = f.meta.Statistics(ctx)
-		if err != nil {
+		fresh, err := f.meta.Statistics(ctx)
+		switch {
+		case err == nil:
+			st = fresh
+			f.statMu.Lock()
+			f.stat, f.statTime = st, time.Now()
+			f.statMu.Unlock()
+		case st == nil || !unavailable(err):
 			return toErrno("statfs", err)
 		}
-		f.statMu.Lock()
-		f.stat, f.statTime = st, time.Now()
-		f.statMu.Unlock()
 	}
 	const bsize = 4096
 	total := st.GetTotalSize() / bsize

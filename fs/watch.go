@@ -85,7 +85,9 @@ func (f *FS) subscribeLoop(ctx context.Context, sub Subscriber, notes chan<- fun
 		case <-ctx.Done():
 			return
 		}
-		backoff = min(2*backoff, 10*time.Second)
+		// At most 2 s: a restarted filer is followed again within
+		// about that (the client's connection comes back as fast).
+		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 
