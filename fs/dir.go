@@ -75,6 +75,7 @@ var (
 	_ = (gofs.NodeStatfser)((*dir)(nil))
 	_ = (gofs.NodeGetxattrer)((*dir)(nil))
 	_ = (gofs.NodeListxattrer)((*dir)(nil))
+	_ = (gofs.NodeOnForgetter)((*dir)(nil))
 )
 
 func (d *dir) childPath(name string) string { return childPath(d.path, name) }

@@ -44,6 +44,7 @@ var (
 	_ = (gofs.NodeGetxattrer)((*file)(nil))
 	_ = (gofs.NodeListxattrer)((*file)(nil))
 	_ = (gofs.NodeFlusher)((*file)(nil))
+	_ = (gofs.NodeOnForgetter)((*file)(nil))
 )
 
 func (f *file) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {

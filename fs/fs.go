@@ -171,8 +171,6 @@ type node struct {
 	fetched time.Time
 }
 
-var _ = (gofs.NodeOnForgetter)((*node)(nil))
-
 func (n *node) init(f *FS, p, key string, e *filerpb.Entry) {
 	n.fsys, n.path, n.key, n.entry, n.fetched = f, p, key, e, time.Now()
 }

@@ -16,6 +16,7 @@ var (
 	_ = (gofs.NodeGetattrer)((*symlink)(nil))
 	_ = (gofs.NodeGetxattrer)((*symlink)(nil))
 	_ = (gofs.NodeListxattrer)((*symlink)(nil))
+	_ = (gofs.NodeOnForgetter)((*symlink)(nil))
 )
 
 func (l *symlink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
