@@ -230,6 +230,11 @@ func TestWeedMountCompat(t *testing.T) {
 			assert.Equal(t, syscall.S_IFREG|want, st.Mode, "%s: mode %o", name, st.Mode)
 			assert.Equal(t, ws.Mode, st.Mode, "%s: weedfuse %o, weed mount %o", name, st.Mode, ws.Mode)
 		}
+		// -umask shapes the root's mode (weed mount's MountMode) and no
+		// entry's.
+		um := startMount(t, c, "-umask=077")
+		assert.Equal(t, uint32(syscall.S_IFDIR|0o700), lstat(t, um.Dir).Mode, "the root under -umask=077")
+		assert.Equal(t, uint32(syscall.S_IFREG|0o666), lstat(t, filepath.Join(um.Dir, "compat/modes/m0666")).Mode)
 	})
 
 	t.Run("root", func(t *testing.T) {
