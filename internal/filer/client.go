@@ -225,30 +225,34 @@ func (c *Client) Up() bool {
 	return false
 }
 
-// awaitReady waits, up to ReadyWait, for conn to be connected when it is
-// connecting or broken, so that a call made while a filer restarts waits
-// for it rather than failing at once. An idle connection is left to the
-// call, which connects it.
-func (c *Client) awaitReady(ctx context.Context, conn *grpc.ClientConn) error {
-	st := conn.GetState()
-	if st != connectivity.TransientFailure && st != connectivity.Connecting {
-		return nil
-	}
-	wctx, cancel := context.WithTimeout(ctx, c.opts.ReadyWait)
-	defer cancel()
-	for st != connectivity.Ready {
-		if st == connectivity.Idle {
-			conn.Connect() // a broken connection may rest idle
-		}
-		if !conn.WaitForStateChange(wctx, st) {
-			if ctx.Err() != nil {
-				return ctx.Err()
+// readyPoll is how often waitReady looks at the connections' states.
+const readyPoll = 50 * time.Millisecond
+
+// waitReady waits, up to ReadyWait, for a filer's connection to be up, and
+// returns its index. A broken connection may rest idle; it is asked to
+// connect again.
+func (c *Client) waitReady(ctx context.Context) (int, error) {
+	deadline := time.NewTimer(c.opts.ReadyWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(readyPoll)
+	defer tick.Stop()
+	for {
+		for i, conn := range c.conns {
+			switch conn.GetState() {
+			case connectivity.Ready:
+				return i, nil
+			case connectivity.Idle:
+				conn.Connect()
 			}
-			return fmt.Errorf("%w: connection %s after %v", ErrUnavailable, st, c.opts.ReadyWait)
 		}
-		st = conn.GetState()
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-deadline.C:
+			return 0, fmt.Errorf("%w: no connection within %v", ErrUnavailable, c.opts.ReadyWait)
+		case <-tick.C:
+		}
 	}
-	return nil
 }
 
 // gone tells whether err says that a filer could not be reached.
@@ -258,46 +262,50 @@ func gone(err error) bool {
 
 // call runs fn against the current filer and fails over to the others on
 // transport errors. The filer that answers becomes the current one. When
-// no filer can be reached, the call waits up to ReadyWait for one to come
-// back (once: not again while the filers are known to be down), and then
-// fails with an error wrapping ErrUnavailable.
+// none can be reached, the call waits up to ReadyWait for one to come back
+// and tries it; then it fails with an error wrapping ErrUnavailable.
 func (c *Client) call(ctx context.Context, fn func(filerpb.SeaweedFilerClient) error) error {
 	start := int(c.cur.Load())
-	wasDown := c.down.Load()
+	try := func(idx int) (done bool, err error) {
+		err = fn(filerpb.NewSeaweedFilerClient(c.conns[idx]))
+		switch {
+		case err == nil:
+			c.cur.Store(int32(idx))
+			c.down.Store(false)
+			return true, nil
+		case ctx.Err() != nil:
+			// gRPC reports a cancelled call as codes.Canceled, which
+			// errors.Is does not see as context.Canceled.
+			return true, fmt.Errorf("%w: %w", ctx.Err(), err)
+		case refused(err):
+			return true, fmt.Errorf("%w: %w", iofs.ErrPermission, err)
+		case !retryable(err):
+			return true, err
+		}
+		return false, err
+	}
 	var err error
-	for pass := 0; pass < 2; pass++ {
-		for i := 0; i < len(c.conns); i++ {
-			idx := (start + i) % len(c.conns)
-			if err = c.awaitReady(ctx, c.conns[idx]); err == nil {
-				err = fn(filerpb.NewSeaweedFilerClient(c.conns[idx]))
-			}
-			switch {
-			case err == nil:
-				c.cur.Store(int32(idx))
-				c.down.Store(false)
-				return nil
-			case ctx.Err() != nil:
-				// gRPC reports a cancelled call as codes.Canceled, which
-				// errors.Is does not see as context.Canceled.
-				return fmt.Errorf("%w: %w", ctx.Err(), err)
-			case refused(err):
-				return fmt.Errorf("%w: %w", iofs.ErrPermission, err)
-			case !retryable(err) && !errors.Is(err, ErrUnavailable):
-				return err
-			}
-		}
-		if !gone(err) {
-			return err // busy, not gone
-		}
-		c.down.Store(true)
-		if wasDown {
-			break
+	for i := 0; i < len(c.conns); i++ {
+		var done bool
+		if done, err = try((start + i) % len(c.conns)); done {
+			return err
 		}
 	}
-	if errors.Is(err, ErrUnavailable) {
-		return err
+	if !gone(err) {
+		return err // busy, not gone
 	}
-	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	c.down.Store(true)
+	idx, werr := c.waitReady(ctx)
+	if werr != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
+		return fmt.Errorf("%w: %w", werr, err)
+	}
+	if _, err = try(idx); err != nil && gone(err) && !errors.Is(err, ErrUnavailable) {
+		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
 }
 
 // LookupEntry returns the entry dir/name. A missing entry is an error
@@ -438,10 +446,15 @@ func (c *Client) Statistics(ctx context.Context) (*filerpb.StatisticsResponse, e
 // fn for each, until ctx ends, the stream breaks or fn returns an error. The
 // caller reconnects; the last event's TsNs is where to resume.
 func (c *Client) Subscribe(ctx context.Context, prefix string, sinceNs int64, fn func(*filerpb.SubscribeMetadataResponse) error) error {
-	conn := c.conns[int(c.cur.Load())%len(c.conns)]
-	if err := c.awaitReady(ctx, conn); err != nil {
-		return fmt.Errorf("subscribe %s: %w", prefix, err)
+	idx := int(c.cur.Load()) % len(c.conns)
+	if c.conns[idx].GetState() != connectivity.Ready {
+		// Whichever filer is up: the caller resumes from its last event.
+		var err error
+		if idx, err = c.waitReady(ctx); err != nil {
+			return fmt.Errorf("subscribe %s: %w", prefix, err)
+		}
 	}
+	conn := c.conns[idx]
 	stream, err := filerpb.NewSeaweedFilerClient(conn).SubscribeMetadata(ctx, &filerpb.SubscribeMetadataRequest{
 		ClientName: c.opts.ClientName, PathPrefix: prefix, SinceNs: sinceNs,
 		ClientId: int32(time.Now().UnixNano()), ClientEpoch: 1,
