@@ -96,7 +96,9 @@ func (d *dir) noteOpen(name string) {
 				// The next round starts once the reader opens this file.
 				ahead = e.GetName()
 			}
-			f.prefetchFile(f.bg, e)
+			if f.served(d.path, e.GetName()) {
+				f.prefetchFile(f.bg, e)
+			}
 		}
 	}()
 }
