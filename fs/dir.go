@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"path"
 	"sync"
 	"syscall"
 	"time"
@@ -41,6 +40,14 @@ func (d *dir) cachedListing() ([]*filerpb.Entry, uint64, bool) {
 	return nil, d.listGen, false
 }
 
+// staleListing returns the directory's last complete listing, however
+// old: what there is while the filer is down.
+func (d *dir) staleListing() []*filerpb.Entry {
+	d.listMu.Lock()
+	defer d.listMu.Unlock()
+	return d.listing
+}
+
 // keepListing stores a complete listing read while the generation was gen.
 func (d *dir) keepListing(l []*filerpb.Entry, gen uint64) {
 	if len(l) > maxCachedListing || !d.fsys.watched.Load() {
@@ -68,42 +75,55 @@ var (
 	_ = (gofs.NodeStatfser)((*dir)(nil))
 	_ = (gofs.NodeGetxattrer)((*dir)(nil))
 	_ = (gofs.NodeListxattrer)((*dir)(nil))
+	_ = (gofs.NodeOnForgetter)((*dir)(nil))
 )
 
-func (d *dir) childPath(name string) string { return path.Join(d.path, name) }
+func (d *dir) childPath(name string) string { return childPath(d.path, name) }
 
 // Lookup asks the filer for dir/name, or reuses a child the kernel already
-// knows whose entry is still fresh.
+// knows whose entry is still fresh. A hidden system entry is not there.
 func (d *dir) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if len(name) > maxNameLen {
+		return nil, syscall.ENAMETOOLONG
+	}
+	if !d.fsys.served(d.path, name) {
+		return nil, syscall.ENOENT
+	}
 	p := d.childPath(name)
+	var known *gofs.Inode
+	var stale *filerpb.Entry
 	if ch := d.GetChild(name); ch != nil {
 		if n, ok := ch.Operations().(interface {
 			cached() (*filerpb.Entry, bool)
 		}); ok {
-			if e, fresh := n.cached(); fresh && e != nil {
-				d.fsys.fillAttr(p, e, &out.Attr)
+			e, fresh := n.cached()
+			if e != nil && (fresh || d.fsys.filerDown()) {
+				d.fsys.fillAttr(ch.StableAttr().Ino, p, e, &out.Attr)
 				d.fsys.entryTimeouts(out)
 				return ch, 0
 			}
+			known, stale = ch, e
 		}
 	}
 	e, err := d.fsys.meta.LookupEntry(ctx, d.path, name)
+	if stale != nil && unavailable(err) {
+		d.fsys.fillAttr(known.StableAttr().Ino, p, stale, &out.Attr)
+		d.fsys.entryTimeouts(out)
+		return known, 0
+	}
 	if err != nil {
 		return nil, toErrno("lookup "+p, err)
 	}
 	return d.child(ctx, name, e, out), 0
 }
 
-// child returns the inode for entry e named name, reusing the existing one
-// when its type is unchanged, and fills out.
+// child returns the inode for entry e named name and fills out.
 func (d *dir) child(ctx context.Context, name string, e *filerpb.Entry, out *fuse.EntryOut) *gofs.Inode {
 	p := d.childPath(name)
-	d.fsys.fillAttr(p, e, &out.Attr)
+	ch := d.fsys.child(ctx, d.EmbeddedInode(), p, e)
+	d.fsys.fillAttr(ch.StableAttr().Ino, p, e, &out.Attr)
 	d.fsys.entryTimeouts(out)
-	if ch := d.GetChild(name); ch != nil && ch.StableAttr().Mode == out.Attr.Mode&syscall.S_IFMT && refresh(ch, e) {
-		return ch
-	}
-	return d.fsys.newChild(ctx, d.EmbeddedInode(), p, e)
+	return ch
 }
 
 func (d *dir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -147,6 +167,8 @@ type dirStream struct {
 	// err is a failed page's errno, returned from then on: a listing cut
 	// short must not pass for a complete one.
 	err syscall.Errno
+	// dots counts the entries "." and ".." handed out, which come first.
+	dots int
 }
 
 type pageResult struct {
@@ -165,6 +187,10 @@ func newDirStream(d *dir) *dirStream {
 	s := &dirStream{d: d}
 	if l, _, ok := d.cachedListing(); ok {
 		s.page, s.done = l, true
+		return s
+	}
+	if l := d.staleListing(); l != nil && d.fsys.filerDown() {
+		s.page, s.done = l, true // see filerDown
 		return s
 	}
 	_, s.gen, _ = d.cachedListing()
@@ -196,7 +222,41 @@ func (s *dirStream) stop() {
 	}
 }
 
+// Readdirent hands out ".", "..", then the entries the mount serves (see
+// FS.served), in the filer's order.
 func (s *dirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if s.dots < 2 {
+		s.dots++
+		s.off++
+		s.cur = nil
+		de := &fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: s.d.StableAttr().Ino, Off: s.off}
+		if s.dots == 2 {
+			de.Name, de.Ino = "..", rootIno
+			if _, parent := s.d.Parent(); parent != nil {
+				de.Ino = parent.StableAttr().Ino
+			}
+		}
+		return de, 0
+	}
+	for {
+		e, errno := s.next1()
+		if e == nil || errno != 0 {
+			return nil, errno
+		}
+		if !s.d.fsys.served(s.d.path, e.Name) {
+			continue
+		}
+		s.off++
+		s.cur = e
+		p := s.d.childPath(e.Name)
+		ino := s.d.fsys.inodes.forListing(inodeKey(p, e))
+		return &fuse.DirEntry{Name: e.Name, Mode: s.d.fsys.sysMode(e), Ino: ino, Off: s.off}, 0
+	}
+}
+
+// next1 returns the next entry of the listing, served or not, or nil at
+// its end.
+func (s *dirStream) next1() (*filerpb.Entry, syscall.Errno) {
 	if s.err != 0 {
 		return nil, s.err
 	}
@@ -213,6 +273,12 @@ func (s *dirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		s.cancel()
 		s.next, s.cancel = nil, nil
 		if r.err != nil {
+			if l := s.d.staleListing(); l != nil && unavailable(r.err) && len(s.all) == 0 {
+				// No entry of the filer's handed out yet: the last
+				// listing stands in for it whole.
+				s.page, s.i, s.done = l, 0, true
+				return s.next1()
+			}
 			s.err = toErrno("readdir "+s.d.path, r.err)
 			return nil, s.err
 		}
@@ -230,10 +296,7 @@ func (s *dirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	}
 	e := s.page[s.i]
 	s.i++
-	s.off++
-	s.cur = e
-	p := s.d.childPath(e.Name)
-	return &fuse.DirEntry{Name: e.Name, Mode: s.d.fsys.sysMode(e), Ino: inodeNumber(p), Off: s.off}, 0
+	return e, 0
 }
 
 // Lookup serves READDIRPLUS from the entry just listed, with no RPC.

@@ -43,11 +43,16 @@ func TestReaddirentOutlivesInterrupt(t *testing.T) {
 	fsys := New(meta, nil, nil, Options{})
 	defer fsys.Close()
 	d := &dir{}
-	d.init(fsys, "/d", &filerpb.Entry{Name: "d", IsDirectory: true})
+	d.init(fsys, "/d", "/d", &filerpb.Entry{Name: "d", IsDirectory: true})
 	s := newDirStream(d)
 	defer s.Releasedir(context.Background(), 0)
 
 	ctx := context.Background()
+	for _, want := range []string{".", ".."} {
+		if e, errno := s.Readdirent(ctx); errno != 0 || e == nil || e.Name != want {
+			t.Fatalf("want %q first: got %v, %v", want, e, errno)
+		}
+	}
 	for i := 0; i < dirPage; i++ {
 		if e, errno := s.Readdirent(ctx); errno != 0 || e == nil {
 			t.Fatalf("entry %d: %v, %v", i, e, errno)

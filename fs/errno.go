@@ -5,23 +5,52 @@ import (
 	"errors"
 	iofs "io/fs"
 	"log/slog"
+	"net/http"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/weedfuse/weedfuse/internal/logs"
+	"github.com/weedfuse/weedfuse/internal/volume"
 )
 
-// toErrno is the one place where errors become errnos: cancelled → EINTR,
-// missing → ENOENT, anything else → EIO with a log line naming the operation.
+// errnoTable is the one mapping from errors to errnos, tried in order; an
+// error matching no row is EIO, logged with the operation. Errors come up
+// wrapped (%w) from the filer client, the volume reader and the cache, so
+// every row tests with errors.Is or errors.As.
+var errnoTable = []struct {
+	name  string
+	match func(error) bool
+	errno syscall.Errno
+}{
+	// An interrupted request: the kernel no longer waits for the answer.
+	{"cancelled", func(err error) bool { return errors.Is(err, context.Canceled) }, syscall.EINTR},
+	// An errno someone below already chose (ENAMETOOLONG, EROFS, ...).
+	{"errno", func(err error) bool { var e syscall.Errno; return errors.As(err, &e) && e != 0 }, 0},
+	{"missing", func(err error) bool { return errors.Is(err, iofs.ErrNotExist) }, syscall.ENOENT},
+	// The filer refused (gRPC PermissionDenied, Unauthenticated), or a
+	// volume server refused the read's JWT.
+	{"refused", func(err error) bool {
+		st := volume.HTTPStatus(err)
+		return errors.Is(err, iofs.ErrPermission) || st == http.StatusUnauthorized || st == http.StatusForbidden
+	}, syscall.EACCES},
+}
+
+// toErrno is the one place where errors become errnos (see errnoTable).
 func toErrno(op string, err error) syscall.Errno {
-	switch {
-	case err == nil:
+	if err == nil {
 		return 0
-	case errors.Is(err, context.Canceled):
-		return syscall.EINTR
-	case errors.Is(err, iofs.ErrNotExist):
-		return syscall.ENOENT
+	}
+	for _, row := range errnoTable {
+		if !row.match(err) {
+			continue
+		}
+		if row.errno == 0 { // the errno the error carries
+			var e syscall.Errno
+			errors.As(err, &e)
+			return e
+		}
+		return row.errno
 	}
 	kind, _, _ := strings.Cut(op, " ")
 	errLog.Log(slog.LevelError, kind, "operation failed with EIO", "op", op, "err", err)

@@ -44,6 +44,7 @@ var (
 	_ = (gofs.NodeGetxattrer)((*file)(nil))
 	_ = (gofs.NodeListxattrer)((*file)(nil))
 	_ = (gofs.NodeFlusher)((*file)(nil))
+	_ = (gofs.NodeOnForgetter)((*file)(nil))
 )
 
 func (f *file) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -74,23 +75,23 @@ func (f *file) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
 func (f *file) read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	e, err := f.current(ctx)
 	if err != nil {
-		return nil, toErrno("read "+f.path, err)
+		return nil, toErrno("read "+f.filerPath(), err)
 	}
 	v := version{f: f, entry: e, size: int64(fileSize(e))}
 	if off >= v.size || len(dest) == 0 {
 		return fuse.ReadResultData(nil), 0
 	}
 	if v.cmap, err = f.chunkMap(ctx, e); err != nil {
-		return nil, toErrno("read "+f.path, err)
+		return nil, toErrno("read "+f.filerPath(), err)
 	}
 	if off == 0 && f.parent != nil {
-		f.parent.noteOpen(path.Base(f.path))
+		f.parent.noteOpen(path.Base(f.filerPath()))
 	}
 	buf := dest[:min(int64(len(dest)), v.size-off)]
 	v.readahead(off, int64(len(buf)))
 	v.access = f.ra.Access()
 	if err := v.readAt(ctx, buf, off); err != nil {
-		return nil, toErrno(fmt.Sprintf("read %s [%d,+%d)", f.path, off, len(buf)), err)
+		return nil, toErrno(fmt.Sprintf("read %s [%d,+%d)", f.filerPath(), off, len(buf)), err)
 	}
 	return fuse.ReadResultData(buf), 0
 }
@@ -124,7 +125,7 @@ func (f *file) chunkMap(ctx context.Context, e *filerpb.Entry) (*chunkmap.Map, e
 	}
 	m, err := chunkmap.Build(ctx, e.GetChunks(), f.fsys.manifests)
 	if err != nil {
-		return nil, fmt.Errorf("chunk map of %s: %w", f.path, err)
+		return nil, fmt.Errorf("chunk map of %s: %w", f.filerPath(), err)
 	}
 	f.cmap, f.mapKey = m, key
 	return m, nil

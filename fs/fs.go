@@ -12,7 +12,8 @@ package fs
 
 import (
 	"context"
-	"hash/fnv"
+	"errors"
+	iofs "io/fs"
 	"os"
 	"path"
 	"sync"
@@ -24,13 +25,16 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/weedfuse/weedfuse/chunkmap"
+	"github.com/weedfuse/weedfuse/internal/filer"
 	"github.com/weedfuse/weedfuse/internal/filerpb"
 	"github.com/weedfuse/weedfuse/internal/volume"
 	"github.com/weedfuse/weedfuse/pagecache"
 )
 
 // Meta is what the tree needs of the filer. Calls must be safe for
-// concurrent use. A missing entry is an error wrapping io/fs.ErrNotExist.
+// concurrent use. A missing entry is an error wrapping io/fs.ErrNotExist;
+// a filer that cannot be reached, one wrapping filer.ErrUnavailable. A
+// Meta may also tell that no filer is reachable (see filerDown).
 type Meta interface {
 	LookupEntry(ctx context.Context, dir, name string) (*filerpb.Entry, error)
 	ListPage(ctx context.Context, dir, startFrom string, limit int) ([]*filerpb.Entry, error)
@@ -61,8 +65,24 @@ type Options struct {
 	// MetaTTL is how long a node trusts its cached entry before asking the
 	// filer again (weed's -cacheMetaTtlSec).
 	MetaTTL time.Duration
-	// Umask clears permission bits of every reported mode.
+	// Umask clears permission bits of the root's mode, 0777 &^ Umask, as
+	// weed mount's -umask does. Entries show the modes the filer stores:
+	// weed mount applies its umask to nothing else it shows (only to what
+	// it creates, and a read-only mount creates nothing).
 	Umask uint32
+	// RootUID and RootGID own the root, as the mount point's owner owns
+	// weed mount's root.
+	RootUID, RootGID uint32
+	// MountTime is the root's mtime, ctime and atime, as weed mount shows
+	// its mount time there. Default: when New is called.
+	MountTime time.Time
+	// IncludeSystemEntries shows the filer's /topics and /etc, which are
+	// hidden by default (see systemDirs).
+	IncludeSystemEntries bool
+	// UIDMap and GIDMap map filer owners to local ones in the attributes
+	// shown (weed mount's -map.uid and -map.gid); ids not in a map show
+	// as stored.
+	UIDMap, GIDMap map[uint32]uint32
 	// DisableXAttr answers the first xattr call with ENOSYS, after which
 	// the kernel sends none: no FUSE round trips for the security.* and
 	// ACL look-ups `ls -l` makes of every file.
@@ -85,6 +105,7 @@ type FS struct {
 	manifests chunkmap.Fetcher
 	opts      Options
 	root      *dir
+	inodes    *inodeTable
 	// watched is true while a metadata subscription keeps caches fresh.
 	watched atomic.Bool
 
@@ -116,7 +137,10 @@ func New(meta Meta, chunks ChunkReader, manifests chunkmap.Fetcher, opts Options
 	if opts.ReadaheadMax <= 0 {
 		opts.ReadaheadMax = pagecache.MaxReadahead
 	}
-	f := &FS{meta: meta, chunks: chunks, manifests: manifests, opts: opts}
+	if opts.MountTime.IsZero() {
+		opts.MountTime = time.Now()
+	}
+	f := &FS{meta: meta, chunks: chunks, manifests: manifests, opts: opts, inodes: newInodeTable(opts.Root)}
 	f.bg, f.bgCancel = context.WithCancel(context.Background())
 	return f
 }
@@ -132,7 +156,7 @@ func (f *FS) Close() {
 // is the filer's "/", which has no entry of its own.
 func (f *FS) Root(rootEntry *filerpb.Entry) gofs.InodeEmbedder {
 	d := &dir{}
-	d.init(f, f.opts.Root, rootEntry)
+	d.init(f, f.opts.Root, f.opts.Root, rootEntry)
 	f.root = d
 	return d
 }
@@ -142,17 +166,44 @@ func (f *FS) Root(rootEntry *filerpb.Entry) gofs.InodeEmbedder {
 type node struct {
 	gofs.Inode
 	fsys *FS
-	path string
+	// key is the node's key in the inode table (see inodeTable).
+	key string
 
 	mu sync.Mutex
+	// path is the filer path the node was last found at. Only a hard
+	// link's changes (it is one node under several names); read it with
+	// filerPath.
+	path string
 	// entry is the last entry seen; fetched is when. entry may be nil for
 	// the filer's root directory.
 	entry   *filerpb.Entry
 	fetched time.Time
 }
 
-func (n *node) init(f *FS, p string, e *filerpb.Entry) {
-	n.fsys, n.path, n.entry, n.fetched = f, p, e, time.Now()
+func (n *node) init(f *FS, p, key string, e *filerpb.Entry) {
+	n.fsys, n.path, n.key, n.entry, n.fetched = f, p, key, e, time.Now()
+}
+
+// filerPath is the filer path the node was last found at.
+func (n *node) filerPath() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.path
+}
+
+// foundAt records that a hard link's node was found at filer path p, which
+// its next refresh asks for: the name it was first found by may be gone.
+func (n *node) foundAt(p string) {
+	n.mu.Lock()
+	n.path = p
+	n.mu.Unlock()
+}
+
+func (n *node) inodeKey() string { return n.key }
+
+// OnForget gives the node's inode number back once the kernel forgot it.
+func (n *node) OnForget() {
+	n.fsys.inodes.forget(n.key, n.StableAttr().Ino)
 }
 
 // cached returns the node's entry and whether it is still fresh.
@@ -200,11 +251,30 @@ func (f *FS) dropPages(ino *gofs.Inode) {
 // current returns the node's entry, asking the filer when the cached one
 // is no longer fresh.
 func (n *node) current(ctx context.Context) (*filerpb.Entry, error) {
-	if e, fresh := n.cached(); fresh || n.path == "/" {
-		return e, nil
+	p := n.filerPath()
+	stale, fresh := n.cached()
+	if fresh || p == n.fsys.opts.Root {
+		return stale, nil
 	}
-	dir, name := path.Split(n.path)
+	if stale != nil && n.fsys.filerDown() {
+		return stale, nil // see filerDown
+	}
+	dir, name := path.Split(p)
 	e, err := n.fsys.meta.LookupEntry(ctx, path.Clean(dir), name)
+	if stale != nil && unavailable(err) {
+		return stale, nil
+	}
+	if errors.Is(err, iofs.ErrNotExist) && n.key != p {
+		// A hard link whose name p is gone may live on under another:
+		// ask for the one the tree still holds (the watch takes deleted
+		// names of hard links out of it).
+		if other := n.otherName(p); other != "" {
+			dir, name = path.Split(other)
+			if e, err = n.fsys.meta.LookupEntry(ctx, path.Clean(dir), name); err == nil {
+				n.foundAt(other)
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -212,27 +282,40 @@ func (n *node) current(ctx context.Context) (*filerpb.Entry, error) {
 	return e, nil
 }
 
+// filerDown tells whether the filer is known to be unreachable. Cached
+// entries and listings are then served however old, without waiting for
+// the filer: reads of what the mount has seen go on through an outage.
+func (f *FS) filerDown() bool {
+	m, ok := f.meta.(interface{ Up() bool })
+	return ok && !m.Up()
+}
+
+// unavailable tells whether err says that no filer could be reached.
+func unavailable(err error) bool { return errors.Is(err, filer.ErrUnavailable) }
+
+// otherName returns a filer path of the node's other than p that the tree
+// holds, or "".
+func (n *node) otherName(p string) string {
+	name, parent := n.Parent()
+	if parent == nil {
+		return ""
+	}
+	d, ok := parent.Operations().(*dir)
+	if !ok || d.childPath(name) == p {
+		return ""
+	}
+	return d.childPath(name)
+}
+
 // getattrEntry answers from the node's entry, asking the filer when it is stale.
 func (n *node) getattrEntry(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	e, err := n.current(ctx)
 	if err != nil {
-		return toErrno("getattr "+n.path, err)
+		return toErrno("getattr "+n.filerPath(), err)
 	}
-	n.fsys.fillAttr(n.path, e, &out.Attr)
+	n.fsys.fillAttr(n.StableAttr().Ino, n.filerPath(), e, &out.Attr)
 	out.SetTimeout(n.fsys.metaTTL())
 	return 0
-}
-
-// inodeNumber derives a stable inode number from the path, so that a file
-// keeps its number across lookups and remounts. 1 is the root's.
-func inodeNumber(p string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(p))
-	ino := h.Sum64()
-	if ino <= 1 {
-		ino += 2
-	}
-	return ino
 }
 
 // The filer stores modes as Go's os.FileMode bits.
@@ -242,25 +325,18 @@ const (
 	goModeDevice     = uint32(os.ModeDevice)
 	goModeNamedPipe  = uint32(os.ModeNamedPipe)
 	goModeSocket     = uint32(os.ModeSocket)
-	goModeSetuid     = uint32(os.ModeSetuid)
-	goModeSetgid     = uint32(os.ModeSetgid)
 	goModeCharDevice = uint32(os.ModeCharDevice)
-	goModeSticky     = uint32(os.ModeSticky)
 )
 
 // sysMode converts an entry's mode to a syscall mode (type and permissions).
+// The permission and special bits are the stored mode's low 12 bits, as
+// weed mount shows them: its chmod stores S_ISUID, S_ISGID and S_ISVTX
+// there. Go's os.ModeSetuid, ModeSetgid and ModeSticky bits, which other
+// writers may store, show as nothing, as on weed mount: a read-only mount
+// must not make a binary setuid that weed mount serves plain.
 func (f *FS) sysMode(e *filerpb.Entry) uint32 {
 	m := e.GetAttributes().GetFileMode()
-	perm := m & 0o777 &^ f.opts.Umask
-	if m&goModeSetuid != 0 {
-		perm |= syscall.S_ISUID
-	}
-	if m&goModeSetgid != 0 {
-		perm |= syscall.S_ISGID
-	}
-	if m&goModeSticky != 0 {
-		perm |= syscall.S_ISVTX
-	}
+	perm := m & 0o7777
 	switch {
 	case e.GetIsDirectory() || m&goModeDir != 0:
 		return syscall.S_IFDIR | perm
@@ -293,15 +369,11 @@ func fileSize(e *filerpb.Entry) uint64 {
 	return size
 }
 
-// fillAttr fills out from entry e of the node at path p.
-func (f *FS) fillAttr(p string, e *filerpb.Entry, out *fuse.Attr) {
-	out.Ino = inodeNumber(p)
+// fillAttr fills out from entry e of the node at path p, numbered ino.
+func (f *FS) fillAttr(ino uint64, p string, e *filerpb.Entry, out *fuse.Attr) {
+	out.Ino = ino
 	if p == f.opts.Root {
-		out.Ino = 1
-	}
-	if e == nil { // the filer's "/" has no entry
-		out.Mode = syscall.S_IFDIR | 0o755&^f.opts.Umask
-		out.Nlink = 2
+		f.rootAttr(out)
 		return
 	}
 	a := e.GetAttributes()
@@ -322,7 +394,7 @@ func (f *FS) fillAttr(p string, e *filerpb.Entry, out *fuse.Attr) {
 	if n := e.GetHardLinkCounter(); n > 1 {
 		out.Nlink = uint32(n)
 	}
-	out.Uid, out.Gid = a.GetUid(), a.GetGid()
+	out.Uid, out.Gid = mapID(f.opts.UIDMap, a.GetUid()), mapID(f.opts.GIDMap, a.GetGid())
 	out.Rdev = a.GetRdev()
 	mtime := uint64(max(a.GetMtime(), 0))
 	out.Mtime, out.Atime = mtime, mtime
@@ -332,38 +404,75 @@ func (f *FS) fillAttr(p string, e *filerpb.Entry, out *fuse.Attr) {
 	}
 }
 
-// newChild makes the inode for entry e in directory parent.
-func (f *FS) newChild(ctx context.Context, parent *gofs.Inode, p string, e *filerpb.Entry) *gofs.Inode {
+// rootAttr fills the root's attributes as weed mount shows them, whatever
+// the filer holds for a -filer.path: the mount point's owner, 0777 less the
+// umask, the mount time.
+func (f *FS) rootAttr(out *fuse.Attr) {
+	out.Ino = rootIno
+	out.Mode = syscall.S_IFDIR | 0o777&^f.opts.Umask
+	out.Nlink = 2
+	out.Size = 4096
+	out.Blocks = 8
+	out.Blksize = 1 << 20
+	out.Uid, out.Gid = f.opts.RootUID, f.opts.RootGID
+	t := uint64(f.opts.MountTime.Unix())
+	out.Mtime, out.Atime, out.Ctime = t, t, t
+}
+
+// mapID maps a filer owner to the local one, as weed mount's -map.uid and
+// -map.gid do; ids not in m show as stored.
+func mapID(m map[uint32]uint32, id uint32) uint32 {
+	if local, ok := m[id]; ok {
+		return local
+	}
+	return id
+}
+
+// child returns the inode for entry e at filer path p in directory parent:
+// the node that holds the entry's inode number, refreshed with e, or a new
+// one (see inodeTable).
+func (f *FS) child(ctx context.Context, parent *gofs.Inode, p string, e *filerpb.Entry) *gofs.Inode {
+	key := inodeKey(p, e)
+	typ := f.sysMode(e) & syscall.S_IFMT
+	emb, made := f.inodes.nodeFor(key, typ, func(ino uint64) gofs.InodeEmbedder {
+		return f.newNode(ctx, parent, p, key, ino, e)
+	})
+	if !made {
+		type refresher interface {
+			setEntry(*filerpb.Entry) *filerpb.Entry
+			foundAt(string)
+		}
+		if r, ok := emb.(refresher); ok {
+			r.setEntry(e)
+			if key != p { // a hard link: the name it was found by
+				r.foundAt(p)
+			}
+		}
+	}
+	return emb.EmbeddedInode()
+}
+
+// newNode makes the node, numbered ino, for entry e at path p in
+// directory parent.
+func (f *FS) newNode(ctx context.Context, parent *gofs.Inode, p, key string, ino uint64, e *filerpb.Entry) gofs.InodeEmbedder {
 	mode := f.sysMode(e)
-	id := gofs.StableAttr{Mode: mode & syscall.S_IFMT, Ino: inodeNumber(p)}
+	id := gofs.StableAttr{Mode: mode & syscall.S_IFMT, Ino: ino}
 	var emb gofs.InodeEmbedder
 	switch mode & syscall.S_IFMT {
 	case syscall.S_IFDIR:
 		d := &dir{}
-		d.init(f, p, e)
+		d.init(f, p, key, e)
 		emb = d
 	case syscall.S_IFLNK:
 		l := &symlink{}
-		l.init(f, p, e)
+		l.init(f, p, key, e)
 		emb = l
 	default:
 		fl := &file{ra: pagecache.NewReadahead(f.opts.ReadaheadMin, f.opts.ReadaheadMax)}
-		fl.init(f, p, e)
+		fl.init(f, p, key, e)
 		fl.parent, _ = parent.Operations().(*dir)
 		emb = fl
 	}
-	return parent.NewInode(ctx, emb, id)
-}
-
-// refresh updates an existing child inode's cached entry from a listing or
-// look-up, so that getattr and xattrs answer without another RPC.
-func refresh(ch *gofs.Inode, e *filerpb.Entry) bool {
-	type entrySetter interface {
-		setEntry(*filerpb.Entry) *filerpb.Entry
-	}
-	if s, ok := ch.Operations().(entrySetter); ok {
-		s.setEntry(e)
-		return true
-	}
-	return false
+	parent.NewInode(ctx, emb, id)
+	return emb
 }

@@ -19,7 +19,7 @@ const xattrPrefix = "xattr-"
 func (n *node) getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	e, err := n.current(ctx)
 	if err != nil {
-		return 0, toErrno("getxattr "+n.path, err)
+		return 0, toErrno("getxattr "+n.filerPath(), err)
 	}
 	v, ok := e.GetExtended()[xattrPrefix+attr]
 	if !ok {
@@ -35,7 +35,7 @@ func (n *node) getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 func (n *node) listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	e, err := n.current(ctx)
 	if err != nil {
-		return 0, toErrno("listxattr "+n.path, err)
+		return 0, toErrno("listxattr "+n.filerPath(), err)
 	}
 	var names []byte
 	for k := range e.GetExtended() {
@@ -65,14 +65,16 @@ func (f *FS) filerStatfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 	st, at := f.stat, f.statTime
 	f.statMu.Unlock()
 	if st == nil || time.Since(at) > statfsTTL {
-		var err error
-		st, err = f.meta.Statistics(ctx)
-		if err != nil {
+		fresh, err := f.meta.Statistics(ctx)
+		switch {
+		case err == nil:
+			st = fresh
+			f.statMu.Lock()
+			f.stat, f.statTime = st, time.Now()
+			f.statMu.Unlock()
+		case st == nil || !unavailable(err):
 			return toErrno("statfs", err)
 		}
-		f.statMu.Lock()
-		f.stat, f.statTime = st, time.Now()
-		f.statMu.Unlock()
 	}
 	const bsize = 4096
 	total := st.GetTotalSize() / bsize

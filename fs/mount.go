@@ -13,7 +13,8 @@ import (
 
 // MountOptions are the kernel-facing settings of a mount.
 type MountOptions struct {
-	// Name is what mount and df show as the mount's source.
+	// Name is what mount and df show as the mount's source (weed mount:
+	// the filers, "+"-joined, then ":" and the filer path).
 	Name               string
 	AllowOther         bool
 	DefaultPermissions bool
@@ -47,11 +48,16 @@ func (f *FS) Mount(dir string, rootEntry *filerpb.Entry, o MountOptions) (*Serve
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
 		NegativeTimeout: &ttl,
+
+		// FUSE's root is node 1, and stat shows it as inode 1, as weed
+		// mount's does; go-fuse's default would show 0.
+		RootStableAttr: &gofs.StableAttr{Ino: rootIno},
+
 		MountOptions: fuse.MountOptions{
 			AllowOther:    o.AllowOther,
 			FsName:        o.Name,
-			Name:          "weedfuse",
-			MaxWrite:      1 << 20, // 1 MiB requests: max_pages 256
+			Name:          "seaweedfs", // type fuse.seaweedfs, as weed mount's
+			MaxWrite:      1 << 20,     // 1 MiB requests: max_pages 256
 			MaxBackground: max(o.MaxBackground, 64),
 			DirectMount:   true,
 			Debug:         o.Debug,

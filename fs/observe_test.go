@@ -73,7 +73,7 @@ func TestOpObserver(t *testing.T) {
 			fsys := New(oneFileMeta{}, nil, nil, Options{Ops: rec})
 			defer fsys.Close()
 			d := &dir{}
-			d.init(fsys, "/", nil)
+			d.init(fsys, "/", "/", nil)
 			d.entry = &filerpb.Entry{Name: "", IsDirectory: true, Attributes: &filerpb.FuseAttributes{FileMode: 0o755}}
 			errno := tt.do(d)
 			assert.Equal(t, tt.want.errno, errno)

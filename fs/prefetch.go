@@ -124,7 +124,9 @@ func (d *dir) noteOpen(name string) {
 				// The next round starts once the reader opens this file.
 				ahead = e.GetName()
 			}
-			f.prefetchFile(f.bg, e)
+			if f.served(d.path, e.GetName()) {
+				f.prefetchFile(f.bg, e)
+			}
 		}
 	}()
 }
@@ -172,6 +174,9 @@ func (d *dir) scan() {
 				return
 			}
 			for _, e := range page {
+				if !f.served(d.path, e.GetName()) {
+					continue
+				}
 				select {
 				case sem <- struct{}{}:
 				case <-f.bg.Done():

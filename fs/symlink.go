@@ -16,12 +16,13 @@ var (
 	_ = (gofs.NodeGetattrer)((*symlink)(nil))
 	_ = (gofs.NodeGetxattrer)((*symlink)(nil))
 	_ = (gofs.NodeListxattrer)((*symlink)(nil))
+	_ = (gofs.NodeOnForgetter)((*symlink)(nil))
 )
 
 func (l *symlink) readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	e, err := l.current(ctx)
 	if err != nil {
-		return nil, toErrno("readlink "+l.path, err)
+		return nil, toErrno("readlink "+l.filerPath(), err)
 	}
 	return []byte(e.GetAttributes().GetSymlinkTarget()), 0
 }

@@ -3,7 +3,6 @@ package fs
 import (
 	"context"
 	"log/slog"
-	"path"
 	"strings"
 	"syscall"
 	"time"
@@ -86,7 +85,9 @@ func (f *FS) subscribeLoop(ctx context.Context, sub Subscriber, notes chan<- fun
 		case <-ctx.Done():
 			return
 		}
-		backoff = min(2*backoff, 10*time.Second)
+		// At most 2 s: a restarted filer is followed again within
+		// about that (the client's connection comes back as fast).
+		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 
@@ -108,6 +109,19 @@ func (f *FS) apply(ctx context.Context, ev *filerpb.SubscribeMetadataResponse, n
 		newDir = oldDir
 	}
 	oldE, newE := n.GetOldEntry(), n.GetNewEntry()
+	// An event names its paths as a directory and an entry name. Both are
+	// checked, never cleaned: a name such as "../etc" or a directory such
+	// as "/a/../etc" would otherwise resolve to another path than the
+	// event's, and a hidden or invalid entry is none of the mount's.
+	if !cleanDir(oldDir) || !cleanDir(newDir) {
+		return nil
+	}
+	if oldE != nil && !f.served(oldDir, oldE.GetName()) {
+		oldE = nil
+	}
+	if newE != nil && !f.served(newDir, newE.GetName()) {
+		newE = nil
+	}
 	f.dirChanged(oldDir)
 	if newDir != oldDir {
 		f.dirChanged(newDir)
@@ -115,10 +129,19 @@ func (f *FS) apply(ctx context.Context, ev *filerpb.SubscribeMetadataResponse, n
 	if oldE != nil && (newE == nil || newDir != oldDir || newE.GetName() != oldE.GetName()) {
 		// Deleted, or renamed away: the old name must go from the kernel,
 		// and its node, which may linger in the tree, must ask again.
-		f.forgetChunks(oldE, newE) // a renamed file keeps its chunks
-		if ino := f.inodeAt(path.Join(oldDir, oldE.GetName())); ino != nil {
+		if len(oldE.GetHardLinkId()) == 0 { // a hard link's other names keep them
+			f.forgetChunks(oldE, newE) // a renamed file keeps its chunks
+		}
+		if ino := f.inodeAt(childPath(oldDir, oldE.GetName())); ino != nil {
 			if n, ok := ino.Operations().(interface{ expire() }); ok {
 				n.expire()
+			}
+		}
+		if len(oldE.GetHardLinkId()) > 0 {
+			// The node lives on under its other names: take this one out
+			// of the tree, so that the node no longer answers to it.
+			if parent := f.inodeAt(oldDir); parent != nil {
+				parent.RmChild(oldE.GetName())
 			}
 		}
 		if err := f.invalidateName(oldDir, oldE.GetName(), note); err != nil {
@@ -128,9 +151,9 @@ func (f *FS) apply(ctx context.Context, ev *filerpb.SubscribeMetadataResponse, n
 	if newE == nil {
 		return nil
 	}
-	p := path.Join(newDir, newE.GetName())
+	p := childPath(newDir, newE.GetName())
 	ino := f.inodeAt(p)
-	if ino == nil || ino.StableAttr().Mode != f.sysMode(newE)&syscall.S_IFMT {
+	if ino == nil || ino.StableAttr().Mode != f.sysMode(newE)&syscall.S_IFMT || !sameKey(ino, inodeKey(p, newE)) {
 		// Unknown to the kernel but for a possible negative dentry, or
 		// now of another type: the kernel must look the name up again.
 		return f.invalidateName(newDir, newE.GetName(), note)
@@ -180,10 +203,29 @@ func (f *FS) forgetChunks(old, cur *filerpb.Entry) {
 	}
 }
 
-// inodeAt finds the inode of filer path p among those the kernel knows, or
-// nil. It walks from the root, so it only finds what lookups created.
+// sameKey tells whether ino holds inode key key: an entry that became a hard
+// link, or stopped being one, needs another node, found by a new look-up.
+func sameKey(ino *gofs.Inode, key string) bool {
+	n, ok := ino.Operations().(interface{ inodeKey() string })
+	return ok && n.inodeKey() == key
+}
+
+// childPath is the path of entry name, a valid name, in clean directory dir.
+func childPath(dir, name string) string {
+	if dir == "/" {
+		return "/" + name
+	}
+	return dir + "/" + name
+}
+
+// inodeAt finds the inode of clean filer path p among those the kernel
+// knows, or nil. It walks from the root, so it only finds what lookups
+// created.
 func (f *FS) inodeAt(p string) *gofs.Inode {
-	rel, ok := strings.CutPrefix(path.Clean(p), f.opts.Root)
+	if !cleanDir(p) {
+		return nil
+	}
+	rel, ok := strings.CutPrefix(p, f.opts.Root)
 	if !ok || (rel != "" && f.opts.Root != "/" && !strings.HasPrefix(rel, "/")) {
 		return nil
 	}

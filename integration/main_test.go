@@ -49,7 +49,12 @@ func TestMain(m *testing.M) {
 // cleanly on SIGTERM fails the test.
 func startMount(t *testing.T, c *cluster.Cluster, args ...string) *mount.Mount {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "mnt")
+	return startMountAt(t, c, filepath.Join(t.TempDir(), "mnt"), args...)
+}
+
+// startMountAt is startMount at mount point dir, created if missing.
+func startMountAt(t *testing.T, c *cluster.Cluster, dir string, args ...string) *mount.Mount {
+	t.Helper()
 	// Each mount gets a disk cache of its own, unless the test names one:
 	// a test's cached bytes must not answer another test's reads.
 	all := []string{"-filer=" + c.FilerMountSpec(), "-cacheDir=" + t.TempDir()}

@@ -37,6 +37,11 @@ type config struct {
 	volumeName         string
 	optionsFile        string
 
+	// weed mount's flags that shape what the mount shows.
+	includeSystemEntries bool
+	mapUID               string
+	mapGID               string
+
 	// weedfuse's own flags.
 	readAheadKB int
 	verifyETag  bool
@@ -62,12 +67,12 @@ type config struct {
 var ignoredFlags = map[string]bool{
 	"asyncDio": true, "autofs": true, "cacheSymlink": true, "df.logical": true,
 	"dlm": true, "peer.enable": true, "posix.dirNLink": true, "sys.novncache": true,
-	"writebackCache": true, "includeSystemEntries": true,
+	"writebackCache":     true,
 	"cacheDirMaxEntries": false, "cacheDirWrite": false, "chunkSizeLimitMB": false,
 	"collection": false, "collectionQuotaMB": false, "concurrentWriters": false,
 	"cpuprofile": false, "dirIdleEvictSec": false, "disk": false,
-	"fuse.congestionThreshold": false, "localSocket": false, "map.gid": false,
-	"map.uid": false, "memoryLimitMB": false, "memprofile": false,
+	"fuse.congestionThreshold": false, "localSocket": false,
+	"memoryLimitMB": false, "memprofile": false,
 	"metadataFlushSeconds": false, "peer.advertise": false, "peer.dataCenter": false,
 	"peer.listen": false, "peer.rack": false,
 	"replication": false, "ttl": false, "windows.gid": false, "windows.uid": false,
@@ -124,6 +129,9 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&c.disableXAttr, "disableXAttr", true, "disable xattr (weedfuse's default; -disableXAttr=false serves the xattrs weed mount stores, at two FUSE round trips per file of every ls -l)")
 	fs.StringVar(&c.volumeName, "volumeName", "", "name of the mount shown by mount and df")
 	fs.StringVar(&c.optionsFile, "options", "", "a file of command line options, each line in optionName=optionValue format")
+	fs.BoolVar(&c.includeSystemEntries, "includeSystemEntries", false, "show filer system entries (/topics, /etc) in directory listings and lookups")
+	fs.StringVar(&c.mapUID, "map.uid", "", "map local uid to uid on filer, comma-separated <local_uid>:<filer_uid>")
+	fs.StringVar(&c.mapGID, "map.gid", "", "map local gid to gid on filer, comma-separated <local_gid>:<filer_gid>")
 
 	fs.IntVar(&c.readAheadKB, "readAheadKB", 4096, "weedfuse: kernel readahead for the mount (bdi read_ahead_kb); 0 keeps the kernel's")
 	fs.BoolVar(&c.verifyETag, "verifyETag", false, "weedfuse: check every chunk against the filer's e_tag MD5 too (the volume server's CRC32C is always checked; MD5 costs ~1.4 ms of CPU per MiB)")

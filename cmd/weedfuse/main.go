@@ -57,12 +57,25 @@ func run(cfg *config) error {
 	if err != nil || umask > 0o777 {
 		return fmt.Errorf("-umask %q: want an octal mask such as 022", cfg.umask)
 	}
+	uidMap, err := parseIDMap("map.uid", cfg.mapUID)
+	if err != nil {
+		return err
+	}
+	gidMap, err := parseIDMap("map.gid", cfg.mapGID)
+	if err != nil {
+		return err
+	}
 	dir, err := prepareMountpoint(cfg)
 	if err != nil {
 		return err
 	}
 	if cfg.verify != "ranges" && cfg.verify != "strict" {
 		return fmt.Errorf("-verify %q: want ranges or strict", cfg.verify)
+	}
+	// The root is owned by the mount point's owner, as weed mount's is.
+	var dirSt syscall.Stat_t
+	if err := syscall.Stat(dir, &dirSt); err != nil {
+		return fmt.Errorf("-dir %s: %w", dir, err)
 	}
 	switch cfg.volumeServerAccess {
 	case "direct", "publicUrl":
@@ -152,10 +165,17 @@ func run(cfg *config) error {
 		ReadConcurrency: min(cfg.concurrentReaders, 64),
 		ReadaheadMax:    min(pagecache.MaxReadahead, capacity/8),
 		Ops:             mx,
+
+		// What the mount shows, as weed mount shows it.
+		RootUID:              dirSt.Uid,
+		RootGID:              dirSt.Gid,
+		UIDMap:               uidMap,
+		GIDMap:               gidMap,
+		IncludeSystemEntries: cfg.includeSystemEntries,
 	})
 	name := cfg.volumeName
-	if name == "" {
-		name = fc.Addresses()[0].HTTP + ":" + root
+	if name == "" { // weed mount's
+		name = strings.Join(splitList(cfg.filer), "+") + ":" + root
 	}
 	server, err := wfs.Mount(dir, rootEntry, weedfs.MountOptions{
 		Name:               name,

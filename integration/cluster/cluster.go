@@ -447,6 +447,45 @@ func (c *Cluster) StartVolume(ctx context.Context, i int) error {
 	return nil
 }
 
+// StopFiler stops the filer, SIGKILLing it after grace (0: at once, an
+// outage rather than a shutdown), leaving its store for StartFiler.
+func (c *Cluster) StopFiler(grace time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.filerProc.stop(grace); err != nil {
+		return fmt.Errorf("stop filer: %w", err)
+	}
+	c.opts.Logf("cluster: stopped the filer (%s)", c.FilerAddr())
+	return nil
+}
+
+// StartFiler restarts the filer on its old ports and store, and returns
+// once it answers gRPC.
+func (c *Cluster) StartFiler(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return errors.New("start filer: the cluster is stopped")
+	}
+	if c.filerProc.running() {
+		return fmt.Errorf("start filer: already running (pid %d)", c.filerProc.pid())
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.StartTimeout)
+	defer cancel()
+	if err := c.filerProc.start(); err != nil {
+		return err
+	}
+	err := poll(ctx, c.filerProc, "filer "+c.FilerGRPCAddr()+" to answer gRPC", func(ctx context.Context) error {
+		_, err := c.filer.GetFilerConfiguration(ctx, &filerpb.GetFilerConfigurationRequest{})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("start filer: %w", err)
+	}
+	c.opts.Logf("cluster: restarted the filer (%s)", c.FilerAddr())
+	return nil
+}
+
 // Stop unmounts the weed mounts started by StartWeedMount and stops every
 // process. It is idempotent and returns the first call's result.
 func (c *Cluster) Stop() error {

@@ -21,7 +21,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -44,6 +46,27 @@ type Options struct {
 	PublicURL bool
 	// ClientName identifies this mount in metadata subscriptions.
 	ClientName string
+	// ReadyWait bounds how long a call waits for a filer's connection to
+	// come back before it fails with ErrUnavailable. Default 3s.
+	ReadyWait time.Duration
+}
+
+// ErrUnavailable is wrapped by the errors of calls that found no filer
+// reachable within ReadyWait: what the caller cached is all there is.
+var ErrUnavailable = errors.New("filer unavailable")
+
+// reconnect is how a filer's connection comes back after it broke: a
+// retry within at most 2 s, however long the outage (gRPC's default backs
+// off to 2 min), so that a restarted filer serves again within a couple
+// of seconds.
+var reconnect = grpc.ConnectParams{
+	Backoff: backoff.Config{
+		BaseDelay:  250 * time.Millisecond,
+		Multiplier: 1.6,
+		Jitter:     0.2,
+		MaxDelay:   2 * time.Second,
+	},
+	MinConnectTimeout: 2 * time.Second,
 }
 
 // Address is one filer: its HTTP and its gRPC address.
@@ -87,6 +110,9 @@ type Client struct {
 	conns []*grpc.ClientConn
 	// cur is the index of the filer that last answered; calls start there.
 	cur atomic.Int32
+	// down is set when a call found no filer reachable, and cleared when
+	// one answers.
+	down atomic.Bool
 
 	volMu sync.Mutex
 	// vols caches LookupVolume answers by volume id.
@@ -117,6 +143,9 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if opts.ClientName == "" {
 		opts.ClientName = "weedfuse"
 	}
+	if opts.ReadyWait <= 0 {
+		opts.ReadyWait = 3 * time.Second
+	}
 	c := &Client{opts: opts, vols: make(map[uint32]volEntry)}
 	for _, s := range opts.Addresses {
 		a, err := ParseAddress(s)
@@ -125,6 +154,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		}
 		conn, err := grpc.NewClient(a.GRPC,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithConnectParams(reconnect),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize)))
 		if err != nil {
 			c.Close()
@@ -171,25 +201,109 @@ func retryable(err error) bool {
 	return false
 }
 
+// refused tells whether the filer refused the call to this client, which
+// the mount reports as EACCES, not as an I/O error.
+func refused(err error) bool {
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.Unauthenticated:
+		return true
+	}
+	return false
+}
+
+// Up tells whether the filers are thought reachable: false from a call
+// that found none until one answers again, or a connection is back.
+func (c *Client) Up() bool {
+	if !c.down.Load() {
+		return true
+	}
+	for _, conn := range c.conns {
+		if conn.GetState() == connectivity.Ready {
+			return true
+		}
+	}
+	return false
+}
+
+// readyPoll is how often waitReady looks at the connections' states.
+const readyPoll = 50 * time.Millisecond
+
+// waitReady waits, up to ReadyWait, for a filer's connection to be up, and
+// returns its index. A broken connection may rest idle; it is asked to
+// connect again.
+func (c *Client) waitReady(ctx context.Context) (int, error) {
+	deadline := time.NewTimer(c.opts.ReadyWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(readyPoll)
+	defer tick.Stop()
+	for {
+		for i, conn := range c.conns {
+			switch conn.GetState() {
+			case connectivity.Ready:
+				return i, nil
+			case connectivity.Idle:
+				conn.Connect()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-deadline.C:
+			return 0, fmt.Errorf("%w: no connection within %v", ErrUnavailable, c.opts.ReadyWait)
+		case <-tick.C:
+		}
+	}
+}
+
+// gone tells whether err says that a filer could not be reached.
+func gone(err error) bool {
+	return errors.Is(err, ErrUnavailable) || status.Code(err) == codes.Unavailable
+}
+
 // call runs fn against the current filer and fails over to the others on
-// transport errors. The filer that answers becomes the current one.
+// transport errors. The filer that answers becomes the current one. When
+// none can be reached, the call waits up to ReadyWait for one to come back
+// and tries it; then it fails with an error wrapping ErrUnavailable.
 func (c *Client) call(ctx context.Context, fn func(filerpb.SeaweedFilerClient) error) error {
 	start := int(c.cur.Load())
-	var err error
-	for i := 0; i < len(c.conns); i++ {
-		idx := (start + i) % len(c.conns)
+	try := func(idx int) (done bool, err error) {
 		err = fn(filerpb.NewSeaweedFilerClient(c.conns[idx]))
 		switch {
 		case err == nil:
 			c.cur.Store(int32(idx))
-			return nil
+			c.down.Store(false)
+			return true, nil
 		case ctx.Err() != nil:
 			// gRPC reports a cancelled call as codes.Canceled, which
 			// errors.Is does not see as context.Canceled.
-			return fmt.Errorf("%w: %w", ctx.Err(), err)
+			return true, fmt.Errorf("%w: %w", ctx.Err(), err)
+		case refused(err):
+			return true, fmt.Errorf("%w: %w", iofs.ErrPermission, err)
 		case !retryable(err):
+			return true, err
+		}
+		return false, err
+	}
+	var err error
+	for i := 0; i < len(c.conns); i++ {
+		var done bool
+		if done, err = try((start + i) % len(c.conns)); done {
 			return err
 		}
+	}
+	if !gone(err) {
+		return err // busy, not gone
+	}
+	c.down.Store(true)
+	idx, werr := c.waitReady(ctx)
+	if werr != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
+		return fmt.Errorf("%w: %w", werr, err)
+	}
+	if _, err = try(idx); err != nil && gone(err) && !errors.Is(err, ErrUnavailable) {
+		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
 }
@@ -275,6 +389,11 @@ func (c *Client) Locations(ctx context.Context, vid uint32) ([]string, error) {
 		return nil
 	})
 	if err != nil {
+		if ok && errors.Is(err, ErrUnavailable) {
+			// Expired, but better than nothing while no filer answers:
+			// a volume rarely moves, and a wrong guess fails over.
+			return v.addrs, nil
+		}
 		return nil, fmt.Errorf("lookup volume %d: %w", vid, err)
 	}
 	if len(locs) == 0 {
@@ -327,7 +446,15 @@ func (c *Client) Statistics(ctx context.Context) (*filerpb.StatisticsResponse, e
 // fn for each, until ctx ends, the stream breaks or fn returns an error. The
 // caller reconnects; the last event's TsNs is where to resume.
 func (c *Client) Subscribe(ctx context.Context, prefix string, sinceNs int64, fn func(*filerpb.SubscribeMetadataResponse) error) error {
-	conn := c.conns[int(c.cur.Load())%len(c.conns)]
+	idx := int(c.cur.Load()) % len(c.conns)
+	if c.conns[idx].GetState() != connectivity.Ready {
+		// Whichever filer is up: the caller resumes from its last event.
+		var err error
+		if idx, err = c.waitReady(ctx); err != nil {
+			return fmt.Errorf("subscribe %s: %w", prefix, err)
+		}
+	}
+	conn := c.conns[idx]
 	stream, err := filerpb.NewSeaweedFilerClient(conn).SubscribeMetadata(ctx, &filerpb.SubscribeMetadataRequest{
 		ClientName: c.opts.ClientName, PathPrefix: prefix, SinceNs: sinceNs,
 		ClientId: int32(time.Now().UnixNano()), ClientEpoch: 1,

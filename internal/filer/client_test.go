@@ -1,0 +1,133 @@
+package filer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	iofs "io/fs"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/weedfuse/weedfuse/internal/filerpb"
+)
+
+// fakeFiler answers GetFilerConfiguration and LookupDirectoryEntry: every
+// name exists but "missing"; "secret" is refused.
+type fakeFiler struct {
+	filerpb.UnimplementedSeaweedFilerServer
+}
+
+func (fakeFiler) GetFilerConfiguration(context.Context, *filerpb.GetFilerConfigurationRequest) (*filerpb.GetFilerConfigurationResponse, error) {
+	return &filerpb.GetFilerConfigurationResponse{}, nil
+}
+
+func (fakeFiler) LookupDirectoryEntry(_ context.Context, r *filerpb.LookupDirectoryEntryRequest) (*filerpb.LookupDirectoryEntryResponse, error) {
+	switch r.Name {
+	case "missing":
+		return nil, status.Error(codes.NotFound, "no entry is found in filer store")
+	case "secret":
+		return nil, status.Error(codes.PermissionDenied, "no")
+	}
+	return &filerpb.LookupDirectoryEntryResponse{Entry: &filerpb.Entry{Name: r.Name}}, nil
+}
+
+// serveFake serves a fakeFiler on addr (":0" picks a port) until the test
+// ends or stop is called.
+func serveFake(t *testing.T, addr string) (gotAddr string, stop func(), err error) {
+	var ln net.Listener
+	for i := 0; i < 50; i++ { // a just-closed port may linger a moment
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	srv := grpc.NewServer()
+	filerpb.RegisterSeaweedFilerServer(srv, fakeFiler{})
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return ln.Addr().String(), srv.Stop, nil
+}
+
+// spec is the weed filer address whose gRPC port is grpcAddr's.
+func spec(t *testing.T, grpcAddr string) string {
+	host, port, err := net.SplitHostPort(grpcAddr)
+	require.NoError(t, err)
+	return fmt.Sprintf("%s:1.%s", host, port)
+}
+
+func TestErrors(t *testing.T) {
+	addr, _, err := serveFake(t, "127.0.0.1:0")
+	require.NoError(t, err)
+	c, err := New(context.Background(), Options{Addresses: []string{spec(t, addr)}})
+	require.NoError(t, err)
+	defer c.Close()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		want error
+	}{
+		{"here", nil},
+		{"missing", iofs.ErrNotExist},
+		{"secret", iofs.ErrPermission},
+	} {
+		_, err := c.LookupEntry(ctx, "/d", tc.name)
+		if tc.want == nil {
+			assert.NoError(t, err, tc.name)
+		} else {
+			assert.ErrorIs(t, err, tc.want, tc.name)
+		}
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = c.LookupEntry(cancelled, "/d", "here")
+	assert.ErrorIs(t, err, context.Canceled)
+}
+
+// TestOutage stops the filer under a client: a call waits up to ReadyWait
+// for it, then fails with ErrUnavailable; a call made while it restarts
+// waits for it and succeeds.
+func TestOutage(t *testing.T) {
+	addr, stop, err := serveFake(t, "127.0.0.1:0")
+	require.NoError(t, err)
+	c, err := New(context.Background(), Options{Addresses: []string{spec(t, addr)}, ReadyWait: time.Second})
+	require.NoError(t, err)
+	defer c.Close()
+	ctx := context.Background()
+	_, err = c.LookupEntry(ctx, "/d", "f")
+	require.NoError(t, err)
+	assert.True(t, c.Up())
+
+	stop()
+	start := time.Now()
+	_, err = c.LookupEntry(ctx, "/d", "f")
+	took := time.Since(start)
+	require.ErrorIs(t, err, ErrUnavailable)
+	assert.False(t, errors.Is(err, iofs.ErrNotExist))
+	assert.False(t, c.Up())
+	assert.InDelta(t, time.Second, took, float64(700*time.Millisecond), "the wait is ReadyWait")
+
+	// The filer comes back while a call waits: the call gets its answer.
+	c.opts.ReadyWait = 5 * time.Second
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		if _, _, err := serveFake(t, addr); err != nil {
+			t.Errorf("restart the filer: %v", err)
+		}
+	}()
+	start = time.Now()
+	_, err = c.LookupEntry(ctx, "/d", "f")
+	require.NoError(t, err)
+	t.Logf("a call made during the outage answered %v later", time.Since(start).Round(time.Millisecond))
+	assert.Less(t, time.Since(start), 4*time.Second, "reconnects within about 2 s")
+	assert.True(t, c.Up())
+}
