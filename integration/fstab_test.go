@@ -76,7 +76,7 @@ umount %[3]q; echo "UMOUNT rc=$?"
 	text := out.String()
 	require.NoError(t, err, text)
 	for _, want := range []string{
-		"MOUNT rc=0\n", "FSTYPE fuse.weedfuse\n", "CONTENT ok\n", "ROOT ok\n", "READONLY ok\n",
+		"MOUNT rc=0\n", "FSTYPE fuse.seaweedfs\n" /* fstab names the helper; the mount shows weed mount's type */, "CONTENT ok\n", "ROOT ok\n", "READONLY ok\n",
 		"STATS ok\n", "UMOUNT rc=0\n", `unknown mount option "bogus=1"`,
 	} {
 		assert.Contains(t, text, want)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func TestSystemdNotify(t *testing.T) {
 
 	cmd := exec.CommandContext(ctx, weedfuseBin, "-filer="+c.FilerMountSpec(), "-dir="+dir, "-dirAutoCreate")
 	cmd.Env = append(cmd.Environ(), "NOTIFY_SOCKET="+sockPath, "WEEDFUSE_RUN_DIR="+filepath.Join(tmp, "run"))
-	var log bytes.Buffer
+	var log lockedBuffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	require.NoError(t, cmd.Start())
 	var waitErr error
@@ -67,4 +68,23 @@ func TestSystemdNotify(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("weedfuse did not exit on SIGTERM; log:\n%s", log.String())
 	}
+}
+
+// lockedBuffer is a bytes.Buffer that a child's output goroutine may write
+// while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -132,10 +132,44 @@ func (m *Mount) Fetcher(tier string, f pagecache.Fetcher) pagecache.Fetcher {
 		ok:        m.fetchDuration.WithLabelValues(tier, "ok"),
 		notServed: m.fetchDuration.WithLabelValues(tier, "not_served"),
 		failed:    m.fetchDuration.WithLabelValues(tier, "error")}
+	if full, ok := f.(teeRanger); ok {
+		return timedTeeRanger{timedScatterer: timedScatterer{timedFetcher: t, s: full}, tr: full}
+	}
 	if s, ok := f.(chunkScatterer); ok {
 		return timedScatterer{timedFetcher: t, s: s}
 	}
 	return t
+}
+
+// teeRanger is a step that also tees whole needles into the disk cache and
+// reads byte ranges (the HTTP reader): pagecache uses both methods when a
+// step has them, so a wrapper must keep them too, or the disk cache would
+// get nothing and every random miss would fetch a whole needle.
+type teeRanger interface {
+	chunkScatterer
+	ReadChunkTee(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte, whole volume.NeedleSink) (int, error)
+	ReadRange(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error)
+}
+
+type timedTeeRanger struct {
+	timedScatterer
+	tr teeRanger
+}
+
+func (t timedTeeRanger) ReadChunkTee(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte, whole volume.NeedleSink) (int, error) {
+	t.inFlight.Inc()
+	start := time.Now()
+	n, err := t.tr.ReadChunkTee(ctx, c, off, dsts, whole)
+	t.observe(start, err)
+	return n, err
+}
+
+func (t timedTeeRanger) ReadRange(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error) {
+	t.inFlight.Inc()
+	start := time.Now()
+	n, err := t.tr.ReadRange(ctx, c, off, dsts)
+	t.observe(start, err)
+	return n, err
 }
 
 type timedFetcher struct {
