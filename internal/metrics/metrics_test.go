@@ -211,3 +211,19 @@ func TestSidecarExposition(t *testing.T) {
 	}
 	promtoolCheck(t, text)
 }
+
+// TestFetcherKeepsTeeAndRange: the HTTP step, wrapped, still tees whole
+// needles into the disk cache and reads ranges. Without them the disk cache
+// stays empty and every random miss fetches a whole needle.
+func TestFetcherKeepsTeeAndRange(t *testing.T) {
+	m := NewMount()
+	w := m.Fetcher("http", volume.New(nil, volume.Options{}))
+	_, tees := w.(interface {
+		ReadChunkTee(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte, whole volume.NeedleSink) (int, error)
+	})
+	_, ranges := w.(interface {
+		ReadRange(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error)
+	})
+	assert.True(t, tees, "lost ReadChunkTee")
+	assert.True(t, ranges, "lost ReadRange")
+}
