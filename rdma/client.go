@@ -42,11 +42,20 @@ type ClientOptions struct {
 	// partial reads share (see ReadChunk). Default 32 MiB; negative turns
 	// it off.
 	WholeCacheBytes int64
-	// VerifyETag checks the filer's e_tag MD5 of every needle too, as
-	// volume.Options.VerifyETag does for HTTP; without it the MD5 is
-	// checked only for a needle that came without the volume server's
-	// CRC32C.
+	// VerifyETag is ignored: the RDMA path always checks the filer's
+	// e_tag MD5 where the chunk has one, since the CRC32Cs come from
+	// weedrdma, which protects against corruption but not against a
+	// forging server.
 	VerifyETag bool
+	// RangeReads lets a partial read of a chunk stored as is (neither
+	// compressed nor encrypted) move just its range: weedrdma checks the
+	// whole needle against the volume server's checksum and answers with
+	// a window over the range and the range's own CRC32C, which checks the
+	// transfer. Off by default: such a read trusts weedrdma's check (the
+	// peer is authenticated, but the filer's e_tag, which needs the whole
+	// needle, is not checked), where a whole-needle read checks the e_tag
+	// itself.
+	RangeReads bool
 	// Timeout bounds one ReadChunk on the RDMA path; past it the read falls
 	// back to HTTP. Default 5 s.
 	Timeout time.Duration
@@ -54,6 +63,11 @@ type ClientOptions struct {
 	Device   string
 	GIDIndex int
 	TLS      TLSFiles
+	// Secret is the shared secret (security.toml's [rdma] key). With it
+	// the client proves it to every weedrdma and requires each to prove
+	// it back (a server without it is refused); without it, a weedrdma
+	// that requires one refuses this client.
+	Secret []byte
 	// ReadJWTKey is security.toml's jwt.signing.read.key; when set each
 	// request carries a read JWT for its file id, which weedrdma passes on
 	// to the volume server. ReadJWTExpiry is its lifetime (0: no exp claim).
@@ -116,10 +130,14 @@ const (
 	reasonTooLarge            // the needle is larger than weedrdma's slots (or than any chunk's needle may be)
 	reasonDecode              // volume.DecodeVerified failed on the stored bytes
 	numReasons
+	// reasonNoRange: the needle is stored gzip-encoded, so no range of
+	// it can be served; the read moves the whole needle instead. Not a
+	// fallback to HTTP, never counted.
+	reasonNoRange = numReasons
 )
 
-var reasonNames = [numReasons]string{"unsupported", "no_sidecar", "lookup", "not_connected", "circuit_open",
-	"timeout", "transport", "crc", "needle_crc", "server_error", "server_busy", "too_large", "decode"}
+var reasonNames = [numReasons + 1]string{"unsupported", "no_sidecar", "lookup", "not_connected", "circuit_open",
+	"timeout", "transport", "crc", "needle_crc", "server_error", "server_busy", "too_large", "decode", "no_range"}
 
 // fallback is an internal error that makes a read fall back to HTTP. sick
 // marks failures of the path itself, which count against the breaker.
@@ -164,6 +182,7 @@ type Client struct {
 	// names one needle forever, so the memo never goes stale.
 	tooLargeMu sync.Mutex
 	tooLarge   map[string]struct{} // guarded by tooLargeMu
+	noRangeFID map[string]struct{} // guarded by tooLargeMu: needles stored gzip-encoded (no ranges)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -180,6 +199,7 @@ type Client struct {
 	nextID                                atomic.Uint64 // request ids and work request ids
 	reads, bytes, crcFailures, reconnects atomic.Uint64
 	fetches, fetchedBytes, unchecked      atomic.Uint64
+	rangeFetches, rangeBytes              atomic.Uint64
 	needleCRCFailures                     atomic.Uint64
 	fallbacks                             [numReasons]atomic.Uint64
 }
@@ -223,7 +243,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{opts: opts, tls: tcfg, whole: volume.NewNeedleCache(opts.WholeCacheBytes), tooLarge: map[string]struct{}{},
-		peers: map[string]*clientPeer{}}
+		noRangeFID: map[string]struct{}{}, peers: map[string]*clientPeer{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if c.dev, err = openDevice(opts.Device, opts.GIDIndex); err != nil {
 		c.unavailable = fmt.Errorf("rdma client: %w", err)
@@ -283,6 +303,10 @@ type ClientStats struct {
 	Fetches      uint64
 	FetchedBytes uint64
 	Unchecked    uint64
+	// RangeFetches and RangeBytes count verified ranges moved by RDMA
+	// READ (RangeReads), each checked against its own CRC32C.
+	RangeFetches uint64
+	RangeBytes   uint64
 	// CRCFailures counts transfers whose bytes did not match the CRC32C
 	// weedrdma sent; NeedleCRCFailures transfers that did, but whose bytes
 	// did not match the needle's CRC32C from the volume server.
@@ -297,7 +321,8 @@ type ClientStats struct {
 func (c *Client) Stats() ClientStats {
 	st := ClientStats{Reads: c.reads.Load(), Bytes: c.bytes.Load(), Fetches: c.fetches.Load(),
 		FetchedBytes: c.fetchedBytes.Load(), Unchecked: c.unchecked.Load(), CRCFailures: c.crcFailures.Load(),
-		NeedleCRCFailures: c.needleCRCFailures.Load(), Reconnects: c.reconnects.Load(), Fallbacks: map[string]uint64{}}
+		NeedleCRCFailures: c.needleCRCFailures.Load(), Reconnects: c.reconnects.Load(), Fallbacks: map[string]uint64{},
+		RangeFetches: c.rangeFetches.Load(), RangeBytes: c.rangeBytes.Load()}
 	for i := range c.fallbacks {
 		st.Fallbacks[reasonNames[i]] = c.fallbacks[i].Load()
 	}
@@ -356,6 +381,13 @@ func (c *Client) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst 
 		// The caller keeps the whole chunk: no cache entry, no copy of
 		// the needle but the one into dst.
 		err = c.fetch(ctx, ch, false, func(logical []byte) { copy(dst, logical) })
+	} else if c.opts.RangeReads && !ch.Compressed && len(ch.CipherKey) == 0 && !c.noRange(ch.FileID) {
+		err = c.fetchRange(ctx, ch, off, dst)
+		var f *fallback
+		if errors.As(err, &f) && f.reason == reasonNoRange {
+			c.rememberNoRange(ch.FileID)
+			err = c.shared(ctx, ch, off, dst)
+		}
 	} else {
 		err = c.shared(ctx, ch, off, dst)
 	}
@@ -391,6 +423,55 @@ func (c *Client) rememberTooLarge(fid string) {
 		clear(c.tooLarge) // a bound, not a policy: forgetting costs one more refusal
 	}
 	c.tooLarge[fid] = struct{}{}
+}
+
+func (c *Client) noRange(fid string) bool {
+	c.tooLargeMu.Lock()
+	defer c.tooLargeMu.Unlock()
+	_, ok := c.noRangeFID[fid]
+	return ok
+}
+
+func (c *Client) rememberNoRange(fid string) {
+	c.tooLargeMu.Lock()
+	defer c.tooLargeMu.Unlock()
+	if len(c.noRangeFID) >= 4096 {
+		clear(c.noRangeFID)
+	}
+	c.noRangeFID[fid] = struct{}{}
+}
+
+// fetchRange moves [off, off+len(dst)) of the chunk's needle, stored as is,
+// as a verified range (see RangeReads) and copies it into dst once its
+// CRC32C matched. Errors as for fetch.
+func (c *Client) fetchRange(ctx context.Context, ch volume.Chunk, off int64, dst []byte) error {
+	if len(dst) > c.opts.SlotBytes {
+		return c.shared(ctx, ch, off, dst)
+	}
+	return c.onPeer(ctx, ch, func(ctx context.Context, p *clientPeer) error {
+		return p.withConn(ctx, func(cn *clientConn, slot int) error {
+			rep, err := cn.request(ctx, readRequest{FileID: ch.FileID, JWT: c.jwt(ch.FileID), Offset: uint64(off), Length: uint32(len(dst))})
+			if err != nil {
+				return err
+			}
+			if !rep.Range || int(rep.Length) != len(dst) {
+				cn.release(rep.ID)
+				return fallbackf(reasonTransport, true, "asked for %d bytes at %d, got a reply of %d (range %v)", len(dst), off, rep.Length, rep.Range)
+			}
+			got, crc, err := cn.transfer(ctx, rep, slot)
+			if err != nil {
+				return err
+			}
+			if crc != rep.CRC {
+				c.crcFailures.Add(1)
+				return fallbackf(reasonCRC, true, "range CRC32C %08x, server said %08x", crc, rep.CRC)
+			}
+			copy(dst, got)
+			c.rangeFetches.Add(1)
+			c.rangeBytes.Add(uint64(len(got)))
+			return nil
+		})
+	})
 }
 
 // serve copies [off, off+len(dst)) of a decoded needle into dst. The needle
@@ -438,6 +519,17 @@ func (c *Client) shared(ctx context.Context, ch volume.Chunk, off int64, dst []b
 // peer's breaker the outcome. Its errors are *fallback, except the caller's
 // own cancellation.
 func (c *Client) fetch(ctx context.Context, ch volume.Chunk, keep bool, use func(logical []byte)) error {
+	return c.onPeer(ctx, ch, func(ctx context.Context, p *clientPeer) error {
+		return p.withConn(ctx, func(cn *clientConn, slot int) error {
+			return cn.fetch(ctx, ch, slot, keep, use)
+		})
+	})
+}
+
+// onPeer runs f, under Timeout, on the peer of the first replica whose
+// breaker admits it, and tells the breaker the outcome. Its errors are
+// *fallback, except the caller's own cancellation.
+func (c *Client) onPeer(ctx context.Context, ch volume.Chunk, f func(context.Context, *clientPeer) error) error {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
@@ -445,8 +537,8 @@ func (c *Client) fetch(ctx context.Context, ch volume.Chunk, keep bool, use func
 	if fb != nil {
 		return fb
 	}
-	err := p.fetch(ctx, ch, keep, use)
-	var f *fallback
+	err := f(ctx, p)
+	var fe *fallback
 	switch {
 	case err == nil:
 		p.br.success()
@@ -454,13 +546,13 @@ func (c *Client) fetch(ctx context.Context, ch volume.Chunk, keep bool, use func
 	case parent.Err() != nil:
 		p.br.abandon()
 		return fmt.Errorf("rdma read %s: %w", ch.FileID, parent.Err())
-	case errors.As(err, &f):
-		if f.sick {
+	case errors.As(err, &fe):
+		if fe.sick {
 			p.br.failure()
 		} else {
 			p.br.abandon()
 		}
-		return f
+		return fe
 	default:
 		p.br.failure()
 		return &fallback{reason: reasonTransport, sick: true, err: err}
@@ -623,19 +715,57 @@ func (p *clientPeer) dial() (_ *clientConn, err error) {
 		}
 		nc = tc
 	}
-	// Each read in flight posts up to crcPieces work requests.
-	if ep, err = c.dev.newEndpoint(c.ar, c.opts.MaxConcurrent*c.opts.crcPieces+4, true); err != nil {
+	br, bw := bufio.NewReaderSize(nc, 64<<10), bufio.NewWriterSize(nc, 16<<10)
+	// Authentication first (auth.go): the server proves the shared secret
+	// before this side spends an endpoint or believes any QP parameters.
+	cnonce, err := newNonce()
+	if err != nil {
 		return nil, err
 	}
-	br, bw := bufio.NewReaderSize(nc, 64<<10), bufio.NewWriterSize(nc, 16<<10)
-	h := hello{Version: protoVersion, QP: ep.local()}
-	if err := writeFrame(bw, frameHello, h.encode()); err != nil {
+	if err := writeFrame(bw, frameAuth, (&authHello{Version: protoVersion, Nonce: cnonce}).encode()); err != nil {
 		return nil, err
 	}
 	if err := bw.Flush(); err != nil {
 		return nil, err
 	}
 	typ, payload, err := readFrame(br)
+	if err != nil {
+		return nil, err
+	}
+	if typ != frameAuth {
+		return nil, fmt.Errorf("%w: answer is frame type %d, not auth (a weedrdma of another protocol version?)", errProtocol, typ)
+	}
+	ch, err := decodeAuthChallenge(payload)
+	if err != nil {
+		return nil, err
+	}
+	if ch.Status != statusOK {
+		return nil, fmt.Errorf("server refused: %d %s", ch.Status, ch.Err)
+	}
+	secret := c.opts.Secret
+	switch {
+	case len(secret) == 0 && ch.Mode&authSecret != 0:
+		return nil, fmt.Errorf("%w: the server requires the shared secret ([rdma] key in security.toml)", errAuth)
+	case len(secret) > 0 && ch.Mode&authSecret == 0:
+		return nil, fmt.Errorf("%w: the server does not prove the shared secret (not the weedrdma it should be, or one run without it)", errAuth)
+	case len(secret) > 0 && !proofOK(ch.Proof, proof(secret, labelServer, cnonce, ch.Nonce, nil)):
+		return nil, fmt.Errorf("%w: the server's proof of the shared secret is wrong", errAuth)
+	}
+	// Each read in flight posts up to crcPieces work requests.
+	if ep, err = c.dev.newEndpoint(c.ar, c.opts.MaxConcurrent*c.opts.crcPieces+4, true, ""); err != nil {
+		return nil, err
+	}
+	h := hello{Version: protoVersion, QP: ep.local()}
+	if len(secret) > 0 {
+		h.Proof = proof(secret, labelClientHello, cnonce, ch.Nonce, qpBytes(h.QP))
+	}
+	if err := writeFrame(bw, frameHello, h.encode()); err != nil {
+		return nil, err
+	}
+	if err := bw.Flush(); err != nil {
+		return nil, err
+	}
+	typ, payload, err = readFrame(br)
 	if err != nil {
 		return nil, err
 	}
@@ -648,6 +778,9 @@ func (p *clientPeer) dial() (_ *clientConn, err error) {
 	}
 	if ans.Status != statusOK {
 		return nil, fmt.Errorf("server refused: %d %s", ans.Status, ans.Err)
+	}
+	if len(secret) > 0 && !proofOK(ans.Proof, proof(secret, labelServerHello, cnonce, ch.Nonce, qpBytes(ans.QP))) {
+		return nil, fmt.Errorf("%w: the server's hello is not signed with the shared secret", errAuth)
 	}
 	if err := ep.connect(ans.QP); err != nil {
 		return nil, err
@@ -665,8 +798,8 @@ func (p *clientPeer) dial() (_ *clientConn, err error) {
 	return cn, nil
 }
 
-// fetch serves one needle fetch on this peer's current connection.
-func (p *clientPeer) fetch(ctx context.Context, ch volume.Chunk, keep bool, use func([]byte)) error {
+// withConn runs f with this peer's current connection and an arena slot.
+func (p *clientPeer) withConn(ctx context.Context, f func(cn *clientConn, slot int) error) error {
 	select {
 	case <-p.firstDone:
 	case <-ctx.Done():
@@ -681,7 +814,7 @@ func (p *clientPeer) fetch(ctx context.Context, ch volume.Chunk, keep bool, use 
 		return &fallback{reason: reasonTimeout, err: err}
 	}
 	defer p.c.slots.release(slot)
-	return cn.fetch(ctx, ch, slot, keep, use)
+	return f(cn, slot)
 }
 
 // clientConn is one live control connection and QP. readLoop, pollLoop and
@@ -745,12 +878,25 @@ func (cn *clientConn) teardown() {
 }
 
 func (cn *clientConn) send(typ uint8, payload []byte) error {
+	return cn.sendWith(typ, func() []byte { return payload })
+}
+
+// sendWith writes the frame that payload builds, under wmu; a nil payload
+// writes nothing. Frames that carry releases take them inside payload, so
+// that releases reach the server in the order they were taken: a request
+// never overtakes a release taken before it, which weedrdma's per-peer
+// limits on unreleased replies depend on.
+func (cn *clientConn) sendWith(typ uint8, payload func() []byte) error {
 	cn.wmu.Lock()
 	defer cn.wmu.Unlock()
+	b := payload()
+	if b == nil {
+		return nil
+	}
 	if err := cn.nc.SetWriteDeadline(time.Now().Add(cn.c.opts.Timeout)); err != nil {
 		return err
 	}
-	if err := writeFrame(cn.bw, typ, payload); err != nil {
+	if err := writeFrame(cn.bw, typ, b); err != nil {
 		return err
 	}
 	return cn.bw.Flush()
@@ -809,11 +955,23 @@ func (cn *clientConn) pollLoop() {
 // one is sent meanwhile, before a release frame of their own goes out.
 const releaseBatchDelay = 2 * time.Millisecond
 
+// keepAlive is how often an idle connection sends an empty release frame,
+// well within weedrdma's default IdleTimeout (5 min).
+const keepAlive = 30 * time.Second
+
 func (cn *clientConn) releaseLoop() {
+	ka := time.NewTicker(keepAlive)
+	defer ka.Stop()
 	for {
 		select {
 		case <-cn.dead:
 			return
+		case <-ka.C:
+			if err := cn.send(frameRelease, encodeRelease(nil)); err != nil {
+				cn.fail(err)
+				return
+			}
+			continue
 		case <-cn.relKick:
 		}
 		select {
@@ -821,14 +979,17 @@ func (cn *clientConn) releaseLoop() {
 			return
 		case <-time.After(releaseBatchDelay):
 		}
-		cn.mu.Lock()
-		ids := cn.takeReleasesLocked()
-		cn.mu.Unlock()
-		if len(ids) > 0 {
-			if err := cn.send(frameRelease, encodeRelease(ids)); err != nil {
-				cn.fail(err)
-				return
+		if err := cn.sendWith(frameRelease, func() []byte {
+			cn.mu.Lock()
+			ids := cn.takeReleasesLocked()
+			cn.mu.Unlock()
+			if len(ids) == 0 {
+				return nil
 			}
+			return encodeRelease(ids)
+		}); err != nil {
+			cn.fail(err)
+			return
 		}
 	}
 }
@@ -867,9 +1028,13 @@ func (cn *clientConn) request(ctx context.Context, req readRequest) (readReply, 
 		return readReply{}, fallbackf(reasonTransport, true, "connection lost")
 	}
 	cn.replies[req.ID] = ch
-	req.Releases = cn.takeReleasesLocked()
 	cn.mu.Unlock()
-	if err := cn.send(frameRequest, req.encode()); err != nil {
+	if err := cn.sendWith(frameRequest, func() []byte {
+		cn.mu.Lock()
+		req.Releases = cn.takeReleasesLocked()
+		cn.mu.Unlock()
+		return req.encode()
+	}); err != nil {
 		cn.fail(err)
 		return readReply{}, &fallback{reason: reasonTransport, sick: true, err: err}
 	}
@@ -893,8 +1058,10 @@ func (cn *clientConn) request(ctx context.Context, req readRequest) (readReply, 
 	switch rep.Status {
 	case statusOK:
 		return rep, nil
-	case statusBusy:
-		return rep, fallbackf(reasonBusy, false, "server busy: %s", rep.Err)
+	case statusNoRange:
+		return rep, fallbackf(reasonNoRange, false, "server: %s", rep.Err)
+	case statusBusy, statusLimit:
+		return rep, fallbackf(reasonBusy, false, "server busy: %d %s", rep.Status, rep.Err)
 	case statusTooLarge:
 		return rep, fallbackf(reasonTooLarge, false, "server: %s", rep.Err)
 	default:
@@ -1031,7 +1198,9 @@ func (cn *clientConn) fetch(ctx context.Context, ch volume.Chunk, slot int, keep
 	if keep && len(stored) <= c.opts.SlotBytes {
 		stored = bytes.Clone(stored) // the slot is reused once this fetch ends
 	}
-	logical, err := volume.DecodeVerified(ch, stored, rep.Gzip, rep.HasSum, c.opts.VerifyETag)
+	// verifyETag always: the CRC32Cs above come from the server and
+	// catch corruption; only the filer's e_tag catches a forger.
+	logical, err := volume.DecodeVerified(ch, stored, rep.Gzip, rep.HasSum, true)
 	if err != nil {
 		return &fallback{reason: reasonDecode, err: err}
 	}

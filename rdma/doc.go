@@ -43,10 +43,21 @@
 //
 // The READ is posted as up to eight signaled pieces, and the CRC32C is folded
 // in piece by piece as each completes, so checking overlaps the transfer.
-// ServerOptions.CorruptEveryN and CorruptStoredEveryN (weedrdma
-// -fault.corruptEvery, -fault.corruptStoredEvery) inject corruption after and
-// before the transfer CRC for tests: the transfer check catches the first,
-// only the needle's checksum the second.
+// ServerOptions.CorruptEveryN, CorruptStoredEveryN and ForgeEveryN (weedrdma
+// -fault.*, only in a build with -tags rdmafault) inject corruption after and
+// before the transfer CRC, or forge a reply with both CRCs recomputed, for
+// tests: the transfer check catches the first, only the needle's checksum
+// the second, only the filer's e_tag MD5 (always checked on this path where
+// the chunk has one) the third.
+//
+// # Authentication and limits
+//
+// The control connection opens with a mutual HMAC-SHA256 challenge over
+// fresh nonces with the shared secret from security.toml ([rdma] key; see
+// auth.go), or relies on mutual TLS; the server spends no PD, CQ or QP on a
+// peer before it passed. The server bounds peers overall and per source
+// address, the bytes and the number of one peer's unreleased replies, and
+// the time a peer may stay silent or leave a frame unread.
 //
 // # Why control messages ride TCP and not SEND/RECV
 //
@@ -65,7 +76,12 @@
 // The NIC only ever sees the arena: an mmap'd region (MAP_HUGETLB when
 // hugepages are reserved, else anonymous memory with MADV_HUGEPAGE) cut into
 // fixed-size slots. Each peer gets its own protection domain and registers the
-// arena in it, so an rkey handed to one peer is useless on another peer's QP.
+// arena in it without any remote access. Each reply is exposed through a
+// window over exactly its bytes under a fresh rkey: a type 2 memory window
+// bound to the peer's QP, or, on a device without them, an MR of its own.
+// The window is revoked on release, after ReplyTimeout and on disconnect;
+// a READ anywhere else is a remote access error, after which the server
+// drops the peer (its QP has left RTS).
 // Go memory is never registered: bytes are copied from a slot into the
 // caller's buffer after the CRC check.
 //

@@ -17,15 +17,18 @@ import (
 // resynchronize a byte stream after a framing error.
 
 const (
-	// protoVersion 2: a request names a whole stored needle (no range) and
-	// a reply carries the needle's own checksum. A peer of another version
-	// is refused in the hello, and its reads fall back to HTTP.
-	protoVersion = 2
+	// protoVersion 3: the connection opens with an authentication
+	// exchange (auth.go) before the hellos. Version 2: a request names a
+	// whole stored needle (no range) and a reply carries the needle's own
+	// checksum. A peer of another version is refused, and its reads fall
+	// back to HTTP.
+	protoVersion = 3
 
-	frameHello   = 1 // both directions, once, first: version + queue pair parameters
+	frameHello   = 1 // both directions, once, after auth: version + queue pair parameters + proof
 	frameRequest = 2 // client → server
 	frameReply   = 3 // server → client
-	frameRelease = 4 // client → server: slots the client is done reading
+	frameRelease = 4 // client → server: slots the client is done reading (an empty list is a keepalive)
+	frameAuth    = 5 // both directions, once, first: nonces and the server's proof
 
 	frameHeaderLen = 5
 	// maxFrame bounds a payload so a garbage length cannot make a peer
@@ -42,7 +45,10 @@ const (
 const (
 	statusOK         = 200
 	statusBadRequest = 400
+	statusAuth       = 401 // no or wrong shared secret
+	statusLimit      = 429 // a per-peer limit (pinned bytes, unreleased replies)
 	statusTooLarge   = 413
+	statusNoRange    = 416 // a range of a needle stored gzip-encoded: ask for the whole needle
 	statusUpstream   = 502
 	statusBusy       = 503
 	statusTimeout    = 504
@@ -71,24 +77,31 @@ type hello struct {
 	Status  uint16
 	Err     string
 	QP      qpInfo
+	Proof   [proofLen]byte // HMAC over the nonces and QP (auth.go); zero without a secret
 }
 
 // readRequest asks for the whole stored bytes of a needle, as the volume
-// server keeps them (it is asked with Accept-Encoding: gzip): only a whole
-// needle is covered by a checksum, so there is no way to ask for a range.
-// Releases piggybacks reply ids whose slots the client no longer reads.
+// server keeps them (it is asked with Accept-Encoding: gzip), or, with
+// Length > 0, for the range [Offset, Offset+Length) of them (clipped at the
+// needle's end). Only a whole needle is covered by the volume server's
+// checksum: weedrdma checks the whole needle against it and answers a range
+// with the range's own CRC32C (a verified range). Releases piggybacks reply
+// ids whose slots the client no longer reads.
 type readRequest struct {
 	ID       uint64
 	FileID   string
 	JWT      string
 	Releases []uint64
+	Offset   uint64
+	Length   uint32
 }
 
 // Reply flags.
 const (
 	replyHasSum = 1 << iota // NeedleSum holds the volume server's checksum of the needle
 	replyGzip               // the volume server sent the needle as Content-Encoding: gzip
-	replyFlags  = replyHasSum | replyGzip
+	replyRange              // the reply is the requested range; CRC covers it, NeedleSum the whole needle
+	replyFlags  = replyHasSum | replyGzip | replyRange
 )
 
 // readReply answers a request. On statusOK the Length stored bytes of the
@@ -109,6 +122,7 @@ type readReply struct {
 	CRC       uint32
 	HasSum    bool
 	Gzip      bool
+	Range     bool
 	NeedleSum uint32
 }
 
@@ -217,7 +231,15 @@ func (h *hello) encode() []byte {
 	e.u8(h.QP.MTU)
 	e.u8(h.QP.RDAtomic)
 	e.b = append(e.b, h.QP.GID[:]...)
+	e.b = append(e.b, h.Proof[:]...)
 	return e.b
+}
+
+// encodeV2 is the hello as protocol 2 had it (no proof): how a refusal of a
+// version 2 client is worded, so that it can read why.
+func (h *hello) encodeV2() []byte {
+	b := h.encode()
+	return b[:len(b)-proofLen]
 }
 
 func decodeHello(p []byte) (hello, error) {
@@ -232,6 +254,7 @@ func decodeHello(p []byte) (hello, error) {
 	h.QP.MTU = d.u8()
 	h.QP.RDAtomic = d.u8()
 	copy(h.QP.GID[:], d.take(16))
+	copy(h.Proof[:], d.take(proofLen))
 	return h, d.done()
 }
 
@@ -241,6 +264,8 @@ func (r *readRequest) encode() []byte {
 	e.str(r.FileID)
 	e.str(r.JWT)
 	e.ids(r.Releases)
+	e.u64(r.Offset)
+	e.u32(r.Length)
 	return e.b
 }
 
@@ -251,6 +276,11 @@ func decodeRequest(p []byte) (readRequest, error) {
 	r.FileID = d.str()
 	r.JWT = d.str()
 	r.Releases = d.ids()
+	r.Offset = d.u64()
+	r.Length = d.u32()
+	if r.Length == 0 && r.Offset != 0 && d.err == nil {
+		d.err = fmt.Errorf("%w: offset %d without a length", errProtocol, r.Offset)
+	}
 	return r, d.done()
 }
 
@@ -269,6 +299,9 @@ func (r *readReply) encode() []byte {
 	}
 	if r.Gzip {
 		flags |= replyGzip
+	}
+	if r.Range {
+		flags |= replyRange
 	}
 	e.u8(flags)
 	e.u32(r.NeedleSum)
@@ -289,7 +322,7 @@ func decodeReply(p []byte) (readReply, error) {
 	if flags&^replyFlags != 0 && d.err == nil {
 		d.err = fmt.Errorf("%w: unknown reply flags %#x", errProtocol, flags)
 	}
-	r.HasSum, r.Gzip = flags&replyHasSum != 0, flags&replyGzip != 0
+	r.HasSum, r.Gzip, r.Range = flags&replyHasSum != 0, flags&replyGzip != 0, flags&replyRange != 0
 	r.NeedleSum = d.u32()
 	if !r.HasSum && r.NeedleSum != 0 && d.err == nil {
 		// Exactly one encoding per reply: a decoded reply re-encodes to

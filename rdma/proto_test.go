@@ -19,6 +19,8 @@ func TestProtocolRoundTrip(t *testing.T) {
 		{"hello refusal", frameHello, hello{Version: protoVersion, Status: statusBusy, Err: "no QP"}},
 		{"request", frameRequest, readRequest{ID: 1 << 60, FileID: "3,01637037d6", JWT: "a.b.c"}},
 		{"request releases", frameRequest, readRequest{ID: 9, FileID: "7,ff00000001", Releases: []uint64{1, 2, 1 << 63}}},
+		{"request range", frameRequest, readRequest{ID: 10, FileID: "7,ff00000001", Offset: 1 << 40, Length: 4096}},
+		{"reply range", frameReply, readReply{ID: 13, Status: statusOK, Length: 4096, CRC: 2, HasSum: true, Range: true, NeedleSum: 3}},
 		{"reply ok", frameReply, readReply{ID: 9, Status: statusOK, Addr: 0x7f0000001000, RKey: 0x1234, Length: 1 << 20, CRC: 0xdeadbeef,
 			HasSum: true, NeedleSum: 0xdeadbeef}},
 		{"reply ok gzip", frameReply, readReply{ID: 11, Status: statusOK, Length: 7, CRC: 1, HasSum: true, Gzip: true}},
@@ -72,6 +74,9 @@ func TestProtocolRoundTrip(t *testing.T) {
 }
 
 func TestProtocolRejects(t *testing.T) {
+	if _, err := decodeRequest((&readRequest{ID: 1, FileID: "1,0100000001", Offset: 5}).encode()); err == nil {
+		t.Error("an offset without a length decoded")
+	}
 	req := (&readRequest{ID: 1, FileID: "1,0100000001"}).encode()
 	reply := (&readReply{ID: 1, Status: statusOK, Length: 10, CRC: 2, HasSum: true, NeedleSum: 2}).encode()
 	flags := len(reply) - 5 // the reply's flags byte, before the needle checksum

@@ -261,16 +261,46 @@ type rawPeer struct {
 	bw *bufio.Writer
 }
 
+// dialRaw connects with a fake QP (never used for a READ), without a
+// secret; a refusal at either step comes back as the hello's status.
 func dialRaw(t *testing.T, addr string, version uint16) (*rawPeer, hello) {
-	nc, err := net.Dial("tcp", addr)
+	return dialRawFrom(t, addr, "", version, nil)
+}
+
+// dialRawFrom is dialRaw from the local address src (any when "") and with
+// the shared secret (none when nil).
+func dialRawFrom(t *testing.T, addr, src string, version uint16, secret []byte) (*rawPeer, hello) {
+	var d net.Dialer
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	nc, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &rawPeer{nc: nc, br: bufio.NewReader(nc), bw: bufio.NewWriter(nc)}
+	nc.SetDeadline(time.Now().Add(30 * time.Second))
+	defer nc.SetDeadline(time.Time{})
+	cn, _ := newNonce()
+	p.send(t, frameAuth, (&authHello{Version: version, Nonce: cn}).encode())
+	typ, payload, err := readFrame(p.br)
+	if err != nil || typ != frameAuth {
+		t.Fatalf("auth answer: type %d err %v", typ, err)
+	}
+	ch, err := decodeAuthChallenge(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch.Status != statusOK {
+		return p, hello{Version: ch.Version, Status: ch.Status, Err: ch.Err}
+	}
 	h := hello{Version: version, QP: qpInfo{QPN: 0x77, PSN: 1, MTU: 3, RDAtomic: 1}}
 	copy(h.QP.GID[:], net.ParseIP("::ffff:127.0.0.1"))
+	if secret != nil {
+		h.Proof = proof(secret, labelClientHello, cn, ch.Nonce, qpBytes(h.QP))
+	}
 	p.send(t, frameHello, h.encode())
-	typ, payload, err := readFrame(p.br)
+	typ, payload, err = readFrame(p.br)
 	if err != nil || typ != frameHello {
 		t.Fatalf("hello answer: type %d err %v", typ, err)
 	}

@@ -18,7 +18,8 @@ package rdma
 static struct ibv_device *wf_dev_at(struct ibv_device **l, int i) { return l[i]; }
 
 typedef struct {
-	int phys_port_cnt, max_qp_wr, max_qp_rd_atom, max_qp_init_rd_atom, max_cqe;
+	int phys_port_cnt, max_qp_wr, max_qp_rd_atom, max_qp_init_rd_atom, max_cqe, max_mw;
+	unsigned int cap_flags;
 } wf_dev_attr;
 
 static int wf_query_device(struct ibv_context *c, wf_dev_attr *o) {
@@ -28,7 +29,7 @@ static int wf_query_device(struct ibv_context *c, wf_dev_attr *o) {
 	if (r) return -r;
 	o->phys_port_cnt = a.phys_port_cnt; o->max_qp_wr = a.max_qp_wr;
 	o->max_qp_rd_atom = a.max_qp_rd_atom; o->max_qp_init_rd_atom = a.max_qp_init_rd_atom;
-	o->max_cqe = a.max_cqe;
+	o->max_cqe = a.max_cqe; o->max_mw = a.max_mw; o->cap_flags = a.device_cap_flags;
 	return 0;
 }
 
@@ -130,6 +131,39 @@ static int wf_post_read(struct ibv_qp *qp, uint64_t wrid, void *laddr, uint32_t 
 	return r ? -r : n;
 }
 
+// wf_post_bind posts a signaled bind of type 2 memory window mw, under the
+// new rkey, to [addr, addr+len) of mr, for remote reads only.
+static int wf_post_bind(struct ibv_qp *qp, uint64_t wrid, struct ibv_mw *mw, uint32_t rkey,
+                        struct ibv_mr *mr, uint64_t addr, uint64_t len) {
+	struct ibv_send_wr wr, *bad = NULL;
+	memset(&wr, 0, sizeof wr);
+	wr.wr_id = wrid; wr.opcode = IBV_WR_BIND_MW; wr.send_flags = IBV_SEND_SIGNALED;
+	wr.bind_mw.mw = mw; wr.bind_mw.rkey = rkey;
+	wr.bind_mw.bind_info.mr = mr; wr.bind_mw.bind_info.addr = addr;
+	wr.bind_mw.bind_info.length = len; wr.bind_mw.bind_info.mw_access_flags = IBV_ACCESS_REMOTE_READ;
+	return -ibv_post_send(qp, &wr, &bad);
+}
+
+// wf_post_inv posts a signaled local invalidation of rkey.
+static int wf_post_inv(struct ibv_qp *qp, uint64_t wrid, uint32_t rkey) {
+	struct ibv_send_wr wr, *bad = NULL;
+	memset(&wr, 0, sizeof wr);
+	wr.wr_id = wrid; wr.opcode = IBV_WR_LOCAL_INV; wr.send_flags = IBV_SEND_SIGNALED;
+	wr.invalidate_rkey = rkey;
+	return -ibv_post_send(qp, &wr, &bad);
+}
+
+static uint32_t wf_inc_rkey(uint32_t k) { return ibv_inc_rkey(k); }
+static void wf_set_mw_rkey(struct ibv_mw *mw, uint32_t k) { mw->rkey = k; }
+
+// wf_qp_state returns the QP's state (enum ibv_qp_state) or a negative errno.
+static int wf_qp_state(struct ibv_qp *qp) {
+	struct ibv_qp_attr a;
+	struct ibv_qp_init_attr ia;
+	int r = ibv_query_qp(qp, &a, IBV_QP_STATE, &ia);
+	return r ? -r : (int)a.qp_state;
+}
+
 // wf_poll drains up to max (≤ 16) completions; returns how many, or < 0.
 static int wf_poll(struct ibv_cq *cq, int max, uint64_t *wrid, int *status) {
 	struct ibv_wc wc[16];
@@ -163,10 +197,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -415,12 +451,24 @@ type endpoint struct {
 	qp       *C.struct_ibv_qp
 	psn      uint32
 	rdAtomic int
+
+	// Server endpoints expose replies through windows (see openWindow).
+	windows string // windowsMW or windowsMR; "" for a client endpoint
+	opMu    sync.Mutex
+	opID    uint64               // guarded by opMu: wr_id of the last bind or invalidation
+	freeMWs []*C.struct_ibv_mw   // guarded by opMu: invalidated type 2 MWs, ready to bind again
+	live    map[*window]struct{} // guarded by opMu: open windows
+	dead    bool                 // guarded by opMu: close ran
 }
 
 // newEndpoint creates PD, MR, CQ and QP in state INIT. depth bounds the
 // work requests in flight; client endpoints poll completions.
-func (d *device) newEndpoint(ar *arena, depth int, client bool) (_ *endpoint, err error) {
-	e := &endpoint{dev: d, ar: ar}
+// windows is "" for a client endpoint, else how the server endpoint exposes
+// replies: windowsMW registers the arena for memory-window binding only
+// (no remote access through the MR itself), windowsMR does not register it
+// at all (each reply gets an MR of its own).
+func (d *device) newEndpoint(ar *arena, depth int, client bool, windows string) (_ *endpoint, err error) {
+	e := &endpoint{dev: d, ar: ar, windows: windows, live: map[*window]struct{}{}}
 	defer func() {
 		if err != nil {
 			e.close()
@@ -430,13 +478,17 @@ func (d *device) newEndpoint(ar *arena, depth int, client bool) (_ *endpoint, er
 	if e.pd = C.ibv_alloc_pd(d.dc.ctx); e.pd == nil {
 		return nil, errors.New("ibv_alloc_pd failed")
 	}
+	// The arena is never remotely accessible through its own MR: a server
+	// exposes each reply through a window of exactly its bytes.
 	access := C.int(C.IBV_ACCESS_LOCAL_WRITE)
-	if !client {
-		access |= C.IBV_ACCESS_REMOTE_READ
+	if windows == windowsMW {
+		access |= C.IBV_ACCESS_MW_BIND
 	}
-	e.mr = C.ibv_reg_mr(e.pd, unsafe.Pointer(&ar.mem[0]), C.size_t(len(ar.mem)), access)
-	if e.mr == nil {
-		return nil, fmt.Errorf("ibv_reg_mr of %d bytes failed (memlock limit?)", len(ar.mem))
+	if windows != windowsMR {
+		e.mr = C.ibv_reg_mr(e.pd, unsafe.Pointer(&ar.mem[0]), C.size_t(len(ar.mem)), access)
+		if e.mr == nil {
+			return nil, fmt.Errorf("ibv_reg_mr of %d bytes failed (memlock limit?)", len(ar.mem))
+		}
 	}
 	if client {
 		if e.ch = C.wf_channel(d.dc.ctx); e.ch == nil {
@@ -501,7 +553,211 @@ func (e *endpoint) connect(remote qpInfo) error {
 	return cErr("QP → RTS", C.wf_qp_rts(e.qp, C.uint32_t(e.psn), C.int(rd)))
 }
 
-func (e *endpoint) rkey() uint32 { return uint32(e.mr.rkey) }
+// memoryWindows reports whether the device binds type 2 memory windows.
+func (d *device) memoryWindows() bool {
+	f := uint64(d.dc.attr.cap_flags)
+	return d.dc.attr.max_mw > 0 && f&(C.IBV_DEVICE_MEM_WINDOW_TYPE_2A|C.IBV_DEVICE_MEM_WINDOW_TYPE_2B) != 0
+}
+
+// probeWindows checks what type 2 memory windows give on this device: it
+// connects a loopback pair of endpoints over a scratch arena, binds a window
+// over one page and READs through it, then one byte past it. ok says a
+// READ within a window works; bounded that the device refuses one outside
+// it. Soft-RoCE (rxe, as in Linux 6.1) checks a window's rkey, QP and state
+// but the range only against the underlying MR, so there a window would
+// expose the whole arena: not bounded.
+func (d *device) probeWindows() (ok, bounded bool, err error) {
+	ar, err := newArena(hugePage)
+	if err != nil {
+		return false, false, err
+	}
+	defer ar.free()
+	srv, err := d.newEndpoint(ar, 4, false, windowsMW)
+	if err != nil {
+		return false, false, err
+	}
+	defer srv.close()
+	cli, err := d.newEndpoint(ar, 4, true, "")
+	if err != nil {
+		return false, false, err
+	}
+	defer cli.close()
+	if err := srv.connect(cli.local()); err != nil {
+		return false, false, err
+	}
+	if err := cli.connect(srv.local()); err != nil {
+		return false, false, err
+	}
+	w, err := srv.openWindow(0, 4096)
+	if err != nil {
+		return false, false, err
+	}
+	read := func(raddr uint64) error {
+		if _, err := cli.postRead(1, hugePage/2, 4096, raddr, w.rkey, 4096); err != nil {
+			return err
+		}
+		res := make(chan error, 1)
+		stop, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			cli.poll(stop, func(_ uint64, err error) {
+				select {
+				case res <- err:
+				default:
+				}
+			})
+		}()
+		defer func() { close(stop); <-done }()
+		select {
+		case err := <-res:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("no completion in 30 s")
+		}
+	}
+	if err := read(w.addr); err != nil {
+		return false, false, fmt.Errorf("READ through a memory window: %w", err)
+	}
+	return true, read(w.addr+1) != nil, nil
+}
+
+// window is the remote access to one reply's bytes: a type 2 memory window
+// bound to this endpoint's QP (windowsMW) or an MR of its own (windowsMR).
+type window struct {
+	mw   *C.struct_ibv_mw
+	mr   *C.struct_ibv_mr
+	addr uint64
+	rkey uint32
+}
+
+// windowOpTimeout bounds the wait for a bind's or an invalidation's
+// completion; past it the endpoint is treated as broken.
+const windowOpTimeout = 5 * time.Second
+
+var errEndpointClosed = errors.New("endpoint closed")
+
+// openWindow gives the peer remote read access to exactly the n bytes of
+// the arena at off, under a fresh rkey, and to nothing else. With memory
+// windows the window is bound to this endpoint's QP, so no other QP can use
+// the rkey even within the same PD; the bind has completed when it returns.
+func (e *endpoint) openWindow(off, n int) (*window, error) {
+	if n <= 0 || off < 0 || off+n > len(e.ar.mem) {
+		return nil, fmt.Errorf("window [%d, +%d) outside the arena", off, n)
+	}
+	e.opMu.Lock()
+	defer e.opMu.Unlock()
+	if e.dead {
+		return nil, errEndpointClosed
+	}
+	w := &window{addr: e.addr(off)}
+	if e.windows == windowsMR {
+		w.mr = C.ibv_reg_mr(e.pd, unsafe.Pointer(&e.ar.mem[off]), C.size_t(n), C.IBV_ACCESS_REMOTE_READ)
+		if w.mr == nil {
+			return nil, fmt.Errorf("ibv_reg_mr of a %d-byte reply failed", n)
+		}
+		w.rkey = uint32(w.mr.rkey)
+		e.live[w] = struct{}{}
+		return w, nil
+	}
+	var mw *C.struct_ibv_mw
+	if k := len(e.freeMWs); k > 0 {
+		mw, e.freeMWs = e.freeMWs[k-1], e.freeMWs[:k-1]
+	} else if mw = C.ibv_alloc_mw(e.pd, C.IBV_MW_TYPE_2); mw == nil {
+		return nil, errors.New("ibv_alloc_mw failed")
+	}
+	rkey := uint32(C.wf_inc_rkey(mw.rkey))
+	if err := e.syncOpLocked("bind memory window", func(wrid uint64) C.int {
+		return C.wf_post_bind(e.qp, C.uint64_t(wrid), mw, C.uint32_t(rkey), e.mr, C.uint64_t(w.addr), C.uint64_t(n))
+	}); err != nil {
+		C.ibv_dealloc_mw(mw)
+		return nil, err
+	}
+	C.wf_set_mw_rkey(mw, C.uint32_t(rkey))
+	w.mw, w.rkey = mw, rkey
+	e.live[w] = struct{}{}
+	return w, nil
+}
+
+// closeWindow revokes w: a memory window is invalidated (and kept for the
+// next bind, which gives it a new rkey), a per-reply MR deregistered. When
+// it returns the peer can no longer read through w.
+func (e *endpoint) closeWindow(w *window) error {
+	e.opMu.Lock()
+	defer e.opMu.Unlock()
+	if _, ok := e.live[w]; !ok {
+		return nil // closed already, or by close
+	}
+	delete(e.live, w)
+	if w.mr != nil {
+		if r := C.ibv_dereg_mr(w.mr); r != 0 {
+			return fmt.Errorf("ibv_dereg_mr: %w", syscall.Errno(r))
+		}
+		return nil
+	}
+	err := e.syncOpLocked("invalidate memory window", func(wrid uint64) C.int {
+		return C.wf_post_inv(e.qp, C.uint64_t(wrid), C.uint32_t(w.rkey))
+	})
+	if err != nil {
+		// Deallocating a window revokes it too.
+		C.ibv_dealloc_mw(w.mw)
+		return err
+	}
+	e.freeMWs = append(e.freeMWs, w.mw)
+	return nil
+}
+
+// syncOpLocked posts one signaled work request and waits for its
+// completion. A server endpoint posts nothing else, and posts under opMu,
+// so the CQ holds only completions of these (and of ones that timed out,
+// which are skipped).
+func (e *endpoint) syncOpLocked(what string, post func(wrid uint64) C.int) error {
+	e.opID++
+	wrid := e.opID
+	if err := cErr(what, post(wrid)); err != nil {
+		return err
+	}
+	var wrids [16]C.uint64_t
+	var status [16]C.int
+	deadline := time.Now().Add(windowOpTimeout)
+	for spin := 0; ; spin++ {
+		n := C.wf_poll(e.cq, 16, &wrids[0], &status[0])
+		if n < 0 {
+			return fmt.Errorf("%s: ibv_poll_cq: %d", what, n)
+		}
+		for i := 0; i < int(n); i++ {
+			if uint64(wrids[i]) != wrid {
+				continue
+			}
+			if status[i] != C.IBV_WC_SUCCESS {
+				return fmt.Errorf("%s: completion: %s", what, C.GoString(C.ibv_wc_status_str(uint32(status[i]))))
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: no completion in %v", what, windowOpTimeout)
+		}
+		if spin < 64 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(20 * time.Microsecond)
+		}
+	}
+}
+
+// broken reports whether the QP left RTS (the error state after, e.g., a
+// remote access violation by the peer).
+func (e *endpoint) broken() (bool, error) {
+	e.opMu.Lock()
+	defer e.opMu.Unlock()
+	if e.dead {
+		return true, nil
+	}
+	st := C.wf_qp_state(e.qp)
+	if st < 0 {
+		return true, cErr("ibv_query_qp", st)
+	}
+	return st != C.IBV_QPS_RTS, nil
+}
 
 // addr is the virtual address of arena offset off, as the peer addresses it.
 func (e *endpoint) addr(off int) uint64 {
@@ -561,9 +817,25 @@ func (e *endpoint) poll(stop <-chan struct{}, deliver func(wrid uint64, err erro
 	}
 }
 
-// close destroys the QP first (after which the NIC touches no memory of
-// this endpoint), then the CQ, channel, MR and PD. Safe on a partial endpoint.
+// close revokes every window (deallocating a memory window invalidates
+// it), then destroys the QP (after which the NIC touches no memory of this
+// endpoint), the CQ, channel, MR and PD. Safe on a partial endpoint.
 func (e *endpoint) close() {
+	e.opMu.Lock()
+	e.dead = true
+	for w := range e.live {
+		if w.mw != nil {
+			C.ibv_dealloc_mw(w.mw)
+		} else {
+			C.ibv_dereg_mr(w.mr)
+		}
+		delete(e.live, w)
+	}
+	for _, mw := range e.freeMWs {
+		C.ibv_dealloc_mw(mw)
+	}
+	e.freeMWs = nil
+	e.opMu.Unlock()
 	if e.qp != nil {
 		C.ibv_destroy_qp(e.qp)
 		e.qp = nil

@@ -36,11 +36,23 @@ type endpoint struct{}
 
 const maxChain = 16
 
-func (d *device) newEndpoint(*arena, int, bool) (*endpoint, error) { return nil, errNoVerbs }
+func (d *device) newEndpoint(*arena, int, bool, string) (*endpoint, error) { return nil, errNoVerbs }
+
+func (d *device) memoryWindows() bool { return false }
+
+func (d *device) probeWindows() (bool, bool, error) { return false, false, errNoVerbs }
+
+type window struct {
+	addr uint64
+	rkey uint32
+}
+
+func (e *endpoint) openWindow(int, int) (*window, error) { return nil, errNoVerbs }
+func (e *endpoint) closeWindow(*window) error            { return nil }
+func (e *endpoint) broken() (bool, error)                { return true, errNoVerbs }
 
 func (e *endpoint) local() qpInfo        { return qpInfo{} }
 func (e *endpoint) connect(qpInfo) error { return errNoVerbs }
-func (e *endpoint) rkey() uint32         { return 0 }
 func (e *endpoint) addr(int) uint64      { return 0 }
 func (e *endpoint) maxMessage() int      { return 1 << 30 }
 func (e *endpoint) postRead(uint64, int, int, uint64, uint32, int) (int, error) {

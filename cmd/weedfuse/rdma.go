@@ -21,7 +21,16 @@ func newRDMAClient(cfg *config, fc *filer.Client, sec volume.SecurityConfig) (*r
 	if err != nil {
 		return nil, err
 	}
+	// The shared secret for weedrdma ([rdma] key) lives in the same
+	// security.toml as the read JWT key.
+	var secret []byte
+	if sec.Path != "" {
+		if secret, err = rdma.LoadSecret(sec.Path); err != nil {
+			return nil, err
+		}
+	}
 	c, err := rdma.NewClient(rdma.ClientOptions{
+		Secret:        secret,
 		Sidecars:      sidecars,
 		Locator:       fc,
 		MaxConcurrent: cfg.rdmaMaxConcurrent,
@@ -44,7 +53,14 @@ func newRDMAClient(cfg *config, fc *filer.Client, sec volume.SecurityConfig) (*r
 		}
 	} else {
 		d := c.Device()
-		slog.Info("RDMA on", "device", d.Name)
+		auth := "none"
+		switch {
+		case len(secret) > 0:
+			auth = "shared secret from " + sec.Path
+		case cfg.rdmaTLSCA != "":
+			auth = "TLS"
+		}
+		slog.Info("RDMA on", "device", d.Name, "weedrdma_authentication", auth)
 	}
 	return c, nil
 }

@@ -3,9 +3,13 @@
 # and filer on 127.0.0.1, weedrdma beside the volume server (RDMA over rxe0), then
 #   1. the rdma package's TestWeedCluster against them (bytes checked against the real volume
 #      server's needle CRC32C, RDMA vs HTTP throughput), and TestWeedClusterCRCFault against two
-#      more weedrdma started with -fault.corruptEvery=2 (bytes flipped after the transfer CRC)
-#      and -fault.corruptStoredEvery=2 (before it: only the needle CRC32C can tell);
-#   2. when /payload/weedfuse exists: upload files with weed filer.copy, mount with
+#      more weedrdma (weedrdma-fault: built with -tags rdmafault, the only build with -fault.*)
+#      started with -fault.corruptEvery=2 (bytes flipped after the transfer CRC) and
+#      -fault.corruptStoredEvery=2 (before it: only the needle CRC32C can tell);
+#   2. when /payload/weedfuse exists: check that weedrdma refuses a non-loopback address without
+#      authentication and that the production weedrdma has no -fault.* flags, restart weedrdma
+#      with a shared secret ([rdma] key in security.toml; the mount reads the same file),
+#      upload files with weed filer.copy, mount with
 #      -rdma.enabled, compare sha256 through the mount, read the mount's /metrics, require that
 #      >= 99% of the bytes the mount fetched came over RDMA, kill weedrdma in the middle of a
 #      read loop and check every read still succeeds (HTTP fallback), then start weedrdma again
@@ -55,8 +59,8 @@ start_weedrdma() {
 start_weedrdma $W/weedrdma.log
 # Two that corrupt every other reply (fault injection), after and before its transfer CRC, for
 # TestWeedClusterCRCFault; on ports of their own, so the mount never sees them.
-./weedrdma -volume.server=127.0.0.1:8080 -listen=127.0.0.1:18516 -cache.mb=16 -fault.corruptEvery=2 >$W/faulty.log 2>&1 & FAULTYPID=$!; PIDS="$PIDS $FAULTYPID"
-./weedrdma -volume.server=127.0.0.1:8080 -listen=127.0.0.1:18517 -cache.mb=16 -fault.corruptStoredEvery=2 >$W/faulty2.log 2>&1 & FAULTY2PID=$!; PIDS="$PIDS $FAULTY2PID"
+./weedrdma-fault -volume.server=127.0.0.1:8080 -listen=127.0.0.1:18516 -cache.mb=16 -fault.corruptEvery=2 >$W/faulty.log 2>&1 & FAULTYPID=$!; PIDS="$PIDS $FAULTYPID"
+./weedrdma-fault -volume.server=127.0.0.1:8080 -listen=127.0.0.1:18517 -cache.mb=16 -fault.corruptStoredEvery=2 >$W/faulty2.log 2>&1 & FAULTY2PID=$!; PIDS="$PIDS $FAULTY2PID"
 
 echo "E2E stage 1: rdma client against real weed + weedrdma"
 WEED_MASTER=127.0.0.1:9333 WEED_VOLUME=127.0.0.1:8080 WEEDRDMA=127.0.0.1:18515 WEEDRDMA_FAULTY=127.0.0.1:18516 \
@@ -70,6 +74,20 @@ if [ ! -x ./weedfuse ]; then
   cleanup; exit 0
 fi
 echo "E2E stage 2: weedfuse mount with -rdma.enabled"
+# Exposure: no authentication on a non-loopback address is refused at start (exit 2).
+./weedrdma -volume.server=127.0.0.1:8080 -listen=0.0.0.0:18599 >$W/exposed.log 2>&1; r=$?
+[ $r = 2 ] && grep -q 'not a loopback address' $W/exposed.log || { cat $W/exposed.log; fail "weedrdma on 0.0.0.0 without authentication: rc=$r, want 2"; }
+echo "E2E weedrdma refuses 0.0.0.0 without a secret or mutual TLS: $(cat $W/exposed.log)"
+./weedrdma -help 2>&1 | grep -q 'fault\.' && fail "the production weedrdma has -fault.* flags"
+echo "E2E the production weedrdma has no -fault.* flags"
+# From here on weedrdma and the mount share a secret: [rdma] key in security.toml (the mount
+# finds it in $HOME/.seaweedfs/).
+mkdir -p $W/home/.seaweedfs
+printf '[rdma]\nkey = "%s"\n' "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" > $W/home/.seaweedfs/security.toml
+SEC="-security=$W/home/.seaweedfs/security.toml"
+kill $RDMAPID; wait $RDMAPID 2>/dev/null
+start_weedrdma $W/weedrdma.log $SEC
+grep -q 'peer authentication: shared secret' $W/weedrdma.log || fail "weedrdma does not use the shared secret"
 head -c 1048576 /dev/urandom > $W/src/one.bin
 head -c 4194304 /dev/urandom > $W/src/four.bin
 head -c 6815744 /dev/urandom > $W/src/six5.bin     # two chunks with the filer's 4 MiB chunking
@@ -80,7 +98,7 @@ head -c 9437184 /dev/urandom > $W/src/nine.bin
 head -c 41943040 /dev/urandom > $W/src/forty.bin
 i=0; while [ $i -lt 40000 ]; do echo "line $i of a compressible text file read through weedfuse"; i=$((i + 1)); done > $W/src/text.txt
 ./weed filer.copy $W/src/* http://127.0.0.1:8888/e2e/ >$W/copy.log 2>&1 || { cat $W/copy.log; fail "filer.copy"; }
-./weedfuse -filer=127.0.0.1:8888 -dir=/mnt/w -filer.path=/e2e -rdma.enabled -rdma.sidecar=127.0.0.1:8080=127.0.0.1:18515 \
+HOME=$W/home ./weedfuse -filer=127.0.0.1:8888 -dir=/mnt/w -filer.path=/e2e -rdma.enabled -rdma.sidecar=127.0.0.1:8080=127.0.0.1:18515 \
   -rdma.fallback -rdma.maxConcurrent=8 -rdma.timeoutMs=20000 -readerCacheSizeMB=16 -cacheCapacityMB=0 -metrics.address=127.0.0.1:9327 >$W/mount.log 2>&1 &
 PIDS="$PIDS $!"
 i=0; until [ -f /mnt/w/one.bin ]; do i=$((i + 1)); [ $i -gt 120 ] && { cat $W/mount.log; fail "mount"; }; sleep 0.5; done
@@ -151,7 +169,7 @@ if [ -n "$R1" ] && [ "$R1" -gt 0 ]; then
   R2=$(metric weedfuse_rdma_reads_total); B2=$(metric weedfuse_rdma_bytes_total); C2=$(metric weedfuse_rdma_reconnects_total)
   HB2=$(metric weedfuse_http_bytes_total)
   t0=$(now)
-  start_weedrdma $W/weedrdma2.log
+  start_weedrdma $W/weedrdma2.log $SEC
   i=0; until [ "$(metric weedfuse_rdma_connected)" = 1 ]; do
     i=$((i + 1)); [ $i -gt 120 ] && fail "the mount did not reconnect to the restarted weedrdma in 60s"
     sleep 0.5

@@ -21,6 +21,8 @@ ST=$(mktemp -d "$RXE_DIR/suite.XXXXXX")
 cd "$REPO"
 CGO_ENABLED=1 go test -c -tags rdma ${RACE:+-race} -o "$ST/rdma.test" ./rdma
 CGO_ENABLED=1 go build -tags rdma -o "$ST/weedrdma" ./cmd/weedrdma
+# Fault injection (-fault.*) exists only in a binary built with the rdmafault tag.
+CGO_ENABLED=1 go build -tags rdma,rdmafault -o "$ST/weedrdma-fault" ./cmd/weedrdma
 cp "$HERE/vm-suite.sh" "$ST/run.sh"
 echo "$STAGES" > "$ST/stages"
 # Settings passed on to the VM (see vm-suite.sh and the rdma tests).
