@@ -7,7 +7,6 @@ package main
 // client, the same loader on a local directory, a local file).
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log"
@@ -18,10 +17,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/weedfuse/weedfuse/integration/mount"
 )
 
 const (
@@ -160,7 +160,7 @@ func readFull(r interface{ Read([]byte) (int, error) }, buf []byte) (int, error)
 // noteVerified records how much of what weedfuse fetched at random it
 // could verify.
 func noteVerified(x *stepCtx, id string) {
-	m, err := scrapeMetrics(x.m.metrics)
+	m, err := mount.Metrics(x.m.metrics)
 	if err != nil {
 		x.res.notes = append(x.res.notes, fmt.Sprintf("%s: metrics unavailable: %v", id, err))
 		return
@@ -176,30 +176,6 @@ func noteVerified(x *stepCtx, id string) {
 	x.res.notes = append(x.res.notes, fmt.Sprintf(
 		"%s, weedfuse: fetched %.0f MiB whole (verified) and %.0f MiB in ranges (%.0f MiB checked against block tables, %.0f MiB unverified): %.1f %% of the bytes fetched were verified; %.0f needles filled into the disk cache in the background.",
 		id, whole/(1<<20), ranged/(1<<20), verified/(1<<20), unverified/(1<<20), 100*(total-unverified)/total, m["weedfuse_disk_fills_total"]))
-}
-
-// scrapeMetrics reads weedfuse's counters.
-func scrapeMetrics(addr string) (map[string]float64, error) {
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		name, v, ok := strings.Cut(line, " ")
-		if ok {
-			if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
-				out[name] = f
-			}
-		}
-	}
-	return out, sc.Err()
 }
 
 // datasetStep: the dataset bigger than memory, read by a shuffled loader

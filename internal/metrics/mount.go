@@ -157,19 +157,11 @@ type timedTeeRanger struct {
 }
 
 func (t timedTeeRanger) ReadChunkTee(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte, whole volume.NeedleSink) (int, error) {
-	t.inFlight.Inc()
-	start := time.Now()
-	n, err := t.tr.ReadChunkTee(ctx, c, off, dsts, whole)
-	t.observe(start, err)
-	return n, err
+	return t.timed(func() (int, error) { return t.tr.ReadChunkTee(ctx, c, off, dsts, whole) })
 }
 
 func (t timedTeeRanger) ReadRange(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error) {
-	t.inFlight.Inc()
-	start := time.Now()
-	n, err := t.tr.ReadRange(ctx, c, off, dsts)
-	t.observe(start, err)
-	return n, err
+	return t.timed(func() (int, error) { return t.tr.ReadRange(ctx, c, off, dsts) })
 }
 
 type timedFetcher struct {
@@ -192,12 +184,17 @@ func (t timedFetcher) observe(start time.Time, err error) {
 	o.Observe(time.Since(start).Seconds())
 }
 
-func (t timedFetcher) ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error) {
+// timed runs one fetch, counted in flight and timed.
+func (t timedFetcher) timed(fetch func() (int, error)) (int, error) {
 	t.inFlight.Inc()
 	start := time.Now()
-	n, err := t.f.ReadChunk(ctx, c, off, dst)
+	n, err := fetch()
 	t.observe(start, err)
 	return n, err
+}
+
+func (t timedFetcher) ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error) {
+	return t.timed(func() (int, error) { return t.f.ReadChunk(ctx, c, off, dst) })
 }
 
 type timedScatterer struct {
@@ -206,9 +203,5 @@ type timedScatterer struct {
 }
 
 func (t timedScatterer) ReadChunkInto(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error) {
-	t.inFlight.Inc()
-	start := time.Now()
-	n, err := t.s.ReadChunkInto(ctx, c, off, dsts)
-	t.observe(start, err)
-	return n, err
+	return t.timed(func() (int, error) { return t.s.ReadChunkInto(ctx, c, off, dsts) })
 }
