@@ -87,7 +87,7 @@ printf '[rdma]\nkey = "%s"\n' "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d '
 SEC="-security=$W/home/.seaweedfs/security.toml"
 kill $RDMAPID; wait $RDMAPID 2>/dev/null
 start_weedrdma $W/weedrdma.log $SEC
-grep -q 'peer authentication: shared secret' $W/weedrdma.log || fail "weedrdma does not use the shared secret"
+grep -q 'peer_authentication="shared secret' $W/weedrdma.log || fail "weedrdma does not use the shared secret"
 head -c 1048576 /dev/urandom > $W/src/one.bin
 head -c 4194304 /dev/urandom > $W/src/four.bin
 head -c 6815744 /dev/urandom > $W/src/six5.bin     # two chunks with the filer's 4 MiB chunking
