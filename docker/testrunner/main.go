@@ -535,6 +535,19 @@ func (e *env) checkPrometheus(read, binary int64) error {
 		}
 		logf("prometheus: %s = %.1f MiB (want at least %.1f MiB)", q.expr, v/(1<<20), float64(q.min)/(1<<20))
 	}
+	// The web UI: the image carries Debian's templates and scripts.
+	page, err := httpGet(ctx, strings.TrimRight(e.prometheus, "/")+"/graph")
+	if err != nil {
+		return fmt.Errorf("prometheus: its graph page: %v", err)
+	}
+	if !bytes.Contains(page, []byte("static/js/graph/index.js")) {
+		return fmt.Errorf("prometheus: /graph is not the graph page (%d bytes)", len(page))
+	}
+	js, err := httpGet(ctx, strings.TrimRight(e.prometheus, "/")+"/classic/static/js/graph/index.js")
+	if err != nil || len(js) < 1000 {
+		return fmt.Errorf("prometheus: the graph page's script: %d bytes, %v", len(js), err)
+	}
+	logf("prometheus: the graph page and its script load")
 	logf("prometheus: OK (%.1fs)", time.Since(t).Seconds())
 	return nil
 }
