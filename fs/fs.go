@@ -106,8 +106,10 @@ type FS struct {
 	opts      Options
 	root      *dir
 	inodes    *inodeTable
-	// watched is true while a metadata subscription keeps caches fresh.
-	watched atomic.Bool
+	// watched is true while a metadata subscription keeps caches fresh;
+	// watchLagNs is how old the last event was when it arrived.
+	watched    atomic.Bool
+	watchLagNs atomic.Int64
 
 	// bg is the context of background work (metadata events, dataset
 	// prefetch); Close cancels it and waits on bgWG.
@@ -143,6 +145,19 @@ func New(meta Meta, chunks ChunkReader, manifests chunkmap.Fetcher, opts Options
 	f := &FS{meta: meta, chunks: chunks, manifests: manifests, opts: opts, inodes: newInodeTable(opts.Root)}
 	f.bg, f.bgCancel = context.WithCancel(context.Background())
 	return f
+}
+
+// Stats are what the tree tells of its metadata subscription.
+type Stats struct {
+	// Watched is true while the subscription keeps caches fresh.
+	Watched bool
+	// LagSeconds is how old the last event was when it arrived.
+	LagSeconds float64
+}
+
+// Stats returns the subscription's state. Safe for concurrent use.
+func (f *FS) Stats() Stats {
+	return Stats{Watched: f.watched.Load(), LagSeconds: float64(f.watchLagNs.Load()) / 1e9}
 }
 
 // Close stops the background work (Watch, dataset prefetch) and waits for it.

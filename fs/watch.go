@@ -71,6 +71,7 @@ func (f *FS) subscribeLoop(ctx context.Context, sub Subscriber, notes chan<- fun
 		err := sub.Subscribe(ctx, f.opts.Root, since, func(ev *filerpb.SubscribeMetadataResponse) error {
 			f.watched.Store(true)
 			since = max(since, ev.GetTsNs())
+			f.watchLagNs.Store(time.Now().UnixNano() - ev.GetTsNs())
 			backoff = 100 * time.Millisecond
 			return f.apply(ctx, ev, notes)
 		})

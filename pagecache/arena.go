@@ -127,7 +127,7 @@ func (a *arena) bytes(r blockRef) []byte {
 	return a.mem[off : off+int64(r.n) : off+a.bs]
 }
 
-// freeSlots counts free slots, for tests.
+// freeSlots counts free slots.
 func (a *arena) freeSlots() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()

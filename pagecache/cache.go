@@ -109,6 +109,10 @@ type Stats struct {
 	// Fills count needles written to the disk tier in the background after
 	// a ranged fetch.
 	Fills uint64
+	// MemoryCapacity is the memory tier's size; MemoryUsed what its
+	// blocks, readahead and fetches hold now; ReadaheadBytes what
+	// prefetched blocks not yet read hold.
+	MemoryCapacity, MemoryUsed, ReadaheadBytes int64
 	// Disk is the disk tier's; zero without one.
 	Disk DiskStats
 }
@@ -271,6 +275,11 @@ func (c *Cache) Stats() Stats {
 		RangeFetches: c.rangeFetches.Load(), VerifiedRangeBytes: c.verifiedRange.Load(),
 		UnverifiedBytes: c.unverified.Load(), Fills: c.fills.Load(),
 	}
+	s.MemoryCapacity = int64(len(c.arena.slots)) * c.opts.BlockSize
+	s.MemoryUsed = s.MemoryCapacity - int64(c.arena.freeSlots())*c.opts.BlockSize
+	c.mu.Lock()
+	s.ReadaheadBytes = c.raBytes
+	c.mu.Unlock()
 	if c.disk != nil {
 		s.Disk = c.disk.stats()
 	}

@@ -173,6 +173,9 @@ func run(cfg *config) error {
 		GIDMap:               gidMap,
 		IncludeSystemEntries: cfg.includeSystemEntries,
 	})
+	if err := mx.AddTree(wfs); err != nil {
+		return err
+	}
 	name := cfg.volumeName
 	if name == "" { // weed mount's
 		name = strings.Join(splitList(cfg.filer), "+") + ":" + root

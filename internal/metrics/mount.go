@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sys/unix"
 
+	"github.com/weedfuse/weedfuse/fs"
 	"github.com/weedfuse/weedfuse/internal/volume"
 	"github.com/weedfuse/weedfuse/pagecache"
 	"github.com/weedfuse/weedfuse/rdma"
@@ -87,6 +88,11 @@ func (m *Mount) AddCache(c Statser[pagecache.Stats]) error {
 // AddHTTP exports the volume servers' HTTP reader's counters.
 func (m *Mount) AddHTTP(r Statser[volume.Stats]) error {
 	return m.reg.Register(NewStatsCollector(r, httpStats))
+}
+
+// AddTree exports the file tree's metadata subscription state.
+func (m *Mount) AddTree(t Statser[fs.Stats]) error {
+	return m.reg.Register(NewStatsCollector(t, treeStats))
 }
 
 // AddRDMA exports the RDMA client's counters.

@@ -21,7 +21,7 @@ type Stat[S any] struct {
 
 // number is what Stats structs count in.
 type number interface {
-	~int | ~int64 | ~uint64 | ~int32 | ~uint32
+	~int | ~int64 | ~uint64 | ~int32 | ~uint32 | ~float64
 }
 
 // counter is a monotonically increasing Stats field.

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"github.com/weedfuse/weedfuse/fs"
 	"github.com/weedfuse/weedfuse/internal/volume"
 	"github.com/weedfuse/weedfuse/pagecache"
 	"github.com/weedfuse/weedfuse/rdma"
@@ -27,12 +28,15 @@ var cacheStats = []Stat[pagecache.Stats]{
 	counter("weedfuse_readahead_bytes_total", "Bytes fetched ahead of readers.", nil, func(s pagecache.Stats) uint64 { return s.PrefetchedBytes }),
 	counter("weedfuse_readahead_used_bytes_total", "Prefetched bytes that a reader then took.", nil, func(s pagecache.Stats) uint64 { return s.PrefetchUsedBytes }),
 	counter("weedfuse_readahead_dropped_blocks_total", "Prefetched blocks dropped unread.", nil, func(s pagecache.Stats) uint64 { return s.PrefetchDropped }),
+	gauge("weedfuse_cache_capacity_bytes", "A cache tier's capacity: the memory tier's mapped memory (-readerCacheSizeMB).", tier("memory"), func(s pagecache.Stats) int64 { return s.MemoryCapacity }),
+	gauge("weedfuse_cache_used_bytes", "What a cache tier holds now: in memory, cached blocks, readahead and fetches in flight.", tier("memory"), func(s pagecache.Stats) int64 { return s.MemoryUsed }),
+	gauge("weedfuse_readahead_pending_bytes", "Prefetched bytes waiting for their readers: the readahead windows' sum.", nil, func(s pagecache.Stats) int64 { return s.ReadaheadBytes }),
 	counter("weedfuse_cache_range_fetches_total", "Ranged fetches of random misses (needles in no tier).", nil, func(s pagecache.Stats) uint64 { return s.RangeFetches }),
 	counter("weedfuse_cache_verified_range_bytes_total", "Bytes of ranged fetches checked against a needle's block table.", nil, func(s pagecache.Stats) uint64 { return s.VerifiedRangeBytes }),
 	counter("weedfuse_cache_unverified_bytes_total", "Bytes of ranged fetches that nothing could check, served as weed mount serves them.", nil, func(s pagecache.Stats) uint64 { return s.UnverifiedBytes }),
 	counter("weedfuse_disk_fills_total", "Needles fetched whole into the disk cache ahead of readers (after a ranged read, or by a shuffled scan).", nil, func(s pagecache.Stats) uint64 { return s.Fills }),
-	gauge("weedfuse_disk_capacity_bytes", "The disk cache's capacity (-cacheCapacityMB, clamped to the free space).", nil, func(s pagecache.Stats) int64 { return s.Disk.Capacity }),
-	gauge("weedfuse_disk_used_bytes", "Bytes the disk cache holds, its tables included.", nil, func(s pagecache.Stats) int64 { return s.Disk.Used }),
+	gauge("weedfuse_cache_capacity_bytes", "A cache tier's capacity: the memory tier's mapped memory (-readerCacheSizeMB).", tier("disk"), func(s pagecache.Stats) int64 { return s.Disk.Capacity }),
+	gauge("weedfuse_cache_used_bytes", "What a cache tier holds now: in memory, cached blocks, readahead and fetches in flight.", tier("disk"), func(s pagecache.Stats) int64 { return s.Disk.Used }),
 	gauge("weedfuse_disk_entries", "Needles the disk cache knows: their bytes, or only their block tables.", nil, func(s pagecache.Stats) int64 { return s.Disk.Entries }),
 	counter("weedfuse_cache_hits_total", helpHits, tier("disk"), func(s pagecache.Stats) uint64 { return s.Disk.Hits }),
 	counter("weedfuse_cache_misses_total", helpMisses, tier("disk"), func(s pagecache.Stats) uint64 { return s.Disk.Misses }),
@@ -42,6 +46,16 @@ var cacheStats = []Stat[pagecache.Stats]{
 	counter("weedfuse_disk_write_errors_total", "Needles that could not be written to the disk cache (a full disk, a vanished directory).", nil, func(s pagecache.Stats) uint64 { return s.Disk.WriteErrors }),
 	counter("weedfuse_disk_corrupt_total", "Disk cache files that failed their checksums and were removed.", nil, func(s pagecache.Stats) uint64 { return s.Disk.Corrupt }),
 	counter("weedfuse_disk_evictions_total", "Disk cache files removed to stay within capacity.", nil, func(s pagecache.Stats) uint64 { return s.Disk.Evictions }),
+}
+
+var treeStats = []Stat[fs.Stats]{
+	gauge("weedfuse_metadata_subscribed", "1 while the filer's metadata subscription keeps cached entries fresh, 0 while it is down.", nil, func(s fs.Stats) int {
+		if s.Watched {
+			return 1
+		}
+		return 0
+	}),
+	gauge("weedfuse_metadata_lag_seconds", "How old the last metadata event was when it arrived.", nil, func(s fs.Stats) float64 { return s.LagSeconds }),
 }
 
 var httpStats = []Stat[volume.Stats]{
