@@ -239,6 +239,9 @@ func (r *Reader) ReadChunk(ctx context.Context, c Chunk, off int64, dst []byte) 
 }
 
 func (r *Reader) readChunk(ctx context.Context, c Chunk, off int64, dst []byte) (int, error) {
+	if err := c.CheckSize(); err != nil {
+		return 0, fmt.Errorf("read chunk: %w", err)
+	}
 	if off < 0 || off > c.Size {
 		return 0, fmt.Errorf("read chunk %s: offset %d outside its %d bytes", c.FileID, off, c.Size)
 	}
@@ -295,6 +298,10 @@ func (r *Reader) ReadChunkTee(ctx context.Context, c Chunk, off int64, dsts [][]
 	total := 0
 	for _, d := range dsts {
 		total += len(d)
+	}
+	if err := c.CheckSize(); err != nil {
+		r.failed.Add(1)
+		return 0, fmt.Errorf("read chunk: %w", err)
 	}
 	vid, _, _, err := ParseFileID(c.FileID)
 	if err != nil {
@@ -793,7 +800,8 @@ func checkCRC(resp *http.Response, stored []byte) (bool, error) {
 // MaxNeedle; a chunk larger than that may be as long as it says, plus
 // sealing (28 bytes) and a gzip that did not pay.
 func storedLimit(c Chunk) int64 {
-	return max(MaxNeedle, c.Size+c.Size/8+64<<10)
+	size := min(c.Size, MaxChunkSize) // a larger claim is refused before any fetch
+	return max(MaxNeedle, size+size/8+64<<10)
 }
 
 // contentGzip reports whether the body is "Content-Encoding: gzip". Any
