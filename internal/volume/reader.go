@@ -3,6 +3,7 @@ package volume
 import (
 	"context"
 	"crypto/md5"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash"
@@ -69,6 +70,9 @@ type Options struct {
 	// carried no CRC32C to check (an old server). weed mount checks
 	// neither.
 	VerifyETag bool
+	// TLS, when set, reads volume servers over https with it (see
+	// HTTPSClient.Config, security.toml's [https.client]).
+	TLS *tls.Config
 }
 
 const (
@@ -88,6 +92,7 @@ type Reader struct {
 	loc       Locator
 	opts      Options
 	transport *http.Transport
+	scheme    string // "http://" or "https://"
 	client    *http.Client
 	box       *penaltyBox
 	whole     *NeedleCache
@@ -142,11 +147,17 @@ func New(loc Locator, opts Options) *Reader {
 		// after checking the stored bytes' CRC; a transport that gunzipped
 		// on its own would hide the bytes the CRC covers.
 		DisableCompression: true,
+		TLSClientConfig:    opts.TLS,
+	}
+	scheme := "http://"
+	if opts.TLS != nil {
+		scheme = "https://"
 	}
 	return &Reader{
 		loc:       loc,
 		opts:      opts,
 		transport: transport,
+		scheme:    scheme,
 		client:    &http.Client{Transport: transport},
 		box:       newPenaltyBox(),
 		whole:     NewNeedleCache(opts.WholeCacheBytes),
@@ -697,7 +708,7 @@ func (r *Reader) request(ctx context.Context, addr string, c Chunk, rng string, 
 
 	// readDeleted=true as weed mount sends it: a file being read may have
 	// been overwritten, and its old needles stay readable until vacuum.
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+addr+"/"+c.FileID+"?readDeleted=true", nil)
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, r.scheme+addr+"/"+c.FileID+"?readDeleted=true", nil)
 	if err != nil {
 		return fmt.Errorf("read chunk %s from %s: %w", c.FileID, addr, err)
 	}
