@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -40,6 +41,9 @@ type Options struct {
 	// every process reads its configuration from (e.g. a
 	// [jwt.signing.read] key turns on read JWTs).
 	SecurityTOML string
+	// FilerTLS, if set, is the TLS the harness's own gRPC client dials the
+	// filer with: needed when SecurityTOML turns on gRPC mutual TLS.
+	FilerTLS *tls.Config
 	// VolumeSizeLimitMB is the master's -volumeSizeLimitMB. Default 256.
 	VolumeSizeLimitMB int
 	// MaxVolumes is each volume server's -max. Default 32.

@@ -58,7 +58,7 @@ func New(t testing.TB, serverNames ...string) *Set {
 	s.Pool.AddCert(caCert)
 	write(t, s.CA, "CERTIFICATE", caDER)
 
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage, dns []string, ips []net.IP) (string, string) {
+	leaf := func(name string, serial int64, dns []string, ips []net.IP) (string, string) {
 		k := key(t)
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial),
@@ -66,9 +66,11 @@ func New(t testing.TB, serverNames ...string) *Set {
 			NotBefore:    time.Now().Add(-time.Hour),
 			NotAfter:     time.Now().Add(24 * time.Hour),
 			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			DNSNames:     dns,
-			IPAddresses:  ips,
+			// Both usages: weed's servers present their certificate
+			// when they dial one another.
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+			DNSNames:    dns,
+			IPAddresses: ips,
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
 		if err != nil {
@@ -87,8 +89,8 @@ func New(t testing.TB, serverNames ...string) *Set {
 	if len(serverNames) > 0 {
 		dns, ips = serverNames, nil
 	}
-	s.ServerCert, s.ServerKey = leaf("server", 2, x509.ExtKeyUsageServerAuth, dns, ips)
-	s.ClientCert, s.ClientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth, nil, nil)
+	s.ServerCert, s.ServerKey = leaf("server", 2, dns, ips)
+	s.ClientCert, s.ClientKey = leaf("client", 3, nil, nil)
 	if s.Server, err = tls.LoadX509KeyPair(s.ServerCert, s.ServerKey); err != nil {
 		t.Fatal(err)
 	}
