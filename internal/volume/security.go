@@ -125,6 +125,27 @@ func LoadSecurityTOMLFrom(dirs []string) (SecurityConfig, error) {
 		cfg.Path = path
 		break
 	}
+	return cfg.finish(values)
+}
+
+// LoadSecurityFile reads the security.toml at path (which must exist), with
+// the environment overrides described at LoadSecurityTOMLFrom: for a
+// program given the file by a flag, such as weedrdma's -security.
+func LoadSecurityFile(path string) (SecurityConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return SecurityConfig{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	values, err := parseTOML(string(data))
+	if err != nil {
+		return SecurityConfig{}, fmt.Errorf("parse %s: %w", path, err)
+	}
+	cfg := SecurityConfig{Path: path}
+	return cfg.finish(values)
+}
+
+// finish applies the environment overrides to values and takes the keys.
+func (cfg SecurityConfig) finish(values map[string]any) (SecurityConfig, error) {
 	for _, key := range securityKeys {
 		env := "WEED_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 		if v := os.Getenv(env); v != "" {

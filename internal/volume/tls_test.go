@@ -125,3 +125,15 @@ func TestReadOverMutualTLS(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadSecurityFile(t *testing.T) {
+	dir := writeSecurityTOML(t, "[https.client]\nenabled = true\nca = \"ca\"\n")
+	path := dir + "/security.toml"
+	cfg, err := LoadSecurityFile(path)
+	if err != nil || !cfg.HTTPS.Enabled || cfg.HTTPS.CA != "ca" || cfg.Path != path {
+		t.Errorf("LoadSecurityFile = %+v, %v", cfg, err)
+	}
+	if _, err := LoadSecurityFile(dir + "/missing.toml"); err == nil {
+		t.Error("a missing file: no error")
+	}
+}
