@@ -84,6 +84,12 @@ const (
 	// firstBackoff is the pause after the first failed round; later
 	// pauses grow by half each time, with jitter, until ReadRetryTime.
 	firstBackoff = 250 * time.Millisecond
+	// maxBackoff caps the pause, so that a read blocked by an outage
+	// resumes within about half a second of the server's return (make
+	// faults measured 1.1 s after a volume server's restart without the
+	// cap, weed mount 0.35 s). Each round costs one request per replica
+	// and one location lookup, twice a second at most per chunk.
+	maxBackoff = 500 * time.Millisecond
 )
 
 // Reader reads chunks from volume servers over HTTP. It is safe for
@@ -646,7 +652,7 @@ func (r *Reader) withReplicas(ctx context.Context, vid uint32, fid string, attem
 			return fmt.Errorf("gave up after %d requests in %v: %w", requests, time.Since(start).Round(time.Millisecond), failed)
 		}
 		pause := min(jitter(backoff), remaining)
-		backoff += backoff / 2
+		backoff = min(backoff+backoff/2, maxBackoff)
 		timer := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
