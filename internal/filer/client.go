@@ -61,15 +61,16 @@ type Options struct {
 var ErrUnavailable = errors.New("filer unavailable")
 
 // reconnect is how a filer's connection comes back after it broke: a
-// retry within at most 2 s, however long the outage (gRPC's default backs
-// off to 2 min), so that a restarted filer serves again within a couple
-// of seconds.
+// retry within at most 0.5 s, however long the outage (gRPC's default
+// backs off to 2 min), so that a restarted filer serves again within about
+// half a second (make faults measured 0.8 s with a 2 s bound, weed mount
+// a few ms). A dial attempt to a dead filer costs little.
 var reconnect = grpc.ConnectParams{
 	Backoff: backoff.Config{
 		BaseDelay:  250 * time.Millisecond,
 		Multiplier: 1.6,
 		Jitter:     0.2,
-		MaxDelay:   2 * time.Second,
+		MaxDelay:   500 * time.Millisecond,
 	},
 	MinConnectTimeout: 2 * time.Second,
 }
