@@ -4,13 +4,14 @@ BIN       := bin
 GOFLAGS_T ?= -count=1
 TEST_TIMEOUT ?= 25m
 
-.PHONY: help deps build build-rdma test test-rdma lint check demo bench proto clean compose-test
+.PHONY: help deps build build-rdma test test-rdma faults lint check demo bench proto clean compose-test
 
 help:
 	@echo "deps        install what the tests and the demo need (apt, pip; idempotent)"
 	@echo "build       build bin/weedfuse and bin/weedrdma (no RDMA, no cgo)"
 	@echo "build-rdma  build with -tags rdma (needs libibverbs-dev)"
 	@echo "test        all tests, race-enabled: unit, real cluster, real FUSE mount"
+	@echo "faults      fault campaign, weedfuse vs weed mount side by side -> docs/reliability.md (root; ~3 min)"
 	@echo "test-rdma   -tags rdma in the Soft-RoCE VM: engine tests on real verbs, ib_read_bw, a real cluster + weedrdma + mount"
 	@echo "lint        gofmt, go vet (with and without the rdma tag)"
 	@echo "check       lint + test"
@@ -29,6 +30,13 @@ build-rdma:
 
 test: deps build
 	$(GO) test $(GOFLAGS_T) -race -timeout $(TEST_TIMEOUT) ./...
+
+# The fault campaign: weedfuse and the stock weed mount read side by side
+# while the filer, the master and a volume server are killed, a volume
+# server is SIGSTOPped, a file is replaced and the cache directory removed;
+# writes docs/reliability.md. About 3 minutes; not part of `make test`.
+faults: deps build
+	$(GO) test -tags faults -count=1 -run TestFaultCampaign -v -timeout 20m ./integration/
 
 # Boots Debian's kernel under qemu (TCG) with Soft-RoCE; the kernel and
 # initramfs are cached in .rxe. Takes 3-5 minutes.

@@ -96,9 +96,16 @@ type Map struct {
 //
 // It fails on a chunk whose range leaves [0, MaxInt64], on a data chunk of
 // non-zero size without a file id, and on any manifest that cannot be
-// fetched or decoded. It runs in O(n log n) for n resolved chunks.
+// fetched or decoded. It runs in O(n log n) for n resolved chunks. It
+// fetches each manifest blob once, however often it is listed, and
+// refuses a list that expands to more than MaxChunks entries or needs more
+// than MaxManifests blobs (ErrTooManyChunks, ErrTooManyManifests).
 func Build(ctx context.Context, chunks []*filerpb.FileChunk, f Fetcher) (*Map, error) {
-	r := resolver{f: f, leaves: make([]*filerpb.FileChunk, 0, len(chunks))}
+	return build(ctx, chunks, f, defaultLimits)
+}
+
+func build(ctx context.Context, chunks []*filerpb.FileChunk, f Fetcher, lim limits) (*Map, error) {
+	r := resolver{f: f, lim: lim, leaves: make([]*filerpb.FileChunk, 0, min(len(chunks), lim.chunks))}
 	if err := r.resolve(ctx, chunks, nil); err != nil {
 		return nil, err
 	}

@@ -336,6 +336,9 @@ func (c *Cache) ReadChunkAt(ctx context.Context, ch volume.Chunk, off int64, dst
 	if off < 0 {
 		return 0, fmt.Errorf("read chunk %s: negative offset %d", ch.FileID, off)
 	}
+	if err := ch.CheckSize(); err != nil {
+		return 0, fmt.Errorf("read chunk: %w", err)
+	}
 	end := min(off+int64(len(dst)), ch.Size)
 	if off >= end {
 		return 0, nil
@@ -667,7 +670,7 @@ func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch, p plan) {
 // never a queue that grows without bound.
 func (c *Cache) Prefetch(ch volume.Chunk, off, n int64) int64 {
 	end := min(off+n, ch.Size)
-	if off < 0 || off >= end || c.ctx.Err() != nil {
+	if off < 0 || off >= end || c.ctx.Err() != nil || ch.CheckSize() != nil {
 		return off + n
 	}
 	bs := c.opts.BlockSize
@@ -716,6 +719,9 @@ func (c *Cache) claimRunReleasing(ch volume.Chunk, b, want int64) int64 {
 
 // Forget drops the cached blocks of a chunk that its file no longer uses.
 func (c *Cache) Forget(ch volume.Chunk) {
+	if ch.CheckSize() != nil {
+		return // never read, so never cached: no blocks to walk
+	}
 	bs := c.opts.BlockSize
 	for b := int64(0); b*bs < ch.Size; b++ {
 		c.rc.Del(c.blockKey(ch, b))

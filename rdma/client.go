@@ -1214,7 +1214,8 @@ func (cn *clientConn) fetch(ctx context.Context, ch volume.Chunk, slot int, keep
 // is volume.MaxNeedle, or for a larger chunk its size plus gzip and
 // sealing overhead.
 func maxStored(ch volume.Chunk) int64 {
-	return max(volume.MaxNeedle, ch.Size+ch.Size/8+64<<10)
+	size := min(ch.Size, volume.MaxChunkSize) // a larger claim is refused before any fetch
+	return max(volume.MaxNeedle, size+size/8+64<<10)
 }
 
 func (c *Client) jwt(fid string) string {

@@ -2,6 +2,7 @@ package rdma
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -44,11 +45,17 @@ type volumeHTTP struct {
 	hc   *http.Client
 }
 
-func newVolumeHTTP(addr string) *volumeHTTP {
+// newVolumeHTTP reads from the volume server at addr, over https with
+// tlsCfg when it is set (security.toml's [https.client]).
+func newVolumeHTTP(addr string, tlsCfg *tls.Config) *volumeHTTP {
 	// DisableCompression: never let the transport decompress behind our
 	// back; the needle CRC covers the stored (possibly gzip) bytes.
-	tr := &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 64}
-	return &volumeHTTP{base: "http://" + addr, hc: &http.Client{Transport: tr}}
+	tr := &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 64, TLSClientConfig: tlsCfg}
+	base := "http://" + addr
+	if tlsCfg != nil {
+		base = "https://" + addr
+	}
+	return &volumeHTTP{base: base, hc: &http.Client{Transport: tr}}
 }
 
 func (v *volumeHTTP) close() { v.hc.CloseIdleConnections() }

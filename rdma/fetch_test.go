@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -103,7 +105,7 @@ func TestVolumeHTTP(t *testing.T) {
 		gzipped: map[string]bool{"1,02bb": true}, etag: map[string]string{"1,03cc": "masked", "1,04dd": "none"}, token: "tok"}
 	ts := httptest.NewServer(fv)
 	defer ts.Close()
-	v := newVolumeHTTP(strings.TrimPrefix(ts.URL, "http://"))
+	v := newVolumeHTTP(strings.TrimPrefix(ts.URL, "http://"), nil)
 	defer v.close()
 	ctx := context.Background()
 	dst := make([]byte, 20000)
@@ -167,7 +169,7 @@ func TestVolumeHTTPOddAnswers(t *testing.T) {
 		}
 	}))
 	defer ts.Close()
-	v := newVolumeHTTP(strings.TrimPrefix(ts.URL, "http://"))
+	v := newVolumeHTTP(strings.TrimPrefix(ts.URL, "http://"), nil)
 	defer v.close()
 	if _, err := v.fetch(context.Background(), "1,01aa", "", make([]byte, 100)); !errors.Is(err, errUpstreamCorrupt) {
 		t.Fatalf("unrequested coding: %v", err)
@@ -175,5 +177,27 @@ func TestVolumeHTTPOddAnswers(t *testing.T) {
 	var tl *tooLargeError
 	if _, err := v.fetch(context.Background(), "1,02bb", "", make([]byte, 100)); !errors.As(err, &tl) || tl.size != -1 {
 		t.Fatalf("chunked body over the slot: %v", err)
+	}
+}
+
+// With [https.client] the volume server is read over https.
+func TestVolumeHTTPOverTLS(t *testing.T) {
+	data := bytes.Repeat([]byte("tls"), 1000)
+	fv := &fakeVolume{needles: map[string][]byte{"1,01aa": data}, token: "tok"}
+	ts := httptest.NewTLSServer(fv)
+	defer ts.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(ts.Certificate())
+	v := newVolumeHTTP(strings.TrimPrefix(ts.URL, "https://"), &tls.Config{RootCAs: pool})
+	defer v.close()
+	dst := make([]byte, 4000)
+	st, err := v.fetch(context.Background(), "1,01aa", "tok", dst)
+	if err != nil || !bytes.Equal(dst[:st.size], data) {
+		t.Fatalf("over https: %+v err=%v", st, err)
+	}
+	plain := newVolumeHTTP(strings.TrimPrefix(ts.URL, "https://"), nil)
+	defer plain.close()
+	if _, err := plain.fetch(context.Background(), "1,01aa", "tok", dst); err == nil {
+		t.Error("plain http to an https server succeeded")
 	}
 }

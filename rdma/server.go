@@ -22,6 +22,9 @@ type ServerOptions struct {
 	// VolumeServer is the HTTP address ("127.0.0.1:8080") of the volume
 	// server whose needles this server serves.
 	VolumeServer string
+	// VolumeTLS, when set, reads the volume server over https with it
+	// (security.toml's [https.client]).
+	VolumeTLS *tls.Config
 	// Device selects the verbs device ("" = first active port, "mlx5_0",
 	// "mlx5_0:2"); GIDIndex < 0 picks one (IPv4-mapped RoCE v2 first).
 	Device   string
@@ -186,7 +189,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		dev.close()
 		return nil, fmt.Errorf("rdma server: %w", err)
 	}
-	s := &Server{opts: opts, dev: dev, ar: ar, vol: newVolumeHTTP(opts.VolumeServer), tls: tcfg,
+	s := &Server{opts: opts, dev: dev, ar: ar, vol: newVolumeHTTP(opts.VolumeServer, opts.VolumeTLS), tls: tcfg,
 		listeners: map[net.Listener]struct{}{}, peers: map[*serverPeer]struct{}{}, windows: windowsMR}
 	if err := s.pickWindows(); err != nil {
 		ar.free()

@@ -88,7 +88,20 @@ func run(cfg *config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	sec, err := volume.LoadSecurityTOML()
+	if err != nil {
+		return err
+	}
+	grpcTLS, err := filer.TLSConfig(sec.GRPC.Cert, sec.GRPC.Key, sec.GRPC.CA)
+	if err != nil {
+		return fmt.Errorf("security config %s: %w", sec.Path, err)
+	}
+	httpsTLS, err := sec.HTTPS.Config()
+	if err != nil {
+		return fmt.Errorf("security config %s: %w", sec.Path, err)
+	}
 	fc, err := filer.New(ctx, filer.Options{
+		TLS:        grpcTLS,
 		Addresses:  splitList(cfg.filer),
 		DataCenter: cfg.dataCenter,
 		PublicURL:  cfg.volumeServerAccess == "publicUrl",
@@ -112,15 +125,12 @@ func run(cfg *config) error {
 		}
 	}
 
-	sec, err := volume.LoadSecurityTOML()
-	if err != nil {
-		return err
-	}
 	httpReader := volume.New(fc, volume.Options{
 		VerifyETag:       cfg.verifyETag,
 		ReadRetryTime:    cfg.readRetryTime,
 		ReadSigningKey:   sec.ReadSigningKey,
 		ReadExpiresAfter: sec.ReadExpiresAfter,
+		TLS:              httpsTLS,
 	})
 	defer httpReader.Close()
 	mx := metrics.NewMount()

@@ -33,6 +33,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -46,6 +47,7 @@ import (
 
 	"github.com/weedfuse/weedfuse/internal/logs"
 	"github.com/weedfuse/weedfuse/internal/metrics"
+	"github.com/weedfuse/weedfuse/internal/volume"
 	"github.com/weedfuse/weedfuse/rdma"
 )
 
@@ -100,12 +102,24 @@ func main() {
 			os.Exit(1)
 		}
 	}
+	var volumeTLS *tls.Config
+	if secPath != "" {
+		sec, err := volume.LoadSecurityFile(secPath)
+		if err == nil {
+			volumeTLS, err = sec.HTTPS.Config()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "weedrdma:", err)
+			os.Exit(1)
+		}
+	}
 	if err := checkExposure(*listen, len(secret) > 0, *tlsCA != "", *insecure); err != nil {
 		fmt.Fprintln(os.Stderr, "weedrdma:", err)
 		os.Exit(2)
 	}
 	opts := rdma.ServerOptions{
 		VolumeServer:      *volumeServer,
+		VolumeTLS:         volumeTLS,
 		Device:            *device,
 		GIDIndex:          *gidIndex,
 		TLS:               rdma.TLSFiles{Cert: *tlsCert, Key: *tlsKey, CA: *tlsCA},

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -40,6 +41,9 @@ type Options struct {
 	// every process reads its configuration from (e.g. a
 	// [jwt.signing.read] key turns on read JWTs).
 	SecurityTOML string
+	// FilerTLS, if set, is the TLS the harness's own gRPC client dials the
+	// filer with: needed when SecurityTOML turns on gRPC mutual TLS.
+	FilerTLS *tls.Config
 	// VolumeSizeLimitMB is the master's -volumeSizeLimitMB. Default 256.
 	VolumeSizeLimitMB int
 	// MaxVolumes is each volume server's -max. Default 32.
@@ -579,4 +583,46 @@ func (c *Cluster) VolumePids() []int {
 		}
 	}
 	return pids
+}
+
+// StopMaster stops the master, SIGKILLing it after grace (0: at once).
+func (c *Cluster) StopMaster(grace time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.master.stop(grace); err != nil {
+		return fmt.Errorf("stop master: %w", err)
+	}
+	c.opts.Logf("cluster: stopped the master (%s)", c.MasterAddr())
+	return nil
+}
+
+// StartMaster restarts the master on its old ports and directory, and
+// returns once it leads and every volume server has registered again.
+func (c *Cluster) StartMaster(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return errors.New("start master: the cluster is stopped")
+	}
+	if c.master.running() {
+		return fmt.Errorf("start master: already running (pid %d)", c.master.pid())
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.StartTimeout)
+	defer cancel()
+	if err := c.master.start(); err != nil {
+		return err
+	}
+	if err := c.waitMasterLeader(ctx); err != nil {
+		return fmt.Errorf("start master: %w", err)
+	}
+	for i, p := range c.volumes {
+		if !p.running() {
+			continue
+		}
+		if err := c.waitVolumeRegistered(ctx, i); err != nil {
+			return fmt.Errorf("start master: %w", err)
+		}
+	}
+	c.opts.Logf("cluster: restarted the master (%s)", c.MasterAddr())
+	return nil
 }

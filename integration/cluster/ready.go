@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/weedfuse/weedfuse/internal/filerpb"
@@ -150,8 +151,12 @@ func (c *Cluster) waitFiler(ctx context.Context) error {
 	// keeps readiness polling fast.
 	bo := backoff.DefaultConfig
 	bo.BaseDelay, bo.MaxDelay = 50*time.Millisecond, time.Second
+	creds := insecure.NewCredentials()
+	if c.opts.FilerTLS != nil {
+		creds = credentials.NewTLS(c.opts.FilerTLS)
+	}
 	c.conn, err = grpc.NewClient(c.FilerGRPCAddr(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: time.Second}))
 	if err != nil {
 		return fmt.Errorf("filer gRPC client for %s: %w", c.FilerGRPCAddr(), err)

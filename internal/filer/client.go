@@ -9,6 +9,7 @@ package filer
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -49,6 +51,9 @@ type Options struct {
 	// ReadyWait bounds how long a call waits for a filer's connection to
 	// come back before it fails with ErrUnavailable. Default 3s.
 	ReadyWait time.Duration
+	// TLS, when set, dials the filers' gRPC with it (mutual TLS from
+	// security.toml's [grpc.client] and [grpc] ca); nil dials plaintext.
+	TLS *tls.Config
 }
 
 // ErrUnavailable is wrapped by the errors of calls that found no filer
@@ -56,15 +61,16 @@ type Options struct {
 var ErrUnavailable = errors.New("filer unavailable")
 
 // reconnect is how a filer's connection comes back after it broke: a
-// retry within at most 2 s, however long the outage (gRPC's default backs
-// off to 2 min), so that a restarted filer serves again within a couple
-// of seconds.
+// retry within at most 0.5 s, however long the outage (gRPC's default
+// backs off to 2 min), so that a restarted filer serves again within about
+// half a second (make faults measured 0.8 s with a 2 s bound, weed mount
+// a few ms). A dial attempt to a dead filer costs little.
 var reconnect = grpc.ConnectParams{
 	Backoff: backoff.Config{
 		BaseDelay:  250 * time.Millisecond,
 		Multiplier: 1.6,
 		Jitter:     0.2,
-		MaxDelay:   2 * time.Second,
+		MaxDelay:   500 * time.Millisecond,
 	},
 	MinConnectTimeout: 2 * time.Second,
 }
@@ -152,8 +158,12 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		if err != nil {
 			return nil, err
 		}
+		creds := insecure.NewCredentials()
+		if opts.TLS != nil {
+			creds = credentials.NewTLS(opts.TLS)
+		}
 		conn, err := grpc.NewClient(a.GRPC,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithTransportCredentials(creds),
 			grpc.WithConnectParams(reconnect),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize)))
 		if err != nil {

@@ -32,6 +32,7 @@ package volume
 import (
 	"encoding/hex"
 	"errors"
+	"fmt"
 )
 
 // Chunk describes one stored chunk (a needle) as the filer lists it. It carries
@@ -56,6 +57,27 @@ type Chunk struct {
 	// "QCnwRUJN/mB0Ti6LoQGzhQ=="); that form is verified and any other is
 	// not (see Decode).
 	ETag string
+}
+
+// MaxChunkSize is the largest Size a data chunk may claim. A needle's
+// length is a 32-bit field on the volume server (weed/storage/needle:
+// DataSize uint32, and the whole needle's Size an int32), and weed cuts a
+// file into chunks of -maxMB (4 MiB by default) before it compresses them,
+// so no stored chunk is longer. A chunk list claiming more is corrupt or
+// hostile: its reads fail with ErrChunkTooLarge rather than walk its
+// blocks or lift the bounds on what a reply may hold. (A manifest chunk's
+// Size spans its children and is not bound by this.)
+const MaxChunkSize = 4 << 30
+
+// ErrChunkTooLarge marks a read of a chunk whose Size exceeds MaxChunkSize.
+var ErrChunkTooLarge = fmt.Errorf("chunk larger than a needle can be (%d bytes)", int64(MaxChunkSize))
+
+// CheckSize refuses a chunk whose Size is negative or past MaxChunkSize.
+func (c Chunk) CheckSize() error {
+	if c.Size < 0 || c.Size > MaxChunkSize {
+		return fmt.Errorf("chunk %s claims %d bytes: %w", c.FileID, c.Size, ErrChunkTooLarge)
+	}
+	return nil
 }
 
 // Key names the decoded bytes of the chunk's needle: the file id, plus what

@@ -24,6 +24,9 @@ func (r *Reader) ReadRange(ctx context.Context, c Chunk, off int64, dsts [][]byt
 	if !c.Plain() {
 		return 0, fmt.Errorf("read range of chunk %s: not plain bytes: %w", c.FileID, ErrNotServed)
 	}
+	if err := c.CheckSize(); err != nil {
+		return 0, fmt.Errorf("read range: %w", err)
+	}
 	total := int64(0)
 	for _, d := range dsts {
 		total += int64(len(d))

@@ -3,6 +3,7 @@ package volume
 import (
 	"context"
 	"crypto/md5"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash"
@@ -69,6 +70,9 @@ type Options struct {
 	// carried no CRC32C to check (an old server). weed mount checks
 	// neither.
 	VerifyETag bool
+	// TLS, when set, reads volume servers over https with it (see
+	// HTTPSClient.Config, security.toml's [https.client]).
+	TLS *tls.Config
 }
 
 const (
@@ -80,6 +84,12 @@ const (
 	// firstBackoff is the pause after the first failed round; later
 	// pauses grow by half each time, with jitter, until ReadRetryTime.
 	firstBackoff = 250 * time.Millisecond
+	// maxBackoff caps the pause, so that a read blocked by an outage
+	// resumes within about half a second of the server's return (make
+	// faults measured 1.1 s after a volume server's restart without the
+	// cap, weed mount 0.35 s). Each round costs one request per replica
+	// and one location lookup, twice a second at most per chunk.
+	maxBackoff = 500 * time.Millisecond
 )
 
 // Reader reads chunks from volume servers over HTTP. It is safe for
@@ -88,6 +98,7 @@ type Reader struct {
 	loc       Locator
 	opts      Options
 	transport *http.Transport
+	scheme    string // "http://" or "https://"
 	client    *http.Client
 	box       *penaltyBox
 	whole     *NeedleCache
@@ -142,11 +153,17 @@ func New(loc Locator, opts Options) *Reader {
 		// after checking the stored bytes' CRC; a transport that gunzipped
 		// on its own would hide the bytes the CRC covers.
 		DisableCompression: true,
+		TLSClientConfig:    opts.TLS,
+	}
+	scheme := "http://"
+	if opts.TLS != nil {
+		scheme = "https://"
 	}
 	return &Reader{
 		loc:       loc,
 		opts:      opts,
 		transport: transport,
+		scheme:    scheme,
 		client:    &http.Client{Transport: transport},
 		box:       newPenaltyBox(),
 		whole:     NewNeedleCache(opts.WholeCacheBytes),
@@ -239,6 +256,9 @@ func (r *Reader) ReadChunk(ctx context.Context, c Chunk, off int64, dst []byte) 
 }
 
 func (r *Reader) readChunk(ctx context.Context, c Chunk, off int64, dst []byte) (int, error) {
+	if err := c.CheckSize(); err != nil {
+		return 0, fmt.Errorf("read chunk: %w", err)
+	}
 	if off < 0 || off > c.Size {
 		return 0, fmt.Errorf("read chunk %s: offset %d outside its %d bytes", c.FileID, off, c.Size)
 	}
@@ -295,6 +315,10 @@ func (r *Reader) ReadChunkTee(ctx context.Context, c Chunk, off int64, dsts [][]
 	total := 0
 	for _, d := range dsts {
 		total += len(d)
+	}
+	if err := c.CheckSize(); err != nil {
+		r.failed.Add(1)
+		return 0, fmt.Errorf("read chunk: %w", err)
 	}
 	vid, _, _, err := ParseFileID(c.FileID)
 	if err != nil {
@@ -628,7 +652,7 @@ func (r *Reader) withReplicas(ctx context.Context, vid uint32, fid string, attem
 			return fmt.Errorf("gave up after %d requests in %v: %w", requests, time.Since(start).Round(time.Millisecond), failed)
 		}
 		pause := min(jitter(backoff), remaining)
-		backoff += backoff / 2
+		backoff = min(backoff+backoff/2, maxBackoff)
 		timer := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
@@ -690,7 +714,7 @@ func (r *Reader) request(ctx context.Context, addr string, c Chunk, rng string, 
 
 	// readDeleted=true as weed mount sends it: a file being read may have
 	// been overwritten, and its old needles stay readable until vacuum.
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+addr+"/"+c.FileID+"?readDeleted=true", nil)
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, r.scheme+addr+"/"+c.FileID+"?readDeleted=true", nil)
 	if err != nil {
 		return fmt.Errorf("read chunk %s from %s: %w", c.FileID, addr, err)
 	}
@@ -793,7 +817,8 @@ func checkCRC(resp *http.Response, stored []byte) (bool, error) {
 // MaxNeedle; a chunk larger than that may be as long as it says, plus
 // sealing (28 bytes) and a gzip that did not pay.
 func storedLimit(c Chunk) int64 {
-	return max(MaxNeedle, c.Size+c.Size/8+64<<10)
+	size := min(c.Size, MaxChunkSize) // a larger claim is refused before any fetch
+	return max(MaxNeedle, size+size/8+64<<10)
 }
 
 // contentGzip reports whether the body is "Content-Encoding: gzip". Any
