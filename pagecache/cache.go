@@ -628,8 +628,6 @@ func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch, p plan) {
 			c.prefetched.Add(uint64(n))
 		}
 	}
-	var toCache []*fetch
-	var keys []string
 	c.mu.Lock()
 	// A failure of the fetcher itself is held for failHold; the cache
 	// closing is not a failure of the block.
@@ -644,23 +642,24 @@ func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch, p plan) {
 			c.failed[key] = failure{err, time.Now().Add(failHold)}
 		}
 		if (!f.prefetch || err != nil) && c.inflight[key] == f {
+			// A block goes to the cache before it leaves the inflight
+			// table and before its readers wake: a reader that comes
+			// after them finds it in one or the other (ristretto's Set
+			// never blocks, nor takes c.mu).
+			if err == nil {
+				c.cacheBlock(key, f)
+			} else {
+				c.arena.release(f.ref)
+			}
 			delete(c.inflight, key)
 			if f.prefetch {
 				c.raBytes -= c.opts.BlockSize
-			}
-			if err == nil {
-				toCache, keys = append(toCache, f), append(keys, key)
-			} else {
-				c.arena.release(f.ref)
 			}
 		}
 		close(f.done)
 	}
 	c.trimReadaheadLocked()
 	c.mu.Unlock()
-	for i, f := range toCache {
-		c.cacheBlock(keys[i], f)
-	}
 }
 
 // Prefetch starts fetching the blocks of [off, off+n) of ch that are neither
