@@ -345,6 +345,11 @@ func (c *Cache) ReadChunkAt(ctx context.Context, ch volume.Chunk, off int64, dst
 	}
 	bs := c.opts.BlockSize
 	first, last := off/bs, (end-1)/bs
+	if access == Random {
+		if n, ok, err := c.readDirect(ctx, ch, off, end, first, last, dst); ok {
+			return n, err
+		}
+	}
 	// Look every block up first, then start one fetch per missing run, so
 	// that a large read costs one request per run rather than per block.
 	// How far a run goes is plan's business. Every fetch in waits carries
