@@ -20,8 +20,8 @@ import (
 //     it streams; memory keeps the blocks a reader wants soon, and the disk
 //     tier the whole needle, with a table of its blocks' checksums.
 //  3. A random read of any other needle fetches just the blocks it touches
-//     (planRange), where a whole needle would cost its full size (4 MiB, or
-//  64. for every miss once the data is larger than the caches. Where
+//     (planRange), where a whole needle would cost its full size (4 or 64
+//     MiB) for every miss once the data is larger than the caches. Where
 //     the needle's table is known (it was once read whole, and its table
 //     outlived its bytes), the read's whole 64 KiB blocks are fetched,
 //     checked against it and kept. Where none is, nothing could check the
