@@ -29,6 +29,12 @@ func TestReadahead(t *testing.T) {
 			{70 * mb, 4096, 0, 0},
 			{300 * mb, 4096, 0, 0},
 		}},
+		{"a random read near the last one starts no stream", []step{
+			{500 * mb, 4096, 0, 0},
+			{501 * mb, 4096, 0, 0},
+			{499 * mb, 4096, 0, 0},
+			{499*mb + 4096, 4096, 499*mb + 4096, mb + 4096}, // exactly after: a stream
+		}},
 		{"out-of-order kernel readahead stays sequential", []step{
 			{0, mb, 0, 2 * mb},
 			{2 * mb, mb, 2 * mb, 3 * mb}, // early: not asked for yet, so included
