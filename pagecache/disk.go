@@ -247,9 +247,17 @@ func (d *disk) table(key string) *diskTable {
 	name := diskName(key)
 	d.mu.Lock()
 	t, ok := d.tables[name]
+	_, known := d.byName[name]
 	d.mu.Unlock()
 	if ok {
 		return t
+	}
+	if !known {
+		// Not found at start nor written since: no file to read (a
+		// random read of data larger than the caches asks this of
+		// every miss). Another mount's tables are not seen until a
+		// remount: a miss, not an error.
+		return nil
 	}
 	sum, _ := d.paths(name)
 	raw, err := os.ReadFile(sum)
