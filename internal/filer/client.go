@@ -241,8 +241,8 @@ const readyPoll = 50 * time.Millisecond
 // waitReady waits, up to ReadyWait, for a filer's connection to be up, and
 // returns its index. A broken connection may rest idle; it is asked to
 // connect again.
-func (c *Client) waitReady(ctx context.Context) (int, error) {
-	deadline := time.NewTimer(c.opts.ReadyWait)
+func (c *Client) waitReady(ctx context.Context, until time.Time) (int, error) {
+	deadline := time.NewTimer(time.Until(until))
 	defer deadline.Stop()
 	tick := time.NewTicker(readyPoll)
 	defer tick.Stop()
@@ -305,17 +305,32 @@ func (c *Client) call(ctx context.Context, fn func(filerpb.SeaweedFilerClient) e
 		return err // busy, not gone
 	}
 	c.down.Store(true)
-	idx, werr := c.waitReady(ctx)
-	if werr != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("%w: %w", ctx.Err(), err)
+	// A connection may still look ready for a moment after its filer died;
+	// a call that fails on it waits again, until ReadyWait has passed.
+	until := time.Now().Add(c.opts.ReadyWait)
+	for {
+		idx, werr := c.waitReady(ctx, until)
+		if werr != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%w: %w", ctx.Err(), err)
+			}
+			return fmt.Errorf("%w: %w", werr, err)
 		}
-		return fmt.Errorf("%w: %w", werr, err)
+		if _, err = try(idx); err == nil || !gone(err) {
+			return err
+		}
+		if !time.Now().Before(until) {
+			if !errors.Is(err, ErrUnavailable) {
+				err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ctx.Err(), err)
+		case <-time.After(readyPoll):
+		}
 	}
-	if _, err = try(idx); err != nil && gone(err) && !errors.Is(err, ErrUnavailable) {
-		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	return err
 }
 
 // LookupEntry returns the entry dir/name. A missing entry is an error
@@ -460,7 +475,7 @@ func (c *Client) Subscribe(ctx context.Context, prefix string, sinceNs int64, fn
 	if c.conns[idx].GetState() != connectivity.Ready {
 		// Whichever filer is up: the caller resumes from its last event.
 		var err error
-		if idx, err = c.waitReady(ctx); err != nil {
+		if idx, err = c.waitReady(ctx, time.Now().Add(c.opts.ReadyWait)); err != nil {
 			return fmt.Errorf("subscribe %s: %w", prefix, err)
 		}
 	}
