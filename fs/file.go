@@ -94,7 +94,7 @@ func (f *file) read(ctx context.Context, dest []byte, off int64) (fuse.ReadResul
 	}
 	buf := dest[:min(int64(len(dest)), v.size-off)]
 	v.readahead(off, int64(len(buf)))
-	v.access = f.ra.Access()
+	v.access = f.ra.Access(off)
 	if err := v.readAt(ctx, buf, off); err != nil {
 		return nil, toErrno(fmt.Sprintf("read %s [%d,+%d)", f.filerPath(), off, len(buf)), err)
 	}

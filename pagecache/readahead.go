@@ -82,13 +82,21 @@ func (r *Readahead) Rewind(off int64) {
 	r.mu.Unlock()
 }
 
-// Access says how the file is being read now: Sequential while a stream is
-// under way, Random otherwise.
-func (r *Readahead) Access() Access {
+// Access says how a read of [off, …) is to be fetched: Sequential while a
+// stream is under way, and in a file's first startWindow bytes, where the
+// kernel's readahead for a reader starting at 0 lands, out of order, before
+// the stream is seen (os.ReadFile's first request may arrive at 1 MiB);
+// Random otherwise. A random reader lands there rarely, and then fetches
+// one whole needle, verified.
+func (r *Readahead) Access(off int64) Access {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.window > 0 {
+	if r.window > 0 || off < startWindow {
 		return Sequential
 	}
 	return Random
 }
+
+// startWindow is the start of a file that is always read as a stream: the
+// kernel's first two readahead windows at the mount's read_ahead_kb (4 MiB).
+const startWindow = 8 << 20
