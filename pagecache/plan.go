@@ -32,8 +32,11 @@ import (
 //     at once), so that later reads are verified local reads; a full tier
 //     takes no background fills, since they would only churn it.
 //
-// Measured on this machine's loopback cluster (2 cores), random GETs of a
-// 2 GiB volume with its pages dropped: see readDirect.
+// Measured side by side with weed mount (bench/results.md, beyond-rand4k:
+// 4 KiB random reads of a 2 GiB file at default flags): 64 KiB ranges for
+// every miss ran at 0.75-0.83x weed mount, 4 KiB pages where nothing can
+// check a block at 0.98x (with the fs fingerprint fix of the same day);
+// whole needles, the rule before, at 0.1x.
 type plan uint8
 
 const (
