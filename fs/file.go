@@ -40,6 +40,9 @@ type file struct {
 	cmap     *chunkmap.Map
 	mapKey   uint64
 	mapEntry *filerpb.Entry
+
+	// pt tracks the file's passthrough opens (see passthrough.go).
+	pt passthrough
 }
 
 var (
@@ -54,17 +57,6 @@ var (
 
 func (f *file) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	return f.getattr(ctx, out)
-}
-
-// Open answers ENOSYS, which the kernel remembers for the mount (no_open):
-// it then opens and closes files without a word to us, sparing each
-// open-read-close of a small file two of its three round trips. It keeps
-// a file's pages across opens (FOPEN_KEEP_CACHE) until told otherwise:
-// node.setEntry drops them when the file's chunk list changes, and the
-// kernel itself when it sees mtime or size change (auto_inval_data). A
-// write never gets this far: the mount is read-only.
-func (f *file) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	return nil, 0, syscall.ENOSYS
 }
 
 // Flush answers ENOSYS, which the kernel remembers: it then sends no FLUSH
@@ -89,7 +81,7 @@ func (f *file) read(ctx context.Context, dest []byte, off int64) (fuse.ReadResul
 	if v.cmap, err = f.chunkMap(ctx, e); err != nil {
 		return nil, toErrno("read "+f.filerPath(), err)
 	}
-	if off == 0 && f.parent != nil {
+	if off == 0 && f.parent != nil && f.notesOpenOnRead() {
 		f.parent.noteOpen(path.Base(f.filerPath()))
 	}
 	buf := dest[:min(int64(len(dest)), v.size-off)]

@@ -56,6 +56,10 @@ type ChunkReader interface {
 	// FillDisk fetches a chunk whole into the disk cache and waits; false
 	// means the disk cache has no room (or there is none).
 	FillDisk(ctx context.Context, c volume.Chunk) bool
+	// OpenWhole opens the disk cache's file of a chunk's logical bytes,
+	// exactly c.Size long and checked, for FUSE passthrough; false when
+	// the chunk is not held whole on disk. The caller closes the file.
+	OpenWhole(c volume.Chunk) (*os.File, bool)
 }
 
 // Options configure the tree.
@@ -93,6 +97,10 @@ type Options struct {
 	// ReadaheadMin and ReadaheadMax bound the readahead window of a
 	// sequentially read file. Defaults 1 MiB and pagecache.MaxReadahead.
 	ReadaheadMin, ReadaheadMax int64
+	// Passthrough opens files that are one chunk held whole in the disk
+	// cache with FUSE passthrough (see passthrough.go), and so answers
+	// every OPEN; without it the mount runs with no_open.
+	Passthrough bool
 	// Ops, when set, is told of every FUSE operation the tree answers
 	// (see observe.go).
 	Ops OpObserver
@@ -108,8 +116,12 @@ type FS struct {
 	inodes    *inodeTable
 	// watched is true while a metadata subscription keeps caches fresh;
 	// watchLagNs is how old the last event was when it arrived.
-	watched    atomic.Bool
-	watchLagNs atomic.Int64
+	watched atomic.Bool
+	// passthrough is set while files are opened with FUSE passthrough
+	// (Options.Passthrough, where the kernel and our privileges allow);
+	// see passthrough.go.
+	passthrough atomic.Bool
+	watchLagNs  atomic.Int64
 
 	// bg is the context of background work (metadata events, dataset
 	// prefetch); Close cancels it and waits on bgWG.

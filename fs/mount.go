@@ -72,9 +72,17 @@ func (f *FS) Mount(dir string, rootEntry *filerpb.Entry, o MountOptions) (*Serve
 			Options:       flags,
 		},
 	}
+	// Whether OPEN answers ENOSYS (no_open) or a handle is the mount's
+	// choice, made before the kernel's first OPEN, which may come as soon
+	// as INIT is answered; a kernel that turns out to lack passthrough
+	// gets no_open from its next OPEN on.
+	f.passthrough.Store(f.opts.Passthrough && passthroughAvailable(true))
 	s, err := gofs.Mount(dir, f.Root(rootEntry), opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	if f.passthrough.Load() && !passthroughAvailable(s.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0) {
+		f.passthrough.Store(false)
 	}
 	return &Server{s: s, dir: dir}, nil
 }

@@ -19,11 +19,13 @@ type OpObserver interface {
 }
 
 // The operations an OpObserver sees. Readdir is not among them: a listing is
-// many READDIRPLUS requests answered from one stream, and OPEN and FLUSH
-// answer ENOSYS once and are then never sent.
+// many READDIRPLUS requests answered from one stream, FLUSH answers ENOSYS
+// once and is then never sent, and so does OPEN unless files are opened
+// with passthrough.
 const (
 	OpLookup    = "lookup"
 	OpGetattr   = "getattr"
+	OpOpen      = "open"
 	OpRead      = "read"
 	OpReadlink  = "readlink"
 	OpGetxattr  = "getxattr"
@@ -94,4 +96,13 @@ func (f *FS) statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	errno := f.filerStatfs(ctx, out)
 	f.observe(OpStatfs, start, 0, errno)
 	return errno
+}
+
+func (f *file) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	start := time.Now()
+	h, fl, errno := f.open(ctx)
+	if errno != syscall.ENOSYS {
+		f.fsys.observe(OpOpen, start, 0, errno)
+	}
+	return h, fl, errno
 }

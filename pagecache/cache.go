@@ -154,6 +154,9 @@ type Cache struct {
 	disk *disk
 	// fillSem bounds background fills of the disk tier.
 	fillSem chan struct{}
+	// wholeBufs holds *[]byte of a block each, through which OpenWhole
+	// checks a file.
+	wholeBufs sync.Pool
 
 	hits, misses, fetched, prefetched, prefetchUsed, prefetchDropped, fetches, fetchErrs, uncached atomic.Uint64
 	rangeFetches, verifiedRange, unverified, fills                                                 atomic.Uint64
@@ -232,6 +235,10 @@ func New(f Fetcher, opts Options) (*Cache, error) {
 		inflight:    make(map[string]*fetch),
 		failed:      make(map[string]failure),
 		fillSem:     make(chan struct{}, maxFills),
+	}
+	c.wholeBufs.New = func() any {
+		b := make([]byte, opts.BlockSize)
+		return &b
 	}
 	if opts.DiskDir != "" && opts.DiskCapacity > 0 {
 		if c.disk, err = newDisk(opts.DiskDir, opts.DiskCapacity, opts.BlockSize, opts.Warn); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -198,6 +199,40 @@ func TestDiskSurvivesRemount(t *testing.T) {
 	}
 	require.Equal(t, before, f.wholes.Load(), "a warm remount fetched")
 	require.Zero(t, f.ranges.Load())
+}
+
+// TestOpenWhole: a needle held whole on disk opens as a file of exactly
+// its bytes, checked; a needle not on disk, a chunk shorter than its needle
+// and a file with a flipped byte are refused, the last counted and removed.
+func TestOpenWhole(t *testing.T) {
+	dir := t.TempDir()
+	f, chunks := newTierFake(300<<10+5, 2<<20)
+	c := newCache(t, f, diskOpts(dir, 1<<20, 64<<20))
+	_, ok := c.OpenWhole(chunks[0])
+	require.False(t, ok, "opened a needle that was never fetched")
+	readAll(t, c, chunks[0], Sequential)
+	fd, ok := c.OpenWhole(chunks[0])
+	require.True(t, ok)
+	got, err := io.ReadAll(fd)
+	require.NoError(t, err)
+	fd.Close()
+	require.Equal(t, f.chunks[chunks[0].FileID], got)
+
+	short := chunks[0]
+	short.Size -= 5 // one needle standing as a shorter chunk
+	_, ok = c.OpenWhole(short)
+	require.False(t, ok, "the kernel would read past the chunk's end")
+
+	readAll(t, c, chunks[1], Sequential)
+	p := filepath.Join(dir, diskName(chunks[1].Key())[:2], diskName(chunks[1].Key())+".dat")
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	b[len(b)-1] ^= 1
+	require.NoError(t, os.WriteFile(p, b, 0o600))
+	_, ok = c.OpenWhole(chunks[1])
+	require.False(t, ok, "opened a corrupt file")
+	require.EqualValues(t, 1, c.Stats().Disk.Corrupt)
+	require.NoFileExists(t, p)
 }
 
 // TestDiskFaults: a flipped byte in a cache file, a truncated file, a

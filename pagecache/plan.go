@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/weedfuse/weedfuse/internal/volume"
 )
@@ -217,6 +218,26 @@ func (c *Cache) FillDisk(ctx context.Context, ch volume.Chunk) bool {
 	sink.commit(ch.Size)
 	c.fills.Add(1)
 	return true
+}
+
+// OpenWhole opens the disk tier's copy of ch's logical bytes, exactly
+// ch.Size long and every block checked against its table now, for a file
+// that is that one chunk: the kernel can then read the file itself (FUSE
+// passthrough) with no request to the mount. It reports false when the
+// chunk is not on disk whole (or failed the check, which removes it); the
+// caller then reads through the cache as usual. The caller closes the
+// file. Safe for concurrent use.
+func (c *Cache) OpenWhole(ch volume.Chunk) (*os.File, bool) {
+	if c.disk == nil || ch.Size <= 0 || ch.CheckSize() != nil {
+		return nil, false
+	}
+	key := ch.Key()
+	if !c.disk.hasData(key) {
+		return nil, false
+	}
+	bp := c.wholeBufs.Get().(*[]byte)
+	defer c.wholeBufs.Put(bp)
+	return c.disk.openWhole(key, ch.Size, *bp)
 }
 
 // pageSize is the unit of a direct read: what the kernel caches.

@@ -46,6 +46,7 @@ type config struct {
 	readAheadKB int
 	verifyETag  bool
 	verify      string
+	passthrough bool
 	metricsAddr string
 	verbosity   int // -v, see logging.go
 
@@ -136,6 +137,7 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.readAheadKB, "readAheadKB", 4096, "weedfuse: kernel readahead for the mount (bdi read_ahead_kb); 0 keeps the kernel's")
 	fs.BoolVar(&c.verifyETag, "verifyETag", false, "weedfuse: check every chunk against the filer's e_tag MD5 too (the volume server's CRC32C is always checked; MD5 costs ~1.4 ms of CPU per MiB)")
 	fs.StringVar(&c.verify, "verify", "ranges", "weedfuse: ranges (a random read of a needle in no cache fetches just its blocks, checked against the needle's block table where one is known, else counted as unverified) or strict (every miss fetches and checks the whole needle)")
+	fs.BoolVar(&c.passthrough, "passthrough", true, "weedfuse: let the kernel read a file that is one chunk held whole in the disk cache straight from the cache's file (FUSE passthrough, Linux 6.9+; the file is checked when opened); the mount then answers every open")
 	fs.StringVar(&c.metricsAddr, "metrics.address", "", "weedfuse: serve counters at http://ADDR/metrics (e.g. 127.0.0.1:9327)")
 
 	fs.BoolVar(&c.rdmaEnabled, "rdma.enabled", false, "read chunks over RDMA through weedrdma sidecars")

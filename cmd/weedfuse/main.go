@@ -175,6 +175,7 @@ func run(cfg *config) error {
 		ReadConcurrency: min(cfg.concurrentReaders, 64),
 		ReadaheadMax:    min(pagecache.MaxReadahead, capacity/8),
 		Ops:             mx,
+		Passthrough:     cfg.passthrough && cacheOpts.DiskCapacity > 0,
 
 		// What the mount shows, as weed mount shows it.
 		RootUID:              dirSt.Uid,
