@@ -267,22 +267,24 @@ func (nt *Net) Close() error {
 	return nt.err
 }
 
-// removeNet deletes every namespace and link whose name starts with id.
-// Deleting one end of a veth pair deletes both.
+// removeNet deletes every link and namespace whose name starts with id.
+// Links go first: deleting one end of a veth pair deletes both, and a
+// namespace is torn down asynchronously, taking its links' peers with it
+// at a moment of the kernel's choosing; a link already gone is no error.
 func removeNet(id string) error {
 	var errs []error
 	spaces, links := netNames()
+	for _, l := range links {
+		if !strings.HasPrefix(l, id) {
+			continue
+		}
+		if err := ipCmd("link", "del", l); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+			errs = append(errs, err)
+		}
+	}
 	for _, ns := range spaces {
 		if strings.HasPrefix(ns, id) {
 			errs = append(errs, ipCmd("netns", "del", ns))
-		}
-	}
-	for _, l := range links {
-		if strings.HasPrefix(l, id) {
-			// Gone already if it was the peer of one deleted before.
-			if _, err := os.Stat(filepath.Join("/sys/class/net", l)); err == nil {
-				errs = append(errs, ipCmd("link", "del", l))
-			}
 		}
 	}
 	return errors.Join(errs...)
