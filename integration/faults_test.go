@@ -377,7 +377,9 @@ the other flags at their defaults: a 256 MiB memory budget, -readerCacheSizeMB),
 %d files of %d MiB (twice that cache; reader i reads file i mod %d) in %d KiB preads from a random
 offset on, sequentially, dropping the kernel's pages after each read, for %v. **Peak RSS** is the
 mount process's VmHWM at the end: its whole resident high-water mark, including anything mapped
-outside the Go heap.
+outside the Go heap. weedfuse's idle RSS is mostly its memory tier, mapped and populated whole at
+mount (pagecache/arena.go); under load, go-fuse adds a buffer of the request's size (1 MiB) per
+READ in flight (fuse.(*Server).handleRequest), and the Go heap keeps their pages for a while.
 
 | mount | idle RSS | peak RSS | read | errors | wrong bytes |
 |---|---|---|---|---|---|
