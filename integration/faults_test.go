@@ -122,6 +122,7 @@ type faultRow struct {
 	longest, recover time.Duration
 	wrong            int64
 	stuck            bool
+	notRun           string // why the fault did not run here
 }
 
 func summarise(fault, mount string, ev []faultEvent, healed time.Time, stuck bool) faultRow {
@@ -164,7 +165,18 @@ type fault struct {
 	name   string
 	inject func(t *testing.T) // starts the fault
 	heal   func(t *testing.T) // ends it
+	// hold is how long the fault lasts between inject and heal; 0 is
+	// faultHold.
+	hold time.Duration
+	// replaces holds the files the fault rewrites: readers accept the old
+	// and the new bytes during it, and only the new after it.
+	replaces map[string][]byte
+	// notRun, if set, says why the fault cannot run here: its rows say so.
+	notRun string
 }
+
+// campaignMount is one mount that the readers read.
+type campaignMount struct{ name, dir string }
 
 func TestFaultCampaign(t *testing.T) {
 	// A short grace: weed volume and filer can ignore SIGTERM for long.
@@ -191,25 +203,52 @@ func TestFaultCampaign(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mounts := []struct{ name, dir string }{{"weedfuse", wf.Dir}, {"weed mount", wm.Dir()}}
+	mounts := []campaignMount{{"weedfuse", wf.Dir}, {"weed mount", wm.Dir()}}
 
 	replaced := make([]byte, faultFileSize)
 	fillRandom(rng, replaced)
 	faults := []fault{
-		{"filer killed (SIGKILL) and restarted", func(t *testing.T) { must(t, c.StopFiler(0)) }, func(t *testing.T) { must(t, c.StartFiler(ctx)) }},
-		{"master killed and restarted", func(t *testing.T) { must(t, c.StopMaster(0)) }, func(t *testing.T) { must(t, c.StartMaster(ctx)) }},
-		{"volume server stopped (SIGTERM, SIGKILL after 0.5 s) and restarted", func(t *testing.T) { must(t, c.StopVolume(0)) }, func(t *testing.T) { must(t, c.StartVolume(ctx, 0)) }},
-		{"volume server SIGSTOPped, then SIGCONT", func(t *testing.T) { must(t, syscall.Kill(c.VolumePids()[0], syscall.SIGSTOP)) },
-			func(t *testing.T) { must(t, syscall.Kill(c.VolumePids()[0], syscall.SIGCONT)) }},
-		{"file replaced while being read", func(t *testing.T) { must(t, c.Put(ctx, "/faults/f0.bin", replaced)) }, func(*testing.T) {}},
-		{"cache directory removed", func(t *testing.T) {
+		{name: "filer killed (SIGKILL) and restarted", inject: func(t *testing.T) { must(t, c.StopFiler(0)) }, heal: func(t *testing.T) { must(t, c.StartFiler(ctx)) }},
+		{name: "master killed and restarted", inject: func(t *testing.T) { must(t, c.StopMaster(0)) }, heal: func(t *testing.T) { must(t, c.StartMaster(ctx)) }},
+		{name: "volume server stopped (SIGTERM, SIGKILL after 0.5 s) and restarted", inject: func(t *testing.T) { must(t, c.StopVolume(0)) }, heal: func(t *testing.T) { must(t, c.StartVolume(ctx, 0)) }},
+		{name: "volume server SIGSTOPped, then SIGCONT", inject: func(t *testing.T) { must(t, syscall.Kill(c.VolumePids()[0], syscall.SIGSTOP)) },
+			heal: func(t *testing.T) { must(t, syscall.Kill(c.VolumePids()[0], syscall.SIGCONT)) }},
+		{name: "file replaced while being read", inject: func(t *testing.T) { must(t, c.Put(ctx, "/faults/f0.bin", replaced)) }, heal: func(*testing.T) {},
+			replaces: map[string][]byte{"f0.bin": replaced}},
+		{name: "cache directory removed", inject: func(t *testing.T) {
 			must(t, os.RemoveAll(wfCache))
 			must(t, os.RemoveAll(weedCache))
-		}, func(*testing.T) {}},
+		}, heal: func(*testing.T) {}},
 	}
+	rows := runFaults(t, mounts, files, faults)
+	netRows, netNote := netFaults(t, ctx, files)
+	rows = append(rows, netRows...)
+	rss := peakRSS(t, ctx, c)
+	writeReliability(t, rows, netNote, rss)
+	for _, r := range rows {
+		if r.wrong != 0 {
+			t.Errorf("%s, %s: %d wrong bytes", r.fault, r.mount, r.wrong)
+		}
+	}
+	for _, r := range rss {
+		if r.wrong != 0 || r.errs != 0 {
+			t.Errorf("peak RSS, %s: %d errors, %d wrong bytes", r.mount, r.errs, r.wrong)
+		}
+	}
+}
 
+// runFaults injects and heals each fault in turn while readers read every
+// mount, and returns a row per fault and mount. files is updated with
+// what the faults rewrote.
+func runFaults(t *testing.T, mounts []campaignMount, files map[string][]byte, faults []fault) []faultRow {
 	var rows []faultRow
 	for _, f := range faults {
+		if f.notRun != "" {
+			for _, m := range mounts {
+				rows = append(rows, faultRow{fault: f.name, mount: m.name, notRun: f.notRun})
+			}
+			continue
+		}
 		readers := make([]*faultReader, len(mounts))
 		stop := make(chan struct{})
 		dones := make([]chan struct{}, len(mounts))
@@ -218,8 +257,8 @@ func TestFaultCampaign(t *testing.T) {
 			for name, data := range files {
 				readers[i].accept(name, data)
 			}
-			if f.name == "file replaced while being read" {
-				readers[i].accept("f0.bin", files["f0.bin"], replaced)
+			for name, data := range f.replaces {
+				readers[i].accept(name, files[name], data)
 			}
 			dones[i] = make(chan struct{})
 			go readers[i].run(stop, dones[i], uint64(i+1))
@@ -227,7 +266,11 @@ func TestFaultCampaign(t *testing.T) {
 		time.Sleep(faultBefore)
 		t.Logf("%s: inject", f.name)
 		f.inject(t)
-		time.Sleep(faultHold)
+		hold := f.hold
+		if hold == 0 {
+			hold = faultHold
+		}
+		time.Sleep(hold)
 		f.heal(t)
 		healed := time.Now()
 		t.Logf("%s: healed", f.name)
@@ -267,16 +310,11 @@ func TestFaultCampaign(t *testing.T) {
 			t.Logf("%+v", row)
 			rows = append(rows, row)
 		}
-		if f.name == "file replaced while being read" {
-			files["f0.bin"] = replaced
+		for name, data := range f.replaces {
+			files[name] = data
 		}
 	}
-	writeReliability(t, rows)
-	for _, r := range rows {
-		if r.wrong != 0 {
-			t.Errorf("%s, %s: %d wrong bytes", r.fault, r.mount, r.wrong)
-		}
-	}
+	return rows
 }
 
 func must(t *testing.T, err error) {
@@ -286,7 +324,7 @@ func must(t *testing.T, err error) {
 	}
 }
 
-func writeReliability(t *testing.T, rows []faultRow) {
+func writeReliability(t *testing.T, rows []faultRow, netNote string, rss []rssRow) {
 	out := os.Getenv("WEEDFUSE_RELIABILITY_OUT")
 	if out == "" {
 		out = filepath.Join("..", "docs", "reliability.md")
@@ -295,7 +333,7 @@ func writeReliability(t *testing.T, rows []faultRow) {
 	fmt.Fprintf(&b, `# Reliability: fault campaign
 
 Written by `+"`make faults`"+` (integration/faults_test.go, TestFaultCampaign) on %s.
-One cluster (master, one volume server, filer on 127.0.0.1; weed %s); weedfuse and the stock weed
+A cluster (master, one volume server, filer on 127.0.0.1; weed %s); weedfuse and the stock weed
 mount read the same %d files of %d MiB side by side, during the same faults, in %d KiB preads at
 random offsets, dropping the kernel's pages after each read (weedfuse: -readerCacheSizeMB=16
 -cacheCapacityMB=0; weed mount: -cacheCapacityMB=0). Each fault runs for %v after %v of reading;
@@ -312,6 +350,10 @@ reading goes on after the heal until both mounts have read without error for %v 
 `, time.Now().UTC().Format("2006-01-02 15:04 UTC"), weedVersion(), faultFiles, faultFileSize>>20,
 		faultReadSize>>10, faultHold, faultBefore, faultAfter, faultWait)
 	for _, r := range rows {
+		if r.notRun != "" {
+			fmt.Fprintf(&b, "| %s | %s | not run: %s | | | | |\n", r.fault, r.mount, r.notRun)
+			continue
+		}
 		errs := "0"
 		if r.errs > 0 {
 			errs = fmt.Sprintf("%d (%s)", r.errs, r.kinds)
@@ -322,6 +364,30 @@ reading goes on after the heal until both mounts have read without error for %v 
 		}
 		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %d |\n", r.fault, r.mount, r.reads, errs, stall,
 			r.recover.Round(time.Millisecond), r.wrong)
+	}
+	if netNote != "" {
+		fmt.Fprintf(&b, "\n%s\n", netNote)
+	}
+	if len(rss) > 0 {
+		fmt.Fprintf(&b, `
+## Peak memory with %d concurrent readers
+
+On the first cluster, each mount alone and freshly mounted with %s (a disk size, as weed mount's;
+the other flags at their defaults: a 256 MiB memory budget, -readerCacheSizeMB), %d readers read
+%d files of %d MiB (twice that cache; reader i reads file i mod %d) in %d KiB preads from a random
+offset on, sequentially, dropping the kernel's pages after each read, for %v. **Peak RSS** is the
+mount process's VmHWM at the end: its whole resident high-water mark, including anything mapped
+outside the Go heap. weedfuse's idle RSS is mostly its memory tier, mapped and populated whole at
+mount (pagecache/arena.go); under load, go-fuse adds a buffer of the request's size (1 MiB) per
+READ in flight (fuse.(*Server).handleRequest), and the Go heap keeps their pages for a while.
+
+| mount | idle RSS | peak RSS | read | errors | wrong bytes |
+|---|---|---|---|---|---|
+`, rssReaders, rss[0].flags, rssReaders, rssFiles, rssFileSize>>20, rssFiles, rssReadSize>>10, rssRun)
+		for _, r := range rss {
+			fmt.Fprintf(&b, "| %s | %d MiB | %d MiB | %d MiB in %v (%.0f MiB/s) | %d | %d |\n", r.mount, r.idle>>20, r.peak>>20,
+				r.read>>20, r.took.Round(100*time.Millisecond), float64(r.read)/(1<<20)/r.took.Seconds(), r.errs, r.wrong)
+		}
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		t.Fatal(err)

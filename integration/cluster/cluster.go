@@ -60,9 +60,17 @@ type Options struct {
 	StopGrace time.Duration
 	// Logf, if set, receives progress messages.
 	Logf func(format string, args ...any)
+	// Net, if set, puts the cluster on a network that NewNet made instead
+	// of loopback: the master and the filer listen on Net.HostIP(), and
+	// volume server i runs inside namespace Net.Spaces()[i], at its
+	// address. Volumes defaults to the number of namespaces.
+	Net *Net
 }
 
 func (o *Options) setDefaults() {
+	if o.Volumes <= 0 && o.Net != nil {
+		o.Volumes = len(o.Net.Spaces())
+	}
 	if o.Volumes <= 0 {
 		o.Volumes = 1
 	}
@@ -86,8 +94,8 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// Cluster is a running SeaweedFS cluster on 127.0.0.1. Its methods are safe
-// for concurrent use.
+// Cluster is a running SeaweedFS cluster on 127.0.0.1 (or on a Net). Its
+// methods are safe for concurrent use.
 type Cluster struct {
 	opts      Options
 	weed      string
@@ -96,6 +104,8 @@ type Cluster struct {
 	confDir   string // working directory and -config_dir of every process
 	sockDir   string // unix sockets; short, because their paths are limited to 108 bytes
 
+	host        string   // where the master and filer listen
+	volumeHosts []string // where each volume server listens
 	masterPort  int
 	filerPort   int
 	volumePorts []int
@@ -125,6 +135,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	c := &Cluster{opts: opts, dir: opts.DataDir}
 	if err := checkReplication(opts.Replication, opts.Volumes); err != nil {
 		return nil, err
+	}
+	if opts.Net != nil && len(opts.Net.Spaces()) < opts.Volumes {
+		return nil, fmt.Errorf("start cluster: %d volume servers, but the net has %d namespaces", opts.Volumes, len(opts.Net.Spaces()))
 	}
 	if err := c.prepare(); err != nil {
 		return nil, errors.Join(err, c.Stop())
@@ -238,6 +251,17 @@ func (c *Cluster) prepare() error {
 		return fmt.Errorf("start cluster: %w", err)
 	}
 	c.masterPort, c.filerPort, c.volumePorts = ports[0], ports[1], ports[2:]
+	c.host = "127.0.0.1"
+	for i := range c.opts.Volumes {
+		h := c.host
+		if c.opts.Net != nil {
+			h = c.opts.Net.Spaces()[i].IP
+		}
+		c.volumeHosts = append(c.volumeHosts, h)
+	}
+	if c.opts.Net != nil {
+		c.host = c.opts.Net.HostIP()
+	}
 	c.http = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	return nil
 }
@@ -247,7 +271,7 @@ func (c *Cluster) prepare() error {
 func (c *Cluster) startServers(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.master = c.newServer("master", "master",
+	c.master = c.newServer("master", "master", c.host, "",
 		"-port="+strconv.Itoa(c.masterPort),
 		"-port.grpc="+strconv.Itoa(c.masterPort+grpcOffset),
 		"-mdir="+filepath.Join(c.dir, "master"),
@@ -268,7 +292,11 @@ func (c *Cluster) startServers(ctx context.Context) error {
 	}
 
 	for i := range c.opts.Volumes {
-		p := c.newServer(fmt.Sprintf("volume%d", i), "volume",
+		ns := ""
+		if c.opts.Net != nil {
+			ns = c.opts.Net.Spaces()[i].Name
+		}
+		p := c.newServer(fmt.Sprintf("volume%d", i), "volume", c.volumeHosts[i], ns,
 			"-port="+strconv.Itoa(c.volumePorts[i]),
 			"-port.grpc="+strconv.Itoa(c.volumePorts[i]+grpcOffset),
 			"-dir="+c.volumeDir(i),
@@ -297,7 +325,7 @@ func (c *Cluster) startServers(ctx context.Context) error {
 	if c.opts.EncryptVolumeData {
 		filerArgs = append(filerArgs, "-encryptVolumeData")
 	}
-	c.filerProc = c.newServer("filer", "filer", append(filerArgs, c.opts.FilerArgs...)...)
+	c.filerProc = c.newServer("filer", "filer", c.host, "", append(filerArgs, c.opts.FilerArgs...)...)
 	if err := c.filerProc.start(); err != nil {
 		return err
 	}
@@ -332,10 +360,18 @@ func (c *Cluster) newProc(name string, args ...string) *proc {
 	}
 }
 
-// newServer prepares a weed server listening on 127.0.0.1 only; by default
-// weed binds all interfaces and advertises a non-loopback address.
-func (c *Cluster) newServer(name, command string, args ...string) *proc {
-	return c.newProc(name, append([]string{command, "-ip=127.0.0.1", "-ip.bind=127.0.0.1"}, args...)...)
+// newServer prepares a weed server listening on host only (by default weed
+// binds all interfaces and advertises a non-loopback address), inside
+// network namespace ns unless that is "".
+func (c *Cluster) newServer(name, command, host, ns string, args ...string) *proc {
+	p := c.newProc(name, append([]string{command, "-ip=" + host, "-ip.bind=" + host}, args...)...)
+	if ns != "" {
+		// ip execs weed in place: the process, its group and its
+		// Pdeathsig stay the ones started here.
+		p.args = append([]string{"netns", "exec", ns, p.path}, p.args...)
+		p.path = "ip"
+	}
+	return p
 }
 
 func (c *Cluster) volumeDir(i int) string {
@@ -382,13 +418,13 @@ func (c *Cluster) Dir() string { return c.dir }
 func (c *Cluster) Weed() string { return c.weed }
 
 // MasterAddr returns the master's HTTP address, host:port.
-func (c *Cluster) MasterAddr() string { return hostPort(c.masterPort) }
+func (c *Cluster) MasterAddr() string { return hostPort(c.host, c.masterPort) }
 
 // FilerAddr returns the filer's HTTP address, host:port.
-func (c *Cluster) FilerAddr() string { return hostPort(c.filerPort) }
+func (c *Cluster) FilerAddr() string { return hostPort(c.host, c.filerPort) }
 
 // FilerGRPCAddr returns the filer's gRPC address, host:port.
-func (c *Cluster) FilerGRPCAddr() string { return hostPort(c.filerPort + grpcOffset) }
+func (c *Cluster) FilerGRPCAddr() string { return hostPort(c.host, c.filerPort+grpcOffset) }
 
 // FilerMountSpec returns the -filer value for weed mount (and weedfuse). It
 // is the plain host:port, whose gRPC port is port+10000 by convention; weed
@@ -399,7 +435,7 @@ func (c *Cluster) FilerMountSpec() string { return c.FilerAddr() }
 func (c *Cluster) VolumeAddrs() []string {
 	addrs := make([]string, len(c.volumePorts))
 	for i, p := range c.volumePorts {
-		addrs[i] = hostPort(p)
+		addrs[i] = hostPort(c.volumeHosts[i], p)
 	}
 	return addrs
 }
@@ -407,7 +443,7 @@ func (c *Cluster) VolumeAddrs() []string {
 // FilerClient returns a gRPC client of the filer, owned by the cluster.
 func (c *Cluster) FilerClient() filerpb.SeaweedFilerClient { return c.filer }
 
-func hostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
 
 // StopVolume stops volume server i (SIGTERM, grace, SIGKILL), leaving its
 // data for StartVolume.

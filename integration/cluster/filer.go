@@ -37,6 +37,20 @@ func (c *Cluster) PutChunked(ctx context.Context, path string, data []byte, maxM
 	return c.putQuery(ctx, path, bytes.NewReader(data), int64(len(data)), url.Values{"maxMB": {strconv.Itoa(maxMB)}})
 }
 
+// PutOn is Put with the file's chunks on volume server i: the filer asks
+// the master for file ids there (dataNode), in volumes of collection (""
+// for the default), which the master grows there if it has none.
+func (c *Cluster) PutOn(ctx context.Context, i int, collection, path string, data []byte) error {
+	if i < 0 || i >= len(c.volumePorts) {
+		return fmt.Errorf("put %s: the cluster has no volume server %d", path, i)
+	}
+	q := url.Values{"dataNode": {c.VolumeAddrs()[i]}}
+	if collection != "" {
+		q.Set("collection", collection)
+	}
+	return c.putQuery(ctx, path, bytes.NewReader(data), int64(len(data)), q)
+}
+
 // PutFile streams the local file localFile to path, as Put does.
 func (c *Cluster) PutFile(ctx context.Context, path, localFile string) error {
 	f, err := os.Open(localFile)
@@ -231,6 +245,34 @@ func (c *Cluster) Entry(ctx context.Context, dir, name string) (*filerpb.Entry, 
 		return nil, fmt.Errorf("entry %s: %w", path.Join(dir, name), err)
 	}
 	return resp.Entry, nil
+}
+
+// Volumes returns the ids of the volumes that hold the chunks of the file
+// at path (manifest chunks included, their sub-chunks not), in chunk order,
+// each once.
+func (c *Cluster) Volumes(ctx context.Context, p string) ([]uint32, error) {
+	e, err := c.Entry(ctx, path.Dir(path.Clean("/"+p)), path.Base(p))
+	if err != nil {
+		return nil, err
+	}
+	seen := map[uint32]bool{}
+	var vids []uint32
+	for _, ch := range e.GetChunks() {
+		vid := ch.GetFid().GetVolumeId()
+		if id := ch.GetFileId(); id != "" {
+			v, _, ok := strings.Cut(id, ",")
+			n, err := strconv.ParseUint(v, 10, 32)
+			if !ok || err != nil {
+				return nil, fmt.Errorf("volumes of %s: file id %q", p, id)
+			}
+			vid = uint32(n)
+		}
+		if !seen[vid] {
+			seen[vid] = true
+			vids = append(vids, vid)
+		}
+	}
+	return vids, nil
 }
 
 // filerURL escapes p into a filer HTTP URL.
