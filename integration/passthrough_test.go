@@ -86,7 +86,7 @@ func TestPassthrough(t *testing.T) {
 		}, 20*time.Second, 50*time.Millisecond, "the change never showed")
 		// The kernel lets an inode with a passthrough open be opened
 		// only through the same backing file: the old bytes, whole,
-		// until the old open closes (README, "Where weedfuse differs").
+		// until the old open closes (README, "FUSE passthrough").
 		got, err := os.ReadFile(p)
 		require.NoError(t, err)
 		require.True(t, bytes.Equal(prev, got), "an open during another's passthrough read neither version whole")
