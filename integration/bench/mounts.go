@@ -54,6 +54,11 @@ type mounter struct {
 	cacheArgs []string
 	// metrics is weedfuse's -metrics.address.
 	metrics string
+	// lastArgs are the extra weedfuse flags of each kind's last fresh
+	// mount, for a remount; mountTook is how long its last mount took to
+	// answer at its root.
+	lastArgs  [len(kinds)][]string
+	mountTook [len(kinds)]time.Duration
 }
 
 func newMounter(c *cluster.Cluster, bin, root string, o *options) *mounter {
@@ -76,6 +81,26 @@ func (m *mounter) fresh(ctx context.Context, k kind, wfArgs ...string) error {
 		return fmt.Errorf("mount %s: %w", k, err)
 	}
 	m.cache[k] = cache
+	m.lastArgs[k] = wfArgs
+	return m.mount(ctx, k)
+}
+
+// remount stops k's mount process and mounts it again over the same cache
+// directory, with the same flags, and drops the kernel's caches.
+func (m *mounter) remount(ctx context.Context, k kind) error {
+	cache := m.cache[k]
+	m.cache[k] = "" // kept
+	if err := m.unmount(k); err != nil {
+		return err
+	}
+	m.cache[k] = cache
+	return m.mount(ctx, k)
+}
+
+// mount mounts k over its cache directory, timing it (mountTook).
+func (m *mounter) mount(ctx context.Context, k kind) error {
+	cache, wfArgs := m.cache[k], m.lastArgs[k]
+	began := time.Now()
 	// The same cache flags for both; weed mount's chunk cache would
 	// otherwise survive a remount in its default directory, so a new
 	// directory per mount also keeps "cold" honest.
@@ -101,6 +126,7 @@ func (m *mounter) fresh(ctx context.Context, k kind, wfArgs ...string) error {
 		}
 		m.wf = wf
 	}
+	m.mountTook[k] = time.Since(began)
 	ra, err := readAheadKB(m.dir(k))
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", k, err)

@@ -78,6 +78,9 @@ func steps(randTime time.Duration) []step {
 		// trips for security.selinux and the ACL.
 		lsStep("ls10000-xattr", bigDir, bigN, "-disableXAttr=false"),
 		beyondRandStep(randTime),
+		remountStep(),
+		startStep(),
+		readers64Step(),
 		datasetStep(),
 		diskRereadStep(),
 	}
