@@ -24,7 +24,12 @@ type fakeFetcher struct {
 	fail   atomic.Bool
 }
 
-func (f *fakeFetcher) ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error) {
+// Fetch serves r.Dsts, as a fetcher that can neither tee (it leaves
+// r.Whole empty) nor read ranges (it refuses them, uncounted).
+func (f *fakeFetcher) Fetch(ctx context.Context, r volume.Request) (int, error) {
+	if r.Range {
+		return 0, fmt.Errorf("fake: no ranges: %w", volume.ErrNotServed)
+	}
 	f.calls.Add(1)
 	if f.gate != nil {
 		select {
@@ -36,8 +41,10 @@ func (f *fakeFetcher) ReadChunk(ctx context.Context, c volume.Chunk, off int64, 
 	if f.fail.Load() {
 		return 0, errors.New("injected failure")
 	}
-	src := f.chunks[c.FileID]
-	n := copy(dst, src[off:])
+	if r.Whole != nil {
+		r.Whole.Reset()
+	}
+	n := volume.Scatter(r.Dsts, f.chunks[r.Chunk.FileID][r.Off:])
 	f.bytes.Add(int64(n))
 	return n, nil
 }
@@ -209,29 +216,32 @@ func TestCancelledReaderLeavesFetchToOthers(t *testing.T) {
 
 func TestChainFallsThroughNotServed(t *testing.T) {
 	f, chunks := newFake(1000)
-	notServed := fetcherFunc(func(context.Context, volume.Chunk, int64, []byte) (int, error) {
+	notServed := fetcherFunc(func(context.Context, volume.Request) (int, error) {
 		return 0, fmt.Errorf("rdma: %w", volume.ErrNotServed)
 	})
-	broken := fetcherFunc(func(context.Context, volume.Chunk, int64, []byte) (int, error) {
+	broken := fetcherFunc(func(context.Context, volume.Request) (int, error) {
 		return 0, errors.New("broken")
 	})
-	dst := make([]byte, 100)
-	if _, err := (Chain{notServed, f}).ReadChunk(context.Background(), chunks[0], 0, dst); err != nil {
-		t.Errorf("not-served then working: %v", err)
+	req := volume.Request{Chunk: chunks[0], Dsts: [][]byte{make([]byte, 60), make([]byte, 40)}}
+	if n, err := (Chain{notServed, f}).Fetch(context.Background(), req); err != nil || n != 100 ||
+		!bytes.Equal(append(req.Dsts[0], req.Dsts[1]...), f.chunks[chunks[0].FileID][:100]) {
+		t.Errorf("not-served then working: %d, %v, or bytes differ", n, err)
 	}
-	if _, err := (Chain{broken, f}).ReadChunk(context.Background(), chunks[0], 0, dst); err == nil {
+	if _, err := (Chain{broken, f}).Fetch(context.Background(), req); err == nil {
 		t.Error("a real error must end the read, got nil")
 	}
-	if _, err := (Chain{notServed}).ReadChunk(context.Background(), chunks[0], 0, dst); !errors.Is(err, volume.ErrNotServed) {
+	if _, err := (Chain{notServed}).Fetch(context.Background(), req); !errors.Is(err, volume.ErrNotServed) {
 		t.Errorf("nothing served: got %v, want ErrNotServed", err)
+	}
+	req.Range = true
+	if _, err := (Chain{notServed, f}).Fetch(context.Background(), req); !errors.Is(err, volume.ErrNotServed) {
+		t.Errorf("a range no step reads: got %v, want ErrNotServed", err)
 	}
 }
 
-type fetcherFunc func(context.Context, volume.Chunk, int64, []byte) (int, error)
+type fetcherFunc func(context.Context, volume.Request) (int, error)
 
-func (f fetcherFunc) ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error) {
-	return f(ctx, c, off, dst)
-}
+func (f fetcherFunc) Fetch(ctx context.Context, r volume.Request) (int, error) { return f(ctx, r) }
 
 func BenchmarkReadChunkHit(b *testing.B) {
 	f, chunks := newFake(4 << 20)

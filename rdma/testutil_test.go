@@ -3,6 +3,8 @@ package rdma
 import (
 	"context"
 	"time"
+
+	"github.com/weedfuse/weedfuse/internal/volume"
 )
 
 var timeZero time.Time
@@ -14,3 +16,11 @@ type staticLocator []string
 func (l staticLocator) Locations(context.Context, uint32) ([]string, error) { return l, nil }
 
 func (l staticLocator) Invalidate(uint32) {}
+
+// readChunk fetches [off, off+len(dst)) of ch into dst through f, the
+// Client or the HTTP reader.
+func readChunk(f interface {
+	Fetch(context.Context, volume.Request) (int, error)
+}, ctx context.Context, ch volume.Chunk, off int64, dst []byte) (int, error) {
+	return f.Fetch(ctx, volume.Request{Chunk: ch, Off: off, Dsts: [][]byte{dst}})
+}
