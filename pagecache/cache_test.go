@@ -239,6 +239,21 @@ func TestChainFallsThroughNotServed(t *testing.T) {
 	}
 }
 
+// TestRandomReadWithoutRanges: a random read of a large plain chunk, which
+// the plan would read by range, through a fetcher that reads no ranges (an
+// RDMA-only chain) is served from the whole needle, not failed.
+func TestRandomReadWithoutRanges(t *testing.T) {
+	f, chunks := newFake(4 << 20)
+	c := newCache(t, Chain{f}, Options{Capacity: 64 << 20})
+	for _, off := range []int64{3<<20 + 100, 1 << 20} { // unaligned (readDirect), then aligned
+		dst := make([]byte, 4096)
+		if _, err := c.ReadChunkAt(context.Background(), chunks[0], off, dst, Random); err != nil ||
+			!bytes.Equal(dst, f.chunks[chunks[0].FileID][off:off+4096]) {
+			t.Fatalf("at %d: %v, or bytes differ", off, err)
+		}
+	}
+}
+
 type fetcherFunc func(context.Context, volume.Request) (int, error)
 
 func (f fetcherFunc) Fetch(ctx context.Context, r volume.Request) (int, error) { return f(ctx, r) }
