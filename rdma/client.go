@@ -78,7 +78,7 @@ type ClientOptions struct {
 
 	// crcPieces is how many signaled pieces one slot's RDMA READ is split
 	// into at most (see splitPieces); 0 means defaultCRCPieces. crcFunc
-	// replaces crc32c. Tests set them (1, stdCRC) to measure the path as
+	// replaces volume.CRC32C. Tests set them (1, stdCRC) to measure the path as
 	// it was against the default in one boot.
 	crcPieces int
 	crcFunc   func(crc uint32, p []byte) uint32
@@ -236,7 +236,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	opts.crcPieces = max(1, min(opts.crcPieces, maxQPDepth/opts.MaxConcurrent))
 	if opts.crcFunc == nil {
-		opts.crcFunc = crc32c
+		opts.crcFunc = volume.CRC32C
 	}
 	tcfg, err := opts.TLS.clientConfig()
 	if err != nil {

@@ -862,9 +862,9 @@ func TestRXEThroughput(t *testing.T) {
 		}
 		return 16 / time.Since(start).Seconds()
 	}
-	t.Logf("RDMA-CPU crc32c_MiBps=%.0f (%s; hash/crc32 %.0f, slicing-by-8 %.0f) copy_MiBps=%.0f",
-		speed(func() { crc32c(0, buf) }), crcImpl(), speed(func() { stdCRC(0, buf) }),
-		speed(func() { slicing8CRC(0, buf) }), speed(func() { copy(out, buf) }))
+	t.Logf("RDMA-CPU crc32c_MiBps=%.0f (%s; hash/crc32 %.0f) copy_MiBps=%.0f",
+		speed(func() { volume.CRC32C(0, buf) }), volume.CRC32CImpl(), speed(func() { stdCRC(0, buf) }),
+		speed(func() { copy(out, buf) }))
 
 	ctx := context.Background()
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc, DisableCompression: true}}
@@ -926,7 +926,8 @@ func TestRXEThroughput(t *testing.T) {
 
 // TestRXETransferAB compares, in one boot, the transfer as it was (one
 // work request per slot, the CRC after it, hash/crc32), with the CRC
-// pipelined over pieces, and with the pipelined CRC using crc32c's pick.
+// pipelined over pieces, and with the pipelined CRC using volume.CRC32C's
+// pick.
 // Host load makes throughput drift by 2x over seconds, so the variants run
 // in short bursts in rotating order and each round's numbers are compared
 // with each other (RDMA-AB lines: medians over the rounds, and of the
@@ -944,7 +945,7 @@ func TestRXETransferAB(t *testing.T) {
 	}{
 		{"old", r.clientWith(t, ClientOptions{MaxConcurrent: conc, crcPieces: 1, crcFunc: stdCRC})},
 		{"pipelined", r.clientWith(t, ClientOptions{MaxConcurrent: conc, crcFunc: stdCRC})},
-		{"pipelined+" + crcImpl(), r.client(t, conc)},
+		{"pipelined+" + volume.CRC32CImpl(), r.client(t, conc)},
 	}
 	ctx := context.Background()
 	for _, fid := range []string{fid1M, fid4M} {

@@ -2,6 +2,7 @@ package rdma
 
 import (
 	"context"
+	"hash/crc32"
 	"time"
 
 	"github.com/weedfuse/weedfuse/internal/volume"
@@ -24,3 +25,9 @@ func readChunk(f interface {
 }, ctx context.Context, ch volume.Chunk, off int64, dst []byte) (int, error) {
 	return f.Fetch(ctx, volume.Request{Chunk: ch, Off: off, Dsts: [][]byte{dst}})
 }
+
+// castagnoli and stdCRC are hash/crc32's CRC32C, the reference that
+// volume.CRC32C's pick is measured and checked against.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func stdCRC(crc uint32, p []byte) uint32 { return crc32.Update(crc, castagnoli, p) }

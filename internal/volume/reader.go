@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/crc32"
 	"io"
 	"io/fs"
 	"math/rand/v2"
@@ -421,7 +420,7 @@ type needleSum struct {
 }
 
 func (s *needleSum) Write(p []byte) (int, error) {
-	s.crc = crc32.Update(s.crc, castagnoli, p)
+	s.crc = CRC32C(s.crc, p)
 	if s.md5 != nil {
 		s.md5.Write(p)
 	}
@@ -761,7 +760,7 @@ func checkCRC(resp *http.Response, stored []byte) (bool, error) {
 	sum, ok := NeedleCRC(resp.Header.Get("ETag"))
 	if ok && !CRCMatches(stored, sum) {
 		return true, fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",
-			crc32.Checksum(stored, castagnoli), len(stored), resp.Header.Get("ETag"), ErrCorrupt)
+			CRC32C(0, stored), len(stored), resp.Header.Get("ETag"), ErrCorrupt)
 	}
 	return ok, nil
 }
