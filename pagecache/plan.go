@@ -243,8 +243,8 @@ const pageSize = 4096
 // read touches, into dst (through a buffer when the read is not page
 // aligned). It reports ok = false when the read is not such a read: some
 // of its blocks are cached or in flight, the needle is on disk or has a
-// known table (then whole blocks are fetched and checked), or the plan is
-// not a range. A 64 KiB block for a 4 KiB read cost the volume server a
+// known table (then whole blocks are fetched and checked), the plan is
+// not a range, or no fetcher reads ranges. A 64 KiB block for a 4 KiB read cost the volume server a
 // larger disk read for bytes that are then kept at random and rarely read
 // again when the data is larger than the caches.
 func (c *Cache) readDirect(ctx context.Context, ch volume.Chunk, off, end, first, last int64, dst []byte) (int, bool, error) {
