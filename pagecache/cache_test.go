@@ -24,7 +24,12 @@ type fakeFetcher struct {
 	fail   atomic.Bool
 }
 
-func (f *fakeFetcher) ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error) {
+// Fetch serves r.Dsts, as a fetcher that can neither tee (it leaves
+// r.Whole empty) nor read ranges (it refuses them, uncounted).
+func (f *fakeFetcher) Fetch(ctx context.Context, r volume.Request) (int, error) {
+	if r.Range {
+		return 0, fmt.Errorf("fake: no ranges: %w", volume.ErrNotServed)
+	}
 	f.calls.Add(1)
 	if f.gate != nil {
 		select {
@@ -36,8 +41,10 @@ func (f *fakeFetcher) ReadChunk(ctx context.Context, c volume.Chunk, off int64, 
 	if f.fail.Load() {
 		return 0, errors.New("injected failure")
 	}
-	src := f.chunks[c.FileID]
-	n := copy(dst, src[off:])
+	if r.Whole != nil {
+		r.Whole.Reset()
+	}
+	n := volume.Scatter(r.Dsts, f.chunks[r.Chunk.FileID][r.Off:])
 	f.bytes.Add(int64(n))
 	return n, nil
 }
@@ -209,29 +216,47 @@ func TestCancelledReaderLeavesFetchToOthers(t *testing.T) {
 
 func TestChainFallsThroughNotServed(t *testing.T) {
 	f, chunks := newFake(1000)
-	notServed := fetcherFunc(func(context.Context, volume.Chunk, int64, []byte) (int, error) {
+	notServed := fetcherFunc(func(context.Context, volume.Request) (int, error) {
 		return 0, fmt.Errorf("rdma: %w", volume.ErrNotServed)
 	})
-	broken := fetcherFunc(func(context.Context, volume.Chunk, int64, []byte) (int, error) {
+	broken := fetcherFunc(func(context.Context, volume.Request) (int, error) {
 		return 0, errors.New("broken")
 	})
-	dst := make([]byte, 100)
-	if _, err := (Chain{notServed, f}).ReadChunk(context.Background(), chunks[0], 0, dst); err != nil {
-		t.Errorf("not-served then working: %v", err)
+	req := volume.Request{Chunk: chunks[0], Dsts: [][]byte{make([]byte, 60), make([]byte, 40)}}
+	if n, err := (Chain{notServed, f}).Fetch(context.Background(), req); err != nil || n != 100 ||
+		!bytes.Equal(append(req.Dsts[0], req.Dsts[1]...), f.chunks[chunks[0].FileID][:100]) {
+		t.Errorf("not-served then working: %d, %v, or bytes differ", n, err)
 	}
-	if _, err := (Chain{broken, f}).ReadChunk(context.Background(), chunks[0], 0, dst); err == nil {
+	if _, err := (Chain{broken, f}).Fetch(context.Background(), req); err == nil {
 		t.Error("a real error must end the read, got nil")
 	}
-	if _, err := (Chain{notServed}).ReadChunk(context.Background(), chunks[0], 0, dst); !errors.Is(err, volume.ErrNotServed) {
+	if _, err := (Chain{notServed}).Fetch(context.Background(), req); !errors.Is(err, volume.ErrNotServed) {
 		t.Errorf("nothing served: got %v, want ErrNotServed", err)
+	}
+	req.Range = true
+	if _, err := (Chain{notServed, f}).Fetch(context.Background(), req); !errors.Is(err, volume.ErrNotServed) {
+		t.Errorf("a range no step reads: got %v, want ErrNotServed", err)
 	}
 }
 
-type fetcherFunc func(context.Context, volume.Chunk, int64, []byte) (int, error)
-
-func (f fetcherFunc) ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error) {
-	return f(ctx, c, off, dst)
+// TestRandomReadWithoutRanges: a random read of a large plain chunk, which
+// the plan would read by range, through a fetcher that reads no ranges (an
+// RDMA-only chain) is served from the whole needle, not failed.
+func TestRandomReadWithoutRanges(t *testing.T) {
+	f, chunks := newFake(4 << 20)
+	c := newCache(t, Chain{f}, Options{Capacity: 64 << 20})
+	for _, off := range []int64{3<<20 + 100, 1 << 20} { // unaligned (readDirect), then aligned
+		dst := make([]byte, 4096)
+		if _, err := c.ReadChunkAt(context.Background(), chunks[0], off, dst, Random); err != nil ||
+			!bytes.Equal(dst, f.chunks[chunks[0].FileID][off:off+4096]) {
+			t.Fatalf("at %d: %v, or bytes differ", off, err)
+		}
+	}
 }
+
+type fetcherFunc func(context.Context, volume.Request) (int, error)
+
+func (f fetcherFunc) Fetch(ctx context.Context, r volume.Request) (int, error) { return f(ctx, r) }
 
 func BenchmarkReadChunkHit(b *testing.B) {
 	f, chunks := newFake(4 << 20)

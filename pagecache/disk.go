@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -20,6 +19,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/weedfuse/weedfuse/internal/volume"
 )
 
 // disk is the cache's second tier: whole needles, decoded and verified
@@ -290,10 +291,8 @@ func (t *diskTable) blockOK(off, bs int64, data []byte) bool {
 	if off%bs != 0 || i >= int64(len(t.crcs)) || int64(len(data)) != min(bs, t.length-off) {
 		return false
 	}
-	return crc32.Checksum(data, castagnoli) == t.crcs[i]
+	return volume.CRC32C(0, data) == t.crcs[i]
 }
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // read fills dsts, the blocks of the needle from off (a multiple of the
 // block size) in order, from its .dat, each checked against the table.
@@ -512,7 +511,7 @@ func (w *diskWriter) Write(p []byte) (int, error) {
 	for q := p; len(q) > 0; {
 		in := bs - w.n%bs // room left in the current block
 		k := min(int64(len(q)), in)
-		w.cur = crc32.Update(w.cur, castagnoli, q[:k])
+		w.cur = volume.CRC32C(w.cur, q[:k])
 		w.n += k
 		q = q[k:]
 		if w.n%bs == 0 {
@@ -651,7 +650,7 @@ func (w *diskWriter) writeSum(path string) error {
 	for _, c := range w.crcs {
 		b = binary.LittleEndian.AppendUint32(b, c)
 	}
-	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	b = binary.LittleEndian.AppendUint32(b, volume.CRC32C(0, b))
 	f, err := createTemp(filepath.Dir(path), filepath.Base(path))
 	if err != nil {
 		return err
@@ -678,7 +677,7 @@ func parseSum(b []byte, key string, bs int64) (*diskTable, error) {
 		return bad("no magic")
 	}
 	body, tail := b[:len(b)-4], b[len(b)-4:]
-	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(tail) {
+	if volume.CRC32C(0, body) != binary.LittleEndian.Uint32(tail) {
 		return bad("checksum")
 	}
 	r := body[len(sumMagic):]

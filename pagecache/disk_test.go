@@ -35,35 +35,28 @@ func newTierFake(sizes ...int) (*tierFake, []volume.Chunk) {
 	return &tierFake{fakeFetcher: f}, chunks
 }
 
-func (f *tierFake) ReadChunkTee(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte, sink volume.NeedleSink) (int, error) {
-	f.wholes.Add(1)
-	if f.fail.Load() {
-		return 0, errors.New("injected failure")
+// Fetch reads ranges and tees; a request with no sink is fakeFetcher's.
+func (f *tierFake) Fetch(ctx context.Context, r volume.Request) (int, error) {
+	src := f.chunks[r.Chunk.FileID]
+	switch {
+	case r.Range:
+		f.ranges.Add(1)
+		n := volume.Scatter(r.Dsts, src[r.Off:])
+		if f.flipRanges.Load() && n > 0 {
+			r.Dsts[0][0] ^= 0x40
+		}
+		return n, nil
+	case r.Whole != nil:
+		f.wholes.Add(1)
+		if f.fail.Load() {
+			return 0, errors.New("injected failure")
+		}
+		r.Whole.Reset()
+		r.Whole.Write(src[:len(src)/2]) // in two pieces, as a stream comes
+		r.Whole.Write(src[len(src)/2:])
+		return volume.Scatter(r.Dsts, src[r.Off:]), nil
 	}
-	src := f.chunks[c.FileID]
-	if sink != nil {
-		sink.Reset()
-		sink.Write(src[:len(src)/2]) // in two pieces, as a stream comes
-		sink.Write(src[len(src)/2:])
-	}
-	n := 0
-	for _, d := range dsts {
-		n += copy(d, src[off+int64(n):])
-	}
-	return n, nil
-}
-
-func (f *tierFake) ReadRange(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error) {
-	f.ranges.Add(1)
-	src := f.chunks[c.FileID]
-	n := 0
-	for _, d := range dsts {
-		n += copy(d, src[off+int64(n):])
-	}
-	if f.flipRanges.Load() && n > 0 {
-		dsts[0][0] ^= 0x40
-	}
-	return n, nil
+	return f.fakeFetcher.Fetch(ctx, r)
 }
 
 func diskOpts(dir string, memory, diskCap int64) Options {

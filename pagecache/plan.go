@@ -54,9 +54,6 @@ func (c *Cache) planLocked(ch volume.Chunk, access Access) plan {
 	case c.opts.Strict, access == Sequential, !ch.Plain(), ch.Size <= smallNeedle:
 		return planWhole
 	}
-	if _, ok := c.f.(rangeFetcher); !ok {
-		return planWhole
-	}
 	return planRange
 }
 
@@ -99,10 +96,12 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch volume.Chunk, start int64, 
 			}
 		}
 	}
+	req := volume.Request{Chunk: ch, Off: start, Dsts: dsts}
 	if sink == nil {
-		return readInto(ctx, c.f, ch, start, dsts)
+		return c.f.Fetch(ctx, req)
 	}
-	n, err := readIntoTee(ctx, c.f, ch, start, dsts, sink)
+	req.Whole = sink
+	n, err := c.f.Fetch(ctx, req)
 	if err != nil {
 		sink.abort()
 		return n, err
@@ -116,11 +115,7 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch volume.Chunk, start int64, 
 // error wrapping volume.ErrCorrupt (the caller then reads the whole
 // needle); one with nothing to check it is counted as unverified.
 func (c *Cache) fetchRange(ctx context.Context, ch volume.Chunk, start int64, dsts [][]byte) (int, error) {
-	rf, ok := c.f.(rangeFetcher)
-	if !ok {
-		return 0, volume.ErrNotServed
-	}
-	n, err := rf.ReadRange(ctx, ch, start, dsts)
+	n, err := c.f.Fetch(ctx, volume.Request{Chunk: ch, Off: start, Dsts: dsts, Range: true})
 	if err != nil {
 		return n, err
 	}
@@ -173,7 +168,7 @@ func (c *Cache) fillLater(ch volume.Chunk) {
 		defer func() { <-c.fillSem }()
 		ctx, cancel := context.WithTimeout(c.ctx, c.opts.FetchTimeout)
 		defer cancel()
-		if _, err := readIntoTee(ctx, c.f, ch, 0, nil, sink); err != nil {
+		if _, err := c.f.Fetch(ctx, volume.Request{Chunk: ch, Whole: sink}); err != nil {
 			sink.abort()
 			return
 		}
@@ -211,7 +206,7 @@ func (c *Cache) FillDisk(ctx context.Context, ch volume.Chunk) bool {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
 	defer cancel()
-	if _, err := readIntoTee(ctx, c.f, ch, 0, nil, sink); err != nil {
+	if _, err := c.f.Fetch(ctx, volume.Request{Chunk: ch, Whole: sink}); err != nil {
 		sink.abort()
 		return ctx.Err() == nil // a bad needle ends nothing; a closing mount does
 	}
@@ -248,15 +243,11 @@ const pageSize = 4096
 // read touches, into dst (through a buffer when the read is not page
 // aligned). It reports ok = false when the read is not such a read: some
 // of its blocks are cached or in flight, the needle is on disk or has a
-// known table (then whole blocks are fetched and checked), or the plan is
-// not a range. A 64 KiB block for a 4 KiB read cost the volume server a
+// known table (then whole blocks are fetched and checked), the plan is
+// not a range, or no fetcher reads ranges. A 64 KiB block for a 4 KiB read cost the volume server a
 // larger disk read for bytes that are then kept at random and rarely read
 // again when the data is larger than the caches.
 func (c *Cache) readDirect(ctx context.Context, ch volume.Chunk, off, end, first, last int64, dst []byte) (int, bool, error) {
-	rf, ok := c.f.(rangeFetcher)
-	if !ok {
-		return 0, false, nil
-	}
 	key := ch.Key()
 	for b := first; b <= last; b++ {
 		if _, ok := c.rc.Get(c.blockKey(ch, b)); ok {
@@ -278,8 +269,13 @@ func (c *Cache) readDirect(ctx context.Context, ch volume.Chunk, off, end, first
 	if from != off || to != end {
 		buf = make([]byte, to-from)
 	}
+	n, err := c.f.Fetch(ctx, volume.Request{Chunk: ch, Off: from, Dsts: [][]byte{buf}, Range: true})
+	if errors.Is(err, volume.ErrNotServed) {
+		// No step reads ranges (an RDMA-only chain): the blocks are
+		// fetched whole instead.
+		return 0, false, nil
+	}
 	c.misses.Add(uint64(last - first + 1))
-	n, err := rf.ReadRange(ctx, ch, from, [][]byte{buf})
 	if err == nil && int64(n) != to-from {
 		err = fmt.Errorf("read range of chunk %s at %d: got %d bytes, want %d", ch.FileID, from, n, to-from)
 	}

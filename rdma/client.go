@@ -39,8 +39,8 @@ type ClientOptions struct {
 	// gzip or sealing overhead then takes one READ.
 	SlotBytes int
 	// WholeCacheBytes bounds the cache of decoded, verified needles that
-	// partial reads share (see ReadChunk). Default 32 MiB; negative turns
-	// it off.
+	// partial reads share (see Fetch). Default 32 MiB; negative turns it
+	// off.
 	WholeCacheBytes int64
 	// VerifyETag is ignored: the RDMA path always checks the filer's
 	// e_tag MD5 where the chunk has one, since the CRC32Cs come from
@@ -56,7 +56,7 @@ type ClientOptions struct {
 	// needle, is not checked), where a whole-needle read checks the e_tag
 	// itself.
 	RangeReads bool
-	// Timeout bounds one ReadChunk on the RDMA path; past it the read falls
+	// Timeout bounds one Fetch on the RDMA path; past it the read falls
 	// back to HTTP. Default 5 s.
 	Timeout time.Duration
 	// Device and GIDIndex select the local port as for ServerOptions.
@@ -78,7 +78,7 @@ type ClientOptions struct {
 
 	// crcPieces is how many signaled pieces one slot's RDMA READ is split
 	// into at most (see splitPieces); 0 means defaultCRCPieces. crcFunc
-	// replaces crc32c. Tests set them (1, stdCRC) to measure the path as
+	// replaces volume.CRC32C. Tests set them (1, stdCRC) to measure the path as
 	// it was against the default in one boot.
 	crcPieces int
 	crcFunc   func(crc uint32, p []byte) uint32
@@ -156,7 +156,7 @@ func fallbackf(reason int, sick bool, format string, args ...any) *fallback {
 
 // Client reads chunks from weedrdma servers by RDMA READ. It is the first
 // step of the fetch chain: whenever it cannot serve a read it returns an
-// error wrapping volume.ErrNotServed, and counts why. ReadChunk is safe for
+// error wrapping volume.ErrNotServed, and counts why. Fetch is safe for
 // concurrent use.
 //
 // Each weedrdma address gets a peer whose goroutine keeps one connection up,
@@ -191,7 +191,7 @@ type Client struct {
 	mu    sync.Mutex
 	peers map[string]*clientPeer // guarded by mu; by weedrdma address, never removed before Close
 
-	// Every ReadChunk holds closeMu shared, so Close, which takes it
+	// Every Fetch holds closeMu shared, so Close, which takes it
 	// exclusively, frees the arena only when no read can touch it.
 	closeMu sync.RWMutex
 	closed  bool // guarded by closeMu
@@ -236,7 +236,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	opts.crcPieces = max(1, min(opts.crcPieces, maxQPDepth/opts.MaxConcurrent))
 	if opts.crcFunc == nil {
-		opts.crcFunc = crc32c
+		opts.crcFunc = volume.CRC32C
 	}
 	tcfg, err := opts.TLS.clientConfig()
 	if err != nil {
@@ -290,7 +290,7 @@ func (c *Client) Close() error {
 
 // ClientStats are a Client's counters.
 type ClientStats struct {
-	// Reads counts ReadChunk calls served over RDMA (from a needle moved
+	// Reads counts Fetch calls served over RDMA (from a needle moved
 	// for them or for another read of it), Bytes the logical bytes they
 	// returned: the same measure as volume.Stats.Reads and Bytes.
 	Reads     uint64
@@ -340,23 +340,33 @@ func (c *Client) Stats() ClientStats {
 	return st
 }
 
-// ReadChunk fills dst with the chunk's logical bytes [off, off+len(dst)) and
-// returns n < len(dst) only where the chunk ends.
+// Fetch fills r.Dsts, in order, with the chunk's logical bytes from r.Off
+// and returns how many it wrote: fewer than r.Len() only where the chunk
+// ends. It cannot tee: r.Whole is left empty. It reads no Range (those go
+// over HTTP): it refuses them with errNoRange, without counting a
+// fallback.
 //
 // Whatever the range, it moves the chunk's whole stored needle, as the HTTP
 // path (volume.Reader) does, since only a whole needle has a checksum: the
 // bytes that land are checked against weedrdma's transfer CRC32C and
 // against the needle's own CRC32C from the volume server, decoded by the
-// HTTP path's rule (volume.DecodeVerified), and only then copied into dst.
-// A read of a whole chunk (the page cache's usual fetch) is served straight
-// from the transfer; partial reads of one needle share a single fetch and
-// keep the decoded needle in a small cache (WholeCacheBytes), so reading a
-// chunk block by block moves it once.
+// HTTP path's rule (volume.DecodeVerified), and only then copied into
+// r.Dsts. A read of a whole chunk (the page cache's usual fetch) is served
+// straight from the transfer; partial reads of one needle share a single
+// fetch and keep the decoded needle in a small cache (WholeCacheBytes), so
+// reading a chunk block by block moves it once.
 //
 // Any failure of the RDMA path returns an error wrapping
 // volume.ErrNotServed (the read is then served over HTTP); the caller's own
 // cancellation is returned as is.
-func (c *Client) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst []byte) (int, error) {
+func (c *Client) Fetch(ctx context.Context, r volume.Request) (int, error) {
+	if r.Range {
+		return 0, errNoRange
+	}
+	if r.Whole != nil {
+		r.Whole.Reset()
+	}
+	ch, off, dsts := r.Chunk, r.Off, r.Dsts
 	if c.unavailable != nil {
 		return 0, c.notServed(ch.FileID, &fallback{reason: reasonUnsupported, err: c.unavailable})
 	}
@@ -368,35 +378,35 @@ func (c *Client) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst 
 	if c.closed {
 		return 0, c.notServed(ch.FileID, fallbackf(reasonNotConnected, false, "client closed"))
 	}
-	if off >= ch.Size || len(dst) == 0 {
+	want := min(r.Len(), ch.Size-off)
+	if want <= 0 {
 		return 0, nil
 	}
-	dst = dst[:min(int64(len(dst)), ch.Size-off)]
 	var err error
 	if logical, ok := c.whole.Get(ch.FileID); ok {
-		err = serve(ch, logical, off, dst)
+		err = serve(ch, logical, off, want, dsts)
 	} else if c.isTooLarge(ch.FileID) {
 		err = fallbackf(reasonTooLarge, false, "needle larger than weedrdma's slots (refused before)")
-	} else if off == 0 && int64(len(dst)) == ch.Size {
+	} else if off == 0 && want == ch.Size {
 		// The caller keeps the whole chunk: no cache entry, no copy of
-		// the needle but the one into dst.
-		err = c.fetch(ctx, ch, false, func(logical []byte) { copy(dst, logical) })
+		// the needle but the one into dsts.
+		err = c.fetch(ctx, ch, false, func(logical []byte) { volume.Scatter(dsts, logical[:want]) })
 	} else if c.opts.RangeReads && !ch.Compressed && len(ch.CipherKey) == 0 && !c.noRange(ch.FileID) {
-		err = c.fetchRange(ctx, ch, off, dst)
+		err = c.fetchRange(ctx, ch, off, want, dsts)
 		var f *fallback
 		if errors.As(err, &f) && f.reason == reasonNoRange {
 			c.rememberNoRange(ch.FileID)
-			err = c.shared(ctx, ch, off, dst)
+			err = c.shared(ctx, ch, off, want, dsts)
 		}
 	} else {
-		err = c.shared(ctx, ch, off, dst)
+		err = c.shared(ctx, ch, off, want, dsts)
 	}
 	var f *fallback
 	switch {
 	case err == nil:
 		c.reads.Add(1)
-		c.bytes.Add(uint64(len(dst)))
-		return len(dst), nil
+		c.bytes.Add(uint64(want))
+		return int(want), nil
 	case ctx.Err() != nil:
 		return 0, fmt.Errorf("rdma read %s: %w", ch.FileID, ctx.Err())
 	case errors.As(err, &f):
@@ -408,6 +418,10 @@ func (c *Client) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst 
 		return 0, err
 	}
 }
+
+// errNoRange refuses a Range request. One value, made once: the chain asks
+// this step first for every range that the HTTP step then reads.
+var errNoRange = fmt.Errorf("rdma: ranges are read over HTTP: %w", volume.ErrNotServed)
 
 func (c *Client) isTooLarge(fid string) bool {
 	c.tooLargeMu.Lock()
@@ -441,22 +455,22 @@ func (c *Client) rememberNoRange(fid string) {
 	c.noRangeFID[fid] = struct{}{}
 }
 
-// fetchRange moves [off, off+len(dst)) of the chunk's needle, stored as is,
-// as a verified range (see RangeReads) and copies it into dst once its
-// CRC32C matched. Errors as for fetch.
-func (c *Client) fetchRange(ctx context.Context, ch volume.Chunk, off int64, dst []byte) error {
-	if len(dst) > c.opts.SlotBytes {
-		return c.shared(ctx, ch, off, dst)
+// fetchRange moves [off, off+n) of the chunk's needle, stored as is, as a
+// verified range (see RangeReads) and copies it into dsts once its CRC32C
+// matched. Errors as for fetch.
+func (c *Client) fetchRange(ctx context.Context, ch volume.Chunk, off, n int64, dsts [][]byte) error {
+	if n > int64(c.opts.SlotBytes) {
+		return c.shared(ctx, ch, off, n, dsts)
 	}
 	return c.onPeer(ctx, ch, func(ctx context.Context, p *clientPeer) error {
 		return p.withConn(ctx, func(cn *clientConn, slot int) error {
-			rep, err := cn.request(ctx, readRequest{FileID: ch.FileID, JWT: c.jwt(ch.FileID), Offset: uint64(off), Length: uint32(len(dst))})
+			rep, err := cn.request(ctx, readRequest{FileID: ch.FileID, JWT: c.jwt(ch.FileID), Offset: uint64(off), Length: uint32(n)})
 			if err != nil {
 				return err
 			}
-			if !rep.Range || int(rep.Length) != len(dst) {
+			if !rep.Range || int64(rep.Length) != n {
 				cn.release(rep.ID)
-				return fallbackf(reasonTransport, true, "asked for %d bytes at %d, got a reply of %d (range %v)", len(dst), off, rep.Length, rep.Range)
+				return fallbackf(reasonTransport, true, "asked for %d bytes at %d, got a reply of %d (range %v)", n, off, rep.Length, rep.Range)
 			}
 			got, crc, err := cn.transfer(ctx, rep, slot)
 			if err != nil {
@@ -466,7 +480,7 @@ func (c *Client) fetchRange(ctx context.Context, ch volume.Chunk, off int64, dst
 				c.crcFailures.Add(1)
 				return fallbackf(reasonCRC, true, "range CRC32C %08x, server said %08x", crc, rep.CRC)
 			}
-			copy(dst, got)
+			volume.Scatter(dsts, got)
 			c.rangeFetches.Add(1)
 			c.rangeBytes.Add(uint64(len(got)))
 			return nil
@@ -474,21 +488,21 @@ func (c *Client) fetchRange(ctx context.Context, ch volume.Chunk, off int64, dst
 	})
 }
 
-// serve copies [off, off+len(dst)) of a decoded needle into dst. The needle
-// was checked against the length of the chunk that fetched it; another
-// chunk naming it must not show more.
-func serve(ch volume.Chunk, logical []byte, off int64, dst []byte) error {
+// serve copies [off, off+n) of a decoded needle into dsts. The needle was
+// checked against the length of the chunk that fetched it; another chunk
+// naming it must not show more.
+func serve(ch volume.Chunk, logical []byte, off, n int64, dsts [][]byte) error {
 	if int64(len(logical)) < ch.Size {
 		return fallbackf(reasonDecode, false, "needle holds %d logical bytes, chunk shows %d", len(logical), ch.Size)
 	}
-	copy(dst, logical[off:])
+	volume.Scatter(dsts, logical[off:off+n])
 	return nil
 }
 
 // shared serves a partial read from the needle that one fetch, shared by
 // every partial read of it at the time, moves, verifies, decodes and
 // caches.
-func (c *Client) shared(ctx context.Context, ch volume.Chunk, off int64, dst []byte) error {
+func (c *Client) shared(ctx context.Context, ch volume.Chunk, off, n int64, dsts [][]byte) error {
 	for {
 		v, err, _ := c.flight.Do(ch.FileID, func() (any, error) {
 			var logical []byte
@@ -509,7 +523,7 @@ func (c *Client) shared(ctx context.Context, ch volume.Chunk, off int64, dst []b
 		if err != nil {
 			return err
 		}
-		return serve(ch, v.([]byte), off, dst)
+		return serve(ch, v.([]byte), off, n, dsts)
 	}
 }
 

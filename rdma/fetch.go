@@ -130,7 +130,7 @@ func (v *volumeHTTP) fetch(ctx context.Context, fid, jwt string, dst []byte) (st
 			return storedNeedle{}, &tooLargeError{size: -1, slot: int64(len(dst))}
 		}
 	}
-	st.size, st.crc = n, crc32c(0, dst[:n])
+	st.size, st.crc = n, volume.CRC32C(0, dst[:n])
 	st.sum, st.hasSum = volume.NeedleCRC(resp.Header.Get("ETag"))
 	if st.hasSum && !volume.CRCSumMatches(st.crc, st.sum) {
 		return storedNeedle{}, fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 )
 
@@ -53,10 +52,6 @@ const (
 	statusBusy       = 503
 	statusTimeout    = 504
 )
-
-// castagnoli is the CRC32C table; hash/crc32 uses the SSE4.2/ARMv8
-// instructions for it.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 var errProtocol = errors.New("rdma protocol error")
 

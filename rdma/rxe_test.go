@@ -158,6 +158,53 @@ func (r *rig) http(t testing.TB) *volume.Reader {
 	return h
 }
 
+// resetSink is a NeedleSink that counts Resets and keeps nothing.
+type resetSink struct{ resets, written int }
+
+func (s *resetSink) Write(p []byte) (int, error) { s.written += len(p); return len(p), nil }
+func (s *resetSink) Reset()                      { s.resets++ }
+
+// TestRXEFetchScatters fills several buffers in order, as the page cache
+// asks for a run of its slots: from a whole needle moved for the request
+// and from the decoded copy partial reads share. The Client tees nothing
+// (a sink is left empty) and reads no Range.
+func TestRXEFetchScatters(t *testing.T) {
+	r := newRig(t)
+	c := r.client(t, 2)
+	ctx := context.Background()
+	want := r.fv.needles[fid1M]
+	for _, tc := range []struct{ off, n0, n1, n2 int }{
+		{0, 100, 300_000, len(want) - 300_100}, // the whole chunk: straight from the transfer
+		{4095, 1, 8192, 70_000},                // partial: from the shared needle
+		{len(want) - 5000, 4096, 4096, 4096},   // the chunk ends in the second buffer
+	} {
+		dsts := [][]byte{make([]byte, tc.n0), make([]byte, tc.n1), make([]byte, tc.n2)}
+		sink := &resetSink{}
+		n, err := c.Fetch(ctx, volume.Request{Chunk: r.chunk(fid1M), Off: int64(tc.off), Dsts: dsts, Whole: sink})
+		wantN := min(tc.n0+tc.n1+tc.n2, len(want)-tc.off)
+		got := bytes.Join(dsts, nil)[:n]
+		if err != nil || n != wantN || !bytes.Equal(got, want[tc.off:tc.off+wantN]) {
+			t.Fatalf("fetch at %d into %d+%d+%d: n=%d (want %d) err=%v, or bytes differ", tc.off, tc.n0, tc.n1, tc.n2, n, wantN, err)
+		}
+		if sink.resets != 1 || sink.written != 0 {
+			t.Fatalf("sink: %+v, want one Reset and nothing written", sink)
+		}
+	}
+	_, err := c.Fetch(ctx, volume.Request{Chunk: r.chunk(fid1M), Dsts: [][]byte{make([]byte, 10)}, Range: true})
+	if !errors.Is(err, volume.ErrNotServed) {
+		t.Fatalf("range: %v, want ErrNotServed", err)
+	}
+	st := c.Stats()
+	for reason, n := range st.Fallbacks {
+		if n != 0 {
+			t.Errorf("%d fallbacks for %s, want none", n, reason)
+		}
+	}
+	if st.Reads != 3 {
+		t.Fatalf("stats %+v: want 3 reads", st)
+	}
+}
+
 func TestRXEReads(t *testing.T) {
 	r := newRig(t)
 	c := r.client(t, 4)
@@ -166,7 +213,7 @@ func TestRXEReads(t *testing.T) {
 	read := func(ch volume.Chunk, off int64, n int) []byte {
 		t.Helper()
 		dst := make([]byte, n)
-		got, err := c.ReadChunk(ctx, ch, off, dst)
+		got, err := readChunk(c, ctx, ch, off, dst)
 		if err != nil {
 			t.Fatalf("read %s [%d,+%d): %v", ch.FileID, off, n, err)
 		}
@@ -213,7 +260,7 @@ func TestRXEReads(t *testing.T) {
 		want := r.fv.needles[fidGz]
 		for _, rg := range [][2]int{{1000, 5000}, {0, len(want)}} {
 			dst := make([]byte, rg[1])
-			if n, err := gc.ReadChunk(ctx, gz, int64(rg[0]), dst); err != nil || !bytes.Equal(dst[:n], want[rg[0]:rg[0]+rg[1]]) {
+			if n, err := readChunk(gc, ctx, gz, int64(rg[0]), dst); err != nil || !bytes.Equal(dst[:n], want[rg[0]:rg[0]+rg[1]]) {
 				t.Fatalf("compressed=%v: range %v: n=%d err=%v", compressed, rg, n, err)
 			}
 		}
@@ -224,13 +271,13 @@ func TestRXEReads(t *testing.T) {
 	// A needle larger than weedrdma's slots is left to HTTP: a range of it
 	// could not be verified. The client remembers: weedrdma is asked once.
 	for i := 0; i < 2; i++ {
-		_, err := c.ReadChunk(ctx, r.chunk(fid12M), 5, make([]byte, 10))
+		_, err := readChunk(c, ctx, r.chunk(fid12M), 5, make([]byte, 10))
 		if !errors.Is(err, volume.ErrNotServed) || !strings.Contains(err.Error(), "too_large") {
 			t.Fatalf("needle over the slot size: %v", err)
 		}
 	}
 	// An unknown needle falls back to HTTP, which reports the real error.
-	_, err := c.ReadChunk(ctx, volume.Chunk{FileID: "3,09637037d6", Size: 10}, 0, make([]byte, 10))
+	_, err := readChunk(c, ctx, volume.Chunk{FileID: "3,09637037d6", Size: 10}, 0, make([]byte, 10))
 	if !errors.Is(err, volume.ErrNotServed) || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("unknown needle: %v", err)
 	}
@@ -339,7 +386,7 @@ func TestRXEServerSurvivesBadPeers(t *testing.T) {
 	check := func(stage string) {
 		t.Helper()
 		dst := make([]byte, 1<<20)
-		if n, err := c.ReadChunk(ctx, r.chunk(fid1M), 0, dst); err != nil || !bytes.Equal(dst[:n], r.fv.needles[fid1M]) {
+		if n, err := readChunk(c, ctx, r.chunk(fid1M), 0, dst); err != nil || !bytes.Equal(dst[:n], r.fv.needles[fid1M]) {
 			t.Fatalf("after %s: n=%d err=%v", stage, n, err)
 		}
 	}
@@ -427,16 +474,16 @@ func TestRXEAuthorization(t *testing.T) {
 	none := r.clientWith(t, ClientOptions{})
 	dst := make([]byte, 1<<20)
 	ctx := context.Background()
-	if n, err := good.ReadChunk(ctx, r.chunk(fid1M), 0, dst); err != nil || !bytes.Equal(dst[:n], r.fv.needles[fid1M]) {
+	if n, err := readChunk(good, ctx, r.chunk(fid1M), 0, dst); err != nil || !bytes.Equal(dst[:n], r.fv.needles[fid1M]) {
 		t.Fatalf("valid JWT: n=%d err=%v", n, err)
 	}
 	for name, c := range map[string]*Client{"bad JWT": bad, "no JWT": none} {
-		_, err := c.ReadChunk(ctx, r.chunk(fid1M), 0, dst)
+		_, err := readChunk(c, ctx, r.chunk(fid1M), 0, dst)
 		if !errors.Is(err, volume.ErrNotServed) || !strings.Contains(err.Error(), "401") {
 			t.Fatalf("%s on a cached needle: %v", name, err)
 		}
 	}
-	if n, err := good.ReadChunk(ctx, r.chunk(fid1M), 0, dst); err != nil || n != 1<<20 {
+	if n, err := readChunk(good, ctx, r.chunk(fid1M), 0, dst); err != nil || n != 1<<20 {
 		t.Fatalf("valid JWT again: n=%d err=%v", n, err)
 	}
 }
@@ -449,12 +496,12 @@ func TestRXETLS(t *testing.T) {
 	r.startTLS(t, "127.0.0.1:0", tf)
 	c := r.clientWith(t, ClientOptions{TLS: tf})
 	dst := make([]byte, 4<<20)
-	if n, err := c.ReadChunk(context.Background(), r.chunk(fid4M), 0, dst); err != nil || !bytes.Equal(dst[:n], r.fv.needles[fid4M]) {
+	if n, err := readChunk(c, context.Background(), r.chunk(fid4M), 0, dst); err != nil || !bytes.Equal(dst[:n], r.fv.needles[fid4M]) {
 		t.Fatalf("read over TLS: n=%d err=%v", n, err)
 	}
 	// A client without a certificate is refused by the TLS server.
 	noCert := r.clientWith(t, ClientOptions{TLS: TLSFiles{CA: tf.CA}, Timeout: 5 * time.Second})
-	if _, err := noCert.ReadChunk(context.Background(), r.chunk(fid1M), 0, dst); !errors.Is(err, volume.ErrNotServed) {
+	if _, err := readChunk(noCert, context.Background(), r.chunk(fid1M), 0, dst); !errors.Is(err, volume.ErrNotServed) {
 		t.Fatalf("client without a certificate: %v", err)
 	}
 }
@@ -479,7 +526,7 @@ func TestRXEManyClients(t *testing.T) {
 		off := i * 61 * 1024 % (size / 2) // not page-aligned, different per reader
 		for _, rg := range [][2]int{{0, size}, {off, size / 2}} {
 			dst := make([]byte, rg[1])
-			n, err := c.ReadChunk(context.Background(), ch, int64(rg[0]), dst)
+			n, err := readChunk(c, context.Background(), ch, int64(rg[0]), dst)
 			if err == nil && !bytes.Equal(dst[:n], want[rg[0]:rg[0]+rg[1]]) {
 				err = fmt.Errorf("bytes at %d differ", rg[0])
 			}
@@ -671,14 +718,14 @@ func TestRXEUpstreamCorrupt(t *testing.T) {
 	want := r.fv.needles[fid4M]
 	r.fv.corrupt.Store(1) // weedrdma's fetch; the HTTP step's is good
 	dst := bytes.Repeat([]byte{sentinel}, 100000)
-	_, err := c.ReadChunk(context.Background(), r.chunk(fid4M), 5000, dst)
+	_, err := readChunk(c, context.Background(), r.chunk(fid4M), 5000, dst)
 	if !errors.Is(err, volume.ErrNotServed) || !strings.Contains(err.Error(), "server_error") || !strings.Contains(err.Error(), "ETag") {
 		t.Fatalf("corrupt upstream: %v", err)
 	}
 	if !bytes.Equal(dst, bytes.Repeat([]byte{sentinel}, len(dst))) {
 		t.Fatal("a refused read wrote the reader's buffer")
 	}
-	if n, err := h.ReadChunk(context.Background(), r.chunk(fid4M), 5000, dst); err != nil || !bytes.Equal(dst[:n], want[5000:105000]) {
+	if n, err := readChunk(h, context.Background(), r.chunk(fid4M), 5000, dst); err != nil || !bytes.Equal(dst[:n], want[5000:105000]) {
 		t.Fatalf("HTTP step: n=%d err=%v", n, err)
 	}
 	if err := checkChain(c, h, r.chunk(fid4M), 5000, want[5000:105000], &httpReads); err != nil || httpReads.Load() != 0 {
@@ -701,13 +748,13 @@ const sentinel = 0xee
 // never reach it.
 func checkChain(c *Client, h *volume.Reader, ch volume.Chunk, off int64, want []byte, httpReads *atomic.Int64) error {
 	dst := bytes.Repeat([]byte{sentinel}, len(want))
-	n, err := c.ReadChunk(context.Background(), ch, off, dst)
+	n, err := readChunk(c, context.Background(), ch, off, dst)
 	if errors.Is(err, volume.ErrNotServed) {
 		if !bytes.Equal(dst, bytes.Repeat([]byte{sentinel}, len(dst))) {
 			return fmt.Errorf("%s: a read RDMA did not serve left bytes in the reader's buffer: %w", ch.FileID, err)
 		}
 		httpReads.Add(1)
-		n, err = h.ReadChunk(context.Background(), ch, off, dst)
+		n, err = readChunk(h, context.Background(), ch, off, dst)
 	}
 	if err != nil {
 		return fmt.Errorf("%s [%d,+%d): %w", ch.FileID, off, len(want), err)
@@ -730,7 +777,7 @@ func TestRXEClientCloseMidRead(t *testing.T) {
 			defer wg.Done()
 			dst := make([]byte, 4<<20)
 			for {
-				if _, err := c.ReadChunk(context.Background(), r.chunk(fid4M), 0, dst); err != nil {
+				if _, err := readChunk(c, context.Background(), r.chunk(fid4M), 0, dst); err != nil {
 					if !errors.Is(err, volume.ErrNotServed) {
 						t.Errorf("read during close: %v", err)
 					}
@@ -758,7 +805,7 @@ func TestRXEServerRestart(t *testing.T) {
 	ok, fellBack := 0, 0
 	restarted := false
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); {
-		n, err := c.ReadChunk(ctx, r.chunk(fid1M), 0, dst)
+		n, err := readChunk(c, ctx, r.chunk(fid1M), 0, dst)
 		switch {
 		case err == nil:
 			if !bytes.Equal(dst[:n], r.fv.needles[fid1M]) {
@@ -815,9 +862,9 @@ func TestRXEThroughput(t *testing.T) {
 		}
 		return 16 / time.Since(start).Seconds()
 	}
-	t.Logf("RDMA-CPU crc32c_MiBps=%.0f (%s; hash/crc32 %.0f, slicing-by-8 %.0f) copy_MiBps=%.0f",
-		speed(func() { crc32c(0, buf) }), crcImpl(), speed(func() { stdCRC(0, buf) }),
-		speed(func() { slicing8CRC(0, buf) }), speed(func() { copy(out, buf) }))
+	t.Logf("RDMA-CPU crc32c_MiBps=%.0f (%s; hash/crc32 %.0f) copy_MiBps=%.0f",
+		speed(func() { volume.CRC32C(0, buf) }), volume.CRC32CImpl(), speed(func() { stdCRC(0, buf) }),
+		speed(func() { copy(out, buf) }))
 
 	ctx := context.Background()
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc, DisableCompression: true}}
@@ -828,7 +875,7 @@ func TestRXEThroughput(t *testing.T) {
 			return readMBps(t, iters, size, conc, read)
 		}
 		rdmaRead := func(dst []byte) error {
-			n, err := c.ReadChunk(ctx, r.chunk(fid), 0, dst)
+			n, err := readChunk(c, ctx, r.chunk(fid), 0, dst)
 			if err == nil && n != size {
 				err = fmt.Errorf("short read %d", n)
 			}
@@ -879,7 +926,8 @@ func TestRXEThroughput(t *testing.T) {
 
 // TestRXETransferAB compares, in one boot, the transfer as it was (one
 // work request per slot, the CRC after it, hash/crc32), with the CRC
-// pipelined over pieces, and with the pipelined CRC using crc32c's pick.
+// pipelined over pieces, and with the pipelined CRC using volume.CRC32C's
+// pick.
 // Host load makes throughput drift by 2x over seconds, so the variants run
 // in short bursts in rotating order and each round's numbers are compared
 // with each other (RDMA-AB lines: medians over the rounds, and of the
@@ -897,13 +945,13 @@ func TestRXETransferAB(t *testing.T) {
 	}{
 		{"old", r.clientWith(t, ClientOptions{MaxConcurrent: conc, crcPieces: 1, crcFunc: stdCRC})},
 		{"pipelined", r.clientWith(t, ClientOptions{MaxConcurrent: conc, crcFunc: stdCRC})},
-		{"pipelined+" + crcImpl(), r.client(t, conc)},
+		{"pipelined+" + volume.CRC32CImpl(), r.client(t, conc)},
 	}
 	ctx := context.Background()
 	for _, fid := range []string{fid1M, fid4M} {
 		size := len(r.fv.needles[fid])
 		read := func(c *Client, dst []byte) {
-			if n, err := c.ReadChunk(ctx, r.chunk(fid), 0, dst); err != nil || n != size {
+			if n, err := readChunk(c, ctx, r.chunk(fid), 0, dst); err != nil || n != size {
 				t.Fatalf("read: n=%d err=%v", n, err)
 			}
 		}

@@ -184,7 +184,7 @@ func TestRXEWindows(t *testing.T) {
 				t.Helper()
 				dst := make([]byte, 1<<20)
 				before := good.Stats().Reads
-				if n, err := good.ReadChunk(ctx, r.chunk(fid1M), 0, dst); err != nil || !bytes.Equal(dst[:n], r.fv.needles[fid1M]) {
+				if n, err := readChunk(good, ctx, r.chunk(fid1M), 0, dst); err != nil || !bytes.Equal(dst[:n], r.fv.needles[fid1M]) {
 					t.Fatalf("%s: the other client: n=%d err=%v", stage, n, err)
 				}
 				if good.Stats().Reads != before+1 {
@@ -301,12 +301,12 @@ func TestRXEAuth(t *testing.T) {
 	ctx := context.Background()
 	dst := make([]byte, 1<<20)
 	good := r.clientWith(t, ClientOptions{Secret: secret})
-	if n, err := good.ReadChunk(ctx, r.chunk(fid1M), 0, dst); err != nil || !bytes.Equal(dst[:n], r.fv.needles[fid1M]) {
+	if n, err := readChunk(good, ctx, r.chunk(fid1M), 0, dst); err != nil || !bytes.Equal(dst[:n], r.fv.needles[fid1M]) {
 		t.Fatalf("client with the secret: n=%d err=%v", n, err)
 	}
 	refused := func(name string, c *Client) {
 		t.Helper()
-		_, err := c.ReadChunk(ctx, r.chunk(fid1M), 0, dst)
+		_, err := readChunk(c, ctx, r.chunk(fid1M), 0, dst)
 		t.Logf("RDMA-AUTH %s: %v", name, err)
 		if !errors.Is(err, volume.ErrNotServed) || c.Stats().Connected != 0 || c.Stats().Reads != 0 {
 			t.Fatalf("%s: %v, stats %+v", name, err, c.Stats())
@@ -328,14 +328,14 @@ func TestRXEAuth(t *testing.T) {
 	if st := r.srv.Stats(); st.QPs != 1 {
 		t.Fatalf("server holds %d QPs, want 1 (the authenticated client's): %+v", st.QPs, st)
 	}
-	if n, err := good.ReadChunk(ctx, r.chunk(fid4M), 0, make([]byte, 4<<20)); err != nil || n != 4<<20 {
+	if n, err := readChunk(good, ctx, r.chunk(fid4M), 0, make([]byte, 4<<20)); err != nil || n != 4<<20 {
 		t.Fatalf("client with the secret, after the refusals: %v", err)
 	}
 	// The client pins the server's identity: a server without the secret
 	// cannot prove it, and the client does not use it.
 	open := newRig(t)
 	c := open.clientWith(t, ClientOptions{Secret: secret, Timeout: 5 * time.Second})
-	_, err := c.ReadChunk(ctx, open.chunk(fid1M), 0, dst)
+	_, err := readChunk(c, ctx, open.chunk(fid1M), 0, dst)
 	t.Logf("RDMA-AUTH server without the secret: %v", err)
 	if !errors.Is(err, volume.ErrNotServed) || c.Stats().Connected != 0 {
 		t.Fatalf("client with a secret against a server without: %v", err)
@@ -382,7 +382,7 @@ func TestRXELimits(t *testing.T) {
 		t.Helper()
 		dst := make([]byte, 1<<20)
 		before := c.Stats().Reads
-		if n, err := c.ReadChunk(ctx, r.chunk(fid1M), 0, dst); err != nil || !bytes.Equal(dst[:n], r.fv.needles[fid1M]) || c.Stats().Reads != before+1 {
+		if n, err := readChunk(c, ctx, r.chunk(fid1M), 0, dst); err != nil || !bytes.Equal(dst[:n], r.fv.needles[fid1M]) || c.Stats().Reads != before+1 {
 			t.Fatalf("%s: the other client: n=%d err=%v", stage, n, err)
 		}
 	}

@@ -863,7 +863,7 @@ func (p *serverPeer) answer(ctx context.Context, req readRequest) (readReply, *r
 	// transfer against it.
 	var rangeCRC uint32
 	if req.Length > 0 {
-		rangeCRC = crc32c(0, s.cache.slotMem(n.slot)[off:off+size])
+		rangeCRC = volume.CRC32C(0, s.cache.slotMem(n.slot)[off:off+size])
 	}
 	crc, sum := n.stored.crc, n.stored.sum
 	if c, ccrc, csum, ok := s.corrupt(n); ok {
@@ -871,7 +871,7 @@ func (p *serverPeer) answer(ctx context.Context, req readRequest) (readReply, *r
 		if ccrc != n.stored.crc && req.Length > 0 {
 			// Corrupted before its CRC, or forged: the range's CRC is of
 			// the flipped bytes too.
-			rangeCRC = crc32c(0, s.cache.slotMem(c.slot)[off:off+size])
+			rangeCRC = volume.CRC32C(0, s.cache.slotMem(c.slot)[off:off+size])
 		}
 		n, crc, sum = c, ccrc, csum
 	}
@@ -924,7 +924,7 @@ func (s *Server) corrupt(n *needle) (*needle, uint32, uint32, bool) {
 	switch {
 	case forged:
 		s.forged.Add(1)
-		crc := crc32c(0, mem)
+		crc := volume.CRC32C(0, mem)
 		sum := c.stored.sum
 		if c.stored.hasSum {
 			sum = crc
@@ -932,7 +932,7 @@ func (s *Server) corrupt(n *needle) (*needle, uint32, uint32, bool) {
 		return c, crc, sum, true
 	case stored:
 		s.corruptedStored.Add(1)
-		return c, crc32c(0, mem), c.stored.sum, true
+		return c, volume.CRC32C(0, mem), c.stored.sum, true
 	}
 	s.corrupted.Add(1)
 	return c, c.stored.crc, c.stored.sum, true

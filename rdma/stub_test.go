@@ -26,9 +26,9 @@ func TestStubUnsupported(t *testing.T) {
 	if !errors.Is(c.Unavailable(), errors.ErrUnsupported) {
 		t.Errorf("Unavailable: %v", c.Unavailable())
 	}
-	_, err = c.ReadChunk(context.Background(), volume.Chunk{FileID: "3,01637037d6", Size: 10}, 0, make([]byte, 10))
+	_, err = readChunk(c, context.Background(), volume.Chunk{FileID: "3,01637037d6", Size: 10}, 0, make([]byte, 10))
 	if !errors.Is(err, volume.ErrNotServed) || !errors.Is(err, errors.ErrUnsupported) {
-		t.Errorf("ReadChunk: %v", err)
+		t.Errorf("Fetch: %v", err)
 	}
 	if st := c.Stats(); st.Fallbacks["unsupported"] != 1 || st.Reads != 0 {
 		t.Errorf("stats: %+v", st)

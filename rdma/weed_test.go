@@ -108,7 +108,7 @@ func TestWeedCluster(t *testing.T) {
 		moved := c.Stats().FetchedBytes
 		for _, rg := range [][2]int{{0, len(data)}, {12345, 100000}, {len(data) - 7, 7}} {
 			dst := make([]byte, rg[1])
-			n, err := c.ReadChunk(ctx, ch, int64(rg[0]), dst)
+			n, err := readChunk(c, ctx, ch, int64(rg[0]), dst)
 			if err != nil || !bytes.Equal(dst[:n], data[rg[0]:rg[0]+rg[1]]) {
 				t.Fatalf("%s range %v: n=%d err=%v", name, rg, n, err)
 			}
@@ -123,7 +123,7 @@ func TestWeedCluster(t *testing.T) {
 		fresh := weedClient(t, vol, side, ClientOptions{MaxConcurrent: 1})
 		ch := volume.Chunk{FileID: fids["c.txt"], Size: int64(len(text))}
 		dst := make([]byte, 5000)
-		if n, err := fresh.ReadChunk(ctx, ch, 777, dst); err != nil || !bytes.Equal(dst[:n], text[777:5777]) || fresh.Stats().Fetches != 1 {
+		if n, err := readChunk(fresh, ctx, ch, 777, dst); err != nil || !bytes.Equal(dst[:n], text[777:5777]) || fresh.Stats().Fetches != 1 {
 			t.Fatalf("c.txt as an uncompressed chunk: n=%d err=%v stats %+v", n, err, fresh.Stats())
 		}
 	}
@@ -144,7 +144,7 @@ func TestWeedCluster(t *testing.T) {
 		var rd, ht []float64
 		for i := 0; i < rounds; i++ {
 			rd = append(rd, run(func(dst []byte) error {
-				_, err := bench.ReadChunk(ctx, ch, 0, dst)
+				_, err := readChunk(bench, ctx, ch, 0, dst)
 				return err
 			}))
 			ht = append(ht, run(func(dst []byte) error {

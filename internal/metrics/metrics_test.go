@@ -41,21 +41,22 @@ func testMount(t *testing.T) *Mount {
 	m.ObserveOp("read", 80*time.Microsecond, 131072, 0)
 	m.ObserveOp("lookup", 30*time.Microsecond, 0, syscall.ENOENT)
 	f := m.Fetcher("http", fakeFetcher{})
-	_, err := f.ReadChunk(context.Background(), volume.Chunk{}, 0, make([]byte, 1))
+	_, err := f.Fetch(context.Background(), volume.Request{Dsts: [][]byte{make([]byte, 1)}})
 	require.NoError(t, err)
 	return m
 }
 
-type fakeFetcher struct{ err error }
-
-func (f fakeFetcher) ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error) {
-	return len(dst), f.err
+// fakeFetcher answers err, and keeps the last request in got when set.
+type fakeFetcher struct {
+	err error
+	got *volume.Request
 }
 
-type fakeScatterer struct{ fakeFetcher }
-
-func (fakeScatterer) ReadChunkInto(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error) {
-	return len(dsts[0]), nil
+func (f fakeFetcher) Fetch(ctx context.Context, r volume.Request) (int, error) {
+	if f.got != nil {
+		*f.got = r
+	}
+	return int(r.Len()), f.err
 }
 
 func exposition(t *testing.T, reg prometheus.Gatherer) []byte {
@@ -143,34 +144,22 @@ func TestSamples(t *testing.T) {
 	}
 }
 
-// TestFetcher checks the fetch wrapper: results are classified, and a
-// scattering fetcher stays one (pagecache streams into its slots only
-// through that method).
+// TestFetcher checks the fetch wrapper: results are classified.
 func TestFetcher(t *testing.T) {
 	notServed := fmt.Errorf("no sidecar: %w", volume.ErrNotServed)
 	tests := []struct {
-		name    string
-		f       pagecache.Fetcher
-		result  string
-		scatter bool
+		name   string
+		f      pagecache.Fetcher
+		result string
 	}{
-		{"ok", fakeFetcher{}, "ok", false},
-		{"not served", fakeFetcher{err: notServed}, "not_served", false},
-		{"error", fakeFetcher{err: errors.New("boom")}, "error", false},
-		{"scatterer", fakeScatterer{}, "ok", true},
+		{"ok", fakeFetcher{}, "ok"},
+		{"not served", fakeFetcher{err: notServed}, "not_served"},
+		{"error", fakeFetcher{err: errors.New("boom")}, "error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := NewMount()
-			f := m.Fetcher("rdma", tt.f)
-			_, isScatter := f.(chunkScatterer)
-			assert.Equal(t, tt.scatter, isScatter)
-			if isScatter {
-				_, err := f.(chunkScatterer).ReadChunkInto(context.Background(), volume.Chunk{}, 0, [][]byte{make([]byte, 3)})
-				require.NoError(t, err)
-			} else {
-				f.ReadChunk(context.Background(), volume.Chunk{}, 0, make([]byte, 3))
-			}
+			m.Fetcher("rdma", tt.f).Fetch(context.Background(), volume.Request{Dsts: [][]byte{make([]byte, 3)}})
 			text := string(exposition(t, m.Registry()))
 			assert.Contains(t, text, fmt.Sprintf(`weedfuse_fetch_duration_seconds_count{result=%q,tier="rdma"} 1`, tt.result))
 			assert.Contains(t, text, `weedfuse_fetches_in_flight{tier="rdma"} 0`)
@@ -212,18 +201,22 @@ func TestSidecarExposition(t *testing.T) {
 	promtoolCheck(t, text)
 }
 
-// TestFetcherKeepsTeeAndRange: the HTTP step, wrapped, still tees whole
-// needles into the disk cache and reads ranges. Without them the disk cache
-// stays empty and every random miss fetches a whole needle.
-func TestFetcherKeepsTeeAndRange(t *testing.T) {
-	m := NewMount()
-	w := m.Fetcher("http", volume.New(nil, volume.Options{}))
-	_, tees := w.(interface {
-		ReadChunkTee(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte, whole volume.NeedleSink) (int, error)
-	})
-	_, ranges := w.(interface {
-		ReadRange(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error)
-	})
-	assert.True(t, tees, "lost ReadChunkTee")
-	assert.True(t, ranges, "lost ReadRange")
+// TestFetcherPassesTeeAndRange: the wrapped step gets the request whole,
+// its sink and its Range flag included. (The type system only sees that
+// the wrapper has Fetch; had it dropped Whole, the disk cache would stay
+// empty, and had it dropped Range, every random miss would fetch a whole
+// needle.)
+func TestFetcherPassesTeeAndRange(t *testing.T) {
+	var got volume.Request
+	w := NewMount().Fetcher("http", fakeFetcher{got: &got})
+	sink := &bytes.Buffer{} // a NeedleSink
+	for _, want := range []volume.Request{
+		{Chunk: volume.Chunk{FileID: "3,01637037d6", Size: 10}, Off: 4, Dsts: [][]byte{make([]byte, 2), make([]byte, 3)}, Whole: sink},
+		{Chunk: volume.Chunk{FileID: "3,01637037d6", Size: 10}, Off: 1, Dsts: [][]byte{make([]byte, 5)}, Range: true},
+	} {
+		n, err := w.Fetch(context.Background(), want)
+		require.NoError(t, err)
+		assert.Equal(t, 5, n)
+		assert.Equal(t, want, got)
+	}
 }

@@ -118,66 +118,26 @@ func errnoName(e syscall.Errno) string {
 	return "errno_" + e.Error()
 }
 
-// ReadChunk is the one method of pagecache.Fetcher.
-type chunkReader interface {
-	ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error)
-}
-
-// chunkScatterer is the method pagecache uses, when a fetcher has it, to
-// stream a chunk straight into several cache slots. A wrapper must keep it,
-// or every fetch would go through a heap buffer and a copy.
-type chunkScatterer interface {
-	ReadChunkInto(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error)
-}
-
 // Fetcher wraps one step of the fetch chain (tier "http" or "rdma") so
-// that each fetch through it is timed and counted in flight. The result
-// scatters into several buffers when f does.
+// that each fetch through it is timed and counted in flight. The request
+// passes through as it is, tee and range included.
 func (m *Mount) Fetcher(tier string, f pagecache.Fetcher) pagecache.Fetcher {
-	t := timedFetcher{f: f, tier: tier, inFlight: m.fetchInFlight.WithLabelValues(tier),
+	return timedFetcher{f: f, inFlight: m.fetchInFlight.WithLabelValues(tier),
 		ok:        m.fetchDuration.WithLabelValues(tier, "ok"),
 		notServed: m.fetchDuration.WithLabelValues(tier, "not_served"),
 		failed:    m.fetchDuration.WithLabelValues(tier, "error")}
-	if full, ok := f.(teeRanger); ok {
-		return timedTeeRanger{timedScatterer: timedScatterer{timedFetcher: t, s: full}, tr: full}
-	}
-	if s, ok := f.(chunkScatterer); ok {
-		return timedScatterer{timedFetcher: t, s: s}
-	}
-	return t
-}
-
-// teeRanger is a step that also tees whole needles into the disk cache and
-// reads byte ranges (the HTTP reader): pagecache uses both methods when a
-// step has them, so a wrapper must keep them too, or the disk cache would
-// get nothing and every random miss would fetch a whole needle.
-type teeRanger interface {
-	chunkScatterer
-	ReadChunkTee(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte, whole volume.NeedleSink) (int, error)
-	ReadRange(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error)
-}
-
-type timedTeeRanger struct {
-	timedScatterer
-	tr teeRanger
-}
-
-func (t timedTeeRanger) ReadChunkTee(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte, whole volume.NeedleSink) (int, error) {
-	return t.timed(func() (int, error) { return t.tr.ReadChunkTee(ctx, c, off, dsts, whole) })
-}
-
-func (t timedTeeRanger) ReadRange(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error) {
-	return t.timed(func() (int, error) { return t.tr.ReadRange(ctx, c, off, dsts) })
 }
 
 type timedFetcher struct {
-	f                     chunkReader
-	tier                  string
+	f                     pagecache.Fetcher
 	inFlight              prometheus.Gauge
 	ok, notServed, failed prometheus.Observer
 }
 
-func (t timedFetcher) observe(start time.Time, err error) {
+func (t timedFetcher) Fetch(ctx context.Context, r volume.Request) (int, error) {
+	t.inFlight.Inc()
+	start := time.Now()
+	n, err := t.f.Fetch(ctx, r)
 	t.inFlight.Dec()
 	o := t.ok
 	switch {
@@ -188,26 +148,5 @@ func (t timedFetcher) observe(start time.Time, err error) {
 		o = t.failed
 	}
 	o.Observe(time.Since(start).Seconds())
-}
-
-// timed runs one fetch, counted in flight and timed.
-func (t timedFetcher) timed(fetch func() (int, error)) (int, error) {
-	t.inFlight.Inc()
-	start := time.Now()
-	n, err := fetch()
-	t.observe(start, err)
 	return n, err
-}
-
-func (t timedFetcher) ReadChunk(ctx context.Context, c volume.Chunk, off int64, dst []byte) (int, error) {
-	return t.timed(func() (int, error) { return t.f.ReadChunk(ctx, c, off, dst) })
-}
-
-type timedScatterer struct {
-	timedFetcher
-	s chunkScatterer
-}
-
-func (t timedScatterer) ReadChunkInto(ctx context.Context, c volume.Chunk, off int64, dsts [][]byte) (int, error) {
-	return t.timed(func() (int, error) { return t.s.ReadChunkInto(ctx, c, off, dsts) })
 }

@@ -267,3 +267,19 @@ func gunzipForTest(data []byte) []byte {
 	}
 	return b.Bytes()
 }
+
+// readChunk fetches [off, off+len(dst)) of c into dst, the whole needle
+// checked.
+func readChunk(r *Reader, ctx context.Context, c Chunk, off int64, dst []byte) (int, error) {
+	return r.Fetch(ctx, Request{Chunk: c, Off: off, Dsts: [][]byte{dst}})
+}
+
+// readInto is readChunk into several buffers.
+func readInto(r *Reader, ctx context.Context, c Chunk, off int64, dsts [][]byte) (int, error) {
+	return r.Fetch(ctx, Request{Chunk: c, Off: off, Dsts: dsts})
+}
+
+// readRange fetches just the range that dsts hold, unchecked.
+func readRange(r *Reader, ctx context.Context, c Chunk, off int64, dsts [][]byte) (int, error) {
+	return r.Fetch(ctx, Request{Chunk: c, Off: off, Dsts: dsts, Range: true})
+}

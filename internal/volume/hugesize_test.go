@@ -16,14 +16,14 @@ func TestHugeChunkIsRefused(t *testing.T) {
 	for _, size := range []int64{1 << 40, MaxChunkSize + 1, -5} {
 		c := Chunk{FileID: testFID, Size: size}
 		dst := make([]byte, 100)
-		if _, err := r.ReadChunk(ctx, c, 0, dst); !errors.Is(err, ErrChunkTooLarge) {
-			t.Errorf("size %d: ReadChunk = %v, want ErrChunkTooLarge", size, err)
+		if _, err := readChunk(r, ctx, c, 0, dst); !errors.Is(err, ErrChunkTooLarge) {
+			t.Errorf("size %d: Fetch = %v, want ErrChunkTooLarge", size, err)
 		}
-		if _, err := r.ReadChunkTee(ctx, c, 0, [][]byte{dst}, nil); !errors.Is(err, ErrChunkTooLarge) {
-			t.Errorf("size %d: ReadChunkTee = %v, want ErrChunkTooLarge", size, err)
+		if _, err := readInto(r, ctx, c, 0, [][]byte{dst}); !errors.Is(err, ErrChunkTooLarge) {
+			t.Errorf("size %d: Fetch = %v, want ErrChunkTooLarge", size, err)
 		}
-		if _, err := r.ReadRange(ctx, c, 0, [][]byte{dst}); !errors.Is(err, ErrChunkTooLarge) {
-			t.Errorf("size %d: ReadRange = %v, want ErrChunkTooLarge", size, err)
+		if _, err := readRange(r, ctx, c, 0, [][]byte{dst}); !errors.Is(err, ErrChunkTooLarge) {
+			t.Errorf("size %d: range Fetch = %v, want ErrChunkTooLarge", size, err)
 		}
 	}
 	if hits := v.hits.Load(); hits != 0 {

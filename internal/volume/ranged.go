@@ -9,18 +9,19 @@ import (
 	"strings"
 )
 
-// ReadRange reads the logical bytes [off, off+total) of a plain chunk (see
-// Chunk.Plain) with one ranged GET per attempt, into dsts in order, and
-// returns how many it wrote: fewer than dsts hold only at the chunk's end.
-// Replicas, retries and JWTs are as for ReadChunk.
+// fetchRange is Fetch of a Range request: it reads the logical bytes
+// [off, off+total) of a plain chunk (see Chunk.Plain) with one ranged GET
+// per attempt, into dsts in order, and returns how many it wrote: fewer
+// than dsts hold only at the chunk's end. Replicas, retries and JWTs are as
+// for a whole needle.
 //
 // Nothing here can verify the bytes: SeaweedFS keeps no checksum over a
 // range (see the package doc). The caller checks them against what it
 // knows (a table of block checksums made when the needle was once read
 // whole) or counts them as unverified. A server that ignores the Range
-// header and answers the whole needle is checked as ReadChunk checks it.
+// header and answers the whole needle is checked as a whole needle is.
 // A chunk that is not plain is refused: its stored bytes cannot be cut.
-func (r *Reader) ReadRange(ctx context.Context, c Chunk, off int64, dsts [][]byte) (int, error) {
+func (r *Reader) fetchRange(ctx context.Context, c Chunk, off int64, dsts [][]byte) (int, error) {
 	if !c.Plain() {
 		return 0, fmt.Errorf("read range of chunk %s: not plain bytes: %w", c.FileID, ErrNotServed)
 	}
@@ -54,7 +55,7 @@ func (r *Reader) ReadRange(ctx context.Context, c Chunk, off int64, dsts [][]byt
 				if err != nil {
 					return err
 				}
-				scatter(dsts, logical[off:])
+				Scatter(dsts, logical[off:])
 				return nil
 			default:
 				return &statusError{code: resp.StatusCode, status: resp.Status}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/crc32"
 	"io"
 	"io/fs"
 	"math/rand/v2"
@@ -24,7 +23,7 @@ import (
 // Locator finds the volume servers that hold a volume. The filer client
 // implements it over LookupVolume with a cache.
 //
-// Implementations must be safe for concurrent use: every ReadChunk in flight
+// Implementations must be safe for concurrent use: every Fetch in flight
 // calls Locations, and Invalidate after a round in which all replicas
 // failed, from many goroutines at once.
 type Locator interface {
@@ -58,7 +57,7 @@ type Options struct {
 	// it should cover the reads in flight at once. Default 128.
 	MaxIdleConnsPerHost int
 	// WholeCacheBytes bounds the cache of decoded, verified needles (see
-	// ReadChunk). Default 32 MiB; negative turns it off.
+	// Fetch). Default 32 MiB; negative turns it off.
 	WholeCacheBytes int64
 	// MaxDecodeBytes bounds the memory of needles being read whole and
 	// decoded at once (see Reader.decoding). Default 128 MiB.
@@ -180,7 +179,7 @@ func (r *Reader) Close() error {
 
 // Stats are the Reader's counters since New.
 type Stats struct {
-	// Reads and Errors count ReadChunk and ReadNeedleChecked calls that
+	// Reads and Errors count Fetch and ReadNeedleChecked calls that
 	// succeeded and failed.
 	Reads, Errors int64
 	// Bytes counts the logical bytes that reads returned.
@@ -198,7 +197,7 @@ type Stats struct {
 	// stored bytes, cache misses all. FetchedBytes over Bytes is the cost
 	// of fetching whole needles for partial reads.
 	Fetches, FetchedBytes int64
-	// RangeFetches and RangeBytes count ranged GETs (ReadRange) and the
+	// RangeFetches and RangeBytes count ranged GETs (Fetch of a Range) and the
 	// bytes they brought, which this package could not verify.
 	RangeFetches, RangeBytes int64
 }
@@ -220,21 +219,26 @@ func (r *Reader) Stats() Stats {
 	}
 }
 
-// ReadChunk fills dst with the chunk's logical bytes [off, off+len(dst)). It
-// returns n < len(dst) only when the chunk ends first, with n =
-// min(len(dst), c.Size-off), and never fills a gap with zeros: a short reply
-// from a server is an error. It is safe for concurrent use.
+// Fetch fills req.Dsts, in order, with the chunk's logical bytes from
+// req.Off and returns how many it wrote: fewer than req.Len() only when the
+// chunk ends first, never a gap filled with zeros (a short reply from a
+// server is an error). It is safe for concurrent use. A Range request gets
+// just its range (see fetchRange).
 //
-// Whatever range it asks for, it fetches the chunk's whole stored needle,
-// since only a whole needle is covered by a checksum (see the package doc):
-// one GET without Range, with "Accept-Encoding: gzip" so that a compressed
-// needle comes back as stored and its CRC can be checked. The needle is then
-// decoded here (decrypted, gunzipped), its length checked against c.Size
-// (it may be longer, see Chunk.Size), and the e_tag checked when the
-// package doc says so. Verified needles are kept in a small cache
-// (Options.WholeCacheBytes) and concurrent reads of one needle share a
-// single fetch, so a caller reading a chunk piece by piece fetches it once.
-// (The block cache uses ReadChunkInto, which streams plain chunks instead.)
+// Any other request, whatever range it asks for, fetches the chunk's whole
+// stored needle, since only a whole needle is covered by a checksum (see
+// the package doc): one GET without Range, with "Accept-Encoding: gzip" so
+// that a compressed needle comes back as stored and its CRC can be checked.
+// A plain chunk streams straight from the answer into req.Dsts, the whole
+// needle through the checks, and is neither cached here nor shared with
+// concurrent readers, since the caller (the block cache, into its slots)
+// keeps what it reads and shares fetches itself. Other chunks are decoded
+// here (decrypted, gunzipped), their length checked against c.Size (it may
+// be longer, see Chunk.Size), and the e_tag checked when the package doc
+// says so; such verified needles are kept in a small cache
+// (Options.WholeCacheBytes), which later requests read first, and
+// concurrent reads of one needle share a single fetch. req.Whole, when not
+// nil, also gets the needle's whole logical bytes.
 //
 // Replicas are tried in the Locator's order, those in the penalty box last;
 // a corrupt copy counts as that replica failing. When all fail, the
@@ -244,55 +248,11 @@ func (r *Reader) Stats() Stats {
 // A 404 from every replica, twice, the second time after a fresh lookup,
 // gives an error wrapping fs.ErrNotExist. A cancelled ctx gives an error
 // wrapping ctx.Err().
-func (r *Reader) ReadChunk(ctx context.Context, c Chunk, off int64, dst []byte) (int, error) {
-	n, err := r.readChunk(ctx, c, off, dst)
-	if err != nil {
-		r.failed.Add(1)
-		return 0, err
+func (r *Reader) Fetch(ctx context.Context, req Request) (int, error) {
+	if req.Range {
+		return r.fetchRange(ctx, req.Chunk, req.Off, req.Dsts)
 	}
-	r.reads.Add(1)
-	r.bytes.Add(int64(n))
-	return n, nil
-}
-
-func (r *Reader) readChunk(ctx context.Context, c Chunk, off int64, dst []byte) (int, error) {
-	if err := c.CheckSize(); err != nil {
-		return 0, fmt.Errorf("read chunk: %w", err)
-	}
-	if off < 0 || off > c.Size {
-		return 0, fmt.Errorf("read chunk %s: offset %d outside its %d bytes", c.FileID, off, c.Size)
-	}
-	n := int(min(int64(len(dst)), c.Size-off))
-	if n == 0 {
-		return 0, nil
-	}
-	vid, _, _, err := ParseFileID(c.FileID)
-	if err != nil {
-		return 0, fmt.Errorf("read chunk: %w", err)
-	}
-	if off == 0 && int64(n) == c.Size && r.streamable(c) {
-		if err := r.readRangeInto(ctx, vid, c, 0, [][]byte{dst[:n]}, nil); err != nil {
-			return 0, err
-		}
-		return n, nil
-	}
-	data, err := r.needle(ctx, vid, c)
-	if err != nil {
-		return 0, err
-	}
-	return copy(dst[:n], data[off:c.Size]), nil
-}
-
-// ReadChunkInto is ReadChunk for a caller that keeps what it reads (the
-// block cache, into its slots) and shares fetches itself: dsts are filled
-// in order with the logical bytes from off. A plain chunk streams straight
-// from the answer into dsts, the whole needle through the checks, and is
-// neither cached here nor shared with concurrent readers; other chunks go
-// through the needle cache as for ReadChunk. It returns the bytes written;
-// fewer than the buffers hold only at the chunk's end. Safe for concurrent
-// use.
-func (r *Reader) ReadChunkInto(ctx context.Context, c Chunk, off int64, dsts [][]byte) (int, error) {
-	return r.ReadChunkTee(ctx, c, off, dsts, nil)
+	return r.fetchWhole(ctx, req.Chunk, req.Off, req.Dsts, req.Whole)
 }
 
 // NeedleSink takes the whole logical bytes of a needle, in order, while a
@@ -308,10 +268,9 @@ type NeedleSink interface {
 	Reset()
 }
 
-// ReadChunkTee is ReadChunkInto that also hands the needle's whole logical
-// bytes to whole (when not nil): the block cache keeps the run it asked
-// for in memory and the needle on disk, from one fetch.
-func (r *Reader) ReadChunkTee(ctx context.Context, c Chunk, off int64, dsts [][]byte, whole NeedleSink) (int, error) {
+// fetchWhole is Fetch of a request that is not a Range: the whole needle
+// is fetched, and teed into whole when that is not nil.
+func (r *Reader) fetchWhole(ctx context.Context, c Chunk, off int64, dsts [][]byte, whole NeedleSink) (int, error) {
 	total := 0
 	for _, d := range dsts {
 		total += len(d)
@@ -326,6 +285,7 @@ func (r *Reader) ReadChunkTee(ctx context.Context, c Chunk, off int64, dsts [][]
 		return 0, fmt.Errorf("read chunk: %w", err)
 	}
 	if off < 0 || off > c.Size {
+		r.failed.Add(1)
 		return 0, fmt.Errorf("read chunk %s: offset %d outside its %d bytes", c.FileID, off, c.Size)
 	}
 	// A sink alone (nothing to keep in memory) streams too.
@@ -349,7 +309,7 @@ func (r *Reader) ReadChunkTee(ctx context.Context, c Chunk, off int64, dsts [][]
 		whole.Write(data)
 	}
 	end := min(off+int64(total), c.Size)
-	scatter(dsts, data[off:end])
+	Scatter(dsts, data[off:end])
 	r.reads.Add(1)
 	r.bytes.Add(end - off)
 	return int(end - off), nil
@@ -410,7 +370,7 @@ func (r *Reader) readRangeInto(ctx context.Context, vid uint32, c Chunk, off int
 				if whole != nil {
 					whole.Write(logical)
 				}
-				scatter(dsts, logical[off:]) // DecodeVerified checked its length
+				Scatter(dsts, logical[off:]) // DecodeVerified checked its length
 				return nil
 			}
 			crcSum, crcChecked := NeedleCRC(resp.Header.Get("ETag"))
@@ -460,7 +420,7 @@ type needleSum struct {
 }
 
 func (s *needleSum) Write(p []byte) (int, error) {
-	s.crc = crc32.Update(s.crc, castagnoli, p)
+	s.crc = CRC32C(s.crc, p)
 	if s.md5 != nil {
 		s.md5.Write(p)
 	}
@@ -468,13 +428,6 @@ func (s *needleSum) Write(p []byte) (int, error) {
 		s.sink.Write(p)
 	}
 	return len(p), nil
-}
-
-// scatter copies data across dsts in order.
-func scatter(dsts [][]byte, data []byte) {
-	for _, dst := range dsts {
-		data = data[copy(dst, data):]
-	}
 }
 
 // needle returns the verified logical bytes of the chunk's whole needle, at
@@ -532,7 +485,7 @@ func (r *Reader) needle(ctx context.Context, vid uint32, c Chunk) ([]byte, error
 // whose length is not known in advance: a manifest blob, whose chunk's Size
 // is the span of the file it covers, not the blob's length. c.Size is
 // ignored; the blob may be at most MaxNeedle bytes. Fetching, verification,
-// replicas and retries are as for ReadChunk, without the cache.
+// replicas and retries are as for Fetch, without the cache.
 //
 // check, when not nil, validates each replica's blob, for contents that
 // the caller can validate and that SeaweedFS may hold no checksum of (the
@@ -580,7 +533,7 @@ func isContextError(err error) bool {
 type attemptFunc func(ctx context.Context, addr string) error
 
 // withReplicas runs attempt against the volume's replicas until one
-// succeeds, in rounds, as ReadChunk describes.
+// succeeds, in rounds, as Fetch describes.
 func (r *Reader) withReplicas(ctx context.Context, vid uint32, fid string, attempt attemptFunc) error {
 	start := time.Now()
 	deadline := start.Add(r.opts.ReadRetryTime)
@@ -807,7 +760,7 @@ func checkCRC(resp *http.Response, stored []byte) (bool, error) {
 	sum, ok := NeedleCRC(resp.Header.Get("ETag"))
 	if ok && !CRCMatches(stored, sum) {
 		return true, fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",
-			crc32.Checksum(stored, castagnoli), len(stored), resp.Header.Get("ETag"), ErrCorrupt)
+			CRC32C(0, stored), len(stored), resp.Header.Get("ETag"), ErrCorrupt)
 	}
 	return ok, nil
 }

@@ -22,11 +22,11 @@ func newTestReader(t testing.TB, loc Locator, opts Options) *Reader {
 	return r
 }
 
-// readAll reads the whole chunk through ReadChunk.
+// readAll reads the whole chunk through Fetch.
 func readAll(t testing.TB, r *Reader, c Chunk) []byte {
 	t.Helper()
 	dst := make([]byte, c.Size)
-	n, err := r.ReadChunk(context.Background(), c, 0, dst)
+	n, err := readChunk(r, context.Background(), c, 0, dst)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,12 +36,17 @@ func readAll(t testing.TB, r *Reader, c Chunk) []byte {
 	return dst
 }
 
+// TestReadChunkRangesShareOneWholeFetch reads pieces of a sealed needle,
+// which is decoded whole and kept in the needle cache. (A plain one streams
+// each request's bytes, uncached: the block cache shares its fetches.)
 func TestReadChunkRangesShareOneWholeFetch(t *testing.T) {
 	data := randomBytes(t, 300_000)
+	key := randomBytes(t, 32)
+	stored := sealForTest(t, key, data)
 	v := newFakeVolume(t)
-	v.put(testFID, needle{data: data})
+	v.put(testFID, needle{data: stored})
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
-	c := Chunk{FileID: testFID, Size: int64(len(data))}
+	c := Chunk{FileID: testFID, Size: int64(len(data)), CipherKey: key}
 
 	for _, tt := range []struct {
 		off    int64
@@ -58,15 +63,15 @@ func TestReadChunkRangesShareOneWholeFetch(t *testing.T) {
 		{0, 0, 0},
 	} {
 		dst := make([]byte, tt.length)
-		n, err := r.ReadChunk(context.Background(), c, tt.off, dst)
+		n, err := readChunk(r, context.Background(), c, tt.off, dst)
 		if err != nil {
-			t.Fatalf("ReadChunk(%d, %d): %v", tt.off, tt.length, err)
+			t.Fatalf("Fetch(%d, %d): %v", tt.off, tt.length, err)
 		}
 		if n != tt.want {
-			t.Errorf("ReadChunk(%d, %d) = %d, want %d", tt.off, tt.length, n, tt.want)
+			t.Errorf("Fetch(%d, %d) = %d, want %d", tt.off, tt.length, n, tt.want)
 		}
 		if !bytes.Equal(dst[:n], data[tt.off:tt.off+int64(n)]) {
-			t.Errorf("ReadChunk(%d, %d): bytes differ from the source", tt.off, tt.length)
+			t.Errorf("Fetch(%d, %d): bytes differ from the source", tt.off, tt.length)
 		}
 	}
 	if hits := v.hits.Load(); hits != 1 {
@@ -76,15 +81,15 @@ func TestReadChunkRangesShareOneWholeFetch(t *testing.T) {
 	if h.Get("Range") != "" || h.Get("Accept-Encoding") != "gzip" {
 		t.Errorf("fetched with Range %q, Accept-Encoding %q; want no Range, gzip", h.Get("Range"), h.Get("Accept-Encoding"))
 	}
-	if _, err := r.ReadChunk(context.Background(), c, 300_001, make([]byte, 1)); err == nil {
+	if _, err := readChunk(r, context.Background(), c, 300_001, make([]byte, 1)); err == nil {
 		t.Error("reading past the end of the chunk succeeded")
 	}
 	s := r.Stats()
 	if s.Reads != 8 || s.Errors != 1 || s.Bytes != 100+300_000+1+1+65_536+10_000 || s.Retries != 0 {
 		t.Errorf("stats %+v", s)
 	}
-	if s.Fetches != 1 || s.FetchedBytes != 300_000 {
-		t.Errorf("stats %+v: want one fetch of 300000 bytes", s)
+	if s.Fetches != 1 || s.FetchedBytes != int64(len(stored)) {
+		t.Errorf("stats %+v: want one fetch of %d bytes", s, len(stored))
 	}
 }
 
@@ -98,8 +103,8 @@ func TestReadChunkCacheOff(t *testing.T) {
 	c := Chunk{FileID: testFID, Size: int64(len(data))}
 	for off := int64(0); off < 10_000; off += 2_500 {
 		dst := make([]byte, 2_500)
-		if _, err := r.ReadChunk(context.Background(), c, off, dst); err != nil || !bytes.Equal(dst, data[off:off+2_500]) {
-			t.Fatalf("ReadChunk(%d): %v, or bytes differ", off, err)
+		if _, err := readChunk(r, context.Background(), c, off, dst); err != nil || !bytes.Equal(dst, data[off:off+2_500]) {
+			t.Fatalf("Fetch(%d): %v, or bytes differ", off, err)
 		}
 	}
 	if hits := v.hits.Load(); hits != 4 {
@@ -116,9 +121,9 @@ func TestReadChunkShortBodyFailsOver(t *testing.T) {
 	r := newTestReader(t, newFakeLocator([]string{short.addr, good.addr}), quickOptions)
 
 	dst := make([]byte, 100_000)
-	n, err := r.ReadChunk(context.Background(), Chunk{FileID: testFID, Size: int64(len(data))}, 50_000, dst)
+	n, err := readChunk(r, context.Background(), Chunk{FileID: testFID, Size: int64(len(data))}, 50_000, dst)
 	if err != nil || n != len(dst) {
-		t.Fatalf("ReadChunk = %d, %v", n, err)
+		t.Fatalf("Fetch = %d, %v", n, err)
 	}
 	if !bytes.Equal(dst, data[50_000:150_000]) {
 		t.Error("bytes differ")
@@ -138,9 +143,9 @@ func TestReadChunkShortBodyIsAnError(t *testing.T) {
 	v.setFault(shortBody)
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
 	dst := make([]byte, 100_000)
-	n, err := r.ReadChunk(context.Background(), Chunk{FileID: testFID, Size: int64(len(data))}, 0, dst)
+	n, err := readChunk(r, context.Background(), Chunk{FileID: testFID, Size: int64(len(data))}, 0, dst)
 	if err == nil || n != 0 {
-		t.Fatalf("ReadChunk = %d, %v; want an error, never a silently short read", n, err)
+		t.Fatalf("Fetch = %d, %v; want an error, never a silently short read", n, err)
 	}
 	if !strings.Contains(err.Error(), "unexpected EOF") {
 		t.Errorf("error %q does not say the body was short", err)
@@ -162,8 +167,8 @@ func TestReadChunkCRCMismatchFailsOver(t *testing.T) {
 		c := Chunk{FileID: testFID, Size: int64(len(data))}
 
 		dst := make([]byte, 4096)
-		if n, err := r.ReadChunk(context.Background(), c, 0, dst); err != nil || n != len(dst) {
-			t.Fatalf("crc form %d: ReadChunk = %d, %v", form, n, err)
+		if n, err := readChunk(r, context.Background(), c, 0, dst); err != nil || n != len(dst) {
+			t.Fatalf("crc form %d: Fetch = %d, %v", form, n, err)
 		}
 		if !bytes.Equal(dst, data[:4096]) {
 			t.Errorf("crc form %d: bytes differ", form)
@@ -184,9 +189,9 @@ func TestReadChunkCRCMismatchOnlyReplica(t *testing.T) {
 	v.setFault(corrupt)
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
 	dst := make([]byte, 100)
-	n, err := r.ReadChunk(context.Background(), Chunk{FileID: testFID, Size: int64(len(data))}, 60_000, dst)
+	n, err := readChunk(r, context.Background(), Chunk{FileID: testFID, Size: int64(len(data))}, 60_000, dst)
 	if !errors.Is(err, ErrCorrupt) || n != 0 {
-		t.Fatalf("ReadChunk = %d, %v; want ErrCorrupt, never the flipped bytes", n, err)
+		t.Fatalf("Fetch = %d, %v; want ErrCorrupt, never the flipped bytes", n, err)
 	}
 	if !strings.Contains(err.Error(), "crc32c") {
 		t.Errorf("error %q does not name the failed check", err)
@@ -216,7 +221,7 @@ func TestReadChunkNoCRCChecksETag(t *testing.T) {
 	r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
 
 	dst := make([]byte, 10)
-	if _, err := r.ReadChunk(context.Background(), Chunk{FileID: testFID, Size: int64(len(data)), ETag: md5ETag(data)}, 0, dst); err != nil {
+	if _, err := readChunk(r, context.Background(), Chunk{FileID: testFID, Size: int64(len(data)), ETag: md5ETag(data)}, 0, dst); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(dst, data[:10]) {
@@ -242,7 +247,7 @@ func TestReadChunkVerifyETag(t *testing.T) {
 	opts := quickOptions
 	opts.VerifyETag = true
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), opts)
-	if _, err := r.ReadChunk(context.Background(), c, 0, make([]byte, 10)); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "e_tag") {
+	if _, err := readChunk(r, context.Background(), c, 0, make([]byte, 10)); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "e_tag") {
 		t.Errorf("err = %v, want an e_tag mismatch", err)
 	}
 }
@@ -277,8 +282,8 @@ func TestReadChunkTruncated(t *testing.T) {
 				t.Error("the truncated chunk's bytes differ from its needle's first Size bytes")
 			}
 			dst := make([]byte, 100)
-			if n, err := r.ReadChunk(context.Background(), c, 199_990, dst); err != nil || n != 10 || !bytes.Equal(dst[:n], tc.whole[199_990:200_000]) {
-				t.Errorf("ReadChunk at the truncated end = %d, %v; want the last 10 bytes", n, err)
+			if n, err := readChunk(r, context.Background(), c, 199_990, dst); err != nil || n != 10 || !bytes.Equal(dst[:n], tc.whole[199_990:200_000]) {
+				t.Errorf("Fetch at the truncated end = %d, %v; want the last 10 bytes", n, err)
 			}
 			// The untruncated chunk of the same needle comes from the cache.
 			c.Size = int64(len(tc.whole))
@@ -290,7 +295,7 @@ func TestReadChunkTruncated(t *testing.T) {
 			}
 			// A chunk longer than its needle is corrupt metadata.
 			c.Size++
-			if _, err := r.ReadChunk(context.Background(), c, 0, make([]byte, 10)); !errors.Is(err, ErrCorrupt) {
+			if _, err := readChunk(r, context.Background(), c, 0, make([]byte, 10)); !errors.Is(err, ErrCorrupt) {
 				t.Errorf("a chunk longer than its needle: err = %v, want ErrCorrupt", err)
 			}
 		})
@@ -302,7 +307,7 @@ func TestReadChunkNeedleShorterThanChunk(t *testing.T) {
 	v := newFakeVolume(t)
 	v.put(testFID, needle{data: data})
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
-	_, err := r.ReadChunk(context.Background(), Chunk{FileID: testFID, Size: 1001}, 0, make([]byte, 10))
+	_, err := readChunk(r, context.Background(), Chunk{FileID: testFID, Size: 1001}, 0, make([]byte, 10))
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "needle holds 1000 logical bytes, chunk shows 1001") {
 		t.Errorf("err = %v", err)
 	}
@@ -310,9 +315,9 @@ func TestReadChunkNeedleShorterThanChunk(t *testing.T) {
 	// cached the needle), whole or in part: an error, never a gap.
 	for _, off := range []int64{0, 500} {
 		r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
-		_, err := r.ReadChunkInto(context.Background(), Chunk{FileID: testFID, Size: 1001}, off, [][]byte{make([]byte, 1001-off)})
+		_, err := readInto(r, context.Background(), Chunk{FileID: testFID, Size: 1001}, off, [][]byte{make([]byte, 1001-off)})
 		if !errors.Is(err, ErrCorrupt) {
-			t.Errorf("ReadChunkInto(%d): err = %v, want ErrCorrupt", off, err)
+			t.Errorf("Fetch(%d): err = %v, want ErrCorrupt", off, err)
 		}
 	}
 }
@@ -324,7 +329,7 @@ func TestReadChunkAllReplicasDown(t *testing.T) {
 	r := newTestReader(t, loc, Options{ReadRetryTime: 500 * time.Millisecond})
 
 	start := time.Now()
-	_, err := r.ReadChunk(context.Background(), Chunk{FileID: testFID, Size: 10}, 0, make([]byte, 10))
+	_, err := readChunk(r, context.Background(), Chunk{FileID: testFID, Size: 10}, 0, make([]byte, 10))
 	elapsed := time.Since(start)
 	if err == nil {
 		t.Fatal("read succeeded")
@@ -367,7 +372,7 @@ func TestReadChunkNotFound(t *testing.T) {
 	loc := newFakeLocator([]string{a.addr, b.addr})
 	r := newTestReader(t, loc, Options{ReadRetryTime: 10 * time.Second})
 	start := time.Now()
-	_, err := r.ReadChunk(context.Background(), Chunk{FileID: testFID, Size: 10}, 0, make([]byte, 10))
+	_, err := readChunk(r, context.Background(), Chunk{FileID: testFID, Size: 10}, 0, make([]byte, 10))
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("err = %v, want fs.ErrNotExist", err)
 	}
@@ -391,7 +396,7 @@ func TestReadChunkContextCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	start := time.Now()
-	_, err := r.ReadChunk(ctx, Chunk{FileID: testFID, Size: 10}, 0, make([]byte, 10))
+	_, err := readChunk(r, ctx, Chunk{FileID: testFID, Size: 10}, 0, make([]byte, 10))
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -405,18 +410,19 @@ func TestReadChunkContextCancel(t *testing.T) {
 
 // TestReadChunkSharedFetchOutlivesCanceller: the reader whose ctx runs the
 // shared fetch gives up; another reader of the same needle still gets it.
+// (Only needles decoded whole, such as sealed ones, share fetches.)
 func TestReadChunkSharedFetchOutlivesCanceller(t *testing.T) {
-	data := randomBytes(t, 1000)
+	data, key := randomBytes(t, 1000), randomBytes(t, 32)
 	v := newFakeVolume(t)
-	v.put(testFID, needle{data: data})
+	v.put(testFID, needle{data: sealForTest(t, key, data)})
 	v.setFault(stall)
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), Options{StallTimeout: time.Minute})
-	c := Chunk{FileID: testFID, Size: 1000}
+	c := Chunk{FileID: testFID, Size: 1000, CipherKey: key}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	first := make(chan error, 1)
 	go func() {
-		_, err := r.ReadChunk(ctx, c, 0, make([]byte, 10))
+		_, err := readChunk(r, ctx, c, 0, make([]byte, 10))
 		first <- err
 	}()
 	for v.hits.Load() == 0 {
@@ -425,7 +431,7 @@ func TestReadChunkSharedFetchOutlivesCanceller(t *testing.T) {
 	second := make(chan error, 1)
 	dst := make([]byte, 10)
 	go func() {
-		_, err := r.ReadChunk(context.Background(), c, 0, dst)
+		_, err := readChunk(r, context.Background(), c, 0, dst)
 		second <- err
 	}()
 	time.Sleep(50 * time.Millisecond) // let the second reader join the flight
@@ -474,7 +480,7 @@ func TestReadChunkJWT(t *testing.T) {
 	// A wrong key is refused by every replica alike: no point retrying.
 	wrong := newTestReader(t, newFakeLocator([]string{v.addr}), Options{ReadSigningKey: []byte("wrong"), ReadRetryTime: time.Minute})
 	start := time.Now()
-	_, err := wrong.ReadChunk(context.Background(), c, 0, make([]byte, 10))
+	_, err := readChunk(wrong, context.Background(), c, 0, make([]byte, 10))
 	if err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("err = %v, want the 401", err)
 	}
@@ -495,9 +501,9 @@ func TestReadChunkCompressed(t *testing.T) {
 		c := Chunk{FileID: testFID, Size: int64(len(text)), Compressed: flagged, ETag: md5ETag(text)}
 
 		dst := make([]byte, 1000)
-		n, err := r.ReadChunk(context.Background(), c, 100_000, dst)
+		n, err := readChunk(r, context.Background(), c, 100_000, dst)
 		if err != nil || n != 1000 {
-			t.Fatalf("is_compressed %v: ReadChunk = %d, %v", flagged, n, err)
+			t.Fatalf("is_compressed %v: Fetch = %d, %v", flagged, n, err)
 		}
 		if !bytes.Equal(dst, text[100_000:101_000]) {
 			t.Errorf("is_compressed %v: a range of a gzipped needle differs from the logical bytes", flagged)
@@ -544,12 +550,12 @@ func TestReadChunkEncrypted(t *testing.T) {
 
 		for _, off := range []int64{0, 65_536, 131_072, 196_608} {
 			dst := make([]byte, 65_536)
-			n, err := r.ReadChunk(context.Background(), c, off, dst)
+			n, err := readChunk(r, context.Background(), c, off, dst)
 			if err != nil {
-				t.Fatalf("compressed=%v: ReadChunk(%d): %v", compressed, off, err)
+				t.Fatalf("compressed=%v: Fetch(%d): %v", compressed, off, err)
 			}
 			if want := min(65_536, 200_000-off); int64(n) != want || !bytes.Equal(dst[:n], plain[off:off+want]) {
-				t.Errorf("compressed=%v: ReadChunk(%d) = %d bytes that differ", compressed, off, n)
+				t.Errorf("compressed=%v: Fetch(%d) = %d bytes that differ", compressed, off, n)
 			}
 		}
 		if hits := v.hits.Load(); hits != 1 {
@@ -578,40 +584,34 @@ func TestReadChunkEncryptedCorruptFailsOver(t *testing.T) {
 	}
 }
 
+// TestReadChunkConcurrentReadersShareOneFetch: concurrent readers of a
+// needle decoded whole (here sealed) share one fetch. (A plain needle
+// streams each request's bytes: the block cache shares its fetches.)
 func TestReadChunkConcurrentReadersShareOneFetch(t *testing.T) {
 	key := randomBytes(t, 32)
 	plain := randomBytes(t, 1<<20)
-	for _, tc := range []struct {
-		name   string
-		stored []byte
-		key    []byte
-	}{{"plain", plain, nil}, {"encrypted", sealForTest(t, key, plain), key}} {
-		t.Run(tc.name, func(t *testing.T) {
-			v := newFakeVolume(t)
-			v.put(testFID, needle{data: tc.stored})
-			r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
-			c := Chunk{FileID: testFID, Size: 1 << 20, CipherKey: tc.key}
+	v := newFakeVolume(t)
+	v.put(testFID, needle{data: sealForTest(t, key, plain)})
+	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
+	c := Chunk{FileID: testFID, Size: 1 << 20, CipherKey: key}
 
-			var wg sync.WaitGroup
-			for i := range 16 {
-				wg.Go(func() {
-					off := int64(i) * 65_536
-					dst := make([]byte, 65_536)
-					if _, err := r.ReadChunk(context.Background(), c, off, dst); err != nil {
-						t.Error(err)
-					} else if !bytes.Equal(dst, plain[off:off+65_536]) {
-						t.Errorf("block %d differs", i)
-					}
-				})
-			}
-			wg.Wait()
-			// Readers that arrive after the shared fetch finished hit the
-			// cache; the fake answers quickly, so allow a stray second
-			// fetch.
-			if hits := v.hits.Load(); hits > 2 {
-				t.Errorf("%d fetches for 16 concurrent readers of one chunk", hits)
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			off := int64(i) * 65_536
+			dst := make([]byte, 65_536)
+			if _, err := readChunk(r, context.Background(), c, off, dst); err != nil {
+				t.Error(err)
+			} else if !bytes.Equal(dst, plain[off:off+65_536]) {
+				t.Errorf("block %d differs", i)
 			}
 		})
+	}
+	wg.Wait()
+	// Readers that arrive after the shared fetch finished hit the cache;
+	// the fake answers quickly, so allow a stray second fetch.
+	if hits := v.hits.Load(); hits > 2 {
+		t.Errorf("%d fetches for 16 concurrent readers of one chunk", hits)
 	}
 }
 
@@ -660,7 +660,7 @@ func TestReadChunkConcurrent(t *testing.T) {
 			c := Chunk{FileID: fids[i%chunks], Size: int64(len(data)), ETag: md5ETag(data)}
 			off := int64(i * 4_096)
 			dst := make([]byte, 4_096)
-			if _, err := r.ReadChunk(context.Background(), c, off, dst); err != nil {
+			if _, err := readChunk(r, context.Background(), c, off, dst); err != nil {
 				t.Error(err)
 			} else if !bytes.Equal(dst, data[off:off+4_096]) {
 				t.Errorf("read %d differs", i)
@@ -675,7 +675,7 @@ func TestReadChunkConcurrent(t *testing.T) {
 
 func TestReadChunkBadFileID(t *testing.T) {
 	r := newTestReader(t, newFakeLocator([]string{deadAddr(t)}), quickOptions)
-	_, err := r.ReadChunk(context.Background(), Chunk{FileID: "nonsense", Size: 10}, 0, make([]byte, 10))
+	_, err := readChunk(r, context.Background(), Chunk{FileID: "nonsense", Size: 10}, 0, make([]byte, 10))
 	if err == nil || !strings.Contains(err.Error(), "nonsense") {
 		t.Errorf("err = %v", err)
 	}
@@ -730,11 +730,10 @@ func TestReadNeedleCheckedFailsOver(t *testing.T) {
 }
 
 // BenchmarkReadChunk reads 1 MiB of a 4 MiB plain chunk from a local
-// httptest server, whose own copying is in the numbers too. "cold" has the
-// cache off, so each read fetches and CRC-checks the whole 4 MiB needle;
-// "cold-md5" adds the e_tag check of Options.VerifyETag; "cached" reads
-// from the cache of verified needles, as the page cache's later blocks of
-// a chunk do.
+// httptest server, whose own copying is in the numbers too. Each read
+// streams and CRC-checks the whole 4 MiB needle (a plain needle is never
+// kept in the needle cache); "cold-md5" adds the e_tag check of
+// Options.VerifyETag.
 func BenchmarkReadChunk(b *testing.B) {
 	data := randomBytes(b, 4<<20)
 	v := newFakeVolume(b)
@@ -746,7 +745,6 @@ func BenchmarkReadChunk(b *testing.B) {
 	}{
 		{"cold", Options{WholeCacheBytes: -1}},
 		{"cold-md5", Options{WholeCacheBytes: -1, VerifyETag: true}},
-		{"cached", Options{}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			r := newTestReader(b, newFakeLocator([]string{v.addr}), bc.opts)
@@ -754,7 +752,7 @@ func BenchmarkReadChunk(b *testing.B) {
 			b.SetBytes(int64(len(dst)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := r.ReadChunk(context.Background(), c, 1<<20, dst); err != nil {
+				if _, err := readChunk(r, context.Background(), c, 1<<20, dst); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -775,12 +773,12 @@ func TestReadChunkIntoScatters(t *testing.T) {
 	c := Chunk{FileID: testFID, Size: int64(len(data))}
 
 	dsts := [][]byte{make([]byte, 100_000), make([]byte, 100_000), make([]byte, 100_000)}
-	n, err := r.ReadChunkInto(context.Background(), c, 0, dsts)
+	n, err := readInto(r, context.Background(), c, 0, dsts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n != len(data) || !bytes.Equal(bytes.Join(dsts, nil), data) {
-		t.Errorf("ReadChunkInto: got %d bytes that differ from the source", n)
+		t.Errorf("Fetch: got %d bytes that differ from the source", n)
 	}
 	if s := r.Stats(); s.Corrupt == 0 {
 		t.Errorf("a flipped body was not counted as corrupt: %+v", s)
@@ -788,11 +786,11 @@ func TestReadChunkIntoScatters(t *testing.T) {
 
 	// A part of the chunk comes from one whole fetch, split across buffers.
 	dsts = [][]byte{make([]byte, 10), make([]byte, 20)}
-	if n, err := r.ReadChunkInto(context.Background(), c, 1000, dsts); err != nil || n != 30 {
-		t.Fatalf("ReadChunkInto(1000, 30) = %d, %v", n, err)
+	if n, err := readInto(r, context.Background(), c, 1000, dsts); err != nil || n != 30 {
+		t.Fatalf("Fetch(1000, 30) = %d, %v", n, err)
 	}
 	if !bytes.Equal(bytes.Join(dsts, nil), data[1000:1030]) {
-		t.Error("ReadChunkInto(1000, 30): bytes differ from the source")
+		t.Error("Fetch(1000, 30): bytes differ from the source")
 	}
 }
 
@@ -817,9 +815,9 @@ func TestReadChunkIntoTail(t *testing.T) {
 		c := Chunk{FileID: testFID, Size: int64(len(data)), ETag: etag}
 
 		dsts := [][]byte{make([]byte, 60_000), make([]byte, 40_000)}
-		n, err := r.ReadChunkInto(context.Background(), c, off, dsts)
+		n, err := readInto(r, context.Background(), c, off, dsts)
 		if err != nil || n != len(data)-off {
-			t.Fatalf("crc form %d: ReadChunkInto(%d) = %d, %v", form, off, n, err)
+			t.Fatalf("crc form %d: Fetch(%d) = %d, %v", form, off, n, err)
 		}
 		if !bytes.Equal(bytes.Join(dsts, nil), data[off:]) {
 			t.Errorf("crc form %d: tail bytes differ from the source", form)
@@ -858,15 +856,15 @@ func TestReadChunkIntoMiddle(t *testing.T) {
 		for _, n := range tt.sizes {
 			dsts = append(dsts, make([]byte, n))
 		}
-		n, err := r.ReadChunkInto(context.Background(), c, tt.off, dsts)
+		n, err := readInto(r, context.Background(), c, tt.off, dsts)
 		if err != nil || n != tt.want {
-			t.Fatalf("ReadChunkInto(%d) = %d, %v; want %d", tt.off, n, err, tt.want)
+			t.Fatalf("Fetch(%d) = %d, %v; want %d", tt.off, n, err, tt.want)
 		}
 		if got := bytes.Join(dsts, nil)[:n]; !bytes.Equal(got, data[tt.off:tt.off+int64(n)]) {
-			t.Errorf("ReadChunkInto(%d): bytes differ from the source", tt.off)
+			t.Errorf("Fetch(%d): bytes differ from the source", tt.off)
 		}
 		if s := r.Stats(); s.Corrupt != 1 {
-			t.Errorf("ReadChunkInto(%d): stats %+v, want the flipped replica caught", tt.off, s)
+			t.Errorf("Fetch(%d): stats %+v, want the flipped replica caught", tt.off, s)
 		}
 	}
 }

@@ -100,11 +100,11 @@ func TestReadOverMutualTLS(t *testing.T) {
 	}
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), Options{TLS: good})
 	dst := make([]byte, len(data))
-	if _, err := r.ReadChunk(ctx, c, 0, dst); err != nil || !bytes.Equal(dst, data) {
-		t.Fatalf("ReadChunk over mTLS: %v, or bytes differ", err)
+	if _, err := readChunk(r, ctx, c, 0, dst); err != nil || !bytes.Equal(dst, data) {
+		t.Fatalf("Fetch over mTLS: %v, or bytes differ", err)
 	}
-	if _, err := r.ReadRange(ctx, c, 1000, [][]byte{dst[:4096]}); err != nil || !bytes.Equal(dst[:4096], data[1000:5096]) {
-		t.Fatalf("ReadRange over mTLS: %v, or bytes differ", err)
+	if _, err := readRange(r, ctx, c, 1000, [][]byte{dst[:4096]}); err != nil || !bytes.Equal(dst[:4096], data[1000:5096]) {
+		t.Fatalf("range Fetch over mTLS: %v, or bytes differ", err)
 	}
 
 	quick := Options{ReadRetryTime: 1, StallTimeout: quickOptions.StallTimeout}
@@ -120,7 +120,7 @@ func TestReadOverMutualTLS(t *testing.T) {
 	for name, o := range map[string]Options{"plain http": {}, "no client cert": {TLS: noCert}, "server from another CA": {TLS: wrongCA}} {
 		o.ReadRetryTime, o.StallTimeout = quick.ReadRetryTime, quick.StallTimeout
 		r := newTestReader(t, newFakeLocator([]string{v.addr}), o)
-		if _, err := r.ReadChunk(ctx, c, 0, dst); err == nil {
+		if _, err := readChunk(r, ctx, c, 0, dst); err == nil {
 			t.Errorf("%s: read succeeded", name)
 		}
 	}

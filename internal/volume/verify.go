@@ -4,8 +4,8 @@ import "fmt"
 
 // DecodeVerified turns the whole stored bytes of a needle, which a fetcher
 // other than Reader moved itself (the RDMA client), into all of its logical
-// bytes under the rule that ReadChunk applies to what it fetches: decoded as
-// the volume server sent them (gzipEncoded: with "Content-Encoding: gzip";
+// bytes under the rule that Reader.Fetch applies to what it fetches:
+// decoded as the volume server sent them (gzipEncoded: with "Content-Encoding: gzip";
 // see decodeNeedle for why that and not only c.Compressed decides) and as
 // the chunk says, at least c.Size logical bytes, and the e_tag MD5 checked
 // when no needle CRC32C was checked (crcChecked false: the server sent none)

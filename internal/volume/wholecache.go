@@ -10,9 +10,9 @@ import (
 // A needle is only ever fetched whole (a whole needle is what its checksums
 // cover), while callers may ask for a chunk a piece at a time; without
 // this, every piece of a 4 MiB chunk would fetch and verify all 4 MiB
-// again. The block cache's plain chunks bypass it (ReadChunkInto streams
-// them into its slots); gzipped and encrypted ones, decoded whole, use it. Needles never change under a file id, so entries need no
-// invalidation. It is safe for concurrent use; the slices it hands out are
+// again. The block cache's plain chunks bypass it (Reader.Fetch streams
+// them into its slots); gzipped and encrypted ones, decoded whole, use it.
+// Needles never change under a file id, so entries need no invalidation. It is safe for concurrent use; the slices it hands out are
 // shared and must not be written.
 type NeedleCache struct {
 	limit int64 // bytes; fixed at construction

@@ -1,0 +1,43 @@
+package volume
+
+// Request is one fetch of a chunk's logical bytes [Off, Off+Len()), into
+// Dsts in order: a run of the block cache's slots, or one buffer. Passed
+// by value; a fetcher neither keeps it nor Dsts past its return.
+type Request struct {
+	Chunk Chunk
+	Off   int64
+	Dsts  [][]byte
+	// Whole, when not nil, also gets all of the needle's logical bytes
+	// (see NeedleSink), verified before the fetch returns nil: the disk
+	// tier keeps the needle while the memory tier keeps Dsts, from one
+	// fetch. Dsts may then be empty. A fetcher that cannot tee serves
+	// Dsts and leaves Whole empty (Reset), and its owner keeps nothing.
+	Whole NeedleSink
+	// Range asks for just the bytes of Dsts, of a plain chunk (see
+	// Chunk.Plain), which nothing can verify: SeaweedFS keeps no checksum
+	// over a range, so the caller checks them against what it knows (a
+	// table of block checksums) or counts them as unverified. Whole is
+	// not used. A fetcher that cannot cut the chunk answers an error
+	// wrapping ErrNotServed.
+	Range bool
+}
+
+// Len is the number of bytes Dsts hold.
+func (r Request) Len() int64 {
+	n := int64(0)
+	for _, d := range r.Dsts {
+		n += int64(len(d))
+	}
+	return n
+}
+
+// Scatter copies data across dsts in order, until either runs out, and
+// returns how many bytes it copied.
+func Scatter(dsts [][]byte, data []byte) int {
+	n := 0
+	for _, dst := range dsts {
+		k := copy(dst, data)
+		data, n = data[k:], n+k
+	}
+	return n
+}
