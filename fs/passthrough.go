@@ -129,30 +129,44 @@ func (f *file) open(ctx context.Context) (gofs.FileHandle, uint32, syscall.Errno
 		f.parent.noteOpen(path.Base(f.filerPath()))
 	}
 	pt := &f.pt
+	// The entry (perhaps from the filer) and the check of the cache's
+	// file (a read of it) come outside the lock; the counts are checked
+	// again under it.
+	pt.mu.Lock()
+	idle := pt.through == 0 && pt.cached == 0
+	pt.mu.Unlock()
+	var fd *os.File
+	if idle {
+		if ch, ok := f.wholeChunk(ctx); ok {
+			fd, _ = f.fsys.chunks.OpenWhole(ch)
+		}
+	}
 	pt.mu.Lock()
 	defer pt.mu.Unlock()
-	if pt.through > 0 {
+	switch {
+	case pt.through > 0:
+		if fd != nil {
+			fd.Close()
+		}
 		// go-fuse hands this open the registered backing file whatever
 		// the handle offers; the descriptor serves only if it has to
 		// register it again.
-		if fd, err := dupFile(pt.backing); err == nil {
+		dup, err := dupFile(pt.backing)
+		if err != nil {
+			return nil, 0, syscall.EIO // out of descriptors; any other open fails too
+		}
+		pt.through++
+		return &ptHandle{f: f, fd: dup}, 0, 0
+	case pt.cached == 0 && fd != nil:
+		backing, err := dupFile(fd)
+		if err == nil {
 			pt.through++
+			pt.backing = backing
 			return &ptHandle{f: f, fd: fd}, 0, 0
 		}
-		return nil, 0, syscall.EIO // out of descriptors; any other open fails too
 	}
-	if pt.cached == 0 {
-		if ch, ok := f.wholeChunk(ctx); ok {
-			if fd, ok := f.fsys.chunks.OpenWhole(ch); ok {
-				backing, err := dupFile(fd)
-				if err == nil {
-					pt.through++
-					pt.backing = backing
-					return &ptHandle{f: f, fd: fd}, 0, 0
-				}
-				fd.Close()
-			}
-		}
+	if fd != nil {
+		fd.Close()
 	}
 	pt.cached++
 	return &cachedHandle{f: f}, fuse.FOPEN_KEEP_CACHE, 0
