@@ -44,6 +44,7 @@ type options struct {
 	weedArgs []string // extra weed mount flags
 	only     *regexp.Regexp
 	hold     bool
+	peers    bool // also rclone, s3fs and JuiceFS (peers.go)
 }
 
 func parseOptions() (*options, error) {
@@ -57,6 +58,7 @@ func parseOptions() (*options, error) {
 	wfArgs := flag.String("weedfuse.args", "", `extra weedfuse flags, space-separated, e.g. "-debug -debug.port=6062" for pprof`)
 	weedArgs := flag.String("weed.args", "", "extra weed mount flags, space-separated")
 	only := flag.String("only", "", "run only the workloads whose id matches this regular expression (ids: "+strings.Join(stepIDs(), ", ")+", http)")
+	flag.BoolVar(&o.peers, "peers", false, "also run every workload on rclone mount and s3fs over weed s3, and on JuiceFS (install them with make bench-deps)")
 	flag.BoolVar(&o.hold, "hold", false, "load the data, mount both, print where, and wait for Ctrl-C instead of measuring (for profiling by hand)")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -160,7 +162,7 @@ func run() (err error) {
 		<-ctx.Done()
 		return nil
 	}
-	res, err := runAll(ctx, o, c, m)
+	res, err := runAll(ctx, o, c, m, ds)
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted; %s left as it was", o.out)
 	}
