@@ -69,7 +69,7 @@ type peerReport struct {
 	versions map[string]string // tool → the first line of its version
 	tools    map[string]string // tool → its path
 	// setup lists the commands run once before the workloads (JuiceFS's
-	// format and its copy of the data).
+	// format and its copy of the data), as Markdown.
 	setup []string
 	// cmds is each peer's mount command line with the common cache
 	// budget, work directory shown as $WORK.
@@ -356,7 +356,7 @@ func (ps *peerSet) prepareJuiceFS(ctx context.Context, m *mounter) error {
 	if out, err := exec.CommandContext(fctx, tool, format...).CombinedOutput(); err != nil {
 		return fmt.Errorf("juicefs %s: %w\n%s", strings.Join(format, " "), err, lastLines(string(out), 20))
 	}
-	ps.rep.setup = append(ps.rep.setup, "juicefs "+ps.shown(strings.Join(format, " ")))
+	ps.rep.setup = append(ps.rep.setup, "`juicefs "+ps.shown(strings.Join(format, " "))+"`")
 
 	if ok, _ := cluster.IsFUSEMount(m.dir(weedfuse)); !ok {
 		m.cacheArgs = nil
@@ -382,7 +382,7 @@ func (ps *peerSet) prepareJuiceFS(ctx context.Context, m *mounter) error {
 		return err
 	}
 	took := time.Since(began)
-	ps.rep.setup = append(ps.rep.setup, fmt.Sprintf("juicefs %s, then %d files (%.1f GiB) of the weedfuse mount's %s copied into it, 8 at a time, in %v",
+	ps.rep.setup = append(ps.rep.setup, fmt.Sprintf("`juicefs %s`, then %d files (%.1f GiB) of the weedfuse mount's %s copied into it, 8 at a time, in %v",
 		ps.shown(strings.Join(write, " ")), n, float64(bytes)/(1<<30), seqDir, took.Round(time.Second)))
 	log.Printf("data: %d files (%.1f GiB) copied into JuiceFS in %v", n, float64(bytes)/(1<<30), took.Round(time.Millisecond))
 	return nil

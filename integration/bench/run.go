@@ -10,11 +10,11 @@ import (
 
 // results are every value measured, one per run.
 type results struct {
-	runs      int
-	steps     []step                           // those that ran, in order
-	val       [numKinds]map[string][]float64 // metric id → values
-	rss       [numKinds]map[string][]float64 // step id → peak RSS in MiB
-	cpu       [numKinds]map[string][]cpuUse  // step id → mount's and volume server's use
+	runs  int
+	steps []step                         // those that ran, in order
+	val   [numKinds]map[string][]float64 // metric id → values
+	rss   [numKinds]map[string][]float64 // step id → peak RSS in MiB
+	cpu   [numKinds]map[string][]cpuUse  // step id → mount's and volume server's use
 	// cacheDisk is the bytes the mount's cache directory held on disk at
 	// the end of each run of a workload, by step id.
 	cacheDisk [numKinds]map[string][]float64
@@ -23,9 +23,9 @@ type results struct {
 	mounts []kind
 	// peers describes the peers (-peers): how each was mounted, or why
 	// it could not be; nil without -peers.
-	peers *peerReport
-	http      map[httpCase][]float64           // MB/s
-	httpCPU   map[httpCase][]cpuUse            // this process's and the volume server's use
+	peers     *peerReport
+	http      map[httpCase][]float64 // MB/s
+	httpCPU   map[httpCase][]cpuUse  // this process's and the volume server's use
 	cacheMB   int
 	readAhead [numKinds]string // each mount's kernel readahead in KiB
 	// refs are what the machine itself does on a workload (a local
