@@ -4,6 +4,10 @@
 //
 // It needs root (FUSE mounts, dropping the kernel's caches), fio, fuse3 and
 // the weed binary. A run takes about 10 minutes; -quick about 2.
+//
+// -peers also runs every workload on rclone mount, s3fs and JuiceFS over
+// `weed s3` (peers.go; `make bench-deps` installs them), and adds their
+// tables and results-peers.png.
 package main
 
 import (
