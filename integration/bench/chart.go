@@ -155,7 +155,7 @@ var seriesColors = []color.RGBA{
 
 // Grouped chart geometry: one thin bar per series, a gap between groups.
 const (
-	subH   = 16
+	subH   = 18
 	subBar = 12
 	gapH   = 10
 )
