@@ -618,7 +618,15 @@ func runPeerStep(ctx context.Context, m *mounter, s step, k kind, res *results, 
 	})
 	err := runStep(sctx, m, s, k, res, o)
 	unwatch()
-	if err == nil || ctx.Err() != nil {
+	if ctx.Err() != nil {
+		return
+	}
+	if err == nil {
+		// Five peers idle between their workloads would hold memory, and
+		// caches on disk, that the next mount's workload should have.
+		if err := m.unmount(k); err != nil {
+			log.Printf("  unmount %s: %v", k, err)
+		}
 		return
 	}
 	if sctx.Err() != nil {
