@@ -191,6 +191,7 @@ func writePeerSetup(p func(string, ...any), o *options, info *sysInfo, res *resu
 	p("| `-readerCacheSizeMB=256` (default) | its defaults (`--buffer-size=16M` per open file) | its defaults | `--buffer-size=%d` |\n", readerCacheMB)
 	p("| `-disableXAttr=false` (weedfuse, ls10000-xattr) | none (rclone mount has no xattr flag) | none (s3fs serves xattrs) | `--enable-xattr` (off by default, as weedfuse's) |\n")
 	p("| read-only (weedfuse always) | `--read-only` | `-o ro` | `--read-only` |\n")
+	p("| process priority: the bench's nice, as every mount | the same | the same | JuiceFS sets its own to -19 when run as root; the bench sets every thread of it back to its own nice once mounted |\n")
 	p("| `-cacheMetaTtlSec=60` (default) | its defaults (`--dir-cache-time=5m`, `--attr-timeout=1s`) | its defaults (`stat_cache_expire=900`) | its defaults (`--attr-cache=1s`, `--entry-cache=1s`) |\n")
 }
 

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -165,5 +166,30 @@ func TestChildPids(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if kids := childPids(os.Getpid()); !slices.Contains(kids, cmd.Process.Pid) {
 		t.Errorf("childPids = %v, want %d among them", kids, cmd.Process.Pid)
+	}
+}
+
+func TestMatchNice(t *testing.T) {
+	self := procStat(os.Getpid())
+	cmd := exec.Command("nice", "-n", "3", "sleep", "10")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Skip(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	pid := cmd.Process.Pid
+	// nice execs sleep once it has set the value.
+	for range 100 {
+		if f := procStat(pid); len(f) > 16 && f[16] != self[16] {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := matchNice(pid); err != nil {
+		t.Fatal(err)
+	}
+	if f := procStat(pid); len(f) <= 16 || f[16] != self[16] {
+		t.Errorf("nice of the child after matchNice: %v, want %s", f, self[16])
 	}
 }
