@@ -132,7 +132,15 @@ func run() (err error) {
 			return err
 		}
 	}
-	c, err := cluster.Start(ctx, cluster.Options{DataDir: filepath.Join(work, "cluster"), Logf: log.Printf})
+	copts := cluster.Options{DataDir: filepath.Join(work, "cluster"), Logf: log.Printf}
+	if o.peers {
+		// JuiceFS's copy of the data doubles what the volume server holds,
+		// and weed s3 puts it in a collection of its own, which grows
+		// volumes of its own: the default 32 volumes of 256 MiB would run
+		// out, and JuiceFS would retry its uploads for ever.
+		copts.MaxVolumes = 160
+	}
+	c, err := cluster.Start(ctx, copts)
 	if err != nil {
 		return err
 	}

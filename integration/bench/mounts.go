@@ -72,10 +72,11 @@ type mounter struct {
 	cacheArgs []string
 	// metrics is weedfuse's -metrics.address.
 	metrics string
+	quick   bool // -quick
 }
 
 func newMounter(c *cluster.Cluster, bin, root string, o *options) *mounter {
-	return &mounter{c: c, bin: bin, root: root, cacheMB: o.cacheMB, wfArgs: o.wfArgs, weedArgs: o.weedArgs, metrics: "127.0.0.1:19327"}
+	return &mounter{c: c, bin: bin, root: root, cacheMB: o.cacheMB, wfArgs: o.wfArgs, weedArgs: o.weedArgs, metrics: "127.0.0.1:19327", quick: o.quick}
 }
 
 // dir is k's mount point.

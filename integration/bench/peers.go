@@ -371,7 +371,18 @@ func (ps *peerSet) prepareJuiceFS(ctx context.Context, m *mounter) error {
 	if err != nil {
 		return err
 	}
-	n, bytes, err := copyTree(ctx, filepath.Join(m.dir(weedfuse), seqDir), filepath.Join(dir, "mnt", seqDir))
+	// JuiceFS retries a failing upload for long, and a close() waits for
+	// it: killing the writer is what ends such a copy, on an interrupt or
+	// past the limit.
+	limit := map[bool]time.Duration{false: 60 * time.Minute, true: 20 * time.Minute}[m.quick]
+	cctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	unwatch := context.AfterFunc(cctx, p.kill)
+	n, bytes, err := copyTree(cctx, filepath.Join(m.dir(weedfuse), seqDir), filepath.Join(dir, "mnt", seqDir))
+	unwatch()
+	if err != nil && cctx.Err() != nil && ctx.Err() == nil {
+		err = fmt.Errorf("over the %v limit: %w", limit, err)
+	}
 	if err != nil {
 		err = fmt.Errorf("copy the data in: %w%s", err, tail(readFileString(filepath.Join(dir, "write.log")), 20))
 	}
