@@ -659,12 +659,8 @@ func runPeerStep(ctx context.Context, m *mounter, s step, k kind, res *results, 
 	sctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	// A reader blocked in a FUSE request ignores its context: killing the
-	// mount fails the request.
-	unwatch := context.AfterFunc(sctx, func() {
-		if ctx.Err() == nil {
-			m.peers.kill(k)
-		}
-	})
+	// mount fails the request, past the limit or on an interrupt.
+	unwatch := context.AfterFunc(sctx, func() { m.peers.kill(k) })
 	err := runStep(sctx, m, s, k, res, o)
 	unwatch()
 	if ctx.Err() != nil {
