@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -89,8 +90,26 @@ type peerSet struct {
 	s3fsPasswd string
 	jfsMeta    string
 	up         []kind // the peers that mounted and read the data right
-	live       [numKinds]*peerProc
 	rep        *peerReport
+
+	// mu guards live: runPeerStep's watchdog kills from its own goroutine.
+	mu   sync.Mutex
+	live [numKinds]*peerProc
+}
+
+func (ps *peerSet) proc(k kind) *peerProc {
+	if ps == nil {
+		return nil
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.live[k]
+}
+
+func (ps *peerSet) setProc(k kind, p *peerProc) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.live[k] = p
 }
 
 // setupPeers starts the S3 gateway, finds the peers' tools, gives JuiceFS
@@ -277,7 +296,7 @@ func (ps *peerSet) mount(ctx context.Context, k kind, dir, cache string, cacheMB
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", k, err)
 	}
-	ps.live[k] = p
+	ps.setProc(k, p)
 	if ps.rep.cmds[k] == "" && cacheMB == peerCacheMB(nil, cacheMB) && !pm.xattr {
 		ps.rep.cmds[k] = tool + " " + ps.shown(strings.Join(args, " "))
 	}
@@ -292,40 +311,43 @@ func (ps *peerSet) shown(s string) string {
 
 // unmount stops k's mount, if any.
 func (ps *peerSet) unmount(k kind) error {
-	if ps == nil || ps.live[k] == nil {
+	p := ps.proc(k)
+	if p == nil {
 		return nil
 	}
-	err := ps.live[k].stop()
-	ps.live[k] = nil
+	err := p.stop()
+	ps.setProc(k, nil)
 	return err
 }
 
 // kill ends k's mount at once, so that readers stuck in it get errors.
 func (ps *peerSet) kill(k kind) {
-	if p := ps.live[k]; p != nil {
+	if p := ps.proc(k); p != nil {
 		p.kill()
 	}
 }
 
 func (ps *peerSet) pid(k kind) (int, error) {
-	if ps == nil || ps.live[k] == nil {
+	p := ps.proc(k)
+	if p == nil {
 		return 0, fmt.Errorf("the %s is not mounted", k)
 	}
-	return ps.live[k].servingPid(), nil
+	return p.servingPid(), nil
 }
 
 func (ps *peerSet) peakRSS(k kind) (float64, error) {
-	if ps == nil || ps.live[k] == nil {
+	p := ps.proc(k)
+	if p == nil {
 		return 0, fmt.Errorf("peak RSS of %s: not mounted", k)
 	}
 	var sum float64
-	for _, pid := range groupPids(ps.live[k].pid()) {
+	for _, pid := range groupPids(p.pid()) {
 		if v, err := vmHWM(k, pid); err == nil {
 			sum += v
 		}
 	}
 	if sum == 0 {
-		return 0, fmt.Errorf("peak RSS of %s: no process of group %d readable", k, ps.live[k].pid())
+		return 0, fmt.Errorf("peak RSS of %s: no process of group %d readable", k, p.pid())
 	}
 	return sum, nil
 }
