@@ -241,7 +241,8 @@ func rcloneArgs(conf string, full bool, pm peerMount) []string {
 
 // s3fsArgs is s3fs's command line, in the foreground. s3fs has no cache
 // size: ensure_diskfree keeps that much of the disk free, so the free
-// space less the budget bounds what its cache may take.
+// space less the budget bounds what its cache may take (on a file system
+// of its own, capFS, that nothing else fills).
 func s3fsArgs(endpoint, passwd string, cache bool, pm peerMount) []string {
 	args := []string{s3Bucket, pm.dir, "-f", "-o", "ro", "-o", "url=" + endpoint, "-o", "use_path_request_style",
 		"-o", "passwd_file=" + passwd}
@@ -269,6 +270,16 @@ func juicefsArgs(meta string, pm peerMount) []string {
 // mount starts peer k at dir with a cache budget of cacheMB in cache.
 func (ps *peerSet) mount(ctx context.Context, k kind, dir, cache string, cacheMB int, wfArgs []string) error {
 	pm := peerMount{dir: dir, cache: cache, cacheMB: cacheMB, xattr: wantsXAttr(wfArgs)}
+	// s3fs's budget is the free space of the cache's file system less
+	// ensure_diskfree: on a file system of its own, nothing else on the
+	// machine changes it.
+	var undo func() error
+	if k == s3fsCache {
+		var err error
+		if undo, err = capFS(cache, cacheMB); err != nil {
+			return fmt.Errorf("mount %s: %w", k, err)
+		}
+	}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(cache, &st); err == nil {
 		pm.freeMB = int64(st.Bavail) * st.Bsize >> 20
@@ -294,8 +305,12 @@ func (ps *peerSet) mount(ctx context.Context, k kind, dir, cache string, cacheMB
 	}
 	p, err := startPeer(ctx, k.slug(), path, args, pm.dir, filepath.Join(ps.root, k.slug()+".log"))
 	if err != nil {
+		if undo != nil {
+			err = errors.Join(err, undo())
+		}
 		return fmt.Errorf("mount %s: %w", k, err)
 	}
+	p.undo = undo
 	ps.setProc(k, p)
 	if ps.rep.cmds[k] == "" && cacheMB == peerCacheMB(nil, cacheMB) && !pm.xattr {
 		ps.rep.cmds[k] = tool + " " + ps.shown(strings.Join(args, " "))
@@ -487,6 +502,9 @@ type peerProc struct {
 	// serving is the process that serves the mount: a child of cmd's
 	// where the tool supervises a worker (JuiceFS), else cmd's.
 	serving int
+	// undo, if set, removes what the mount needed beside the process
+	// (capFS), once it has stopped.
+	undo func() error
 }
 
 // startPeer runs path args, its output to logPath, and waits until dir
@@ -573,10 +591,76 @@ func (p *peerProc) stop() error {
 			errs = append(errs, fmt.Errorf("umount -l %s: %w", p.dir, err))
 		}
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("stop %s: %w", p.name, errors.Join(errs...))
+	if p.undo != nil {
+		errs = append(errs, p.undo())
+		p.undo = nil
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("stop %s: %w", p.name, err)
 	}
 	return nil
+}
+
+// capFS mounts over dir an ext4 file system of its own, on a loop device
+// backed by a sparse image beside dir, with room for sizeMB of files and
+// what s3fs keeps beside them; undo unmounts it and removes the image.
+func capFS(dir string, sizeMB int) (undo func() error, err error) {
+	img := dir + ".img"
+	// ext4's own tables take a few per cent; s3fs's per-file stat files
+	// take an inode and a block each.
+	imgMB := sizeMB + sizeMB/16 + 160
+	f, err := os.Create(img)
+	if err != nil {
+		return nil, fmt.Errorf("cache file system: %w", err)
+	}
+	err = f.Truncate(int64(imgMB) << 20)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	undo = func() error {
+		var errs []error
+		if mounted(dir) {
+			if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+				errs = append(errs, fmt.Errorf("umount %s: %w: %s", dir, err, strings.TrimSpace(string(out))))
+				errs = append(errs, syscall.Unmount(dir, syscall.MNT_DETACH))
+			}
+		}
+		errs = append(errs, os.Remove(img))
+		if err := errors.Join(errs...); err != nil {
+			return fmt.Errorf("cache file system: %w", err)
+		}
+		return nil
+	}
+	for _, args := range [][]string{
+		// No journal and no reserved blocks: a cache needs neither.
+		{"mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", img},
+		{"mount", "-o", "loop", img, dir},
+	} {
+		if err != nil {
+			break
+		}
+		if out, e := exec.Command(args[0], args[1:]...).CombinedOutput(); e != nil {
+			err = fmt.Errorf("%s: %w: %s", strings.Join(args, " "), e, strings.TrimSpace(string(out)))
+		}
+	}
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("cache file system: %w", err), undo())
+	}
+	return undo, nil
+}
+
+// mounted reports whether dir is a mount point, per /proc/self/mountinfo.
+func mounted(dir string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
 }
 
 // wait reports whether the process exits within d.

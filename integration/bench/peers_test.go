@@ -193,3 +193,39 @@ func TestMatchNice(t *testing.T) {
 		t.Errorf("nice of the child after matchNice: %v, want %s", f, self[16])
 	}
 }
+
+func TestCapFS(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts a loop device")
+	}
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip(err)
+	}
+	dir := t.TempDir() + "/cache"
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	undo, err := capFS(dir, 64)
+	if err != nil {
+		t.Skip(err) // no loop devices here
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if free := int64(st.Bavail) * st.Bsize >> 20; free < 64 || free > 64+64/16+160 {
+		t.Errorf("%d MiB free on a file system for 64, want at least 64 and no more than its image", free)
+	}
+	if !mounted(dir) {
+		t.Error("not mounted")
+	}
+	if err := undo(); err != nil {
+		t.Fatal(err)
+	}
+	if mounted(dir) {
+		t.Error("still mounted after undo")
+	}
+	if _, err := os.Stat(dir + ".img"); !os.IsNotExist(err) {
+		t.Errorf("image after undo: %v", err)
+	}
+}
