@@ -219,7 +219,7 @@ func (m *mounter) logTail(k kind) string {
 		return tail(m.wf.Log(), 30)
 	}
 	if k.isPeer() {
-		return m.peers.logTail(k)
+		return m.peers.logTail(k, 30)
 	}
 	return m.c.LogTails()
 }

@@ -159,7 +159,7 @@ func (m *mounter) setupPeers(ctx context.Context, ds *dataset) *peerReport {
 		err := m.fresh(ctx, k)
 		if err == nil {
 			if err = ds.verify(m.dir(k)); err != nil {
-				err = fmt.Errorf("%w%s", err, ps.logTail(k))
+				err = fmt.Errorf("%w%s", err, ps.logTail(k, 30))
 			}
 		}
 		if err != nil {
@@ -367,12 +367,13 @@ func (ps *peerSet) peakRSS(k kind) (float64, error) {
 	return sum, nil
 }
 
-func (ps *peerSet) logTail(k kind) string {
+// logTail is the last n lines that k's mounts logged.
+func (ps *peerSet) logTail(k kind, n int) string {
 	b, err := os.ReadFile(filepath.Join(ps.root, k.slug()+".log"))
 	if err != nil {
 		return ""
 	}
-	return tail(string(b), 30)
+	return tail(string(b), n)
 }
 
 // prepareJuiceFS formats a JuiceFS volume (SQLite metadata, blocks in the
@@ -784,7 +785,7 @@ func runPeerStep(ctx context.Context, m *mounter, s step, k kind, res *results, 
 		err = fmt.Errorf("over the %v limit: %w", limit, err)
 	}
 	msg := fmt.Sprintf("run %d, %s on %s: %v", run, s.id, k, err)
-	res.peers.failures = append(res.peers.failures, msg+lastLines(m.logTail(k), 10))
+	res.peers.failures = append(res.peers.failures, msg+m.peers.logTail(k, 10))
 	log.Printf("  %s", msg)
 	// Runs stay aligned: a failed run counts as no value.
 	for _, mt := range s.metrics {
