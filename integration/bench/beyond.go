@@ -61,7 +61,7 @@ func beyondRandStep(randTime time.Duration) step {
 			short: "rand 4k beyond cache", unit: "IOPS", target: 1.5}},
 		prepare: func(ctx context.Context, x *stepCtx) error {
 			began := time.Now()
-			if err := x.c.Put(ctx, beyondDir+"/"+beyondName, randomBytes(2, beyondSize)); err != nil {
+			if err := x.c.Put(ctx, onFiler(beyondDir+"/"+beyondName), randomBytes(2, beyondSize)); err != nil {
 				return err
 			}
 			log.Printf("data: %s/%s (2 GiB) in %v", beyondDir, beyondName, time.Since(began).Round(time.Millisecond))
@@ -205,7 +205,7 @@ func datasetStep() step {
 				if err := os.WriteFile(filepath.Join(local, dsName(i)), data, 0o644); err != nil {
 					return err
 				}
-				return x.c.Put(ctx, dsDir+"/"+dsName(i), data)
+				return x.c.Put(ctx, onFiler(dsDir+"/"+dsName(i)), data)
 			})
 			log.Printf("data: %d files of 128 KiB in %s and %s in %v", n, dsDir, local, time.Since(began).Round(time.Millisecond))
 			return err

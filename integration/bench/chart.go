@@ -141,3 +141,107 @@ func writeChart(path, title, subtitle string, bars []bar) error {
 	}
 	return nil
 }
+
+// seriesColors tell the mounts apart on the grouped chart.
+var seriesColors = []color.RGBA{
+	{90, 90, 90, 255},   // weed mount
+	{66, 133, 244, 255}, // rclone full
+	{140, 190, 250, 255},
+	{234, 134, 0, 255}, // s3fs cache
+	{250, 195, 120, 255},
+	{46, 160, 67, 255}, // JuiceFS
+	{160, 80, 200, 255},
+}
+
+// Grouped chart geometry: one thin bar per series, a gap between groups.
+const (
+	subH   = 18
+	subBar = 12
+	gapH   = 10
+)
+
+// drawGroupedChart draws, per group (a workload), one bar per series (a
+// mount): ratios[g][s], from parity on a log scale like drawChart, the
+// value beside each bar, and a legend of the series' colors.
+func drawGroupedChart(title, subtitle string, groups, series []string, ratios [][]float64) *image.RGBA {
+	labelW := 0
+	for _, g := range groups {
+		labelW = max(labelW, textWidth(g, textScale))
+	}
+	x0 := margin + labelW + margin
+	x1 := x0 + plotW
+	groupH := len(series)*subH + gapH
+	plotBottom := plotTop + len(groups)*groupH
+	legendRows := (len(series) + 3) / 4
+	width := x1 + valueW
+	height := plotBottom + lineH + 2*margin + legendRows*(lineH+8) + margin
+	img := image.NewRGBA(image.Rect(0, 0, width, height))
+	fill(img, img.Bounds(), white)
+	drawText(img, margin, margin, title, textScale, black)
+	drawText(img, margin, margin+lineH+10, subtitle, textScale, parity)
+
+	var all []bar
+	for _, rs := range ratios {
+		for _, r := range rs {
+			all = append(all, bar{ratio: r})
+		}
+	}
+	lo, hi := logRange(all)
+	x := func(v float64) int {
+		return x0 + int(math.Round((math.Log10(v)-lo)/(hi-lo)*plotW))
+	}
+	for e := lo; e <= hi; e++ {
+		gx := x(math.Pow(10, e))
+		fill(img, image.Rect(gx, plotTop, gx+1, plotBottom), grid)
+		label := strconv.FormatFloat(math.Pow(10, e), 'g', -1, 64) + "x"
+		drawText(img, gx-textWidth(label, textScale)/2, plotBottom+6, label, textScale, black)
+	}
+	one := x(1)
+	fill(img, image.Rect(one-1, plotTop, one+1, plotBottom), parity)
+	for gi, g := range groups {
+		top := plotTop + gi*groupH
+		drawText(img, margin+labelW-textWidth(g, textScale), top+(len(series)*subH-lineH)/2, g, textScale, black)
+		for si := range series {
+			y := top + si*subH
+			r := math.NaN()
+			if si < len(ratios[gi]) {
+				r = ratios[gi][si]
+			}
+			if !(r > 0) || math.IsInf(r, 0) {
+				drawText(img, one+6, y+(subH-lineH)/2, "N/A", textScale, black)
+				continue
+			}
+			bx := x(r)
+			fill(img, image.Rect(min(one, bx), y+(subH-subBar)/2, max(one, bx), y+(subH+subBar)/2), seriesColors[si%len(seriesColors)])
+			drawText(img, max(one, bx)+6, y+(subH-lineH)/2, fmtRatio(r), textScale, black)
+		}
+		if gi > 0 {
+			fill(img, image.Rect(margin, top-gapH/2, x1, top-gapH/2+1), grid)
+		}
+	}
+	ly := plotBottom + lineH + 2*margin
+	lx := margin
+	for si, s := range series {
+		if si > 0 && si%4 == 0 {
+			ly += lineH + 8
+			lx = margin
+		}
+		fill(img, image.Rect(lx, ly, lx+24, ly+lineH), seriesColors[si%len(seriesColors)])
+		lx += 32
+		drawText(img, lx, ly, s, textScale, black)
+		lx += textWidth(s, textScale) + 24
+	}
+	return img
+}
+
+// writeGroupedChart draws the grouped chart into a PNG file.
+func writeGroupedChart(path, title, subtitle string, groups, series []string, ratios [][]float64) error {
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, drawGroupedChart(title, subtitle, groups, series, ratios)); err != nil {
+		return fmt.Errorf("chart: %w", err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("chart: %w", err)
+	}
+	return nil
+}

@@ -17,7 +17,16 @@ import (
 	"github.com/weedfuse/weedfuse/integration/cluster"
 )
 
-// The data set, as paths on the filer; a mount shows them under its root.
+// filerRoot is the filer directory that every mount shows at its root:
+// weed mount and weedfuse mount it (-filer.path), and the S3 gateway
+// serves each directory in it as a bucket, so /bench is the bucket "bench"
+// and the S3 peers (peers.go) read the very bytes the two mounts read.
+const filerRoot = "/buckets"
+
+// onFiler is the filer path of p, a path as the mounts show it.
+func onFiler(p string) string { return filerRoot + p }
+
+// The data set, as paths under a mount's root; onFiler gives the filer's.
 const (
 	seqDir   = "/bench"
 	seqName  = "seq1g"
@@ -67,7 +76,7 @@ func loadData(ctx context.Context, c *cluster.Cluster) (*dataset, error) {
 
 	began = time.Now()
 	err = forEach(ctx, smallN, 8, func(ctx context.Context, i int) error {
-		return c.Put(ctx, smallDir+"/"+smallName(i), randomBytes(uint64(1+i), smallLen))
+		return c.Put(ctx, onFiler(smallDir+"/"+smallName(i)), randomBytes(uint64(1+i), smallLen))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", smallDir, err)
@@ -78,7 +87,7 @@ func loadData(ctx context.Context, c *cluster.Cluster) (*dataset, error) {
 	// and no volume server, so 10,000 take seconds rather than minutes.
 	began = time.Now()
 	err = forEach(ctx, bigN, 16, func(ctx context.Context, i int) error {
-		err := c.PutInline(ctx, bigDir+"/"+bigName(i), []byte(bigName(i)+"\n"))
+		err := c.PutInline(ctx, onFiler(bigDir+"/"+bigName(i)), []byte(bigName(i)+"\n"))
 		if err != nil {
 			return err
 		}
@@ -94,7 +103,7 @@ func loadData(ctx context.Context, c *cluster.Cluster) (*dataset, error) {
 // putSeq stores the 1 GiB file and returns its sha256.
 func putSeq(ctx context.Context, c *cluster.Cluster) ([sha256.Size]byte, error) {
 	seq := randomBytes(0, seqSize)
-	return sha256.Sum256(seq), c.Put(ctx, seqPath, seq)
+	return sha256.Sum256(seq), c.Put(ctx, onFiler(seqPath), seq)
 }
 
 // verify reads the data through the mount at root and compares it with

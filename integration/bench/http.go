@@ -46,7 +46,7 @@ func seqChunks(ctx context.Context, c *cluster.Cluster) ([]chunkURL, error) {
 // fileChunks lists the chunks of the file dir/name, of size bytes.
 func fileChunks(ctx context.Context, c *cluster.Cluster, dir, name string, size int64) ([]chunkURL, error) {
 	seqPath := dir + "/" + name
-	e, err := c.Entry(ctx, dir, name)
+	e, err := c.Entry(ctx, onFiler(dir), name)
 	if err != nil {
 		return nil, err
 	}

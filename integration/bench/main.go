@@ -4,6 +4,10 @@
 //
 // It needs root (FUSE mounts, dropping the kernel's caches), fio, fuse3 and
 // the weed binary. A run takes about 10 minutes; -quick about 2.
+//
+// -peers also runs every workload on rclone mount, s3fs and JuiceFS over
+// `weed s3` (peers.go; `make bench-deps` installs them), and adds their
+// tables and results-peers.png.
 package main
 
 import (
@@ -44,6 +48,7 @@ type options struct {
 	weedArgs []string // extra weed mount flags
 	only     *regexp.Regexp
 	hold     bool
+	peers    bool // also rclone, s3fs and JuiceFS (peers.go)
 }
 
 func parseOptions() (*options, error) {
@@ -57,6 +62,7 @@ func parseOptions() (*options, error) {
 	wfArgs := flag.String("weedfuse.args", "", `extra weedfuse flags, space-separated, e.g. "-debug -debug.port=6062" for pprof`)
 	weedArgs := flag.String("weed.args", "", "extra weed mount flags, space-separated")
 	only := flag.String("only", "", "run only the workloads whose id matches this regular expression (ids: "+strings.Join(stepIDs(), ", ")+", http)")
+	flag.BoolVar(&o.peers, "peers", false, "also run every workload on rclone mount and s3fs over weed s3, and on JuiceFS (install them with make bench-deps)")
 	flag.BoolVar(&o.hold, "hold", false, "load the data, mount both, print where, and wait for Ctrl-C instead of measuring (for profiling by hand)")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -126,7 +132,15 @@ func run() (err error) {
 			return err
 		}
 	}
-	c, err := cluster.Start(ctx, cluster.Options{DataDir: filepath.Join(work, "cluster"), Logf: log.Printf})
+	copts := cluster.Options{DataDir: filepath.Join(work, "cluster"), Logf: log.Printf}
+	if o.peers {
+		// JuiceFS's copy of the data doubles what the volume server holds,
+		// and weed s3 puts it in a collection of its own, which grows
+		// volumes of its own: the default 32 volumes of 256 MiB would run
+		// out, and JuiceFS would retry its uploads for ever.
+		copts.MaxVolumes = 160
+	}
+	c, err := cluster.Start(ctx, copts)
 	if err != nil {
 		return err
 	}
@@ -160,7 +174,7 @@ func run() (err error) {
 		<-ctx.Done()
 		return nil
 	}
-	res, err := runAll(ctx, o, c, m)
+	res, err := runAll(ctx, o, c, m, ds)
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted; %s left as it was", o.out)
 	}

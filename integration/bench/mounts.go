@@ -15,21 +15,37 @@ import (
 	"github.com/weedfuse/weedfuse/integration/mount"
 )
 
-// kind is one of the two mounts under comparison.
+// kind is one of the mounts under comparison: the two of the main
+// comparison, and the peers that -peers adds (peers.go).
 type kind int
 
 const (
 	weedMount kind = iota
 	weedfuse
+	rcloneFull // rclone mount over weed s3, --vfs-cache-mode full
+	rcloneOff  // the same, --vfs-cache-mode off
+	s3fsCache  // s3fs over weed s3, -o use_cache
+	s3fsPlain  // the same without a cache
+	juiceFS    // JuiceFS, its own copy of the data in a bucket on weed s3
+	numKinds
 )
 
 // kinds is the order in which every workload runs: alternating, the stock
-// mount first.
+// mount first. Peers that mounted follow them (mounter.active).
 var kinds = [...]kind{weedMount, weedfuse}
 
-func (k kind) String() string { return [...]string{"weed mount", "weedfuse"}[k] }
+// peerKinds are the mounts -peers adds, in the order they run.
+var peerKinds = [...]kind{rcloneFull, rcloneOff, s3fsCache, s3fsPlain, juiceFS}
 
-func (k kind) slug() string { return [...]string{"weed", "weedfuse"}[k] }
+func (k kind) String() string {
+	return [...]string{"weed mount", "weedfuse", "rclone full", "rclone off", "s3fs cache", "s3fs", "JuiceFS"}[k]
+}
+
+func (k kind) slug() string {
+	return [...]string{"weed", "weedfuse", "rclone-full", "rclone-off", "s3fs-cache", "s3fs", "juicefs"}[k]
+}
+
+func (k kind) isPeer() bool { return k >= rcloneFull }
 
 // mountTimeout bounds the wait for weedfuse to mount.
 const mountTimeout = 30 * time.Second
@@ -46,23 +62,26 @@ type mounter struct {
 
 	weed      *cluster.WeedMount
 	wf        *mount.Mount
-	cache     [len(kinds)]string // the live mount's cache directory
-	seq       int                // numbers cache directories
-	readAhead [len(kinds)]string // kernel readahead found on the last mount, in KiB
+	cache     [numKinds]string // the live mount's cache directory
+	seq       int              // numbers cache directories
+	readAhead [numKinds]string // kernel readahead found on the last mount, in KiB
+	// peers mounts the other file systems; nil without -peers.
+	peers *peerSet
 	// cacheArgs, when not nil, replace -cacheCapacityMB for the next
 	// mounts (see step.cacheArgs).
 	cacheArgs []string
 	// metrics is weedfuse's -metrics.address.
 	metrics string
+	quick   bool // -quick
 	// lastArgs are the extra weedfuse flags of each kind's last fresh
 	// mount, for a remount; mountTook is how long its last mount took to
 	// answer at its root.
-	lastArgs  [len(kinds)][]string
-	mountTook [len(kinds)]time.Duration
+	lastArgs  [numKinds][]string
+	mountTook [numKinds]time.Duration
 }
 
 func newMounter(c *cluster.Cluster, bin, root string, o *options) *mounter {
-	return &mounter{c: c, bin: bin, root: root, cacheMB: o.cacheMB, wfArgs: o.wfArgs, weedArgs: o.weedArgs, metrics: "127.0.0.1:19327"}
+	return &mounter{c: c, bin: bin, root: root, cacheMB: o.cacheMB, wfArgs: o.wfArgs, weedArgs: o.weedArgs, metrics: "127.0.0.1:19327", quick: o.quick}
 }
 
 // dir is k's mount point.
@@ -104,9 +123,9 @@ func (m *mounter) mount(ctx context.Context, k kind) error {
 	// The same cache flags for both; weed mount's chunk cache would
 	// otherwise survive a remount in its default directory, so a new
 	// directory per mount also keeps "cold" honest.
-	common := []string{"-cacheCapacityMB=" + strconv.Itoa(m.cacheMB), "-cacheDir=" + cache}
+	common := []string{"-filer.path=" + filerRoot, "-cacheCapacityMB=" + strconv.Itoa(m.cacheMB), "-cacheDir=" + cache}
 	if m.cacheArgs != nil {
-		common = append([]string{"-cacheDir=" + cache}, m.cacheArgs...)
+		common = append([]string{"-filer.path=" + filerRoot, "-cacheDir=" + cache}, m.cacheArgs...)
 	}
 	switch k {
 	case weedMount:
@@ -125,14 +144,38 @@ func (m *mounter) mount(ctx context.Context, k kind) error {
 			return err
 		}
 		m.wf = wf
+	default:
+		if err := m.peers.mount(ctx, k, m.dir(k), cache, peerCacheMB(m.cacheArgs, m.cacheMB), wfArgs); err != nil {
+			return err
+		}
 	}
 	m.mountTook[k] = time.Since(began)
-	ra, err := readAheadKB(m.dir(k))
+	ra, err := readAheadKB(m.mountPoint(k))
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", k, err)
 	}
 	m.readAhead[k] = ra
 	return dropCaches()
+}
+
+// mountPoint is where k's file system is mounted: its directory, but for
+// a mount of one bucket (s3fs), which shows the bench's tree one level
+// down, the bucket's directory in it.
+func (m *mounter) mountPoint(k kind) string {
+	if k == s3fsCache || k == s3fsPlain {
+		return filepath.Join(m.dir(k), s3Bucket)
+	}
+	return m.dir(k)
+}
+
+// active lists the mounts that every workload runs on: the two, then the
+// peers that mounted.
+func (m *mounter) active() []kind {
+	ks := kinds[:]
+	if m.peers != nil {
+		ks = append(ks, m.peers.up...)
+	}
+	return ks
 }
 
 // readAheadKB returns the kernel readahead of the file system mounted at
@@ -172,6 +215,8 @@ func (m *mounter) unmount(k kind) error {
 			}
 			m.wf = nil
 		}
+	default:
+		err = m.peers.unmount(k)
 	}
 	if m.cache[k] != "" {
 		err = errors.Join(err, os.RemoveAll(m.cache[k]))
@@ -180,11 +225,16 @@ func (m *mounter) unmount(k kind) error {
 	return err
 }
 
-// close unmounts both.
+// close unmounts every mount.
 func (m *mounter) close() error {
 	var errs []error
 	for _, k := range kinds {
 		errs = append(errs, m.unmount(k))
+	}
+	if m.peers != nil {
+		for _, k := range peerKinds {
+			errs = append(errs, m.unmount(k))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -193,6 +243,9 @@ func (m *mounter) close() error {
 func (m *mounter) logTail(k kind) string {
 	if k == weedfuse && m.wf != nil {
 		return tail(m.wf.Log(), 30)
+	}
+	if k.isPeer() {
+		return m.peers.logTail(k, 30)
 	}
 	return m.c.LogTails()
 }
@@ -207,12 +260,21 @@ func tail(s string, n int) string {
 }
 
 // peakRSS returns the peak resident set (VmHWM) of k's mount process since
-// it started, in MiB.
+// it started, in MiB. For a peer, it is the sum over the processes of its
+// mount: JuiceFS runs a supervisor beside the process that serves.
 func (m *mounter) peakRSS(k kind) (float64, error) {
+	if k.isPeer() {
+		return m.peers.peakRSS(k)
+	}
 	pid, err := m.pid(k)
 	if err != nil {
 		return 0, err
 	}
+	return vmHWM(k, pid)
+}
+
+// vmHWM is pid's peak resident set in MiB.
+func vmHWM(k kind, pid int) (float64, error) {
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, fmt.Errorf("peak RSS of %s: %w", k, err)
@@ -236,6 +298,8 @@ func (m *mounter) pid(k kind) (int, error) {
 		return m.weed.Pid(), nil
 	case k == weedfuse && m.wf != nil:
 		return m.wf.Pid(), nil
+	case k.isPeer():
+		return m.peers.pid(k)
 	}
 	return 0, fmt.Errorf("the %s is not mounted", k)
 }

@@ -215,6 +215,10 @@ func writeReport(o *options, info *sysInfo, res *results) error {
 		}
 	}
 
+	if res.peers != nil {
+		writePeers(p, o, info, res)
+	}
+
 	writeCPU(p, res)
 
 	p("\n## Peak RSS by workload\n\n")
@@ -240,6 +244,11 @@ func writeReport(o *options, info *sysInfo, res *results) error {
 	}
 	title := "weedfuse vs weed mount: median ratio, higher is better (log scale)"
 	subtitle := fmt.Sprintf("%s, %d run(s), %d cores, weed %s", info.date.Format("2006-01-02"), res.runs, info.cores, info.weed)
+	if res.peers != nil {
+		if err := writePeerChart(o.out, subtitle, res); err != nil {
+			return err
+		}
+	}
 	return writeChart(filepath.Join(o.out, "results.png"), title, subtitle, s.bars())
 }
 
@@ -266,8 +275,9 @@ func writeSetup(p func(string, ...any), o *options, info *sysInfo, res *results)
 		p("built from %s.\n", info.commit)
 	}
 	p("- Cluster: one master, one volume server and one filer (`-maxMB=4`, so 4 MiB chunks) on 127.0.0.1, data on the local disk. ")
-	p("Data: `%s`, 1 GiB of random bytes; `%s`, %d files of 128 KiB; `%s`, %d entries of a few bytes with inline content.\n",
+	p("Data: `%s`, 1 GiB of random bytes; `%s`, %d files of 128 KiB; `%s`, %d entries of a few bytes with inline content; ",
 		seqPath, smallDir, smallN, bigDir, bigN)
+	p("paths as the mounts show them, under the filer's `%s`, which both mount (`-filer.path=%s`) and where `weed s3` would serve `%s` as a bucket.\n", filerRoot, filerRoot, seqDir)
 	p("- Both mounts run side by side on that cluster with their default flags, except `-cacheCapacityMB=%d -cacheDir=<a new empty directory per mount>` for both", res.cacheMB)
 	if len(o.weedArgs) > 0 {
 		p("; weed mount also `%s`", strings.Join(o.weedArgs, " "))
@@ -322,7 +332,7 @@ func writeCPU(p func(string, ...any), res *results) {
 		}
 	}
 	for _, st := range res.steps {
-		for _, k := range kinds {
+		for _, k := range res.mounts {
 			if uses := res.cpu[k][st.id]; len(uses) > 0 {
 				u := medianUse(uses)
 				p("| %s | %s | %.2f | %.2f | %.2f | %.2f |\n", st.id, k, u.wall, u.cores, u.procs[0], u.procs[1])

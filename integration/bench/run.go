@@ -10,15 +10,24 @@ import (
 
 // results are every value measured, one per run.
 type results struct {
-	runs      int
-	steps     []step                           // those that ran, in order
-	val       [len(kinds)]map[string][]float64 // metric id → values
-	rss       [len(kinds)]map[string][]float64 // step id → peak RSS in MiB
-	cpu       [len(kinds)]map[string][]cpuUse  // step id → mount's and volume server's use
-	http      map[httpCase][]float64           // MB/s
-	httpCPU   map[httpCase][]cpuUse            // this process's and the volume server's use
+	runs  int
+	steps []step                         // those that ran, in order
+	val   [numKinds]map[string][]float64 // metric id → values
+	rss   [numKinds]map[string][]float64 // step id → peak RSS in MiB
+	cpu   [numKinds]map[string][]cpuUse  // step id → mount's and volume server's use
+	// cacheDisk is the bytes the mount's cache directory held on disk at
+	// the end of each run of a workload, by step id.
+	cacheDisk [numKinds]map[string][]float64
+	// mounts are the mounts that every workload ran on, in order: the two,
+	// then the peers that mounted.
+	mounts []kind
+	// peers describes the peers (-peers): how each was mounted, or why
+	// it could not be; nil without -peers.
+	peers     *peerReport
+	http      map[httpCase][]float64 // MB/s
+	httpCPU   map[httpCase][]cpuUse  // this process's and the volume server's use
 	cacheMB   int
-	readAhead [len(kinds)]string // each mount's kernel readahead in KiB
+	readAhead [numKinds]string // each mount's kernel readahead in KiB
 	// refs are what the machine itself does on a workload (a local
 	// directory, a bare HTTP client), by metric id, one per run.
 	refs map[string][]float64
@@ -50,15 +59,15 @@ func (r *results) metrics() []metric {
 // raw HTTP ceiling, then takes the workloads one by one, each on weed mount
 // and then on weedfuse, so that both see the same conditions as nearly as
 // a shared machine allows.
-func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter) (*results, error) {
+func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter, ds *dataset) (*results, error) {
 	res := &results{runs: o.runs, http: map[httpCase][]float64{}, httpCPU: map[httpCase][]cpuUse{}, cacheMB: o.cacheMB, refs: map[string][]float64{}}
 	for _, s := range steps(o.randTime) {
 		if o.only.MatchString(s.id) {
 			res.steps = append(res.steps, s)
 		}
 	}
-	for k := range kinds {
-		res.val[k], res.rss[k], res.cpu[k] = map[string][]float64{}, map[string][]float64{}, map[string][]cpuUse{}
+	for k := range numKinds {
+		res.val[k], res.rss[k], res.cpu[k], res.cacheDisk[k] = map[string][]float64{}, map[string][]float64{}, map[string][]cpuUse{}, map[string][]float64{}
 	}
 	var chunks []chunkURL
 	if o.only.MatchString("http") {
@@ -74,6 +83,14 @@ func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter) (*r
 			}
 		}
 	}
+	// After the prepares: JuiceFS copies what they stored.
+	if o.peers {
+		res.peers = m.setupPeers(ctx, ds)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+	res.mounts = m.active()
 	for run := 1; run <= o.runs; run++ {
 		log.Printf("run %d of %d", run, o.runs)
 		if chunks != nil {
@@ -82,7 +99,12 @@ func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter) (*r
 			}
 		}
 		for _, s := range res.steps {
-			for _, k := range kinds {
+			for _, k := range res.mounts {
+				if k.isPeer() {
+					// A peer's failure is reported, not fatal.
+					runPeerStep(ctx, m, s, k, res, o, run)
+					continue
+				}
 				if err := runStep(ctx, m, s, k, res, o); err != nil {
 					return nil, fmt.Errorf("run %d, %s on %s: %w%s", run, s.id, k, err, m.logTail(k))
 				}
@@ -119,6 +141,9 @@ func runStep(ctx context.Context, m *mounter, s step, k kind, res *results, o *o
 		return err
 	}
 	res.rss[k][s.id] = append(res.rss[k][s.id], hwm)
+	if b, err := diskUsage(m.cache[k]); err == nil {
+		res.cacheDisk[k][s.id] = append(res.cacheDisk[k][s.id], b)
+	}
 	for i, mt := range s.metrics {
 		res.val[k][mt.id] = append(res.val[k][mt.id], vals[i])
 		log.Printf("  %-16s %-10s %10.4g %s", mt.id, k, vals[i], mt.unit)

@@ -121,6 +121,7 @@ type Cluster struct {
 	filerProc *proc
 	mounts    []*WeedMount
 	nextMount int
+	gateways  []*proc // weed s3 (StartS3)
 
 	stopOnce sync.Once
 	stopErr  error
@@ -543,7 +544,7 @@ func (c *Cluster) stop() error {
 		errs = append(errs, m.Unmount())
 	}
 	// In parallel, so that the whole stop takes one grace period.
-	procs := append([]*proc{c.master, c.filerProc}, c.volumes...)
+	procs := append(append([]*proc{c.master, c.filerProc}, c.volumes...), c.gateways...)
 	perrs := make([]error, len(procs))
 	var wg sync.WaitGroup
 	for i, p := range procs {

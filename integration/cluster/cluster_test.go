@@ -160,10 +160,32 @@ func TestSingleVolume(t *testing.T) {
 		}
 	})
 
+	var gatewayPid int
+	t.Run("S3Gateway", func(t *testing.T) {
+		g, err := c.StartS3(ctx, "key", "secret")
+		check(t, err)
+		gatewayPid = g.Pid()
+		check(t, c.Put(ctx, "/buckets/bkt/x", []byte("x")))
+		// Anonymous: refused, which shows both that the gateway serves and
+		// that it holds the identity config.
+		resp, err := http.Get(g.Endpoint() + "/bkt/x")
+		check(t, err)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("anonymous GET of /bkt/x: %s, want 403", resp.Status)
+		}
+		if !slices.Contains(g.Args(), "-port.iceberg=0") || !strings.HasPrefix(g.Endpoint(), "http://127.0.0.1:") {
+			t.Errorf("gateway %s: %v", g.Endpoint(), g.Args())
+		}
+	})
+
 	t.Run("StopLeavesNoProcess", func(t *testing.T) {
 		pids := c.pids()
 		if len(pids) != 3 {
 			t.Fatalf("pids %v, want master, filer and one volume server", pids)
+		}
+		if gatewayPid != 0 {
+			pids = append(pids, gatewayPid)
 		}
 		check(t, c.Stop())
 		check(t, c.Stop())

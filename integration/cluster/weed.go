@@ -48,7 +48,7 @@ func resolvePyenvShim(p string) string {
 	if err != nil {
 		return p
 	}
-	out, err := exec.Command(pyenv, "which", "weed").Output()
+	out, err := exec.Command(pyenv, "which", filepath.Base(p)).Output()
 	if err != nil {
 		return p
 	}
