@@ -55,7 +55,7 @@ func (c *Cluster) StartS3(ctx context.Context, accessKey, secretKey string) (*S3
 	if err := writeS3Identities(config, accessKey, secretKey); err != nil {
 		return nil, fmt.Errorf("start s3: %w", err)
 	}
-	g.p = c.newServer(name, "s3",
+	g.p = c.newServer(name, "s3", "127.0.0.1", "",
 		"-filer="+c.FilerAddr(),
 		"-port="+strconv.Itoa(g.port),
 		"-port.grpc="+strconv.Itoa(g.port+grpcOffset),
