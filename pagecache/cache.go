@@ -353,6 +353,9 @@ func (c *Cache) ReadChunkAt(ctx context.Context, ch volume.Chunk, off int64, dst
 	bs := c.opts.BlockSize
 	first, last := off/bs, (end-1)/bs
 	if access == Random {
+		if n, ok := c.readDiskDirect(ch, off, end, first, last, dst); ok {
+			return n, nil
+		}
 		if n, ok, err := c.readDirect(ctx, ch, off, end, first, last, dst); ok {
 			return n, err
 		}

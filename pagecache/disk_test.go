@@ -228,6 +228,38 @@ func TestOpenWhole(t *testing.T) {
 	require.NoFileExists(t, p)
 }
 
+// TestRandomReadFromDisk: a random read of a needle on disk is served from
+// its file, checked, and not kept in memory; a flipped byte there is caught
+// and the needle fetched again.
+func TestRandomReadFromDisk(t *testing.T) {
+	dir := t.TempDir()
+	f, chunks := newTierFake(2<<20 + 9)
+	c := newCache(t, f, diskOpts(dir, 1<<20, 64<<20))
+	ch := chunks[0]
+	src := f.chunks[ch.FileID]
+	readAll(t, c, ch, Sequential)
+	wholes := f.wholes.Load()
+	dst := make([]byte, 4096)
+	for _, off := range []int64{0, 1 << 20, 2<<20 - 4000} {
+		n, err := c.ReadChunkAt(context.Background(), ch, off, dst, Random)
+		require.NoError(t, err)
+		require.Equal(t, src[off:off+int64(n)], dst[:n])
+	}
+	require.Equal(t, wholes, f.wholes.Load(), "a needle on disk was fetched")
+	require.Zero(t, f.ranges.Load())
+
+	name := diskName(ch.Key())
+	p := filepath.Join(dir, name[:2], name+".dat")
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	b[3<<19] ^= 1
+	require.NoError(t, os.WriteFile(p, b, 0o600))
+	n, err := c.ReadChunkAt(context.Background(), ch, 3<<19, dst, Random)
+	require.NoError(t, err)
+	require.Equal(t, src[3<<19:3<<19+n], dst[:n])
+	require.EqualValues(t, 1, c.Stats().Disk.Corrupt)
+}
+
 // TestDiskFaults: a flipped byte in a cache file, a truncated file, a
 // garbled table and a wiped directory are each a miss, counted, and
 // never a wrong byte.
