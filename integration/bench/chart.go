@@ -57,18 +57,8 @@ func drawChart(title, subtitle string, bars []bar) *image.RGBA {
 	drawText(img, margin, margin, title, textScale, black)
 	drawText(img, margin, margin+lineH+10, subtitle, textScale, parity)
 
-	lo, hi := logRange(bars)
-	x := func(v float64) int {
-		return x0 + int(math.Round((math.Log10(v)-lo)/(hi-lo)*plotW))
-	}
-	for e := lo; e <= hi; e++ {
-		gx := x(math.Pow(10, e))
-		fill(img, image.Rect(gx, plotTop, gx+1, plotBottom), grid)
-		label := strconv.FormatFloat(math.Pow(10, e), 'g', -1, 64) + "x"
-		drawText(img, gx-textWidth(label, textScale)/2, plotBottom+6, label, textScale, black)
-	}
+	x := logAxis(img, bars, x0, plotW, plotTop, plotBottom)
 	one := x(1)
-	fill(img, image.Rect(one-1, plotTop, one+1, plotBottom), parity)
 
 	for i, b := range bars {
 		top := plotTop + i*rowH
@@ -186,18 +176,8 @@ func drawGroupedChart(title, subtitle string, groups, series []string, ratios []
 			all = append(all, bar{ratio: r})
 		}
 	}
-	lo, hi := logRange(all)
-	x := func(v float64) int {
-		return x0 + int(math.Round((math.Log10(v)-lo)/(hi-lo)*plotW))
-	}
-	for e := lo; e <= hi; e++ {
-		gx := x(math.Pow(10, e))
-		fill(img, image.Rect(gx, plotTop, gx+1, plotBottom), grid)
-		label := strconv.FormatFloat(math.Pow(10, e), 'g', -1, 64) + "x"
-		drawText(img, gx-textWidth(label, textScale)/2, plotBottom+6, label, textScale, black)
-	}
+	x := logAxis(img, all, x0, plotW, plotTop, plotBottom)
 	one := x(1)
-	fill(img, image.Rect(one-1, plotTop, one+1, plotBottom), parity)
 	for gi, g := range groups {
 		top := plotTop + gi*groupH
 		drawText(img, margin+labelW-textWidth(g, textScale), top+(len(series)*subH-lineH)/2, g, textScale, black)
@@ -244,4 +224,23 @@ func writeGroupedChart(path, title, subtitle string, groups, series []string, ra
 		return fmt.Errorf("chart: %w", err)
 	}
 	return nil
+}
+
+// logAxis draws the log-scale ratio axis that spans bars (a grid line and
+// label per power of ten, and the parity line at 1x) and returns the x of
+// a ratio on it.
+func logAxis(img *image.RGBA, bars []bar, x0, plotW, plotTop, plotBottom int) func(float64) int {
+	lo, hi := logRange(bars)
+	x := func(v float64) int {
+		return x0 + int(math.Round((math.Log10(v)-lo)/(hi-lo)*float64(plotW)))
+	}
+	for e := lo; e <= hi; e++ {
+		gx := x(math.Pow(10, e))
+		fill(img, image.Rect(gx, plotTop, gx+1, plotBottom), grid)
+		label := strconv.FormatFloat(math.Pow(10, e), 'g', -1, 64) + "x"
+		drawText(img, gx-textWidth(label, textScale)/2, plotBottom+6, label, textScale, black)
+	}
+	one := x(1)
+	fill(img, image.Rect(one-1, plotTop, one+1, plotBottom), parity)
+	return x
 }

@@ -12,18 +12,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// listenIn opens a TCP listener inside namespace ns, from a thread that
-// enters it for the call; the socket stays in the namespace.
+// listenIn opens a TCP listener inside namespace ns; the socket stays in
+// the namespace.
 func listenIn(t *testing.T, ns *Netns) net.Listener {
 	t.Helper()
+	l, err := inNetns(ns, func() (net.Listener, error) { return net.Listen("tcp", net.JoinHostPort(ns.IP, "0")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// inNetns runs fn on a thread that has entered namespace ns. The thread is
+// left locked, so that it dies with its goroutine rather than returning to
+// the pool inside the namespace.
+func inNetns[T any](ns *Netns, fn func() (T, error)) (T, error) {
 	type result struct {
-		l   net.Listener
+		v   T
 		err error
 	}
 	ch := make(chan result, 1)
 	go func() {
-		// The thread is left locked, so that it dies with this goroutine
-		// rather than returning to the pool inside the namespace.
 		runtime.LockOSThread()
 		f, err := os.Open("/run/netns/" + ns.Name)
 		if err != nil {
@@ -35,15 +45,11 @@ func listenIn(t *testing.T, ns *Netns) net.Listener {
 			ch <- result{err: err}
 			return
 		}
-		l, err := net.Listen("tcp", net.JoinHostPort(ns.IP, "0"))
-		ch <- result{l, err}
+		v, err := fn()
+		ch <- result{v, err}
 	}()
 	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { r.l.Close() })
-	return r.l
+	return r.v, r.err
 }
 
 // TestNetDelay makes a Net, echoes bytes from the host to a namespace and
@@ -119,26 +125,5 @@ func TestNetDelay(t *testing.T) {
 
 // dialFrom dials addr from inside namespace ns.
 func dialFrom(ns *Netns, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		f, err := os.Open("/run/netns/" + ns.Name)
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: err}
-			return
-		}
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
+	return inNetns(ns, func() (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) })
 }
