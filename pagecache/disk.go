@@ -1,7 +1,7 @@
 package pagecache
 
 import (
-	"bufio"
+	"bytes"
 	"container/list"
 	"crypto/rand"
 	"crypto/sha256"
@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -30,8 +29,10 @@ import (
 //
 // Layout: for a needle key K (volume.Chunk.Key) and N = hex(sha256(K))[:32],
 // the directory holds N[:2]/N.sum, the table, and N[:2]/N.dat, the needle's
-// logical bytes. Both are written to a temporary name and renamed into
-// place, .sum first, so a .dat never stands without its table. A table
+// logical bytes. The .dat is written (with O_DIRECT, see directWriter) to
+// a temporary name and renamed into place once whole, after its .sum, so a
+// .dat never stands without its table. The .sum is written in place: it
+// ends with its own CRC32C, so a torn one reads as no table. A table
 // outlives its needle's bytes: eviction removes a .dat and keeps the .sum
 // (one small file) until it too is the least recently used, and a ranged
 // fetch of a needle whose bytes are gone is still verified against it.
@@ -40,8 +41,10 @@ import (
 //   - Bytes under one key never change (a needle is immutable and the key
 //     holds all that changes its decoding), so files need no invalidation,
 //     and two mounts sharing a directory can only ever write the same bytes
-//     under one name: renames make each file whole, and the last rename
-//     wins with equal content. Eviction by one mount is a miss to the other.
+//     under one name: renames make each .dat whole, and the last rename
+//     wins with equal content; a .sum is created once (O_EXCL) and kept by
+//     a second writer that finds it equal. Eviction by one mount is a miss
+//     to the other.
 //   - Every block read from a .dat is checked against its table before it
 //     is used. A file that fails (flipped bytes, a truncated or vanished
 //     file, a wiped directory) is a miss: it is removed, counted, and the
@@ -67,8 +70,6 @@ type disk struct {
 	writing map[string]chan struct{}
 	// pausedUntil stops writes for a while after the disk filled up.
 	pausedUntil time.Time
-	// tables caches parsed tables by name, up to tableCacheMax entries.
-	tables map[string]*diskTable
 
 	hits, hitBytes, misses     atomic.Uint64
 	writes, writtenBytes       atomic.Uint64
@@ -76,18 +77,20 @@ type disk struct {
 }
 
 // diskEntry is one needle known on disk. size is its .dat's length, or 0
-// when only its table is left.
+// when only its table is left. t is its table once written or read from
+// its .sum, nil before: kept with the entry, it costs 4 bytes per block
+// (a 16,384th of the bytes the tier holds, at 64 KiB blocks), and reading
+// it from its file again was a third of the mount's time opening files
+// held on disk, once a bounded table cache had let it go.
 type diskEntry struct {
 	name string
 	size int64
+	t    *diskTable
 }
 
 const (
 	// sumCost is what a .sum file is charged: a file system block.
 	sumCost = 4096
-	// tableCacheMax bounds the tables kept parsed in memory (a 4 MiB
-	// needle's is 256 bytes at 64 KiB blocks).
-	tableCacheMax = 16384
 	// diskPause is how long writes stop after the disk filled up.
 	diskPause = 10 * time.Second
 	sumMagic  = "WFSUM\x00\x01\x00"
@@ -118,7 +121,6 @@ func newDisk(dir string, capacity, bs int64, warn func(string)) (*disk, error) {
 	d := &disk{
 		root: dir, capacity: capacity, bs: bs, lru: list.New(),
 		byName: map[string]*list.Element{}, writing: map[string]chan struct{}{},
-		tables: map[string]*diskTable{},
 	}
 	d.removeTemps()
 	held := d.scan()
@@ -247,10 +249,13 @@ type diskTable struct {
 func (d *disk) table(key string) *diskTable {
 	name := diskName(key)
 	d.mu.Lock()
-	t, ok := d.tables[name]
-	_, known := d.byName[name]
+	e, known := d.byName[name]
+	var t *diskTable
+	if known {
+		t = e.Value.(*diskEntry).t
+	}
 	d.mu.Unlock()
-	if ok {
+	if t != nil {
 		return t
 	}
 	if !known {
@@ -277,11 +282,11 @@ func (d *disk) table(key string) *diskTable {
 	return t
 }
 
+// cacheTableLocked keeps t with the needle's entry, if it is still known.
 func (d *disk) cacheTableLocked(name string, t *diskTable) {
-	if len(d.tables) >= tableCacheMax {
-		clear(d.tables) // a bound, not a policy: tables reload from disk
+	if e, ok := d.byName[name]; ok {
+		e.Value.(*diskEntry).t = t
 	}
-	d.tables[name] = t
 }
 
 // blockOK checks the block of a needle starting at off against its table.
@@ -413,7 +418,6 @@ func (d *disk) drop(name string) {
 		d.lru.Remove(e)
 		delete(d.byName, name)
 	}
-	delete(d.tables, name)
 	d.mu.Unlock()
 }
 
@@ -436,7 +440,6 @@ func (d *disk) evictLocked() {
 			d.used -= sumCost
 			d.lru.Remove(e)
 			delete(d.byName, de.name)
-			delete(d.tables, de.name)
 		}
 		d.evicts.Add(1)
 	}
@@ -485,8 +488,7 @@ func (d *disk) written(key string) <-chan struct{} {
 type diskWriter struct {
 	d         *disk
 	key, name string
-	f         *os.File
-	w         *bufio.Writer
+	f         *directWriter
 	n         int64    // bytes written
 	crcs      []uint32 // of the blocks done
 	cur       uint32   // CRC of the block in progress
@@ -495,17 +497,36 @@ type diskWriter struct {
 
 // Write implements io.Writer; it never fails (see volume.NeedleSink).
 func (w *diskWriter) Write(p []byte) (int, error) {
+	w.take(p, false)
+	return len(p), nil
+}
+
+// WriteKept implements volume.KeptWriter: p, a run of the memory tier's
+// slots, stays unchanged until the fetch returns, which commits or aborts
+// the writer, so it is written from where it lies.
+func (w *diskWriter) WriteKept(p []byte) {
+	w.take(p, true)
+}
+
+// take writes p to the file and sums its blocks.
+func (w *diskWriter) take(p []byte, kept bool) {
 	if w.err != nil {
-		return len(p), nil
+		return
 	}
 	if w.f == nil {
 		if w.err = w.open(); w.err != nil {
-			return len(p), nil
+			return
 		}
 	}
-	if _, err := w.w.Write(p); err != nil {
+	var err error
+	if kept {
+		err = w.f.WriteKept(p)
+	} else {
+		_, err = w.f.Write(p)
+	}
+	if err != nil {
 		w.err = err
-		return len(p), nil
+		return
 	}
 	bs := w.d.bs
 	for q := p; len(q) > 0; {
@@ -519,40 +540,35 @@ func (w *diskWriter) Write(p []byte) (int, error) {
 			w.cur = 0
 		}
 	}
-	return len(p), nil
 }
 
 func (w *diskWriter) open() error {
 	dir := filepath.Join(w.d.root, w.name[:2])
-	f, err := createTemp(dir, w.name+".dat")
+	f, err := createDirect(tempName(dir, w.name+".dat"))
 	if errors.Is(err, fs.ErrNotExist) { // the directory was wiped: again
 		if err = os.MkdirAll(dir, 0o700); err == nil {
-			f, err = createTemp(dir, w.name+".dat")
+			f, err = createDirect(tempName(dir, w.name+".dat"))
 		}
 	}
 	if err != nil {
 		return err
 	}
 	w.f = f
-	if w.w == nil {
-		w.w = writeBufs.Get().(*bufio.Writer)
-	}
-	w.w.Reset(f)
 	return nil
 }
 
-// writeBufs holds the buffers of diskWriters, *bufio.Writer of 256 KiB:
-// one per needle written was, in a shuffled loader's first epoch, nine
-// tenths of all the mount allocated, and what drove its heap to twice
-// its live size.
-var writeBufs = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 256<<10) }}
+// tempName is a new name in dir for a temporary file of base, unique to
+// this writer.
+func tempName(dir, base string) string {
+	var r [8]byte
+	rand.Read(r[:])
+	return filepath.Join(dir, base+".tmp"+hex.EncodeToString(r[:]))
+}
 
 // createTemp creates a new file in dir named for base, unique to this
 // writer.
 func createTemp(dir, base string) (*os.File, error) {
-	var r [8]byte
-	rand.Read(r[:])
-	return os.OpenFile(filepath.Join(dir, base+".tmp"+hex.EncodeToString(r[:])), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	return os.OpenFile(tempName(dir, base), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 }
 
 // Reset implements volume.NeedleSink: what was written is void.
@@ -573,11 +589,6 @@ func (w *diskWriter) discard() {
 // the writer).
 func (w *diskWriter) abort() {
 	w.discard()
-	if w.w != nil {
-		w.w.Reset(nil)
-		writeBufs.Put(w.w)
-		w.w = nil
-	}
 	w.d.mu.Lock()
 	if ch, ok := w.d.writing[w.name]; ok {
 		close(ch)
@@ -596,7 +607,7 @@ func (w *diskWriter) commit(minLen int64) {
 		return
 	}
 	if w.err == nil {
-		w.err = w.w.Flush()
+		w.err = w.f.Flush()
 	}
 	if w.n%d.bs != 0 {
 		w.crcs = append(w.crcs, w.cur)
@@ -638,7 +649,13 @@ func (w *diskWriter) commit(minLen int64) {
 }
 
 // writeSum writes the table file: magic, key, length, block size, the
-// checksums, and a CRC32C of all of that.
+// checksums, and a CRC32C of all of that. It is written in place, not
+// through a temporary name and a rename as the .dat is: that CRC makes a
+// torn table (a crash mid-write) fail to parse, which counts as no table,
+// and the rename cost a shuffled loader's first epoch a tenth of the
+// mount's time. A table already there (a needle fetched again after its
+// bytes were evicted, or another mount's) is kept when it is this one;
+// one that is not is replaced through a rename.
 func (w *diskWriter) writeSum(path string) error {
 	b := make([]byte, 0, 32+len(w.key)+4*len(w.crcs))
 	b = append(b, sumMagic...)
@@ -651,7 +668,13 @@ func (w *diskWriter) writeSum(path string) error {
 		b = binary.LittleEndian.AppendUint32(b, c)
 	}
 	b = binary.LittleEndian.AppendUint32(b, volume.CRC32C(0, b))
-	f, err := createTemp(filepath.Dir(path), filepath.Base(path))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
+			return nil
+		}
+		f, err = createTemp(filepath.Dir(path), filepath.Base(path))
+	}
 	if err != nil {
 		return err
 	}
@@ -660,10 +683,15 @@ func (w *diskWriter) writeSum(path string) error {
 		os.Remove(f.Name())
 		return err
 	}
-	f.Close()
-	if err := os.Rename(f.Name(), path); err != nil {
+	if err := f.Close(); err != nil {
 		os.Remove(f.Name())
 		return err
+	}
+	if f.Name() != path {
+		if err := os.Rename(f.Name(), path); err != nil {
+			os.Remove(f.Name())
+			return err
+		}
 	}
 	return nil
 }
@@ -701,4 +729,7 @@ func parseSum(b []byte, key string, bs int64) (*diskTable, error) {
 	return t, nil
 }
 
-var _ io.Writer = (*diskWriter)(nil)
+var (
+	_ volume.NeedleSink = (*diskWriter)(nil)
+	_ volume.KeptWriter = (*diskWriter)(nil)
+)

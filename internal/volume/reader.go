@@ -269,6 +269,15 @@ type NeedleSink interface {
 	Reset()
 }
 
+// KeptWriter is what a NeedleSink also implements to be handed the bytes
+// of the request's Dsts by WriteKept instead of Write. Those stay unchanged
+// until the fetch returns, so the sink may use them where they lie rather
+// than copy them (the disk tier writes the memory tier's slots to its file
+// with O_DIRECT). WriteKept is Write otherwise: it cannot fail the fetch.
+type KeptWriter interface {
+	WriteKept(p []byte)
+}
+
 // fetchWhole is Fetch of a request that is not a Range: the whole needle
 // is fetched, and teed into whole when that is not nil.
 func (r *Reader) fetchWhole(ctx context.Context, c Chunk, off int64, dsts [][]byte, whole NeedleSink) (int, error) {
@@ -392,7 +401,7 @@ func (r *Reader) readRangeInto(ctx context.Context, vid uint32, c Chunk, off int
 				if got, err := io.ReadFull(body, dst); err != nil {
 					return fmt.Errorf("body ended %d bytes into a %d-byte piece: %w", got, len(dst), unexpectedEOF(err))
 				}
-				sum.Write(dst)
+				sum.writeKept(dst)
 			}
 			if _, err := io.CopyN(&sum, body, c.Size-off-kept); err != nil {
 				return fmt.Errorf("body ended before byte %d: %w", c.Size, unexpectedEOF(err))
@@ -429,6 +438,20 @@ func (s *needleSum) Write(p []byte) (int, error) {
 		s.sink.Write(p)
 	}
 	return len(p), nil
+}
+
+// writeKept is Write for bytes of the request's Dsts, which the sink may
+// keep where they lie (see KeptWriter).
+func (s *needleSum) writeKept(p []byte) {
+	if k, ok := s.sink.(KeptWriter); ok {
+		s.crc = CRC32C(s.crc, p)
+		if s.md5 != nil {
+			s.md5.Write(p)
+		}
+		k.WriteKept(p)
+		return
+	}
+	s.Write(p)
 }
 
 // ReadFrom writes all of r to s through a pooled buffer: io.CopyN would
