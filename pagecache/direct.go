@@ -19,8 +19,10 @@ import (
 // Buffered writes were the largest cost of a cold sequential read: on the
 // machines we measure, a GiB written through the page cache cost 2.9
 // CPU-seconds of the kernel's time (page allocation, copies, ext4's
-// delayed allocation, writeback throttling), where O_DIRECT in 1 MiB writes
-// cost 0.24 and ran at 1.4 GB/s. Writing in the background keeps the
+// delayed allocation, writeback throttling), where O_DIRECT in 256 KiB
+// writes cost 0.35 and ran at 1.0 GB/s (1 MiB writes: 0.24 and 1.4 GB/s,
+// but two such buffers per needle being written took 64 concurrent
+// readers 30 MiB over the mount's memory bound). Writing in the background keeps the
 // fetch that tees its needle here from waiting on the disk: written in
 // line, a 4 MiB needle's fetch took twice as long. The tier reads its
 // files back rarely and soon enough that the page cache has nothing to
@@ -48,13 +50,13 @@ type directWriter struct {
 }
 
 const (
-	directBufSize = 1 << 20
+	directBufSize = 256 << 10
 	// directAlign is what O_DIRECT asks of offsets, lengths and memory:
 	// the page size covers every logical block size in use.
 	directAlign = 4096
 	// directBufsKept bounds the idle buffers kept for reuse: about the
 	// number of needles fetched into the tier at once.
-	directBufsKept = 32
+	directBufsKept = 4
 )
 
 // directBufs holds idle buffers. They are mmapped, so aligned and outside
@@ -89,11 +91,15 @@ func putDirectBuf(b []byte) {
 }
 
 // createDirect creates the file at path (O_EXCL) for a directWriter,
-// with O_DIRECT where the file system takes it.
-func createDirect(path string) (*directWriter, error) {
+// with O_DIRECT when direct is set and the file system takes it.
+func createDirect(path string, direct bool) (*directWriter, error) {
 	const flags = os.O_RDWR | os.O_CREATE | os.O_EXCL
-	f, err := os.OpenFile(path, flags|unix.O_DIRECT, 0o600)
-	direct := err == nil
+	var f *os.File
+	var err error = unix.EINVAL
+	if direct {
+		f, err = os.OpenFile(path, flags|unix.O_DIRECT, 0o600)
+		direct = err == nil
+	}
 	if errors.Is(err, unix.EINVAL) {
 		f, err = os.OpenFile(path, flags, 0o600)
 	}
@@ -133,17 +139,17 @@ func (w *directWriter) Write(p []byte) (int, error) {
 }
 
 // WriteKept writes p, which stays unchanged until Flush or Close returns.
-// Where p lines up for O_DIRECT (page-aligned, whole pages, nothing
-// buffered before it), it is written from where it lies, gathered with the
-// slices after it into one pwritev of about directBufSize, which saves the
-// copy into buf (a third of a cold sequential read's copying); otherwise
-// it is copied as Write does.
+// Where nothing is buffered before it and, with O_DIRECT, p lines up
+// (page-aligned, whole pages), it is written from where it lies, gathered
+// with the slices after it into one pwritev of about directBufSize, which
+// saves the copy into buf (a third of a cold sequential read's copying);
+// otherwise it is copied as Write does.
 func (w *directWriter) WriteKept(p []byte) error {
 	if len(p) == 0 {
 		return nil
 	}
 	aligned := len(p)%directAlign == 0 && uintptr(unsafe.Pointer(unsafe.SliceData(p)))%directAlign == 0
-	if !aligned || w.n != 0 || !w.direct.Load() {
+	if w.n != 0 || !aligned && w.direct.Load() {
 		_, err := w.Write(p)
 		return err
 	}
