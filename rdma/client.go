@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/weedfuse/weedfuse/internal/needle"
-	"github.com/weedfuse/weedfuse/internal/volume"
 )
 
 // Locator lists the volume servers (HTTP "host:port") that hold a volume.
@@ -69,11 +68,12 @@ type ClientOptions struct {
 	// it back (a server without it is refused); without it, a weedrdma
 	// that requires one refuses this client.
 	Secret []byte
-	// ReadJWTKey is security.toml's jwt.signing.read.key; when set each
-	// request carries a read JWT for its file id, which weedrdma passes on
-	// to the volume server. ReadJWTExpiry is its lifetime (0: no exp claim).
-	ReadJWTKey    []byte
-	ReadJWTExpiry time.Duration
+	// ReadJWT, when set, returns the read JWT for a file id: cmd/weedfuse
+	// passes volume.SignReadJWT with security.toml's jwt.signing.read key
+	// and expiry. Each request carries it, and weedrdma passes it on to the
+	// volume server. Nil, or an empty token, sends none. The signing is
+	// internal/volume's, which the client does not import.
+	ReadJWT func(fid string) string
 	// Logf logs connection events; default log.Printf.
 	Logf func(format string, args ...any)
 
@@ -1224,5 +1224,8 @@ func (cn *clientConn) fetch(ctx context.Context, ch needle.Chunk, slot int, keep
 }
 
 func (c *Client) jwt(fid string) string {
-	return volume.SignReadJWT(c.opts.ReadJWTKey, fid, c.opts.ReadJWTExpiry)
+	if c.opts.ReadJWT == nil {
+		return ""
+	}
+	return c.opts.ReadJWT(fid)
 }

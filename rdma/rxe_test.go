@@ -470,8 +470,8 @@ func TestRXEServerSurvivesBadPeers(t *testing.T) {
 func TestRXEAuthorization(t *testing.T) {
 	r := newRig(t)
 	r.fv.jwtKey = []byte("read-secret")
-	good := r.clientWith(t, ClientOptions{ReadJWTKey: []byte("read-secret")})
-	bad := r.clientWith(t, ClientOptions{ReadJWTKey: []byte("wrong")})
+	good := r.clientWith(t, ClientOptions{ReadJWT: func(fid string) string { return volume.SignReadJWT([]byte("read-secret"), fid, 0) }})
+	bad := r.clientWith(t, ClientOptions{ReadJWT: func(fid string) string { return volume.SignReadJWT([]byte("wrong"), fid, 0) }})
 	none := r.clientWith(t, ClientOptions{})
 	dst := make([]byte, 1<<20)
 	ctx := context.Background()
