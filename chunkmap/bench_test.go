@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/weedfuse/weedfuse/internal/filerpb"
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 var benchSizes = []int{10, 1_000, 100_000, 1_000_000}
@@ -20,7 +20,7 @@ func sequentialChunks(n int) []*filerpb.FileChunk {
 	out := make([]*filerpb.FileChunk, n)
 	for i := range out {
 		out[i] = &filerpb.FileChunk{
-			FileId:       volume.FormatFileID(uint32(1+i%7), uint64(0x1000+i), 0x6b1a2c3d),
+			FileId:       needle.FormatFileID(uint32(1+i%7), uint64(0x1000+i), 0x6b1a2c3d),
 			Offset:       int64(i) * benchChunk,
 			Size:         benchChunk,
 			ModifiedTsNs: 1_700_000_000_000_000_000 + int64(i),
@@ -52,7 +52,7 @@ func overwrittenChunks(n int) []*filerpb.FileChunk {
 	r.Shuffle(len(writes), func(i, j int) { writes[i], writes[j] = writes[j], writes[i] })
 	out := make([]*filerpb.FileChunk, len(writes))
 	for i, w := range writes {
-		out[i] = &filerpb.FileChunk{FileId: volume.FormatFileID(w.vid, w.key, 0x6b1a2c3d), Offset: w.off, Size: uint64(w.size), ModifiedTsNs: w.ts}
+		out[i] = &filerpb.FileChunk{FileId: needle.FormatFileID(w.vid, w.key, 0x6b1a2c3d), Offset: w.off, Size: uint64(w.size), ModifiedTsNs: w.ts}
 	}
 	return out
 }

@@ -48,7 +48,7 @@ import (
 	"slices"
 
 	"github.com/weedfuse/weedfuse/internal/filerpb"
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // Fetcher returns the whole logical (decoded) bytes of a manifest blob. A
@@ -61,7 +61,7 @@ import (
 // that passed, or an error wrapping check's. volume.Reader implements it.
 // Safe for concurrent use.
 type Fetcher interface {
-	ReadNeedleChecked(ctx context.Context, c volume.Chunk, check func([]byte) error) ([]byte, error)
+	ReadNeedleChecked(ctx context.Context, c needle.Chunk, check func([]byte) error) ([]byte, error)
 }
 
 // View is one contiguous piece of a file range: a hole, or bytes of one chunk.
@@ -69,7 +69,7 @@ type View struct {
 	FileOff  int64        // where this view starts in the file
 	Len      int64        // > 0
 	Hole     bool         // reads as zeros; Chunk is zero
-	Chunk    volume.Chunk // the leaf chunk holding these bytes
+	Chunk    needle.Chunk // the leaf chunk holding these bytes
 	ChunkOff int64        // offset of FileOff inside the chunk's logical bytes
 }
 
@@ -85,7 +85,7 @@ type span struct {
 // Map is the settled view of one chunk list. Immutable after Build.
 type Map struct {
 	spans  []span // sorted by start, disjoint, non-empty
-	chunks []volume.Chunk
+	chunks []needle.Chunk
 }
 
 // Build resolves manifests (via f; f may be nil if no chunk is a manifest,
@@ -216,7 +216,7 @@ func settle(leaves []*filerpb.FileChunk) (*Map, error) {
 			chunkOf[s.chunk] = int32(visible) // 1-based: 0 means not yet seen
 		}
 	}
-	m := &Map{spans: spans, chunks: make([]volume.Chunk, visible)}
+	m := &Map{spans: spans, chunks: make([]needle.Chunk, visible)}
 	for seq, ci := range chunkOf {
 		if ci > 0 {
 			m.chunks[ci-1] = ChunkFromFiler(leaves[seq])

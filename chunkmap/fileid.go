@@ -2,14 +2,14 @@ package chunkmap
 
 import (
 	"github.com/weedfuse/weedfuse/internal/filerpb"
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // ChunkFromFiler converts a filer chunk to the descriptor every fetcher takes.
 // Size is the chunk's logical size; the encoding flags pass through untouched
 // because decoding is the fetcher's job.
-func ChunkFromFiler(c *filerpb.FileChunk) volume.Chunk {
-	return volume.Chunk{
+func ChunkFromFiler(c *filerpb.FileChunk) needle.Chunk {
+	return needle.Chunk{
 		FileID:     FileID(c),
 		Size:       int64(c.GetSize()),
 		CipherKey:  c.GetCipherKey(),
@@ -26,7 +26,7 @@ func FileID(c *filerpb.FileChunk) string {
 		return id
 	}
 	if f := c.GetFid(); f != nil {
-		return volume.FormatFileID(f.GetVolumeId(), f.GetFileKey(), f.GetCookie())
+		return needle.FormatFileID(f.GetVolumeId(), f.GetFileKey(), f.GetCookie())
 	}
 	return ""
 }
@@ -39,7 +39,7 @@ func needleKey(c *filerpb.FileChunk) uint64 {
 	if id == "" {
 		return c.GetFid().GetFileKey()
 	}
-	_, key, _, err := volume.ParseFileID(id)
+	_, key, _, err := needle.ParseFileID(id)
 	if err != nil {
 		return 0
 	}

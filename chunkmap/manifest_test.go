@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/weedfuse/weedfuse/internal/filerpb"
+	"github.com/weedfuse/weedfuse/internal/needle"
 	"github.com/weedfuse/weedfuse/internal/volume"
 )
 
@@ -23,7 +24,7 @@ type memFetcher struct {
 	blobs map[string][]byte
 	errs  map[string]error
 	reads atomic.Int64
-	seen  []volume.Chunk
+	seen  []needle.Chunk
 }
 
 func newMemFetcher() *memFetcher {
@@ -31,7 +32,7 @@ func newMemFetcher() *memFetcher {
 }
 
 // ReadNeedleChecked serves the one copy it has: check runs once.
-func (f *memFetcher) ReadNeedleChecked(_ context.Context, c volume.Chunk, check func([]byte) error) ([]byte, error) {
+func (f *memFetcher) ReadNeedleChecked(_ context.Context, c needle.Chunk, check func([]byte) error) ([]byte, error) {
 	f.reads.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -332,7 +333,7 @@ func TestBuildHonoursCancellation(t *testing.T) {
 
 type ctxFetcher struct{}
 
-func (ctxFetcher) ReadNeedleChecked(ctx context.Context, _ volume.Chunk, _ func([]byte) error) ([]byte, error) {
+func (ctxFetcher) ReadNeedleChecked(ctx context.Context, _ needle.Chunk, _ func([]byte) error) ([]byte, error) {
 	return nil, ctx.Err()
 }
 
@@ -347,12 +348,12 @@ type replicaFetcher struct {
 	reads    int
 }
 
-func (f *replicaFetcher) ReadNeedleChecked(_ context.Context, c volume.Chunk, check func([]byte) error) ([]byte, error) {
+func (f *replicaFetcher) ReadNeedleChecked(_ context.Context, c needle.Chunk, check func([]byte) error) ([]byte, error) {
 	var errs []error
 	for _, blob := range f.replicas[c.FileID] {
 		f.reads++
 		if err := check(blob); err != nil {
-			errs = append(errs, fmt.Errorf("%w: %w", err, volume.ErrCorrupt))
+			errs = append(errs, fmt.Errorf("%w: %w", err, needle.ErrCorrupt))
 			continue
 		}
 		return blob, nil
@@ -401,8 +402,8 @@ func TestManifestBadReplica(t *testing.T) {
 			// Bad on every replica: the open fails, saying why.
 			f = &replicaFetcher{replicas: map[string][][]byte{"m": {tc.bad, tc.bad}}}
 			_, err = Build(context.Background(), []*filerpb.FileChunk{man}, f)
-			if !errors.Is(err, ErrMalformedManifest) || !errors.Is(err, volume.ErrCorrupt) {
-				t.Errorf("err = %v, want ErrMalformedManifest and volume.ErrCorrupt", err)
+			if !errors.Is(err, ErrMalformedManifest) || !errors.Is(err, needle.ErrCorrupt) {
+				t.Errorf("err = %v, want ErrMalformedManifest and needle.ErrCorrupt", err)
 			}
 		})
 	}

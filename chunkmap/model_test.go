@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/weedfuse/weedfuse/internal/filerpb"
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // spec is a chunk as a test generates it, with its needle key known
@@ -33,7 +33,7 @@ func chunksOf(specs []spec) []*filerpb.FileChunk {
 		if s.asFid {
 			c.Fid = fid
 		} else {
-			c.FileId = volume.FormatFileID(fid.VolumeId, fid.FileKey, fid.Cookie)
+			c.FileId = needle.FormatFileID(fid.VolumeId, fid.FileKey, fid.Cookie)
 		}
 		out[i] = c
 	}
@@ -130,7 +130,7 @@ func checkViews(m *Map, chunks []*filerpb.FileChunk, owner []int, off, size, fil
 			}
 		}
 		if v.Hole {
-			if !reflect.DeepEqual(v.Chunk, volume.Chunk{}) || v.ChunkOff != 0 {
+			if !reflect.DeepEqual(v.Chunk, needle.Chunk{}) || v.ChunkOff != 0 {
 				return fail("got hole with chunk %+v at %d, want zero", v.Chunk, v.ChunkOff)
 			}
 		} else if v.ChunkOff < 0 || v.ChunkOff+v.Len > v.Chunk.Size {

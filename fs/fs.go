@@ -27,7 +27,7 @@ import (
 	"github.com/weedfuse/weedfuse/chunkmap"
 	"github.com/weedfuse/weedfuse/internal/filer"
 	"github.com/weedfuse/weedfuse/internal/filerpb"
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 	"github.com/weedfuse/weedfuse/pagecache"
 )
 
@@ -47,19 +47,19 @@ type Meta interface {
 // fetching a range ahead of a reader without waiting. Safe for concurrent
 // use.
 type ChunkReader interface {
-	ReadChunkAt(ctx context.Context, c volume.Chunk, off int64, dst []byte, access pagecache.Access) (int, error)
+	ReadChunkAt(ctx context.Context, c needle.Chunk, off int64, dst []byte, access pagecache.Access) (int, error)
 	// Prefetch returns the offset in the chunk up to which it started
 	// fetches; it stops early when it is out of prefetchers or budget.
-	Prefetch(c volume.Chunk, off, n int64) int64
+	Prefetch(c needle.Chunk, off, n int64) int64
 	// Forget drops the cached bytes of a chunk no file uses any more.
-	Forget(c volume.Chunk)
+	Forget(c needle.Chunk)
 	// FillDisk fetches a chunk whole into the disk cache and waits; false
 	// means the disk cache has no room (or there is none).
-	FillDisk(ctx context.Context, c volume.Chunk) bool
+	FillDisk(ctx context.Context, c needle.Chunk) bool
 	// OpenWhole opens the disk cache's file of a chunk's logical bytes,
 	// exactly c.Size long and checked, for FUSE passthrough; false when
 	// the chunk is not held whole on disk. The caller closes the file.
-	OpenWhole(c volume.Chunk) (*os.File, bool)
+	OpenWhole(c needle.Chunk) (*os.File, bool)
 }
 
 // Options configure the tree.

@@ -12,7 +12,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/weedfuse/weedfuse/chunkmap"
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // FUSE passthrough (Linux 6.9 and later): a file that is one chunk held
@@ -185,30 +185,30 @@ func dupFile(f *os.File) (*os.File, error) {
 // starts at 0 and ends at the file's end, and has not changed for
 // passthroughMinAge. Errors are not the opener's: its reads will meet
 // them.
-func (f *file) wholeChunk(ctx context.Context) (volume.Chunk, bool) {
+func (f *file) wholeChunk(ctx context.Context) (needle.Chunk, bool) {
 	e, err := f.current(ctx)
 	if err != nil || len(e.GetContent()) > 0 {
-		return volume.Chunk{}, false
+		return needle.Chunk{}, false
 	}
 	if time.Since(time.Unix(e.GetAttributes().GetMtime(), 0)) < passthroughMinAge {
-		return volume.Chunk{}, false
+		return needle.Chunk{}, false
 	}
 	size := int64(fileSize(e))
 	if size == 0 {
-		return volume.Chunk{}, false
+		return needle.Chunk{}, false
 	}
 	m, err := f.chunkMap(ctx, e)
 	if err != nil {
-		return volume.Chunk{}, false
+		return needle.Chunk{}, false
 	}
 	var buf [2]chunkmap.View
 	views := m.Views(buf[:0], 0, size, size)
 	if len(views) != 1 {
-		return volume.Chunk{}, false
+		return needle.Chunk{}, false
 	}
 	v := views[0]
 	if v.Hole || v.ChunkOff != 0 || v.Len != size || v.Chunk.Size != size {
-		return volume.Chunk{}, false
+		return needle.Chunk{}, false
 	}
 	return v.Chunk, true
 }

@@ -39,8 +39,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
-
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // Options configure a Cache.
@@ -298,12 +297,12 @@ func (c *Cache) Stats() Stats {
 // one needle may stand in files as chunks of different sizes (weed mount
 // truncates by lowering a chunk's size), and a block cut short for one
 // must never serve a reader of the other.
-func (c *Cache) blockKey(ch volume.Chunk, blk int64) string {
+func (c *Cache) blockKey(ch needle.Chunk, blk int64) string {
 	return ch.Key() + "#" + strconv.FormatInt(blk, 10) + "#" + strconv.FormatInt(c.blockLen(ch, blk), 10)
 }
 
 // blockLen is the length of block blk of chunk ch.
-func (c *Cache) blockLen(ch volume.Chunk, blk int64) int64 {
+func (c *Cache) blockLen(ch needle.Chunk, blk int64) int64 {
 	return min(c.opts.BlockSize, ch.Size-blk*c.opts.BlockSize)
 }
 
@@ -331,7 +330,7 @@ const (
 )
 
 // ReadChunk is ReadChunkAt for a sequential reader.
-func (c *Cache) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst []byte) (int, error) {
+func (c *Cache) ReadChunk(ctx context.Context, ch needle.Chunk, off int64, dst []byte) (int, error) {
 	return c.ReadChunkAt(ctx, ch, off, dst, Sequential)
 }
 
@@ -339,7 +338,7 @@ func (c *Cache) ReadChunk(ctx context.Context, ch volume.Chunk, off int64, dst [
 // memory tier, then the disk tier, fetching each missing run of blocks
 // once, as plan says for access. It returns fewer than len(dst) bytes only
 // at the chunk's end.
-func (c *Cache) ReadChunkAt(ctx context.Context, ch volume.Chunk, off int64, dst []byte, access Access) (int, error) {
+func (c *Cache) ReadChunkAt(ctx context.Context, ch needle.Chunk, off int64, dst []byte, access Access) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("read chunk %s: negative offset %d", ch.FileID, off)
 	}
@@ -461,7 +460,7 @@ func (c *Cache) cacheBlock(key string, f *fetch) {
 // the chunk's start, where the arena has room: the blocks before b come
 // with the needle anyway. It returns how many blocks from b on it covered
 // (at least one).
-func (c *Cache) claimRun(ch volume.Chunk, b, want int64, access Access, prefetch bool, waits []*fetch) int64 {
+func (c *Cache) claimRun(ch needle.Chunk, b, want int64, access Access, prefetch bool, waits []*fetch) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	key := c.blockKey(ch, b)
@@ -570,7 +569,7 @@ func (c *Cache) claimRun(ch volume.Chunk, b, want int64, access Access, prefetch
 // or cached: the first touch of a needle, as a random reader makes it. A
 // sequential reader, whose earlier blocks were just read, never reaches
 // back for blocks it has done with.
-func (c *Cache) untouchedLocked(ch volume.Chunk, last int64) bool {
+func (c *Cache) untouchedLocked(ch needle.Chunk, last int64) bool {
 	for blk := int64(0); blk <= last; blk++ {
 		if !c.absentLocked(c.blockKey(ch, blk)) {
 			return false
@@ -616,7 +615,7 @@ func (c *Cache) trimReadaheadLocked() {
 // and completes their fetches. Demand fetches leave the inflight table once
 // done, their slot reference passing to the cache; prefetches stay until
 // taken.
-func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch, p plan) {
+func (c *Cache) fetchRun(ch needle.Chunk, b int64, run []*fetch, p plan) {
 	defer c.wg.Done()
 	start := b * c.opts.BlockSize
 	total := 0
@@ -682,7 +681,7 @@ func (c *Cache) fetchRun(ch volume.Chunk, b int64, run []*fetch, p plan) {
 // are busy or the readahead budget is full, and returns the offset in the
 // chunk up to which it got (off+n, or less): readahead is an optimisation,
 // never a queue that grows without bound.
-func (c *Cache) Prefetch(ch volume.Chunk, off, n int64) int64 {
+func (c *Cache) Prefetch(ch needle.Chunk, off, n int64) int64 {
 	end := min(off+n, ch.Size)
 	if off < 0 || off >= end || c.ctx.Err() != nil || ch.CheckSize() != nil {
 		return off + n
@@ -713,7 +712,7 @@ func (c *Cache) Prefetch(ch volume.Chunk, off, n int64) int64 {
 
 // claimRunReleasing claims a prefetch run and releases its prefetcher slot
 // when the run's fetch ends (or at once, when it joined a fetch under way).
-func (c *Cache) claimRunReleasing(ch volume.Chunk, b, want int64) int64 {
+func (c *Cache) claimRunReleasing(ch needle.Chunk, b, want int64) int64 {
 	waits := make([]*fetch, 1)
 	n := c.claimRun(ch, b, want, Sequential, true, waits)
 	f := waits[0]
@@ -732,7 +731,7 @@ func (c *Cache) claimRunReleasing(ch volume.Chunk, b, want int64) int64 {
 }
 
 // Forget drops the cached blocks of a chunk that its file no longer uses.
-func (c *Cache) Forget(ch volume.Chunk) {
+func (c *Cache) Forget(ch needle.Chunk) {
 	if ch.CheckSize() != nil {
 		return // never read, so never cached: no blocks to walk
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // fakeFetcher serves chunks from memory, counts fetches, and can be made
@@ -26,9 +26,9 @@ type fakeFetcher struct {
 
 // Fetch serves r.Dsts, as a fetcher that can neither tee (it leaves
 // r.Whole empty) nor read ranges (it refuses them, uncounted).
-func (f *fakeFetcher) Fetch(ctx context.Context, r volume.Request) (int, error) {
+func (f *fakeFetcher) Fetch(ctx context.Context, r needle.Request) (int, error) {
 	if r.Range {
-		return 0, fmt.Errorf("fake: no ranges: %w", volume.ErrNotServed)
+		return 0, fmt.Errorf("fake: no ranges: %w", needle.ErrNotServed)
 	}
 	f.calls.Add(1)
 	if f.gate != nil {
@@ -44,15 +44,15 @@ func (f *fakeFetcher) Fetch(ctx context.Context, r volume.Request) (int, error) 
 	if r.Whole != nil {
 		r.Whole.Reset()
 	}
-	n := volume.Scatter(r.Dsts, f.chunks[r.Chunk.FileID][r.Off:])
+	n := needle.Scatter(r.Dsts, f.chunks[r.Chunk.FileID][r.Off:])
 	f.bytes.Add(int64(n))
 	return n, nil
 }
 
-func newFake(sizes ...int) (*fakeFetcher, []volume.Chunk) {
+func newFake(sizes ...int) (*fakeFetcher, []needle.Chunk) {
 	f := &fakeFetcher{chunks: map[string][]byte{}}
 	rng := rand.New(rand.NewPCG(7, 8))
-	var chunks []volume.Chunk
+	var chunks []needle.Chunk
 	for i, size := range sizes {
 		id := fmt.Sprintf("%d,%x", i+1, i+100)
 		data := make([]byte, size)
@@ -60,7 +60,7 @@ func newFake(sizes ...int) (*fakeFetcher, []volume.Chunk) {
 			data[j] = byte(rng.Uint32())
 		}
 		f.chunks[id] = data
-		chunks = append(chunks, volume.Chunk{FileID: id, Size: int64(size)})
+		chunks = append(chunks, needle.Chunk{FileID: id, Size: int64(size)})
 	}
 	return f, chunks
 }
@@ -216,13 +216,13 @@ func TestCancelledReaderLeavesFetchToOthers(t *testing.T) {
 
 func TestChainFallsThroughNotServed(t *testing.T) {
 	f, chunks := newFake(1000)
-	notServed := fetcherFunc(func(context.Context, volume.Request) (int, error) {
-		return 0, fmt.Errorf("rdma: %w", volume.ErrNotServed)
+	notServed := fetcherFunc(func(context.Context, needle.Request) (int, error) {
+		return 0, fmt.Errorf("rdma: %w", needle.ErrNotServed)
 	})
-	broken := fetcherFunc(func(context.Context, volume.Request) (int, error) {
+	broken := fetcherFunc(func(context.Context, needle.Request) (int, error) {
 		return 0, errors.New("broken")
 	})
-	req := volume.Request{Chunk: chunks[0], Dsts: [][]byte{make([]byte, 60), make([]byte, 40)}}
+	req := needle.Request{Chunk: chunks[0], Dsts: [][]byte{make([]byte, 60), make([]byte, 40)}}
 	if n, err := (Chain{notServed, f}).Fetch(context.Background(), req); err != nil || n != 100 ||
 		!bytes.Equal(append(req.Dsts[0], req.Dsts[1]...), f.chunks[chunks[0].FileID][:100]) {
 		t.Errorf("not-served then working: %d, %v, or bytes differ", n, err)
@@ -230,11 +230,11 @@ func TestChainFallsThroughNotServed(t *testing.T) {
 	if _, err := (Chain{broken, f}).Fetch(context.Background(), req); err == nil {
 		t.Error("a real error must end the read, got nil")
 	}
-	if _, err := (Chain{notServed}).Fetch(context.Background(), req); !errors.Is(err, volume.ErrNotServed) {
+	if _, err := (Chain{notServed}).Fetch(context.Background(), req); !errors.Is(err, needle.ErrNotServed) {
 		t.Errorf("nothing served: got %v, want ErrNotServed", err)
 	}
 	req.Range = true
-	if _, err := (Chain{notServed, f}).Fetch(context.Background(), req); !errors.Is(err, volume.ErrNotServed) {
+	if _, err := (Chain{notServed, f}).Fetch(context.Background(), req); !errors.Is(err, needle.ErrNotServed) {
 		t.Errorf("a range no step reads: got %v, want ErrNotServed", err)
 	}
 }
@@ -254,9 +254,9 @@ func TestRandomReadWithoutRanges(t *testing.T) {
 	}
 }
 
-type fetcherFunc func(context.Context, volume.Request) (int, error)
+type fetcherFunc func(context.Context, needle.Request) (int, error)
 
-func (f fetcherFunc) Fetch(ctx context.Context, r volume.Request) (int, error) { return f(ctx, r) }
+func (f fetcherFunc) Fetch(ctx context.Context, r needle.Request) (int, error) { return f(ctx, r) }
 
 func BenchmarkReadChunkHit(b *testing.B) {
 	f, chunks := newFake(4 << 20)
@@ -325,7 +325,7 @@ func TestTruncatedChunkSharesNoBlock(t *testing.T) {
 	f, chunks := newFake(1 << 20)
 	c := newCache(t, f, Options{})
 	whole := chunks[0]
-	short := volume.Chunk{FileID: whole.FileID, Size: 1000}
+	short := needle.Chunk{FileID: whole.FileID, Size: 1000}
 	if _, err := c.ReadChunk(context.Background(), short, 0, make([]byte, 1000)); err != nil {
 		t.Fatal(err)
 	}

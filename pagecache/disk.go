@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // disk is the cache's second tier: whole needles, decoded and verified
@@ -27,7 +27,7 @@ import (
 // CRC32C checksums of their blocks. It is weed mount's -cacheDir and
 // -cacheCapacityMB. Safe for concurrent use.
 //
-// Layout: for a needle key K (volume.Chunk.Key) and N = hex(sha256(K))[:32],
+// Layout: for a needle key K (needle.Chunk.Key) and N = hex(sha256(K))[:32],
 // the directory holds N[:2]/N.sum, the table, and N[:2]/N.dat, the needle's
 // logical bytes. The .dat is written (with O_DIRECT, see directWriter) to
 // a temporary name and renamed into place once whole, after its .sum, so a
@@ -296,7 +296,7 @@ func (t *diskTable) blockOK(off, bs int64, data []byte) bool {
 	if off%bs != 0 || i >= int64(len(t.crcs)) || int64(len(data)) != min(bs, t.length-off) {
 		return false
 	}
-	return volume.CRC32C(0, data) == t.crcs[i]
+	return needle.CRC32C(0, data) == t.crcs[i]
 }
 
 // read fills dsts, the blocks of the needle from off (a multiple of the
@@ -482,7 +482,7 @@ func (d *disk) written(key string) <-chan struct{} {
 }
 
 // diskWriter takes a needle's logical bytes during its fetch (it is a
-// volume.NeedleSink) into a temporary file, summing each block, and puts
+// needle.NeedleSink) into a temporary file, summing each block, and puts
 // the needle in place on commit, after the fetch verified it. Used by one
 // goroutine at a time.
 type diskWriter struct {
@@ -496,13 +496,13 @@ type diskWriter struct {
 	err       error    // the first write error; the needle is then not kept
 }
 
-// Write implements io.Writer; it never fails (see volume.NeedleSink).
+// Write implements io.Writer; it never fails (see needle.NeedleSink).
 func (w *diskWriter) Write(p []byte) (int, error) {
 	w.take(p, false)
 	return len(p), nil
 }
 
-// WriteKept implements volume.KeptWriter: p, a run of the memory tier's
+// WriteKept implements needle.KeptWriter: p, a run of the memory tier's
 // slots, stays unchanged until the fetch returns, which commits or aborts
 // the writer, so it is written from where it lies.
 func (w *diskWriter) WriteKept(p []byte) {
@@ -533,7 +533,7 @@ func (w *diskWriter) take(p []byte, kept bool) {
 	for q := p; len(q) > 0; {
 		in := bs - w.n%bs // room left in the current block
 		k := min(int64(len(q)), in)
-		w.cur = volume.CRC32C(w.cur, q[:k])
+		w.cur = needle.CRC32C(w.cur, q[:k])
 		w.n += k
 		q = q[k:]
 		if w.n%bs == 0 {
@@ -579,7 +579,7 @@ func createTemp(dir, base string) (*os.File, error) {
 	return os.OpenFile(tempName(dir, base), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 }
 
-// Reset implements volume.NeedleSink: what was written is void.
+// Reset implements needle.NeedleSink: what was written is void.
 func (w *diskWriter) Reset() {
 	w.discard()
 	w.n, w.crcs, w.cur, w.err = 0, w.crcs[:0], 0, nil
@@ -675,7 +675,7 @@ func (w *diskWriter) writeSum(path string) error {
 	for _, c := range w.crcs {
 		b = binary.LittleEndian.AppendUint32(b, c)
 	}
-	b = binary.LittleEndian.AppendUint32(b, volume.CRC32C(0, b))
+	b = binary.LittleEndian.AppendUint32(b, needle.CRC32C(0, b))
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
@@ -713,7 +713,7 @@ func parseSum(b []byte, key string, bs int64) (*diskTable, error) {
 		return bad("no magic")
 	}
 	body, tail := b[:len(b)-4], b[len(b)-4:]
-	if volume.CRC32C(0, body) != binary.LittleEndian.Uint32(tail) {
+	if needle.CRC32C(0, body) != binary.LittleEndian.Uint32(tail) {
 		return bad("checksum")
 	}
 	r := body[len(sumMagic):]
@@ -738,6 +738,6 @@ func parseSum(b []byte, key string, bs int64) (*diskTable, error) {
 }
 
 var (
-	_ volume.NeedleSink = (*diskWriter)(nil)
-	_ volume.KeptWriter = (*diskWriter)(nil)
+	_ needle.NeedleSink = (*diskWriter)(nil)
+	_ needle.KeptWriter = (*diskWriter)(nil)
 )

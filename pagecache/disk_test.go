@@ -17,8 +17,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // tierFake is a fetcher that tees whole needles and reads ranges, as the
@@ -30,18 +29,18 @@ type tierFake struct {
 	flipRanges     atomic.Bool
 }
 
-func newTierFake(sizes ...int) (*tierFake, []volume.Chunk) {
+func newTierFake(sizes ...int) (*tierFake, []needle.Chunk) {
 	f, chunks := newFake(sizes...)
 	return &tierFake{fakeFetcher: f}, chunks
 }
 
 // Fetch reads ranges and tees; a request with no sink is fakeFetcher's.
-func (f *tierFake) Fetch(ctx context.Context, r volume.Request) (int, error) {
+func (f *tierFake) Fetch(ctx context.Context, r needle.Request) (int, error) {
 	src := f.chunks[r.Chunk.FileID]
 	switch {
 	case r.Range:
 		f.ranges.Add(1)
-		n := volume.Scatter(r.Dsts, src[r.Off:])
+		n := needle.Scatter(r.Dsts, src[r.Off:])
 		if f.flipRanges.Load() && n > 0 {
 			r.Dsts[0][0] ^= 0x40
 		}
@@ -54,7 +53,7 @@ func (f *tierFake) Fetch(ctx context.Context, r volume.Request) (int, error) {
 		r.Whole.Reset()
 		r.Whole.Write(src[:len(src)/2]) // in two pieces, as a stream comes
 		r.Whole.Write(src[len(src)/2:])
-		return volume.Scatter(r.Dsts, src[r.Off:]), nil
+		return needle.Scatter(r.Dsts, src[r.Off:]), nil
 	}
 	return f.fakeFetcher.Fetch(ctx, r)
 }
@@ -63,7 +62,7 @@ func diskOpts(dir string, memory, diskCap int64) Options {
 	return Options{Capacity: memory, BlockSize: 64 << 10, DiskDir: dir, DiskCapacity: diskCap}
 }
 
-func readAll(t *testing.T, c *Cache, ch volume.Chunk, access Access) []byte {
+func readAll(t *testing.T, c *Cache, ch needle.Chunk, access Access) []byte {
 	t.Helper()
 	dst := make([]byte, ch.Size)
 	n, err := c.ReadChunkAt(context.Background(), ch, 0, dst, access)
@@ -397,8 +396,8 @@ func TestTwoCachesShareADirectory(t *testing.T) {
 // TestKeysSeparateDecodings: chunks naming one needle with another cipher
 // key or compression flag share no block and no disk file.
 func TestKeysSeparateDecodings(t *testing.T) {
-	base := volume.Chunk{FileID: "3,01637037d6", Size: 10}
-	variants := []volume.Chunk{base,
+	base := needle.Chunk{FileID: "3,01637037d6", Size: 10}
+	variants := []needle.Chunk{base,
 		{FileID: base.FileID, Size: 10, CipherKey: []byte("k1")},
 		{FileID: base.FileID, Size: 10, CipherKey: []byte("k2")},
 		{FileID: base.FileID, Size: 10, Compressed: true},

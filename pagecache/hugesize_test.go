@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // A chunk claiming far more than a needle can hold is refused at once: no
@@ -20,7 +20,7 @@ func TestHugeChunkIsRefused(t *testing.T) {
 		ok   bool
 	}{
 		{"1 TiB", 1 << 40, false},
-		{"just past the ceiling", volume.MaxChunkSize + 1, false},
+		{"just past the ceiling", needle.MaxChunkSize + 1, false},
 		{"negative", -1, false},
 		{"real", 1000, true},
 	}
@@ -38,10 +38,10 @@ func TestHugeChunkIsRefused(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, volume.ErrChunkTooLarge) {
+			if !errors.Is(err, needle.ErrChunkTooLarge) {
 				t.Fatalf("ReadChunkAt = %v, want ErrChunkTooLarge", err)
 			}
-			if _, err := c.ReadChunkAt(context.Background(), ch, 0, dst, Sequential); !errors.Is(err, volume.ErrChunkTooLarge) {
+			if _, err := c.ReadChunkAt(context.Background(), ch, 0, dst, Sequential); !errors.Is(err, needle.ErrChunkTooLarge) {
 				t.Fatalf("sequential ReadChunkAt = %v, want ErrChunkTooLarge", err)
 			}
 			if got := c.Prefetch(ch, 0, 1<<30); got != 1<<30 {

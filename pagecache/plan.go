@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // plan is how a miss is fetched. The rules live here and nowhere else:
@@ -47,7 +47,7 @@ const (
 )
 
 // planLocked chooses how to fetch a missing block of ch.
-func (c *Cache) planLocked(ch volume.Chunk, access Access) plan {
+func (c *Cache) planLocked(ch needle.Chunk, access Access) plan {
 	switch {
 	case c.disk != nil && c.disk.hasData(ch.Key()):
 		return planDisk
@@ -60,7 +60,7 @@ func (c *Cache) planLocked(ch volume.Chunk, access Access) plan {
 // fetchPlanned fills dsts, the blocks of ch from start, as p says. A plan
 // that cannot be carried out (the disk's copy is gone or bad, no fetcher
 // reads ranges, a range fails its table) falls back to the whole needle.
-func (c *Cache) fetchPlanned(ctx context.Context, ch volume.Chunk, start int64, dsts [][]byte, p plan) (int, error) {
+func (c *Cache) fetchPlanned(ctx context.Context, ch needle.Chunk, start int64, dsts [][]byte, p plan) (int, error) {
 	total := 0
 	for _, d := range dsts {
 		total += len(d)
@@ -73,7 +73,7 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch volume.Chunk, start int64, 
 	}
 	if p == planRange {
 		n, err := c.fetchRange(ctx, ch, start, dsts)
-		if err == nil || !errors.Is(err, volume.ErrNotServed) && !errors.Is(err, volume.ErrCorrupt) {
+		if err == nil || !errors.Is(err, needle.ErrNotServed) && !errors.Is(err, needle.ErrCorrupt) {
 			return n, err
 		}
 	}
@@ -96,7 +96,7 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch volume.Chunk, start int64, 
 			}
 		}
 	}
-	req := volume.Request{Chunk: ch, Off: start, Dsts: dsts}
+	req := needle.Request{Chunk: ch, Off: start, Dsts: dsts}
 	if sink == nil {
 		return c.f.Fetch(ctx, req)
 	}
@@ -112,10 +112,10 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch volume.Chunk, start int64, 
 
 // fetchRange reads the blocks of a range and checks each against the
 // needle's table, if the disk tier knows one. A block that fails is an
-// error wrapping volume.ErrCorrupt (the caller then reads the whole
+// error wrapping needle.ErrCorrupt (the caller then reads the whole
 // needle); one with nothing to check it is counted as unverified.
-func (c *Cache) fetchRange(ctx context.Context, ch volume.Chunk, start int64, dsts [][]byte) (int, error) {
-	n, err := c.f.Fetch(ctx, volume.Request{Chunk: ch, Off: start, Dsts: dsts, Range: true})
+func (c *Cache) fetchRange(ctx context.Context, ch needle.Chunk, start int64, dsts [][]byte) (int, error) {
+	n, err := c.f.Fetch(ctx, needle.Request{Chunk: ch, Off: start, Dsts: dsts, Range: true})
 	if err != nil {
 		return n, err
 	}
@@ -134,7 +134,7 @@ func (c *Cache) fetchRange(ctx context.Context, ch volume.Chunk, start int64, ds
 		case t.blockOK(off, c.opts.BlockSize, d):
 			c.verifiedRange.Add(uint64(len(d)))
 		default:
-			return 0, fmt.Errorf("range of chunk %s at %d fails its block checksum: %w", ch.FileID, off, volume.ErrCorrupt)
+			return 0, fmt.Errorf("range of chunk %s at %d fails its block checksum: %w", ch.FileID, off, needle.ErrCorrupt)
 		}
 		off += int64(len(d))
 	}
@@ -148,7 +148,7 @@ func (c *Cache) fetchRange(ctx context.Context, ch volume.Chunk, start int64, ds
 // background, when the tier has room for it without evicting and fewer
 // than maxFills are under way. The fill is owned by c.wg and ends with
 // c.ctx.
-func (c *Cache) fillLater(ch volume.Chunk) {
+func (c *Cache) fillLater(ch needle.Chunk) {
 	if c.disk == nil || !c.disk.roomFor(ch.Size) {
 		return
 	}
@@ -168,7 +168,7 @@ func (c *Cache) fillLater(ch volume.Chunk) {
 		defer func() { <-c.fillSem }()
 		ctx, cancel := context.WithTimeout(c.ctx, c.opts.FetchTimeout)
 		defer cancel()
-		if _, err := c.f.Fetch(ctx, volume.Request{Chunk: ch, Whole: sink}); err != nil {
+		if _, err := c.f.Fetch(ctx, needle.Request{Chunk: ch, Whole: sink}); err != nil {
 			sink.abort()
 			return
 		}
@@ -183,7 +183,7 @@ func (c *Cache) fillLater(ch volume.Chunk) {
 // that fills ahead of its readers should stop there, since pushing out
 // what it filled earlier would gain nothing. Safe for concurrent use; the
 // caller bounds how many run at once.
-func (c *Cache) FillDisk(ctx context.Context, ch volume.Chunk) bool {
+func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk) bool {
 	if c.disk == nil || ch.Size <= 0 {
 		return false
 	}
@@ -206,7 +206,7 @@ func (c *Cache) FillDisk(ctx context.Context, ch volume.Chunk) bool {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
 	defer cancel()
-	if _, err := c.f.Fetch(ctx, volume.Request{Chunk: ch, Whole: sink}); err != nil {
+	if _, err := c.f.Fetch(ctx, needle.Request{Chunk: ch, Whole: sink}); err != nil {
 		sink.abort()
 		return ctx.Err() == nil // a bad needle ends nothing; a closing mount does
 	}
@@ -222,7 +222,7 @@ func (c *Cache) FillDisk(ctx context.Context, ch volume.Chunk) bool {
 // chunk is not on disk whole (or failed the check, which removes it); the
 // caller then reads through the cache as usual. The caller closes the
 // file. Safe for concurrent use.
-func (c *Cache) OpenWhole(ch volume.Chunk) (*os.File, bool) {
+func (c *Cache) OpenWhole(ch needle.Chunk) (*os.File, bool) {
 	if c.disk == nil || ch.Size <= 0 || ch.CheckSize() != nil {
 		return nil, false
 	}
@@ -245,7 +245,7 @@ func (c *Cache) OpenWhole(ch volume.Chunk) (*os.File, bool) {
 // a cache insertion, and ran at a third of s3fs serving the same read from
 // its local copy (bench, rand4k-4). ok is false when the needle is not (or
 // no longer) on disk, or a block fails: the read then goes the usual way.
-func (c *Cache) readDiskDirect(ch volume.Chunk, off, end, first, last int64, dst []byte) (int, bool) {
+func (c *Cache) readDiskDirect(ch needle.Chunk, off, end, first, last int64, dst []byte) (int, bool) {
 	if c.disk == nil {
 		return 0, false
 	}
@@ -284,7 +284,7 @@ const pageSize = 4096
 // not a range, or no fetcher reads ranges. A 64 KiB block for a 4 KiB read cost the volume server a
 // larger disk read for bytes that are then kept at random and rarely read
 // again when the data is larger than the caches.
-func (c *Cache) readDirect(ctx context.Context, ch volume.Chunk, off, end, first, last int64, dst []byte) (int, bool, error) {
+func (c *Cache) readDirect(ctx context.Context, ch needle.Chunk, off, end, first, last int64, dst []byte) (int, bool, error) {
 	key := ch.Key()
 	for b := first; b <= last; b++ {
 		if _, ok := c.rc.Get(c.blockKey(ch, b)); ok {
@@ -306,8 +306,8 @@ func (c *Cache) readDirect(ctx context.Context, ch volume.Chunk, off, end, first
 	if from != off || to != end {
 		buf = make([]byte, to-from)
 	}
-	n, err := c.f.Fetch(ctx, volume.Request{Chunk: ch, Off: from, Dsts: [][]byte{buf}, Range: true})
-	if errors.Is(err, volume.ErrNotServed) {
+	n, err := c.f.Fetch(ctx, needle.Request{Chunk: ch, Off: from, Dsts: [][]byte{buf}, Range: true})
+	if errors.Is(err, needle.ErrNotServed) {
 		// No step reads ranges (an RDMA-only chain): the blocks are
 		// fetched whole instead.
 		return 0, false, nil

@@ -10,10 +10,10 @@ import (
 // errBusy: every slot is pinned by replies not yet released.
 var errBusy = errors.New("all slots are in use")
 
-// needle is one slot's content. A needle is pinned while refs > 0 (replies
+// slotNeedle is one slot's content. A needle is pinned while refs > 0 (replies
 // the client has not released, or requests waiting for its fill); an unpinned
 // cached needle sits in the LRU and may be evicted.
-type needle struct {
+type slotNeedle struct {
 	fid    string
 	slot   int
 	cached bool          // in needleCache.byFID; false for a scratch slot or a failed fill
@@ -40,13 +40,13 @@ type needleCache struct {
 	fill     fillFunc
 
 	mu    sync.Mutex
-	byFID map[string]*needle // guarded by mu
-	lru   *list.List         // guarded by mu; unpinned cached needles, most recent in front
+	byFID map[string]*slotNeedle // guarded by mu
+	lru   *list.List             // guarded by mu; unpinned cached needles, most recent in front
 }
 
 func newNeedleCache(mem []byte, slotSize int, fill fillFunc) *needleCache {
 	return &needleCache{mem: mem, slotSize: slotSize, slots: newSlotPool(len(mem) / slotSize), fill: fill,
-		byFID: map[string]*needle{}, lru: list.New()}
+		byFID: map[string]*slotNeedle{}, lru: list.New()}
 }
 
 func (c *needleCache) slotMem(slot int) []byte {
@@ -63,7 +63,7 @@ func (c *needleCache) allocLocked() (int, bool) {
 	if e == nil {
 		return 0, false
 	}
-	n := c.lru.Remove(e).(*needle)
+	n := c.lru.Remove(e).(*slotNeedle)
 	n.elem = nil
 	delete(c.byFID, n.fid)
 	return n.slot, true
@@ -75,7 +75,7 @@ func (c *needleCache) allocLocked() (int, bool) {
 // fillCtx, not ctx, so that one client giving up does not fail the others
 // waiting on the same fill. A failed fill (a needle larger than a slot, one
 // that fails its checksum) is not cached.
-func (c *needleCache) get(ctx, fillCtx context.Context, fid, jwt string) (n *needle, hit bool, err error) {
+func (c *needleCache) get(ctx, fillCtx context.Context, fid, jwt string) (n *slotNeedle, hit bool, err error) {
 	c.mu.Lock()
 	if n, ok := c.byFID[fid]; ok {
 		c.pinLocked(n)
@@ -97,7 +97,7 @@ func (c *needleCache) get(ctx, fillCtx context.Context, fid, jwt string) (n *nee
 		c.mu.Unlock()
 		return nil, false, errBusy
 	}
-	n = &needle{fid: fid, slot: slot, cached: true, ready: make(chan struct{}), refs: 1}
+	n = &slotNeedle{fid: fid, slot: slot, cached: true, ready: make(chan struct{}), refs: 1}
 	c.byFID[fid] = n
 	c.mu.Unlock()
 
@@ -122,20 +122,20 @@ func (c *needleCache) get(ctx, fillCtx context.Context, fid, jwt string) (n *nee
 // scratch takes a slot outside the cache, pinned, holding a copy of n's
 // bytes and description; it is freed on put. false when every slot is
 // pinned.
-func (c *needleCache) scratch(n *needle) (*needle, bool) {
+func (c *needleCache) scratch(n *slotNeedle) (*slotNeedle, bool) {
 	c.mu.Lock()
 	slot, ok := c.allocLocked()
 	c.mu.Unlock()
 	if !ok {
 		return nil, false
 	}
-	s := &needle{fid: n.fid, slot: slot, ready: make(chan struct{}), stored: n.stored, refs: 1}
+	s := &slotNeedle{fid: n.fid, slot: slot, ready: make(chan struct{}), stored: n.stored, refs: 1}
 	close(s.ready)
 	copy(c.slotMem(slot), c.slotMem(n.slot)[:n.stored.size])
 	return s, true
 }
 
-func (c *needleCache) pinLocked(n *needle) {
+func (c *needleCache) pinLocked(n *slotNeedle) {
 	n.refs++
 	if n.elem != nil {
 		c.lru.Remove(n.elem)
@@ -145,7 +145,7 @@ func (c *needleCache) pinLocked(n *needle) {
 
 // put unpins n: a cached needle goes to the LRU's front, any other frees
 // its slot.
-func (c *needleCache) put(n *needle) {
+func (c *needleCache) put(n *slotNeedle) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n.refs--

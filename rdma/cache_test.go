@@ -45,7 +45,7 @@ func TestNeedleCache(t *testing.T) {
 	}}
 	c := newNeedleCache(make([]byte, 2*slot), slot, f.fill)
 	ctx := context.Background()
-	get := func(fid string) *needle {
+	get := func(fid string) *slotNeedle {
 		t.Helper()
 		n, _, err := c.get(ctx, ctx, fid, "")
 		if err != nil {
@@ -108,7 +108,7 @@ func TestNeedleCacheSharedFill(t *testing.T) {
 	c := newNeedleCache(make([]byte, 64), 32, f.fill)
 	ctx := context.Background()
 	var wg sync.WaitGroup
-	got := make([]*needle, 8)
+	got := make([]*slotNeedle, 8)
 	for i := range got {
 		wg.Add(1)
 		go func() {

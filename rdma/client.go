@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // Locator lists the volume servers (HTTP "host:port") that hold a volume.
@@ -68,17 +68,18 @@ type ClientOptions struct {
 	// it back (a server without it is refused); without it, a weedrdma
 	// that requires one refuses this client.
 	Secret []byte
-	// ReadJWTKey is security.toml's jwt.signing.read.key; when set each
-	// request carries a read JWT for its file id, which weedrdma passes on
-	// to the volume server. ReadJWTExpiry is its lifetime (0: no exp claim).
-	ReadJWTKey    []byte
-	ReadJWTExpiry time.Duration
+	// ReadJWT, when set, returns the read JWT for a file id: cmd/weedfuse
+	// passes volume.SignReadJWT with security.toml's jwt.signing.read key
+	// and expiry. Each request carries it, and weedrdma passes it on to the
+	// volume server. Nil, or an empty token, sends none. The signing is
+	// internal/volume's, which the client does not import.
+	ReadJWT func(fid string) string
 	// Logf logs connection events; default log.Printf.
 	Logf func(format string, args ...any)
 
 	// crcPieces is how many signaled pieces one slot's RDMA READ is split
 	// into at most (see splitPieces); 0 means defaultCRCPieces. crcFunc
-	// replaces volume.CRC32C. Tests set them (1, stdCRC) to measure the path as
+	// replaces needle.CRC32C. Tests set them (1, stdCRC) to measure the path as
 	// it was against the default in one boot.
 	crcPieces int
 	crcFunc   func(crc uint32, p []byte) uint32
@@ -128,7 +129,7 @@ const (
 	reasonServer              // error reply (volume server status, or a needle that failed weedrdma's check)
 	reasonBusy                // the server had no free slot
 	reasonTooLarge            // the needle is larger than weedrdma's slots (or than any chunk's needle may be)
-	reasonDecode              // volume.DecodeVerified failed on the stored bytes
+	reasonDecode              // needle.DecodeVerified failed on the stored bytes
 	numReasons
 	// reasonNoRange: the needle is stored gzip-encoded, so no range of
 	// it can be served; the read moves the whole needle instead. Not a
@@ -156,7 +157,7 @@ func fallbackf(reason int, sick bool, format string, args ...any) *fallback {
 
 // Client reads chunks from weedrdma servers by RDMA READ. It is the first
 // step of the fetch chain: whenever it cannot serve a read it returns an
-// error wrapping volume.ErrNotServed, and counts why. Fetch is safe for
+// error wrapping needle.ErrNotServed, and counts why. Fetch is safe for
 // concurrent use.
 //
 // Each weedrdma address gets a peer whose goroutine keeps one connection up,
@@ -172,7 +173,7 @@ type Client struct {
 	ar    *arena
 	slots *slotPool
 	tls   *tls.Config
-	whole *volume.NeedleCache
+	whole *needle.NeedleCache
 	// flight shares one fetch of a needle, keyed by file id, among the
 	// partial reads that miss whole at the same time.
 	flight singleflight.Group
@@ -236,13 +237,13 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	opts.crcPieces = max(1, min(opts.crcPieces, maxQPDepth/opts.MaxConcurrent))
 	if opts.crcFunc == nil {
-		opts.crcFunc = volume.CRC32C
+		opts.crcFunc = needle.CRC32C
 	}
 	tcfg, err := opts.TLS.clientConfig()
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{opts: opts, tls: tcfg, whole: volume.NewNeedleCache(opts.WholeCacheBytes), tooLarge: map[string]struct{}{},
+	c := &Client{opts: opts, tls: tcfg, whole: needle.NewNeedleCache(opts.WholeCacheBytes), tooLarge: map[string]struct{}{},
 		noRangeFID: map[string]struct{}{}, peers: map[string]*clientPeer{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if c.dev, err = openDevice(opts.Device, opts.GIDIndex); err != nil {
@@ -350,16 +351,16 @@ func (c *Client) Stats() ClientStats {
 // path (volume.Reader) does, since only a whole needle has a checksum: the
 // bytes that land are checked against weedrdma's transfer CRC32C and
 // against the needle's own CRC32C from the volume server, decoded by the
-// HTTP path's rule (volume.DecodeVerified), and only then copied into
+// HTTP path's rule (needle.DecodeVerified), and only then copied into
 // r.Dsts. A read of a whole chunk (the page cache's usual fetch) is served
 // straight from the transfer; partial reads of one needle share a single
 // fetch and keep the decoded needle in a small cache (WholeCacheBytes), so
 // reading a chunk block by block moves it once.
 //
 // Any failure of the RDMA path returns an error wrapping
-// volume.ErrNotServed (the read is then served over HTTP); the caller's own
+// needle.ErrNotServed (the read is then served over HTTP); the caller's own
 // cancellation is returned as is.
-func (c *Client) Fetch(ctx context.Context, r volume.Request) (int, error) {
+func (c *Client) Fetch(ctx context.Context, r needle.Request) (int, error) {
 	if r.Range {
 		return 0, errNoRange
 	}
@@ -390,7 +391,7 @@ func (c *Client) Fetch(ctx context.Context, r volume.Request) (int, error) {
 	} else if off == 0 && want == ch.Size {
 		// The caller keeps the whole chunk: no cache entry, no copy of
 		// the needle but the one into dsts.
-		err = c.fetch(ctx, ch, false, func(logical []byte) { volume.Scatter(dsts, logical[:want]) })
+		err = c.fetch(ctx, ch, false, func(logical []byte) { needle.Scatter(dsts, logical[:want]) })
 	} else if c.opts.RangeReads && !ch.Compressed && len(ch.CipherKey) == 0 && !c.noRange(ch.FileID) {
 		err = c.fetchRange(ctx, ch, off, want, dsts)
 		var f *fallback
@@ -421,7 +422,7 @@ func (c *Client) Fetch(ctx context.Context, r volume.Request) (int, error) {
 
 // errNoRange refuses a Range request. One value, made once: the chain asks
 // this step first for every range that the HTTP step then reads.
-var errNoRange = fmt.Errorf("rdma: ranges are read over HTTP: %w", volume.ErrNotServed)
+var errNoRange = fmt.Errorf("rdma: ranges are read over HTTP: %w", needle.ErrNotServed)
 
 func (c *Client) isTooLarge(fid string) bool {
 	c.tooLargeMu.Lock()
@@ -458,7 +459,7 @@ func (c *Client) rememberNoRange(fid string) {
 // fetchRange moves [off, off+n) of the chunk's needle, stored as is, as a
 // verified range (see RangeReads) and copies it into dsts once its CRC32C
 // matched. Errors as for fetch.
-func (c *Client) fetchRange(ctx context.Context, ch volume.Chunk, off, n int64, dsts [][]byte) error {
+func (c *Client) fetchRange(ctx context.Context, ch needle.Chunk, off, n int64, dsts [][]byte) error {
 	if n > int64(c.opts.SlotBytes) {
 		return c.shared(ctx, ch, off, n, dsts)
 	}
@@ -480,7 +481,7 @@ func (c *Client) fetchRange(ctx context.Context, ch volume.Chunk, off, n int64, 
 				c.crcFailures.Add(1)
 				return fallbackf(reasonCRC, true, "range CRC32C %08x, server said %08x", crc, rep.CRC)
 			}
-			volume.Scatter(dsts, got)
+			needle.Scatter(dsts, got)
 			c.rangeFetches.Add(1)
 			c.rangeBytes.Add(uint64(len(got)))
 			return nil
@@ -491,18 +492,18 @@ func (c *Client) fetchRange(ctx context.Context, ch volume.Chunk, off, n int64, 
 // serve copies [off, off+n) of a decoded needle into dsts. The needle was
 // checked against the length of the chunk that fetched it; another chunk
 // naming it must not show more.
-func serve(ch volume.Chunk, logical []byte, off, n int64, dsts [][]byte) error {
+func serve(ch needle.Chunk, logical []byte, off, n int64, dsts [][]byte) error {
 	if int64(len(logical)) < ch.Size {
 		return fallbackf(reasonDecode, false, "needle holds %d logical bytes, chunk shows %d", len(logical), ch.Size)
 	}
-	volume.Scatter(dsts, logical[off:off+n])
+	needle.Scatter(dsts, logical[off:off+n])
 	return nil
 }
 
 // shared serves a partial read from the needle that one fetch, shared by
 // every partial read of it at the time, moves, verifies, decodes and
 // caches.
-func (c *Client) shared(ctx context.Context, ch volume.Chunk, off, n int64, dsts [][]byte) error {
+func (c *Client) shared(ctx context.Context, ch needle.Chunk, off, n int64, dsts [][]byte) error {
 	for {
 		v, err, _ := c.flight.Do(ch.FileID, func() (any, error) {
 			var logical []byte
@@ -532,7 +533,7 @@ func (c *Client) shared(ctx context.Context, ch volume.Chunk, off, n int64, dsts
 // clientConn.fetch) and hands all its logical bytes to use. It tells the
 // peer's breaker the outcome. Its errors are *fallback, except the caller's
 // own cancellation.
-func (c *Client) fetch(ctx context.Context, ch volume.Chunk, keep bool, use func(logical []byte)) error {
+func (c *Client) fetch(ctx context.Context, ch needle.Chunk, keep bool, use func(logical []byte)) error {
 	return c.onPeer(ctx, ch, func(ctx context.Context, p *clientPeer) error {
 		return p.withConn(ctx, func(cn *clientConn, slot int) error {
 			return cn.fetch(ctx, ch, slot, keep, use)
@@ -543,7 +544,7 @@ func (c *Client) fetch(ctx context.Context, ch volume.Chunk, keep bool, use func
 // onPeer runs f, under Timeout, on the peer of the first replica whose
 // breaker admits it, and tells the breaker the outcome. Its errors are
 // *fallback, except the caller's own cancellation.
-func (c *Client) onPeer(ctx context.Context, ch volume.Chunk, f func(context.Context, *clientPeer) error) error {
+func (c *Client) onPeer(ctx context.Context, ch needle.Chunk, f func(context.Context, *clientPeer) error) error {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
@@ -575,14 +576,14 @@ func (c *Client) onPeer(ctx context.Context, ch volume.Chunk, f func(context.Con
 
 func (c *Client) notServed(fid string, f *fallback) error {
 	c.fallbacks[f.reason].Add(1)
-	return fmt.Errorf("rdma read %s: %w (%w)", fid, volume.ErrNotServed, f)
+	return fmt.Errorf("rdma read %s: %w (%w)", fid, needle.ErrNotServed, f)
 }
 
 // pick returns the peer of the first replica that has a weedrdma whose
 // breaker admits the read. A returned peer's breaker must be told the
 // outcome (success, failure or abandon).
 func (c *Client) pick(ctx context.Context, fid string) (*clientPeer, *fallback) {
-	vid, _, _, err := volume.ParseFileID(fid)
+	vid, _, _, err := needle.ParseFileID(fid)
 	if err != nil {
 		return nil, &fallback{reason: reasonLookup, err: err}
 	}
@@ -1179,16 +1180,16 @@ func (cn *clientConn) post(wrid uint64, off, n int, raddr uint64, rkey uint32, p
 // needle's own from the volume server, which covers everything since the
 // volume server read it from disk (weedrdma's fetch, cache and memory, and
 // the transfer). Then it decodes the needle exactly as the HTTP path would
-// (volume.DecodeVerified, which checks the e_tag MD5 where no CRC was
+// (needle.DecodeVerified, which checks the e_tag MD5 where no CRC was
 // there to check) and hands all its logical bytes to use. They may lie in
 // the slot, unless keep.
-func (cn *clientConn) fetch(ctx context.Context, ch volume.Chunk, slot int, keep bool, use func([]byte)) error {
+func (cn *clientConn) fetch(ctx context.Context, ch needle.Chunk, slot int, keep bool, use func([]byte)) error {
 	c := cn.c
 	rep, err := cn.request(ctx, readRequest{FileID: ch.FileID, JWT: c.jwt(ch.FileID)})
 	if err != nil {
 		return err
 	}
-	if limit := maxStored(ch); int64(rep.Length) > limit {
+	if limit := needle.StoredLimit(ch); int64(rep.Length) > limit {
 		cn.release(rep.ID)
 		return fallbackf(reasonTooLarge, false, "needle of %d stored bytes, over the %d-byte bound", rep.Length, limit)
 	}
@@ -1204,7 +1205,7 @@ func (cn *clientConn) fetch(ctx context.Context, ch volume.Chunk, slot int, keep
 	c.fetchedBytes.Add(uint64(len(stored)))
 	if !rep.HasSum {
 		c.unchecked.Add(1)
-	} else if !volume.CRCSumMatches(crc, rep.NeedleSum) {
+	} else if !needle.CRCSumMatches(crc, rep.NeedleSum) {
 		c.needleCRCFailures.Add(1)
 		return fallbackf(reasonNeedleCRC, true, "CRC32C %08x of the %d stored bytes differs from the volume server's %08x",
 			crc, len(stored), rep.NeedleSum)
@@ -1214,7 +1215,7 @@ func (cn *clientConn) fetch(ctx context.Context, ch volume.Chunk, slot int, keep
 	}
 	// verifyETag always: the CRC32Cs above come from the server and
 	// catch corruption; only the filer's e_tag catches a forger.
-	logical, err := volume.DecodeVerified(ch, stored, rep.Gzip, rep.HasSum, true)
+	logical, err := needle.DecodeVerified(ch, stored, rep.Gzip, rep.HasSum, true)
 	if err != nil {
 		return &fallback{reason: reasonDecode, err: err}
 	}
@@ -1222,16 +1223,9 @@ func (cn *clientConn) fetch(ctx context.Context, ch volume.Chunk, slot int, keep
 	return nil
 }
 
-// maxStored bounds the stored bytes of ch's needle that a reply may
-// announce, as the HTTP path bounds a body (volume's storedLimit): a
-// truncated chunk's needle may be far longer than the chunk, so the bound
-// is volume.MaxNeedle, or for a larger chunk its size plus gzip and
-// sealing overhead.
-func maxStored(ch volume.Chunk) int64 {
-	size := min(ch.Size, volume.MaxChunkSize) // a larger claim is refused before any fetch
-	return max(volume.MaxNeedle, size+size/8+64<<10)
-}
-
 func (c *Client) jwt(fid string) string {
-	return volume.SignReadJWT(c.opts.ReadJWTKey, fid, c.opts.ReadJWTExpiry)
+	if c.opts.ReadJWT == nil {
+		return ""
+	}
+	return c.opts.ReadJWT(fid)
 }

@@ -24,7 +24,7 @@
 // # Verification
 //
 // A read always moves a whole stored needle, never a range, by the same rule
-// as the HTTP path (package volume): SeaweedFS keeps checksums only over
+// as the HTTP path (see package needle): SeaweedFS keeps checksums only over
 // whole needles, the volume server's CRC32C of the stored bytes (its ETag
 // header) and the filer's e_tag MD5, so a range would have nothing to be
 // checked against. weedrdma asks for the needle as stored (Accept-Encoding:
@@ -33,7 +33,7 @@
 // over the bytes as they land and compares it twice: with the reply's
 // transfer CRC (the READ itself) and with the needle's checksum (end to end:
 // anything that went wrong in weedrdma's fetch, cache or memory). It then
-// decodes the needle with volume.DecodeVerified (decrypt, gunzip, the e_tag
+// decodes the needle with needle.DecodeVerified (decrypt, gunzip, the e_tag
 // MD5 where the volume server sent no CRC32C) and copies the caller's range
 // out of it; partial reads of one needle share one fetch and a small cache
 // of decoded needles. Every mismatch is counted ("crc", "needle_crc",

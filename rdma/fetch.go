@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // upstreamError is a volume server's non-success answer; its status is
@@ -130,9 +130,9 @@ func (v *volumeHTTP) fetch(ctx context.Context, fid, jwt string, dst []byte) (st
 			return storedNeedle{}, &tooLargeError{size: -1, slot: int64(len(dst))}
 		}
 	}
-	st.size, st.crc = n, volume.CRC32C(0, dst[:n])
-	st.sum, st.hasSum = volume.NeedleCRC(resp.Header.Get("ETag"))
-	if st.hasSum && !volume.CRCSumMatches(st.crc, st.sum) {
+	st.size, st.crc = n, needle.CRC32C(0, dst[:n])
+	st.sum, st.hasSum = needle.NeedleCRC(resp.Header.Get("ETag"))
+	if st.hasSum && !needle.CRCSumMatches(st.crc, st.sum) {
 		return storedNeedle{}, fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",
 			st.crc, n, resp.Header.Get("ETag"), errUpstreamCorrupt)
 	}

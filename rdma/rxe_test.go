@@ -29,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weedfuse/weedfuse/internal/needle"
 	"github.com/weedfuse/weedfuse/internal/volume"
 )
 
@@ -145,10 +146,10 @@ func (r *rig) clientWith(t testing.TB, o ClientOptions) *Client {
 }
 
 // chunk is fid's chunk as a filer lists it: with the e_tag of its needle.
-func (r *rig) chunk(fid string) volume.Chunk {
+func (r *rig) chunk(fid string) needle.Chunk {
 	data := r.fv.needles[fid]
 	sum := md5.Sum(data)
-	return volume.Chunk{FileID: fid, Size: int64(len(data)), ETag: base64.StdEncoding.EncodeToString(sum[:])}
+	return needle.Chunk{FileID: fid, Size: int64(len(data)), ETag: base64.StdEncoding.EncodeToString(sum[:])}
 }
 
 // http is the HTTP path, as the mount chains it after the Client.
@@ -180,7 +181,7 @@ func TestRXEFetchScatters(t *testing.T) {
 	} {
 		dsts := [][]byte{make([]byte, tc.n0), make([]byte, tc.n1), make([]byte, tc.n2)}
 		sink := &resetSink{}
-		n, err := c.Fetch(ctx, volume.Request{Chunk: r.chunk(fid1M), Off: int64(tc.off), Dsts: dsts, Whole: sink})
+		n, err := c.Fetch(ctx, needle.Request{Chunk: r.chunk(fid1M), Off: int64(tc.off), Dsts: dsts, Whole: sink})
 		wantN := min(tc.n0+tc.n1+tc.n2, len(want)-tc.off)
 		got := bytes.Join(dsts, nil)[:n]
 		if err != nil || n != wantN || !bytes.Equal(got, want[tc.off:tc.off+wantN]) {
@@ -190,8 +191,8 @@ func TestRXEFetchScatters(t *testing.T) {
 			t.Fatalf("sink: %+v, want one Reset and nothing written", sink)
 		}
 	}
-	_, err := c.Fetch(ctx, volume.Request{Chunk: r.chunk(fid1M), Dsts: [][]byte{make([]byte, 10)}, Range: true})
-	if !errors.Is(err, volume.ErrNotServed) {
+	_, err := c.Fetch(ctx, needle.Request{Chunk: r.chunk(fid1M), Dsts: [][]byte{make([]byte, 10)}, Range: true})
+	if !errors.Is(err, needle.ErrNotServed) {
 		t.Fatalf("range: %v, want ErrNotServed", err)
 	}
 	st := c.Stats()
@@ -210,7 +211,7 @@ func TestRXEReads(t *testing.T) {
 	c := r.client(t, 4)
 	t.Logf("device %s, client hugepages=%v, server hugepages=%v", c.Device(), c.ar.hugetlb, r.srv.HugePages())
 	ctx := context.Background()
-	read := func(ch volume.Chunk, off int64, n int) []byte {
+	read := func(ch needle.Chunk, off int64, n int) []byte {
 		t.Helper()
 		dst := make([]byte, n)
 		got, err := readChunk(c, ctx, ch, off, dst)
@@ -272,13 +273,13 @@ func TestRXEReads(t *testing.T) {
 	// could not be verified. The client remembers: weedrdma is asked once.
 	for i := 0; i < 2; i++ {
 		_, err := readChunk(c, ctx, r.chunk(fid12M), 5, make([]byte, 10))
-		if !errors.Is(err, volume.ErrNotServed) || !strings.Contains(err.Error(), "too_large") {
+		if !errors.Is(err, needle.ErrNotServed) || !strings.Contains(err.Error(), "too_large") {
 			t.Fatalf("needle over the slot size: %v", err)
 		}
 	}
 	// An unknown needle falls back to HTTP, which reports the real error.
-	_, err := readChunk(c, ctx, volume.Chunk{FileID: "3,09637037d6", Size: 10}, 0, make([]byte, 10))
-	if !errors.Is(err, volume.ErrNotServed) || !strings.Contains(err.Error(), "404") {
+	_, err := readChunk(c, ctx, needle.Chunk{FileID: "3,09637037d6", Size: 10}, 0, make([]byte, 10))
+	if !errors.Is(err, needle.ErrNotServed) || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("unknown needle: %v", err)
 	}
 	st, sst := c.Stats(), r.srv.Stats()
@@ -469,8 +470,8 @@ func TestRXEServerSurvivesBadPeers(t *testing.T) {
 func TestRXEAuthorization(t *testing.T) {
 	r := newRig(t)
 	r.fv.jwtKey = []byte("read-secret")
-	good := r.clientWith(t, ClientOptions{ReadJWTKey: []byte("read-secret")})
-	bad := r.clientWith(t, ClientOptions{ReadJWTKey: []byte("wrong")})
+	good := r.clientWith(t, ClientOptions{ReadJWT: func(fid string) string { return volume.SignReadJWT([]byte("read-secret"), fid, 0) }})
+	bad := r.clientWith(t, ClientOptions{ReadJWT: func(fid string) string { return volume.SignReadJWT([]byte("wrong"), fid, 0) }})
 	none := r.clientWith(t, ClientOptions{})
 	dst := make([]byte, 1<<20)
 	ctx := context.Background()
@@ -479,7 +480,7 @@ func TestRXEAuthorization(t *testing.T) {
 	}
 	for name, c := range map[string]*Client{"bad JWT": bad, "no JWT": none} {
 		_, err := readChunk(c, ctx, r.chunk(fid1M), 0, dst)
-		if !errors.Is(err, volume.ErrNotServed) || !strings.Contains(err.Error(), "401") {
+		if !errors.Is(err, needle.ErrNotServed) || !strings.Contains(err.Error(), "401") {
 			t.Fatalf("%s on a cached needle: %v", name, err)
 		}
 	}
@@ -501,7 +502,7 @@ func TestRXETLS(t *testing.T) {
 	}
 	// A client without a certificate is refused by the TLS server.
 	noCert := r.clientWith(t, ClientOptions{TLS: TLSFiles{CA: tf.CA}, Timeout: 5 * time.Second})
-	if _, err := readChunk(noCert, context.Background(), r.chunk(fid1M), 0, dst); !errors.Is(err, volume.ErrNotServed) {
+	if _, err := readChunk(noCert, context.Background(), r.chunk(fid1M), 0, dst); !errors.Is(err, needle.ErrNotServed) {
 		t.Fatalf("client without a certificate: %v", err)
 	}
 }
@@ -611,7 +612,7 @@ func TestRXECRCFault(t *testing.T) {
 	tiny := r.clientWith(t, ClientOptions{MaxConcurrent: 1, SlotBytes: 1024, WholeCacheBytes: -1})
 	h := r.http(t)
 	var httpReads atomic.Int64
-	check := func(c *Client, ch volume.Chunk, off int64, n int) error {
+	check := func(c *Client, ch needle.Chunk, off int64, n int) error {
 		return checkChain(c, h, ch, off, r.fv.needles[ch.FileID][off:off+int64(n)], &httpReads)
 	}
 	// Sequential: every other reply is corrupted, and each one is caught.
@@ -679,14 +680,14 @@ func TestRXEStoredFault(t *testing.T) {
 	c := r.clientWith(t, ClientOptions{MaxConcurrent: 4, WholeCacheBytes: -1})
 	h := r.http(t)
 	var httpReads atomic.Int64
-	check := func(ch volume.Chunk, off int64, n int) error {
+	check := func(ch needle.Chunk, off int64, n int) error {
 		return checkChain(c, h, ch, off, r.fv.needles[ch.FileID][off:off+int64(n)], &httpReads)
 	}
 	gz := r.chunk(fidGz)
 	gz.Compressed = true
 	for i := 0; i < 4; i++ {
 		for _, rd := range []struct {
-			ch     volume.Chunk
+			ch     needle.Chunk
 			off, n int
 		}{{r.chunk(fid1M), 0, 1 << 20}, {r.chunk(fid4M), 777, 1 << 20}, {gz, 1000, 5000}, {r.chunk(fidNoSum), 10, 1000}} {
 			if err := check(rd.ch, int64(rd.off), rd.n); err != nil {
@@ -719,7 +720,7 @@ func TestRXEUpstreamCorrupt(t *testing.T) {
 	r.fv.corrupt.Store(1) // weedrdma's fetch; the HTTP step's is good
 	dst := bytes.Repeat([]byte{sentinel}, 100000)
 	_, err := readChunk(c, context.Background(), r.chunk(fid4M), 5000, dst)
-	if !errors.Is(err, volume.ErrNotServed) || !strings.Contains(err.Error(), "server_error") || !strings.Contains(err.Error(), "ETag") {
+	if !errors.Is(err, needle.ErrNotServed) || !strings.Contains(err.Error(), "server_error") || !strings.Contains(err.Error(), "ETag") {
 		t.Fatalf("corrupt upstream: %v", err)
 	}
 	if !bytes.Equal(dst, bytes.Repeat([]byte{sentinel}, len(dst))) {
@@ -746,10 +747,10 @@ const sentinel = 0xee
 // and checks that the reader gets want. A read that RDMA does not serve
 // must leave the reader's buffer untouched: bytes that failed a check
 // never reach it.
-func checkChain(c *Client, h *volume.Reader, ch volume.Chunk, off int64, want []byte, httpReads *atomic.Int64) error {
+func checkChain(c *Client, h *volume.Reader, ch needle.Chunk, off int64, want []byte, httpReads *atomic.Int64) error {
 	dst := bytes.Repeat([]byte{sentinel}, len(want))
 	n, err := readChunk(c, context.Background(), ch, off, dst)
-	if errors.Is(err, volume.ErrNotServed) {
+	if errors.Is(err, needle.ErrNotServed) {
 		if !bytes.Equal(dst, bytes.Repeat([]byte{sentinel}, len(dst))) {
 			return fmt.Errorf("%s: a read RDMA did not serve left bytes in the reader's buffer: %w", ch.FileID, err)
 		}
@@ -778,7 +779,7 @@ func TestRXEClientCloseMidRead(t *testing.T) {
 			dst := make([]byte, 4<<20)
 			for {
 				if _, err := readChunk(c, context.Background(), r.chunk(fid4M), 0, dst); err != nil {
-					if !errors.Is(err, volume.ErrNotServed) {
+					if !errors.Is(err, needle.ErrNotServed) {
 						t.Errorf("read during close: %v", err)
 					}
 					return
@@ -812,7 +813,7 @@ func TestRXEServerRestart(t *testing.T) {
 				t.Fatal("bytes differ")
 			}
 			ok++
-		case errors.Is(err, volume.ErrNotServed):
+		case errors.Is(err, needle.ErrNotServed):
 			fellBack++
 		default:
 			t.Fatal(err)
@@ -863,7 +864,7 @@ func TestRXEThroughput(t *testing.T) {
 		return 16 / time.Since(start).Seconds()
 	}
 	t.Logf("RDMA-CPU crc32c_MiBps=%.0f (%s; hash/crc32 %.0f) copy_MiBps=%.0f",
-		speed(func() { volume.CRC32C(0, buf) }), volume.CRC32CImpl(), speed(func() { stdCRC(0, buf) }),
+		speed(func() { needle.CRC32C(0, buf) }), needle.CRC32CImpl(), speed(func() { stdCRC(0, buf) }),
 		speed(func() { copy(out, buf) }))
 
 	ctx := context.Background()
@@ -926,7 +927,7 @@ func TestRXEThroughput(t *testing.T) {
 
 // TestRXETransferAB compares, in one boot, the transfer as it was (one
 // work request per slot, the CRC after it, hash/crc32), with the CRC
-// pipelined over pieces, and with the pipelined CRC using volume.CRC32C's
+// pipelined over pieces, and with the pipelined CRC using needle.CRC32C's
 // pick.
 // Host load makes throughput drift by 2x over seconds, so the variants run
 // in short bursts in rotating order and each round's numbers are compared
@@ -945,7 +946,7 @@ func TestRXETransferAB(t *testing.T) {
 	}{
 		{"old", r.clientWith(t, ClientOptions{MaxConcurrent: conc, crcPieces: 1, crcFunc: stdCRC})},
 		{"pipelined", r.clientWith(t, ClientOptions{MaxConcurrent: conc, crcFunc: stdCRC})},
-		{"pipelined+" + volume.CRC32CImpl(), r.client(t, conc)},
+		{"pipelined+" + needle.CRC32CImpl(), r.client(t, conc)},
 	}
 	ctx := context.Background()
 	for _, fid := range []string{fid1M, fid4M} {

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // qpPeer is a hand-driven client with a real QP: it asks for replies and
@@ -308,7 +308,7 @@ func TestRXEAuth(t *testing.T) {
 		t.Helper()
 		_, err := readChunk(c, ctx, r.chunk(fid1M), 0, dst)
 		t.Logf("RDMA-AUTH %s: %v", name, err)
-		if !errors.Is(err, volume.ErrNotServed) || c.Stats().Connected != 0 || c.Stats().Reads != 0 {
+		if !errors.Is(err, needle.ErrNotServed) || c.Stats().Connected != 0 || c.Stats().Reads != 0 {
 			t.Fatalf("%s: %v, stats %+v", name, err, c.Stats())
 		}
 	}
@@ -337,7 +337,7 @@ func TestRXEAuth(t *testing.T) {
 	c := open.clientWith(t, ClientOptions{Secret: secret, Timeout: 5 * time.Second})
 	_, err := readChunk(c, ctx, open.chunk(fid1M), 0, dst)
 	t.Logf("RDMA-AUTH server without the secret: %v", err)
-	if !errors.Is(err, volume.ErrNotServed) || c.Stats().Connected != 0 {
+	if !errors.Is(err, needle.ErrNotServed) || c.Stats().Connected != 0 {
 		t.Fatalf("client with a secret against a server without: %v", err)
 	}
 	if st := open.srv.Stats(); st.QPs != 0 {

@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // ServerOptions configure a Server (cmd/weedrdma's flags).
@@ -449,7 +449,7 @@ type serverPeer struct {
 // reply is one answered request whose bytes the peer may read until it
 // releases it: the pinned needle and the window over exactly its bytes.
 type reply struct {
-	n       *needle
+	n       *slotNeedle
 	w       *window
 	size    int64
 	expires time.Time
@@ -823,7 +823,7 @@ func (p *serverPeer) answer(ctx context.Context, req readRequest) (readReply, *r
 	fail := func(status int, err error) (readReply, *reply) {
 		return readReply{ID: req.ID, Status: uint16(status), Err: err.Error()}, nil
 	}
-	if _, _, _, err := volume.ParseFileID(req.FileID); err != nil {
+	if _, _, _, err := needle.ParseFileID(req.FileID); err != nil {
 		return fail(statusBadRequest, err)
 	}
 	n, hit, err := s.cache.get(ctx, s.ctx, req.FileID, req.JWT)
@@ -863,7 +863,7 @@ func (p *serverPeer) answer(ctx context.Context, req readRequest) (readReply, *r
 	// transfer against it.
 	var rangeCRC uint32
 	if req.Length > 0 {
-		rangeCRC = volume.CRC32C(0, s.cache.slotMem(n.slot)[off:off+size])
+		rangeCRC = needle.CRC32C(0, s.cache.slotMem(n.slot)[off:off+size])
 	}
 	crc, sum := n.stored.crc, n.stored.sum
 	if c, ccrc, csum, ok := s.corrupt(n); ok {
@@ -871,7 +871,7 @@ func (p *serverPeer) answer(ctx context.Context, req readRequest) (readReply, *r
 		if ccrc != n.stored.crc && req.Length > 0 {
 			// Corrupted before its CRC, or forged: the range's CRC is of
 			// the flipped bytes too.
-			rangeCRC = volume.CRC32C(0, s.cache.slotMem(c.slot)[off:off+size])
+			rangeCRC = needle.CRC32C(0, s.cache.slotMem(c.slot)[off:off+size])
 		}
 		n, crc, sum = c, ccrc, csum
 	}
@@ -904,7 +904,7 @@ func (p *serverPeer) answer(ctx context.Context, req readRequest) (readReply, *r
 // checksum catches; or both of the flipped bytes (ForgeEveryN), which only
 // the filer's e_tag catches. The cached needle itself stays intact, so only
 // this one reply is bad.
-func (s *Server) corrupt(n *needle) (*needle, uint32, uint32, bool) {
+func (s *Server) corrupt(n *slotNeedle) (*slotNeedle, uint32, uint32, bool) {
 	after, before, forge := uint64(s.opts.CorruptEveryN), uint64(s.opts.CorruptStoredEveryN), uint64(s.opts.ForgeEveryN)
 	if after == 0 && before == 0 && forge == 0 || n.stored.size == 0 {
 		return nil, 0, 0, false
@@ -924,7 +924,7 @@ func (s *Server) corrupt(n *needle) (*needle, uint32, uint32, bool) {
 	switch {
 	case forged:
 		s.forged.Add(1)
-		crc := volume.CRC32C(0, mem)
+		crc := needle.CRC32C(0, mem)
 		sum := c.stored.sum
 		if c.stored.hasSum {
 			sum = crc
@@ -932,7 +932,7 @@ func (s *Server) corrupt(n *needle) (*needle, uint32, uint32, bool) {
 		return c, crc, sum, true
 	case stored:
 		s.corruptedStored.Add(1)
-		return c, volume.CRC32C(0, mem), c.stored.sum, true
+		return c, needle.CRC32C(0, mem), c.stored.sum, true
 	}
 	s.corrupted.Add(1)
 	return c, c.stored.crc, c.stored.sum, true

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 func TestStubUnsupported(t *testing.T) {
@@ -26,8 +26,8 @@ func TestStubUnsupported(t *testing.T) {
 	if !errors.Is(c.Unavailable(), errors.ErrUnsupported) {
 		t.Errorf("Unavailable: %v", c.Unavailable())
 	}
-	_, err = readChunk(c, context.Background(), volume.Chunk{FileID: "3,01637037d6", Size: 10}, 0, make([]byte, 10))
-	if !errors.Is(err, volume.ErrNotServed) || !errors.Is(err, errors.ErrUnsupported) {
+	_, err = readChunk(c, context.Background(), needle.Chunk{FileID: "3,01637037d6", Size: 10}, 0, make([]byte, 10))
+	if !errors.Is(err, needle.ErrNotServed) || !errors.Is(err, errors.ErrUnsupported) {
 		t.Errorf("Fetch: %v", err)
 	}
 	if st := c.Stats(); st.Fallbacks["unsupported"] != 1 || st.Reads != 0 {

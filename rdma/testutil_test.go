@@ -5,7 +5,7 @@ import (
 	"hash/crc32"
 	"time"
 
-	"github.com/weedfuse/weedfuse/internal/volume"
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 var timeZero time.Time
@@ -21,13 +21,13 @@ func (l staticLocator) Invalidate(uint32) {}
 // readChunk fetches [off, off+len(dst)) of ch into dst through f, the
 // Client or the HTTP reader.
 func readChunk(f interface {
-	Fetch(context.Context, volume.Request) (int, error)
-}, ctx context.Context, ch volume.Chunk, off int64, dst []byte) (int, error) {
-	return f.Fetch(ctx, volume.Request{Chunk: ch, Off: off, Dsts: [][]byte{dst}})
+	Fetch(context.Context, needle.Request) (int, error)
+}, ctx context.Context, ch needle.Chunk, off int64, dst []byte) (int, error) {
+	return f.Fetch(ctx, needle.Request{Chunk: ch, Off: off, Dsts: [][]byte{dst}})
 }
 
 // castagnoli and stdCRC are hash/crc32's CRC32C, the reference that
-// volume.CRC32C's pick is measured and checked against.
+// needle.CRC32C's pick is measured and checked against.
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func stdCRC(crc uint32, p []byte) uint32 { return crc32.Update(crc, castagnoli, p) }

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weedfuse/weedfuse/internal/needle"
 	"github.com/weedfuse/weedfuse/internal/volume"
 )
 
@@ -104,7 +105,7 @@ func TestWeedCluster(t *testing.T) {
 	c := weedClient(t, vol, side, ClientOptions{MaxConcurrent: 8})
 	ctx := context.Background()
 	for name, data := range files {
-		ch := volume.Chunk{FileID: fids[name], Size: int64(len(data)), Compressed: strings.HasSuffix(name, ".txt") && compressed}
+		ch := needle.Chunk{FileID: fids[name], Size: int64(len(data)), Compressed: strings.HasSuffix(name, ".txt") && compressed}
 		moved := c.Stats().FetchedBytes
 		for _, rg := range [][2]int{{0, len(data)}, {12345, 100000}, {len(data) - 7, 7}} {
 			dst := make([]byte, rg[1])
@@ -121,7 +122,7 @@ func TestWeedCluster(t *testing.T) {
 	// cached it: the reply's gzip flag says how to decode it.
 	if compressed {
 		fresh := weedClient(t, vol, side, ClientOptions{MaxConcurrent: 1})
-		ch := volume.Chunk{FileID: fids["c.txt"], Size: int64(len(text))}
+		ch := needle.Chunk{FileID: fids["c.txt"], Size: int64(len(text))}
 		dst := make([]byte, 5000)
 		if n, err := readChunk(fresh, ctx, ch, 777, dst); err != nil || !bytes.Equal(dst[:n], text[777:5777]) || fresh.Stats().Fetches != 1 {
 			t.Fatalf("c.txt as an uncompressed chunk: n=%d err=%v stats %+v", n, err, fresh.Stats())
@@ -136,7 +137,7 @@ func TestWeedCluster(t *testing.T) {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc, DisableCompression: true}}
 	for _, name := range []string{"a.bin", "b.bin"} {
 		size := len(files[name])
-		ch := volume.Chunk{FileID: fids[name], Size: int64(size)}
+		ch := needle.Chunk{FileID: fids[name], Size: int64(size)}
 		iters := (32 << 20) / size
 		run := func(read func([]byte) error) float64 {
 			return readMBps(t, iters, size, conc, read)
@@ -197,7 +198,7 @@ func TestWeedClusterCRCFault(t *testing.T) {
 	} {
 		// No needle cache: every read moves the needle.
 		c := weedClient(t, vol, tc.side, ClientOptions{MaxConcurrent: 2, WholeCacheBytes: -1})
-		ch := volume.Chunk{FileID: fid, Size: int64(len(data))}
+		ch := needle.Chunk{FileID: fid, Size: int64(len(data))}
 		var httpReads atomic.Int64
 		for i := 0; i < 8; i++ {
 			off := int64(i * 4099)

@@ -38,9 +38,10 @@ func newRDMAClient(cfg *config, fc *filer.Client, sec volume.SecurityConfig) (*r
 		Device:        cfg.rdmaDevice,
 		GIDIndex:      -1,
 		TLS:           rdma.TLSFiles{Cert: cfg.rdmaTLSCert, Key: cfg.rdmaTLSKey, CA: cfg.rdmaTLSCA},
-		ReadJWTKey:    sec.ReadSigningKey,
-		ReadJWTExpiry: sec.ReadExpiresAfter,
 		VerifyETag:    cfg.verifyETag,
+		ReadJWT: func(fid string) string {
+			return volume.SignReadJWT(sec.ReadSigningKey, fid, sec.ReadExpiresAfter)
+		},
 	})
 	if err != nil {
 		return nil, err

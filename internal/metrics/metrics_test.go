@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/weedfuse/weedfuse/internal/needle"
 	"github.com/weedfuse/weedfuse/internal/volume"
 	"github.com/weedfuse/weedfuse/pagecache"
 	"github.com/weedfuse/weedfuse/rdma"
@@ -41,7 +42,7 @@ func testMount(t *testing.T) *Mount {
 	m.ObserveOp("read", 80*time.Microsecond, 131072, 0)
 	m.ObserveOp("lookup", 30*time.Microsecond, 0, syscall.ENOENT)
 	f := m.Fetcher("http", fakeFetcher{})
-	_, err := f.Fetch(context.Background(), volume.Request{Dsts: [][]byte{make([]byte, 1)}})
+	_, err := f.Fetch(context.Background(), needle.Request{Dsts: [][]byte{make([]byte, 1)}})
 	require.NoError(t, err)
 	return m
 }
@@ -49,10 +50,10 @@ func testMount(t *testing.T) *Mount {
 // fakeFetcher answers err, and keeps the last request in got when set.
 type fakeFetcher struct {
 	err error
-	got *volume.Request
+	got *needle.Request
 }
 
-func (f fakeFetcher) Fetch(ctx context.Context, r volume.Request) (int, error) {
+func (f fakeFetcher) Fetch(ctx context.Context, r needle.Request) (int, error) {
 	if f.got != nil {
 		*f.got = r
 	}
@@ -146,7 +147,7 @@ func TestSamples(t *testing.T) {
 
 // TestFetcher checks the fetch wrapper: results are classified.
 func TestFetcher(t *testing.T) {
-	notServed := fmt.Errorf("no sidecar: %w", volume.ErrNotServed)
+	notServed := fmt.Errorf("no sidecar: %w", needle.ErrNotServed)
 	tests := []struct {
 		name   string
 		f      pagecache.Fetcher
@@ -159,7 +160,7 @@ func TestFetcher(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := NewMount()
-			m.Fetcher("rdma", tt.f).Fetch(context.Background(), volume.Request{Dsts: [][]byte{make([]byte, 3)}})
+			m.Fetcher("rdma", tt.f).Fetch(context.Background(), needle.Request{Dsts: [][]byte{make([]byte, 3)}})
 			text := string(exposition(t, m.Registry()))
 			assert.Contains(t, text, fmt.Sprintf(`weedfuse_fetch_duration_seconds_count{result=%q,tier="rdma"} 1`, tt.result))
 			assert.Contains(t, text, `weedfuse_fetches_in_flight{tier="rdma"} 0`)
@@ -207,12 +208,12 @@ func TestSidecarExposition(t *testing.T) {
 // empty, and had it dropped Range, every random miss would fetch a whole
 // needle.)
 func TestFetcherPassesTeeAndRange(t *testing.T) {
-	var got volume.Request
+	var got needle.Request
 	w := NewMount().Fetcher("http", fakeFetcher{got: &got})
 	sink := &bytes.Buffer{} // a NeedleSink
-	for _, want := range []volume.Request{
-		{Chunk: volume.Chunk{FileID: "3,01637037d6", Size: 10}, Off: 4, Dsts: [][]byte{make([]byte, 2), make([]byte, 3)}, Whole: sink},
-		{Chunk: volume.Chunk{FileID: "3,01637037d6", Size: 10}, Off: 1, Dsts: [][]byte{make([]byte, 5)}, Range: true},
+	for _, want := range []needle.Request{
+		{Chunk: needle.Chunk{FileID: "3,01637037d6", Size: 10}, Off: 4, Dsts: [][]byte{make([]byte, 2), make([]byte, 3)}, Whole: sink},
+		{Chunk: needle.Chunk{FileID: "3,01637037d6", Size: 10}, Off: 1, Dsts: [][]byte{make([]byte, 5)}, Range: true},
 	} {
 		n, err := w.Fetch(context.Background(), want)
 		require.NoError(t, err)

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weedfuse/weedfuse/fs"
+	"github.com/weedfuse/weedfuse/internal/needle"
 	"github.com/weedfuse/weedfuse/internal/volume"
 	"github.com/weedfuse/weedfuse/pagecache"
 	"github.com/weedfuse/weedfuse/rdma"
@@ -134,7 +135,7 @@ type timedFetcher struct {
 	ok, notServed, failed prometheus.Observer
 }
 
-func (t timedFetcher) Fetch(ctx context.Context, r volume.Request) (int, error) {
+func (t timedFetcher) Fetch(ctx context.Context, r needle.Request) (int, error) {
 	t.inFlight.Inc()
 	start := time.Now()
 	n, err := t.f.Fetch(ctx, r)
@@ -142,7 +143,7 @@ func (t timedFetcher) Fetch(ctx context.Context, r volume.Request) (int, error) 
 	o := t.ok
 	switch {
 	case err == nil:
-	case errors.Is(err, volume.ErrNotServed):
+	case errors.Is(err, needle.ErrNotServed):
 		o = t.notServed
 	default:
 		o = t.failed

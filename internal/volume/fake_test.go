@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/hmac"
+	"crypto/md5"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -19,6 +22,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // fault is how a fake volume server misbehaves.
@@ -42,8 +47,8 @@ const (
 	crcNone                  // no ETag header, as a server that sends none
 )
 
-// needle is what a fake volume server stores under a file id.
-type needle struct {
+// fakeNeedle is what a fake volume server stores under a file id.
+type fakeNeedle struct {
 	// data are the stored bytes, which the ETag header's CRC covers.
 	data []byte
 	// gzipped marks a needle stored compressed, which the fake serves as
@@ -60,7 +65,7 @@ type fakeVolume struct {
 
 	mu sync.Mutex
 	// needles, fault and readKey are guarded by mu.
-	needles map[string]needle
+	needles map[string]fakeNeedle
 	fault   fault
 	readKey []byte
 
@@ -70,14 +75,14 @@ type fakeVolume struct {
 }
 
 func newFakeVolume(t testing.TB) *fakeVolume {
-	v := &fakeVolume{needles: map[string]needle{}}
+	v := &fakeVolume{needles: map[string]fakeNeedle{}}
 	v.srv = httptest.NewServer(http.HandlerFunc(v.serve))
 	v.addr = strings.TrimPrefix(v.srv.URL, "http://")
 	t.Cleanup(v.srv.Close)
 	return v
 }
 
-func (v *fakeVolume) put(fid string, n needle) {
+func (v *fakeVolume) put(fid string, n fakeNeedle) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.needles[fid] = n
@@ -270,16 +275,38 @@ func gunzipForTest(data []byte) []byte {
 
 // readChunk fetches [off, off+len(dst)) of c into dst, the whole needle
 // checked.
-func readChunk(r *Reader, ctx context.Context, c Chunk, off int64, dst []byte) (int, error) {
-	return r.Fetch(ctx, Request{Chunk: c, Off: off, Dsts: [][]byte{dst}})
+func readChunk(r *Reader, ctx context.Context, c needle.Chunk, off int64, dst []byte) (int, error) {
+	return r.Fetch(ctx, needle.Request{Chunk: c, Off: off, Dsts: [][]byte{dst}})
 }
 
 // readInto is readChunk into several buffers.
-func readInto(r *Reader, ctx context.Context, c Chunk, off int64, dsts [][]byte) (int, error) {
-	return r.Fetch(ctx, Request{Chunk: c, Off: off, Dsts: dsts})
+func readInto(r *Reader, ctx context.Context, c needle.Chunk, off int64, dsts [][]byte) (int, error) {
+	return r.Fetch(ctx, needle.Request{Chunk: c, Off: off, Dsts: dsts})
 }
 
 // readRange fetches just the range that dsts hold, unchecked.
-func readRange(r *Reader, ctx context.Context, c Chunk, off int64, dsts [][]byte) (int, error) {
-	return r.Fetch(ctx, Request{Chunk: c, Off: off, Dsts: dsts, Range: true})
+func readRange(r *Reader, ctx context.Context, c needle.Chunk, off int64, dsts [][]byte) (int, error) {
+	return r.Fetch(ctx, needle.Request{Chunk: c, Off: off, Dsts: dsts, Range: true})
+}
+
+// sealForTest encrypts as weed's util.Encrypt does: AES-GCM, a random nonce
+// prepended. (The needle tests have the same fixture.)
+func sealForTest(t testing.TB, key, plain []byte) []byte {
+	t.Helper()
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := make([]byte, gcm.NonceSize())
+	rand.Read(nonce)
+	return gcm.Seal(nonce, nonce, plain, nil)
+}
+
+func md5ETag(data []byte) string {
+	sum := md5.Sum(data)
+	return base64.StdEncoding.EncodeToString(sum[:])
 }

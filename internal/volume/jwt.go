@@ -26,8 +26,8 @@ type readClaims struct {
 // exp claim, as weed does for expires_after_seconds = 0. An empty key returns
 // "": the cluster does not check read JWTs.
 //
-// The RDMA client uses it too, since weedrdma passes the client's token on
-// to the volume server.
+// cmd/weedfuse hands it to the RDMA client too (rdma.ClientOptions.ReadJWT),
+// since weedrdma passes the client's token on to the volume server.
 func SignReadJWT(key []byte, fid string, expiresAfter time.Duration) string {
 	if len(key) == 0 {
 		return ""

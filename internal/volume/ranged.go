@@ -7,10 +7,12 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // fetchRange is Fetch of a Range request: it reads the logical bytes
-// [off, off+total) of a plain chunk (see Chunk.Plain) with one ranged GET
+// [off, off+total) of a plain chunk (see needle.Chunk.Plain) with one ranged GET
 // per attempt, into dsts in order, and returns how many it wrote: fewer
 // than dsts hold only at the chunk's end. Replicas, retries and JWTs are as
 // for a whole needle.
@@ -21,9 +23,9 @@ import (
 // whole) or counts them as unverified. A server that ignores the Range
 // header and answers the whole needle is checked as a whole needle is.
 // A chunk that is not plain is refused: its stored bytes cannot be cut.
-func (r *Reader) fetchRange(ctx context.Context, c Chunk, off int64, dsts [][]byte) (int, error) {
+func (r *Reader) fetchRange(ctx context.Context, c needle.Chunk, off int64, dsts [][]byte) (int, error) {
 	if !c.Plain() {
-		return 0, fmt.Errorf("read range of chunk %s: not plain bytes: %w", c.FileID, ErrNotServed)
+		return 0, fmt.Errorf("read range of chunk %s: not plain bytes: %w", c.FileID, needle.ErrNotServed)
 	}
 	if err := c.CheckSize(); err != nil {
 		return 0, fmt.Errorf("read range: %w", err)
@@ -40,7 +42,7 @@ func (r *Reader) fetchRange(ctx context.Context, c Chunk, off int64, dsts [][]by
 		return 0, nil
 	}
 	dsts = trimPieces(dsts, want)
-	vid, _, _, err := ParseFileID(c.FileID)
+	vid, _, _, err := needle.ParseFileID(c.FileID)
 	if err != nil {
 		r.failed.Add(1)
 		return 0, fmt.Errorf("read range: %w", err)
@@ -55,13 +57,13 @@ func (r *Reader) fetchRange(ctx context.Context, c Chunk, off int64, dsts [][]by
 				if err != nil {
 					return err
 				}
-				Scatter(dsts, logical[off:])
+				needle.Scatter(dsts, logical[off:])
 				return nil
 			default:
 				return &statusError{code: resp.StatusCode, status: resp.Status}
 			}
 			if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-				return fmt.Errorf("ranged answer with Content-Encoding %q: %w", ce, ErrCorrupt)
+				return fmt.Errorf("ranged answer with Content-Encoding %q: %w", ce, needle.ErrCorrupt)
 			}
 			if err := checkContentRange(resp.Header.Get("Content-Range"), off, want, c.Size); err != nil {
 				return err
@@ -92,16 +94,16 @@ func checkContentRange(h string, off, n, size int64) error {
 	first, rest, ok2 := strings.Cut(spec, "-")
 	last, totalS, ok3 := strings.Cut(rest, "/")
 	if !ok || !ok2 || !ok3 {
-		return fmt.Errorf("ranged answer with Content-Range %q: %w", h, ErrCorrupt)
+		return fmt.Errorf("ranged answer with Content-Range %q: %w", h, needle.ErrCorrupt)
 	}
 	f, err1 := strconv.ParseInt(first, 10, 64)
 	l, err2 := strconv.ParseInt(last, 10, 64)
 	if err1 != nil || err2 != nil || f != off || l != off+n-1 {
-		return fmt.Errorf("ranged answer with Content-Range %q, want bytes %d-%d: %w", h, off, off+n-1, ErrCorrupt)
+		return fmt.Errorf("ranged answer with Content-Range %q, want bytes %d-%d: %w", h, off, off+n-1, needle.ErrCorrupt)
 	}
 	if totalS != "*" {
 		if t, err := strconv.ParseInt(totalS, 10, 64); err != nil || t < size {
-			return fmt.Errorf("ranged answer with Content-Range %q for a %d-byte chunk: %w", h, size, ErrCorrupt)
+			return fmt.Errorf("ranged answer with Content-Range %q for a %d-byte chunk: %w", h, size, needle.ErrCorrupt)
 		}
 	}
 	return nil

@@ -19,6 +19,8 @@ import (
 
 	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 // Locator finds the volume servers that hold a volume. The filer client
@@ -101,7 +103,7 @@ type Reader struct {
 	scheme    string // "http://" or "https://"
 	client    *http.Client
 	box       *penaltyBox
-	whole     *NeedleCache
+	whole     *needle.NeedleCache
 	// flight shares one fetch of a needle, keyed by file id, among the
 	// readers that miss whole at the same time.
 	flight singleflight.Group
@@ -166,7 +168,7 @@ func New(loc Locator, opts Options) *Reader {
 		scheme:    scheme,
 		client:    &http.Client{Transport: transport},
 		box:       newPenaltyBox(),
-		whole:     NewNeedleCache(opts.WholeCacheBytes),
+		whole:     needle.NewNeedleCache(opts.WholeCacheBytes),
 		decoding:  semaphore.NewWeighted(opts.MaxDecodeBytes),
 	}
 }
@@ -235,7 +237,7 @@ func (r *Reader) Stats() Stats {
 // concurrent readers, since the caller (the block cache, into its slots)
 // keeps what it reads and shares fetches itself. Other chunks are decoded
 // here (decrypted, gunzipped), their length checked against c.Size (it may
-// be longer, see Chunk.Size), and the e_tag checked when the package doc
+// be longer, see needle.Chunk.Size), and the e_tag checked when the package doc
 // says so; such verified needles are kept in a small cache
 // (Options.WholeCacheBytes), which later requests read first, and
 // concurrent reads of one needle share a single fetch. req.Whole, when not
@@ -249,38 +251,16 @@ func (r *Reader) Stats() Stats {
 // A 404 from every replica, twice, the second time after a fresh lookup,
 // gives an error wrapping fs.ErrNotExist. A cancelled ctx gives an error
 // wrapping ctx.Err().
-func (r *Reader) Fetch(ctx context.Context, req Request) (int, error) {
+func (r *Reader) Fetch(ctx context.Context, req needle.Request) (int, error) {
 	if req.Range {
 		return r.fetchRange(ctx, req.Chunk, req.Off, req.Dsts)
 	}
 	return r.fetchWhole(ctx, req.Chunk, req.Off, req.Dsts, req.Whole)
 }
 
-// NeedleSink takes the whole logical bytes of a needle, in order, while a
-// fetch reads them. Reset starts over: a failed attempt's bytes are void
-// and another replica's follow. A fetch that returns nil has verified
-// everything it wrote since the last Reset; until then the bytes are
-// unchecked, so the sink's owner keeps nothing before the fetch succeeds.
-// Write must not fail the fetch: a sink that cannot keep the bytes (a full
-// disk) notes that itself and answers len(p), nil. Calls come from one
-// goroutine at a time.
-type NeedleSink interface {
-	io.Writer
-	Reset()
-}
-
-// KeptWriter is what a NeedleSink also implements to be handed the bytes
-// of the request's Dsts by WriteKept instead of Write. Those stay unchanged
-// until the fetch returns, so the sink may use them where they lie rather
-// than copy them (the disk tier writes the memory tier's slots to its file
-// with O_DIRECT). WriteKept is Write otherwise: it cannot fail the fetch.
-type KeptWriter interface {
-	WriteKept(p []byte)
-}
-
 // fetchWhole is Fetch of a request that is not a Range: the whole needle
 // is fetched, and teed into whole when that is not nil.
-func (r *Reader) fetchWhole(ctx context.Context, c Chunk, off int64, dsts [][]byte, whole NeedleSink) (int, error) {
+func (r *Reader) fetchWhole(ctx context.Context, c needle.Chunk, off int64, dsts [][]byte, whole needle.NeedleSink) (int, error) {
 	total := 0
 	for _, d := range dsts {
 		total += len(d)
@@ -289,7 +269,7 @@ func (r *Reader) fetchWhole(ctx context.Context, c Chunk, off int64, dsts [][]by
 		r.failed.Add(1)
 		return 0, fmt.Errorf("read chunk: %w", err)
 	}
-	vid, _, _, err := ParseFileID(c.FileID)
+	vid, _, _, err := needle.ParseFileID(c.FileID)
 	if err != nil {
 		r.failed.Add(1)
 		return 0, fmt.Errorf("read chunk: %w", err)
@@ -319,7 +299,7 @@ func (r *Reader) fetchWhole(ctx context.Context, c Chunk, off int64, dsts [][]by
 		whole.Write(data)
 	}
 	end := min(off+int64(total), c.Size)
-	Scatter(dsts, data[off:end])
+	needle.Scatter(dsts, data[off:end])
 	r.reads.Add(1)
 	r.bytes.Add(end - off)
 	return int(end - off), nil
@@ -328,7 +308,7 @@ func (r *Reader) fetchWhole(ctx context.Context, c Chunk, off int64, dsts [][]by
 // streamable reports whether c's needle may be streamed into the caller's
 // buffers: plain bytes (neither encrypted nor compressed) that are not
 // already in the needle cache.
-func (r *Reader) streamable(c Chunk) bool {
+func (r *Reader) streamable(c needle.Chunk) bool {
 	if len(c.CipherKey) > 0 || c.Compressed {
 		return false
 	}
@@ -362,7 +342,7 @@ func trimPieces(dsts [][]byte, n int64) [][]byte {
 // the chunk's size (stored gzipped, or longer than its chunk after a
 // truncate) is read from the same answer the general way, cached and
 // copied. The checks are fetch's.
-func (r *Reader) readRangeInto(ctx context.Context, vid uint32, c Chunk, off int64, dsts [][]byte, whole NeedleSink) error {
+func (r *Reader) readRangeInto(ctx context.Context, vid uint32, c needle.Chunk, off int64, dsts [][]byte, whole needle.NeedleSink) error {
 	return r.withReplicas(ctx, vid, c.FileID, func(ctx context.Context, addr string) error {
 		return r.request(ctx, addr, c, "", func(resp *http.Response, body io.Reader) error {
 			if resp.StatusCode != http.StatusOK {
@@ -380,10 +360,10 @@ func (r *Reader) readRangeInto(ctx context.Context, vid uint32, c Chunk, off int
 				if whole != nil {
 					whole.Write(logical)
 				}
-				Scatter(dsts, logical[off:]) // DecodeVerified checked its length
+				needle.Scatter(dsts, logical[off:]) // needle.DecodeVerified checked its length
 				return nil
 			}
-			crcSum, crcChecked := NeedleCRC(resp.Header.Get("ETag"))
+			crcSum, crcChecked := needle.NeedleCRC(resp.Header.Get("ETag"))
 			sum := needleSum{sink: whole}
 			if r.opts.VerifyETag || !crcChecked {
 				sum.md5 = md5.New()
@@ -408,12 +388,12 @@ func (r *Reader) readRangeInto(ctx context.Context, vid uint32, c Chunk, off int
 			}
 			r.fetches.Add(1)
 			r.fetchedBytes.Add(c.Size)
-			if crcChecked && !CRCSumMatches(sum.crc, crcSum) {
+			if crcChecked && !needle.CRCSumMatches(sum.crc, crcSum) {
 				return fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",
-					sum.crc, c.Size, resp.Header.Get("ETag"), ErrCorrupt)
+					sum.crc, c.Size, resp.Header.Get("ETag"), needle.ErrCorrupt)
 			}
 			if sum.md5 != nil {
-				return checkETagDigest(c, [md5.Size]byte(sum.md5.Sum(nil)))
+				return needle.CheckETagDigest(c, [md5.Size]byte(sum.md5.Sum(nil)))
 			}
 			return nil
 		})
@@ -426,11 +406,11 @@ func (r *Reader) readRangeInto(ctx context.Context, vid uint32, c Chunk, off int
 type needleSum struct {
 	crc  uint32
 	md5  hash.Hash
-	sink NeedleSink
+	sink needle.NeedleSink
 }
 
 func (s *needleSum) Write(p []byte) (int, error) {
-	s.crc = CRC32C(s.crc, p)
+	s.crc = needle.CRC32C(s.crc, p)
 	if s.md5 != nil {
 		s.md5.Write(p)
 	}
@@ -441,10 +421,10 @@ func (s *needleSum) Write(p []byte) (int, error) {
 }
 
 // writeKept is Write for bytes of the request's Dsts, which the sink may
-// keep where they lie (see KeptWriter).
+// keep where they lie (see needle.KeptWriter).
 func (s *needleSum) writeKept(p []byte) {
-	if k, ok := s.sink.(KeptWriter); ok {
-		s.crc = CRC32C(s.crc, p)
+	if k, ok := s.sink.(needle.KeptWriter); ok {
+		s.crc = needle.CRC32C(s.crc, p)
 		if s.md5 != nil {
 			s.md5.Write(p)
 		}
@@ -487,12 +467,12 @@ var copyBufs = sync.Pool{New: func() any {
 // concurrent reader of the needle. The slice is shared: it must not be
 // written.
 //
-// Cache and flight are keyed by Chunk.Key: the file id and what changes
+// Cache and flight are keyed by needle.Chunk.Key: the file id and what changes
 // how its bytes decode, so that two entries naming one needle with
 // different cipher keys or compression flags never share decoded bytes.
 // Size differs between a chunk and its truncated self, which is why the
 // whole needle is kept and the length is checked for each caller.
-func (r *Reader) needle(ctx context.Context, vid uint32, c Chunk) ([]byte, error) {
+func (r *Reader) needle(ctx context.Context, vid uint32, c needle.Chunk) ([]byte, error) {
 	data, ok := r.whole.Get(c.Key())
 	for !ok {
 		v, err, _ := r.flight.Do(c.Key(), func() (any, error) {
@@ -527,7 +507,7 @@ func (r *Reader) needle(ctx context.Context, vid uint32, c Chunk) ([]byte, error
 		}
 		data, ok = v.([]byte), true
 	}
-	if err := checkLength(c, data); err != nil {
+	if err := needle.CheckLength(c, data); err != nil {
 		return nil, fmt.Errorf("read %w", err)
 	}
 	return data, nil
@@ -536,7 +516,7 @@ func (r *Reader) needle(ctx context.Context, vid uint32, c Chunk) ([]byte, error
 // ReadNeedleChecked returns the whole logical (decoded) bytes of a needle
 // whose length is not known in advance: a manifest blob, whose chunk's Size
 // is the span of the file it covers, not the blob's length. c.Size is
-// ignored; the blob may be at most MaxNeedle bytes. Fetching, verification,
+// ignored; the blob may be at most needle.MaxNeedle bytes. Fetching, verification,
 // replicas and retries are as for Fetch, without the cache.
 //
 // check, when not nil, validates each replica's blob, for contents that
@@ -544,12 +524,12 @@ func (r *Reader) needle(ctx context.Context, vid uint32, c Chunk) ([]byte, error
 // filer writes manifest chunks without an e_tag, and an old volume server
 // sends no CRC). A blob that fails check counts as that replica's copy
 // being corrupt: the next replica is read, and the error, when all fail,
-// wraps both check's error and ErrCorrupt. check is called once per replica
+// wraps both check's error and needle.ErrCorrupt. check is called once per replica
 // reply, one call at a time, never concurrently; the blob it gets is the
 // one returned when it passes. Safe for concurrent use.
-func (r *Reader) ReadNeedleChecked(ctx context.Context, c Chunk, check func([]byte) error) ([]byte, error) {
+func (r *Reader) ReadNeedleChecked(ctx context.Context, c needle.Chunk, check func([]byte) error) ([]byte, error) {
 	c.Size = 0 // no length to check: the blob is read to its end
-	vid, _, _, err := ParseFileID(c.FileID)
+	vid, _, _, err := needle.ParseFileID(c.FileID)
 	if err != nil {
 		r.failed.Add(1)
 		return nil, fmt.Errorf("read needle: %w", err)
@@ -562,7 +542,7 @@ func (r *Reader) ReadNeedleChecked(ctx context.Context, c Chunk, check func([]by
 		}
 		if check != nil {
 			if err := check(blob); err != nil {
-				return fmt.Errorf("read needle %s from %s: %w: %w", c.FileID, addr, err, ErrCorrupt)
+				return fmt.Errorf("read needle %s from %s: %w: %w", c.FileID, addr, err, needle.ErrCorrupt)
 			}
 		}
 		data = blob
@@ -631,7 +611,7 @@ func (r *Reader) withReplicas(ctx context.Context, vid uint32, fid string, attem
 					allNotFound, allPermanent = false, false
 					r.box.fail(addr, time.Now())
 					r.replicaFailures.Add(1)
-					if errors.Is(err, ErrCorrupt) {
+					if errors.Is(err, needle.ErrCorrupt) {
 						r.corrupt.Add(1)
 					}
 				}
@@ -711,7 +691,7 @@ var errStalled = errors.New("volume server stalled")
 // reply to handle. The request is abandoned when StallTimeout passes without
 // progress: no response headers yet, or no body bytes read since the last.
 // handle reads the body through a reader that counts as progress.
-func (r *Reader) request(ctx context.Context, addr string, c Chunk, rng string, handle func(resp *http.Response, body io.Reader) error) error {
+func (r *Reader) request(ctx context.Context, addr string, c needle.Chunk, rng string, handle func(resp *http.Response, body io.Reader) error) error {
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stall := time.AfterFunc(r.opts.StallTimeout, func() { cancel(errStalled) })
@@ -773,7 +753,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 // against the ETag header when there is one, the body is decoded, and the
 // e_tag is checked when Options.VerifyETag says so or when there was no CRC
 // to check.
-func (r *Reader) fetch(ctx context.Context, addr string, c Chunk) ([]byte, error) {
+func (r *Reader) fetch(ctx context.Context, addr string, c needle.Chunk) ([]byte, error) {
 	var logical []byte
 	err := r.request(ctx, addr, c, "", func(resp *http.Response, body io.Reader) error {
 		if resp.StatusCode != http.StatusOK {
@@ -788,12 +768,12 @@ func (r *Reader) fetch(ctx context.Context, addr string, c Chunk) ([]byte, error
 
 // readNeedle reads a 200 answer's whole stored needle, checks it and
 // decodes it to its logical bytes.
-func (r *Reader) readNeedle(c Chunk, resp *http.Response, body io.Reader) ([]byte, error) {
+func (r *Reader) readNeedle(c needle.Chunk, resp *http.Response, body io.Reader) ([]byte, error) {
 	gzipEncoded, err := contentGzip(resp)
 	if err != nil {
 		return nil, err
 	}
-	stored, err := readStored(resp, body, storedLimit(c))
+	stored, err := readStored(resp, body, needle.StoredLimit(c))
 	if err != nil {
 		return nil, err
 	}
@@ -803,27 +783,18 @@ func (r *Reader) readNeedle(c Chunk, resp *http.Response, body io.Reader) ([]byt
 	if err != nil {
 		return nil, err
 	}
-	return DecodeVerified(c, stored, gzipEncoded, crcChecked, r.opts.VerifyETag)
+	return needle.DecodeVerified(c, stored, gzipEncoded, crcChecked, r.opts.VerifyETag)
 }
 
 // checkCRC checks stored bytes against the answer's ETag, the needle's
 // CRC32C, and reports whether there was one to check.
 func checkCRC(resp *http.Response, stored []byte) (bool, error) {
-	sum, ok := NeedleCRC(resp.Header.Get("ETag"))
-	if ok && !CRCMatches(stored, sum) {
+	sum, ok := needle.NeedleCRC(resp.Header.Get("ETag"))
+	if ok && !needle.CRCMatches(stored, sum) {
 		return true, fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",
-			CRC32C(0, stored), len(stored), resp.Header.Get("ETag"), ErrCorrupt)
+			needle.CRC32C(0, stored), len(stored), resp.Header.Get("ETag"), needle.ErrCorrupt)
 	}
 	return ok, nil
-}
-
-// storedLimit bounds the stored bytes of c's needle. A truncated chunk's
-// needle may be far longer than the chunk (see Chunk.Size), so the bound is
-// MaxNeedle; a chunk larger than that may be as long as it says, plus
-// sealing (28 bytes) and a gzip that did not pay.
-func storedLimit(c Chunk) int64 {
-	size := min(c.Size, MaxChunkSize) // a larger claim is refused before any fetch
-	return max(MaxNeedle, size+size/8+64<<10)
 }
 
 // contentGzip reports whether the body is "Content-Encoding: gzip". Any
@@ -836,14 +807,14 @@ func contentGzip(resp *http.Response) (bool, error) {
 	case strings.EqualFold(ce, "gzip"):
 		return true, nil
 	default:
-		return false, fmt.Errorf("unrequested Content-Encoding %q: %w", ce, ErrCorrupt)
+		return false, fmt.Errorf("unrequested Content-Encoding %q: %w", ce, needle.ErrCorrupt)
 	}
 }
 
 // readStored reads a whole body of at most limit bytes.
 func readStored(resp *http.Response, body io.Reader, limit int64) ([]byte, error) {
 	if resp.ContentLength > limit {
-		return nil, fmt.Errorf("stored needle of %d bytes, over the %d-byte bound: %w", resp.ContentLength, limit, ErrCorrupt)
+		return nil, fmt.Errorf("stored needle of %d bytes, over the %d-byte bound: %w", resp.ContentLength, limit, needle.ErrCorrupt)
 	}
 	if resp.ContentLength >= 0 {
 		stored := make([]byte, resp.ContentLength)
@@ -857,7 +828,7 @@ func readStored(resp *http.Response, body io.Reader, limit int64) ([]byte, error
 		return nil, err
 	}
 	if int64(len(stored)) > limit {
-		return nil, fmt.Errorf("stored needle over the %d-byte bound: %w", limit, ErrCorrupt)
+		return nil, fmt.Errorf("stored needle over the %d-byte bound: %w", limit, needle.ErrCorrupt)
 	}
 	return stored, nil
 }

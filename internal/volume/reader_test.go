@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
 const testFID = "3,01637037d6"
@@ -23,7 +25,7 @@ func newTestReader(t testing.TB, loc Locator, opts Options) *Reader {
 }
 
 // readAll reads the whole chunk through Fetch.
-func readAll(t testing.TB, r *Reader, c Chunk) []byte {
+func readAll(t testing.TB, r *Reader, c needle.Chunk) []byte {
 	t.Helper()
 	dst := make([]byte, c.Size)
 	n, err := readChunk(r, context.Background(), c, 0, dst)
@@ -44,9 +46,9 @@ func TestReadChunkRangesShareOneWholeFetch(t *testing.T) {
 	key := randomBytes(t, 32)
 	stored := sealForTest(t, key, data)
 	v := newFakeVolume(t)
-	v.put(testFID, needle{data: stored})
+	v.put(testFID, fakeNeedle{data: stored})
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
-	c := Chunk{FileID: testFID, Size: int64(len(data)), CipherKey: key}
+	c := needle.Chunk{FileID: testFID, Size: int64(len(data)), CipherKey: key}
 
 	for _, tt := range []struct {
 		off    int64
@@ -96,11 +98,11 @@ func TestReadChunkRangesShareOneWholeFetch(t *testing.T) {
 func TestReadChunkCacheOff(t *testing.T) {
 	data := randomBytes(t, 10_000)
 	v := newFakeVolume(t)
-	v.put(testFID, needle{data: data})
+	v.put(testFID, fakeNeedle{data: data})
 	opts := quickOptions
 	opts.WholeCacheBytes = -1
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), opts)
-	c := Chunk{FileID: testFID, Size: int64(len(data))}
+	c := needle.Chunk{FileID: testFID, Size: int64(len(data))}
 	for off := int64(0); off < 10_000; off += 2_500 {
 		dst := make([]byte, 2_500)
 		if _, err := readChunk(r, context.Background(), c, off, dst); err != nil || !bytes.Equal(dst, data[off:off+2_500]) {
@@ -115,13 +117,13 @@ func TestReadChunkCacheOff(t *testing.T) {
 func TestReadChunkShortBodyFailsOver(t *testing.T) {
 	data := randomBytes(t, 200_000)
 	short, good := newFakeVolume(t), newFakeVolume(t)
-	short.put(testFID, needle{data: data})
+	short.put(testFID, fakeNeedle{data: data})
 	short.setFault(shortBody)
-	good.put(testFID, needle{data: data})
+	good.put(testFID, fakeNeedle{data: data})
 	r := newTestReader(t, newFakeLocator([]string{short.addr, good.addr}), quickOptions)
 
 	dst := make([]byte, 100_000)
-	n, err := readChunk(r, context.Background(), Chunk{FileID: testFID, Size: int64(len(data))}, 50_000, dst)
+	n, err := readChunk(r, context.Background(), needle.Chunk{FileID: testFID, Size: int64(len(data))}, 50_000, dst)
 	if err != nil || n != len(dst) {
 		t.Fatalf("Fetch = %d, %v", n, err)
 	}
@@ -139,11 +141,11 @@ func TestReadChunkShortBodyFailsOver(t *testing.T) {
 func TestReadChunkShortBodyIsAnError(t *testing.T) {
 	data := randomBytes(t, 200_000)
 	v := newFakeVolume(t)
-	v.put(testFID, needle{data: data})
+	v.put(testFID, fakeNeedle{data: data})
 	v.setFault(shortBody)
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
 	dst := make([]byte, 100_000)
-	n, err := readChunk(r, context.Background(), Chunk{FileID: testFID, Size: int64(len(data))}, 0, dst)
+	n, err := readChunk(r, context.Background(), needle.Chunk{FileID: testFID, Size: int64(len(data))}, 0, dst)
 	if err == nil || n != 0 {
 		t.Fatalf("Fetch = %d, %v; want an error, never a silently short read", n, err)
 	}
@@ -160,11 +162,11 @@ func TestReadChunkCRCMismatchFailsOver(t *testing.T) {
 	data := randomBytes(t, 1<<20)
 	for _, form := range []crcForm{crcRaw, crcMasked} {
 		bad, good := newFakeVolume(t), newFakeVolume(t)
-		bad.put(testFID, needle{data: data, crc: form})
+		bad.put(testFID, fakeNeedle{data: data, crc: form})
 		bad.setFault(corrupt)
-		good.put(testFID, needle{data: data, crc: form})
+		good.put(testFID, fakeNeedle{data: data, crc: form})
 		r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
-		c := Chunk{FileID: testFID, Size: int64(len(data))}
+		c := needle.Chunk{FileID: testFID, Size: int64(len(data))}
 
 		dst := make([]byte, 4096)
 		if n, err := readChunk(r, context.Background(), c, 0, dst); err != nil || n != len(dst) {
@@ -185,12 +187,12 @@ func TestReadChunkCRCMismatchFailsOver(t *testing.T) {
 func TestReadChunkCRCMismatchOnlyReplica(t *testing.T) {
 	data := randomBytes(t, 100_000)
 	v := newFakeVolume(t)
-	v.put(testFID, needle{data: data})
+	v.put(testFID, fakeNeedle{data: data})
 	v.setFault(corrupt)
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
 	dst := make([]byte, 100)
-	n, err := readChunk(r, context.Background(), Chunk{FileID: testFID, Size: int64(len(data))}, 60_000, dst)
-	if !errors.Is(err, ErrCorrupt) || n != 0 {
+	n, err := readChunk(r, context.Background(), needle.Chunk{FileID: testFID, Size: int64(len(data))}, 60_000, dst)
+	if !errors.Is(err, needle.ErrCorrupt) || n != 0 {
 		t.Fatalf("Fetch = %d, %v; want ErrCorrupt, never the flipped bytes", n, err)
 	}
 	if !strings.Contains(err.Error(), "crc32c") {
@@ -203,9 +205,9 @@ func TestReadChunkCRCMismatchOnlyReplica(t *testing.T) {
 func TestReadChunkMaskedCRC(t *testing.T) {
 	data := randomBytes(t, 50_000)
 	v := newFakeVolume(t)
-	v.put(testFID, needle{data: data, crc: crcMasked})
+	v.put(testFID, fakeNeedle{data: data, crc: crcMasked})
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
-	if got := readAll(t, r, Chunk{FileID: testFID, Size: int64(len(data))}); !bytes.Equal(got, data) {
+	if got := readAll(t, r, needle.Chunk{FileID: testFID, Size: int64(len(data))}); !bytes.Equal(got, data) {
 		t.Error("bytes differ")
 	}
 }
@@ -215,13 +217,13 @@ func TestReadChunkMaskedCRC(t *testing.T) {
 func TestReadChunkNoCRCChecksETag(t *testing.T) {
 	data := randomBytes(t, 100_000)
 	bad, good := newFakeVolume(t), newFakeVolume(t)
-	bad.put(testFID, needle{data: data, crc: crcNone})
+	bad.put(testFID, fakeNeedle{data: data, crc: crcNone})
 	bad.setFault(corrupt)
-	good.put(testFID, needle{data: data, crc: crcNone})
+	good.put(testFID, fakeNeedle{data: data, crc: crcNone})
 	r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
 
 	dst := make([]byte, 10)
-	if _, err := readChunk(r, context.Background(), Chunk{FileID: testFID, Size: int64(len(data)), ETag: md5ETag(data)}, 0, dst); err != nil {
+	if _, err := readChunk(r, context.Background(), needle.Chunk{FileID: testFID, Size: int64(len(data)), ETag: md5ETag(data)}, 0, dst); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(dst, data[:10]) {
@@ -238,8 +240,8 @@ func TestReadChunkNoCRCChecksETag(t *testing.T) {
 func TestReadChunkVerifyETag(t *testing.T) {
 	data := randomBytes(t, 100_000)
 	v := newFakeVolume(t)
-	v.put(testFID, needle{data: data})
-	c := Chunk{FileID: testFID, Size: int64(len(data)), ETag: md5ETag([]byte("other"))}
+	v.put(testFID, fakeNeedle{data: data})
+	c := needle.Chunk{FileID: testFID, Size: int64(len(data)), ETag: md5ETag([]byte("other"))}
 
 	if got := readAll(t, newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions), c); !bytes.Equal(got, data) {
 		t.Error("bytes differ")
@@ -247,7 +249,7 @@ func TestReadChunkVerifyETag(t *testing.T) {
 	opts := quickOptions
 	opts.VerifyETag = true
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), opts)
-	if _, err := readChunk(r, context.Background(), c, 0, make([]byte, 10)); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "e_tag") {
+	if _, err := readChunk(r, context.Background(), c, 0, make([]byte, 10)); !errors.Is(err, needle.ErrCorrupt) || !strings.Contains(err.Error(), "e_tag") {
 		t.Errorf("err = %v, want an e_tag mismatch", err)
 	}
 }
@@ -261,13 +263,13 @@ func TestReadChunkTruncated(t *testing.T) {
 	text := textBytes(300_000)
 	for _, tc := range []struct {
 		name   string
-		stored needle
-		chunk  Chunk
+		stored fakeNeedle
+		chunk  needle.Chunk
 		whole  []byte // the needle's logical bytes
 	}{
-		{"plain", needle{data: binary}, Chunk{ETag: md5ETag(binary)}, binary},
-		{"gzipped", needle{data: gzipForTest(text), gzipped: true}, Chunk{Compressed: true, ETag: md5ETag(text)}, text},
-		{"encrypted", needle{data: sealForTest(t, key, binary)}, Chunk{CipherKey: key, ETag: md5ETag(binary)}, binary},
+		{"plain", fakeNeedle{data: binary}, needle.Chunk{ETag: md5ETag(binary)}, binary},
+		{"gzipped", fakeNeedle{data: gzipForTest(text), gzipped: true}, needle.Chunk{Compressed: true, ETag: md5ETag(text)}, text},
+		{"encrypted", fakeNeedle{data: sealForTest(t, key, binary)}, needle.Chunk{CipherKey: key, ETag: md5ETag(binary)}, binary},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newFakeVolume(t)
@@ -295,7 +297,7 @@ func TestReadChunkTruncated(t *testing.T) {
 			}
 			// A chunk longer than its needle is corrupt metadata.
 			c.Size++
-			if _, err := readChunk(r, context.Background(), c, 0, make([]byte, 10)); !errors.Is(err, ErrCorrupt) {
+			if _, err := readChunk(r, context.Background(), c, 0, make([]byte, 10)); !errors.Is(err, needle.ErrCorrupt) {
 				t.Errorf("a chunk longer than its needle: err = %v, want ErrCorrupt", err)
 			}
 		})
@@ -305,18 +307,18 @@ func TestReadChunkTruncated(t *testing.T) {
 func TestReadChunkNeedleShorterThanChunk(t *testing.T) {
 	data := randomBytes(t, 1000)
 	v := newFakeVolume(t)
-	v.put(testFID, needle{data: data})
+	v.put(testFID, fakeNeedle{data: data})
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
-	_, err := readChunk(r, context.Background(), Chunk{FileID: testFID, Size: 1001}, 0, make([]byte, 10))
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "needle holds 1000 logical bytes, chunk shows 1001") {
+	_, err := readChunk(r, context.Background(), needle.Chunk{FileID: testFID, Size: 1001}, 0, make([]byte, 10))
+	if !errors.Is(err, needle.ErrCorrupt) || !strings.Contains(err.Error(), "needle holds 1000 logical bytes, chunk shows 1001") {
 		t.Errorf("err = %v", err)
 	}
 	// Streamed into the caller's buffers, from a fresh reader (the first
 	// cached the needle), whole or in part: an error, never a gap.
 	for _, off := range []int64{0, 500} {
 		r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
-		_, err := readInto(r, context.Background(), Chunk{FileID: testFID, Size: 1001}, off, [][]byte{make([]byte, 1001-off)})
-		if !errors.Is(err, ErrCorrupt) {
+		_, err := readInto(r, context.Background(), needle.Chunk{FileID: testFID, Size: 1001}, off, [][]byte{make([]byte, 1001-off)})
+		if !errors.Is(err, needle.ErrCorrupt) {
 			t.Errorf("Fetch(%d): err = %v, want ErrCorrupt", off, err)
 		}
 	}
@@ -329,7 +331,7 @@ func TestReadChunkAllReplicasDown(t *testing.T) {
 	r := newTestReader(t, loc, Options{ReadRetryTime: 500 * time.Millisecond})
 
 	start := time.Now()
-	_, err := readChunk(r, context.Background(), Chunk{FileID: testFID, Size: 10}, 0, make([]byte, 10))
+	_, err := readChunk(r, context.Background(), needle.Chunk{FileID: testFID, Size: 10}, 0, make([]byte, 10))
 	elapsed := time.Since(start)
 	if err == nil {
 		t.Fatal("read succeeded")
@@ -355,11 +357,11 @@ func TestReadChunkAllReplicasDown(t *testing.T) {
 func TestReadChunkLooksUpAgainAfterFailure(t *testing.T) {
 	data := randomBytes(t, 1000)
 	good := newFakeVolume(t)
-	good.put(testFID, needle{data: data})
+	good.put(testFID, fakeNeedle{data: data})
 	// The cached locations are stale; a fresh lookup finds the volume.
 	loc := newFakeLocator([]string{deadAddr(t)}, []string{good.addr})
 	r := newTestReader(t, loc, Options{ReadRetryTime: 5 * time.Second})
-	if got := readAll(t, r, Chunk{FileID: testFID, Size: 1000}); !bytes.Equal(got, data) {
+	if got := readAll(t, r, needle.Chunk{FileID: testFID, Size: 1000}); !bytes.Equal(got, data) {
 		t.Error("bytes differ")
 	}
 	if _, invalidations := loc.counts(); invalidations != 1 {
@@ -372,7 +374,7 @@ func TestReadChunkNotFound(t *testing.T) {
 	loc := newFakeLocator([]string{a.addr, b.addr})
 	r := newTestReader(t, loc, Options{ReadRetryTime: 10 * time.Second})
 	start := time.Now()
-	_, err := readChunk(r, context.Background(), Chunk{FileID: testFID, Size: 10}, 0, make([]byte, 10))
+	_, err := readChunk(r, context.Background(), needle.Chunk{FileID: testFID, Size: 10}, 0, make([]byte, 10))
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("err = %v, want fs.ErrNotExist", err)
 	}
@@ -389,14 +391,14 @@ func TestReadChunkNotFound(t *testing.T) {
 
 func TestReadChunkContextCancel(t *testing.T) {
 	v := newFakeVolume(t)
-	v.put(testFID, needle{data: make([]byte, 10)})
+	v.put(testFID, fakeNeedle{data: make([]byte, 10)})
 	v.setFault(stall)
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), Options{StallTimeout: time.Minute})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	start := time.Now()
-	_, err := readChunk(r, ctx, Chunk{FileID: testFID, Size: 10}, 0, make([]byte, 10))
+	_, err := readChunk(r, ctx, needle.Chunk{FileID: testFID, Size: 10}, 0, make([]byte, 10))
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -414,10 +416,10 @@ func TestReadChunkContextCancel(t *testing.T) {
 func TestReadChunkSharedFetchOutlivesCanceller(t *testing.T) {
 	data, key := randomBytes(t, 1000), randomBytes(t, 32)
 	v := newFakeVolume(t)
-	v.put(testFID, needle{data: sealForTest(t, key, data)})
+	v.put(testFID, fakeNeedle{data: sealForTest(t, key, data)})
 	v.setFault(stall)
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), Options{StallTimeout: time.Minute})
-	c := Chunk{FileID: testFID, Size: 1000, CipherKey: key}
+	c := needle.Chunk{FileID: testFID, Size: 1000, CipherKey: key}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	first := make(chan error, 1)
@@ -448,11 +450,11 @@ func TestReadChunkSharedFetchOutlivesCanceller(t *testing.T) {
 func TestReadChunkStalledReplicaFailsOver(t *testing.T) {
 	data := randomBytes(t, 1000)
 	stuck, good := newFakeVolume(t), newFakeVolume(t)
-	stuck.put(testFID, needle{data: data})
+	stuck.put(testFID, fakeNeedle{data: data})
 	stuck.setFault(stall)
-	good.put(testFID, needle{data: data})
+	good.put(testFID, fakeNeedle{data: data})
 	r := newTestReader(t, newFakeLocator([]string{stuck.addr, good.addr}), Options{StallTimeout: 200 * time.Millisecond})
-	if got := readAll(t, r, Chunk{FileID: testFID, Size: 1000}); !bytes.Equal(got, data) {
+	if got := readAll(t, r, needle.Chunk{FileID: testFID, Size: 1000}); !bytes.Equal(got, data) {
 		t.Error("bytes differ")
 	}
 	if r.Stats().ReplicaFailures != 1 {
@@ -464,9 +466,9 @@ func TestReadChunkJWT(t *testing.T) {
 	data := randomBytes(t, 1000)
 	key := []byte("readsecret123")
 	v := newFakeVolume(t)
-	v.put(testFID, needle{data: data})
+	v.put(testFID, fakeNeedle{data: data})
 	v.requireJWT(key)
-	c := Chunk{FileID: testFID, Size: 1000}
+	c := needle.Chunk{FileID: testFID, Size: 1000}
 
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), Options{ReadSigningKey: key, ReadExpiresAfter: 10 * time.Second})
 	if got := readAll(t, r, c); !bytes.Equal(got, data) {
@@ -496,9 +498,9 @@ func TestReadChunkCompressed(t *testing.T) {
 	text := textBytes(300_000)
 	for _, flagged := range []bool{true, false} {
 		v := newFakeVolume(t)
-		v.put(testFID, needle{data: gzipForTest(text), gzipped: true})
+		v.put(testFID, fakeNeedle{data: gzipForTest(text), gzipped: true})
 		r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
-		c := Chunk{FileID: testFID, Size: int64(len(text)), Compressed: flagged, ETag: md5ETag(text)}
+		c := needle.Chunk{FileID: testFID, Size: int64(len(text)), Compressed: flagged, ETag: md5ETag(text)}
 
 		dst := make([]byte, 1000)
 		n, err := readChunk(r, context.Background(), c, 100_000, dst)
@@ -523,11 +525,11 @@ func TestReadChunkCompressedCorruptFailsOver(t *testing.T) {
 	text := textBytes(300_000)
 	gz := gzipForTest(text)
 	bad, good := newFakeVolume(t), newFakeVolume(t)
-	bad.put(testFID, needle{data: gz, gzipped: true})
+	bad.put(testFID, fakeNeedle{data: gz, gzipped: true})
 	bad.setFault(corrupt)
-	good.put(testFID, needle{data: gz, gzipped: true})
+	good.put(testFID, fakeNeedle{data: gz, gzipped: true})
 	r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
-	if got := readAll(t, r, Chunk{FileID: testFID, Size: int64(len(text)), Compressed: true}); !bytes.Equal(got, text) {
+	if got := readAll(t, r, needle.Chunk{FileID: testFID, Size: int64(len(text)), Compressed: true}); !bytes.Equal(got, text) {
 		t.Error("bytes differ")
 	}
 	if s := r.Stats(); s.Corrupt != 1 {
@@ -544,9 +546,9 @@ func TestReadChunkEncrypted(t *testing.T) {
 			stored = gzipForTest(plain)
 		}
 		v := newFakeVolume(t)
-		v.put(testFID, needle{data: sealForTest(t, key, stored)})
+		v.put(testFID, fakeNeedle{data: sealForTest(t, key, stored)})
 		r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
-		c := Chunk{FileID: testFID, Size: int64(len(plain)), CipherKey: key, Compressed: compressed, ETag: md5ETag(plain)}
+		c := needle.Chunk{FileID: testFID, Size: int64(len(plain)), CipherKey: key, Compressed: compressed, ETag: md5ETag(plain)}
 
 		for _, off := range []int64{0, 65_536, 131_072, 196_608} {
 			dst := make([]byte, 65_536)
@@ -570,11 +572,11 @@ func TestReadChunkEncryptedCorruptFailsOver(t *testing.T) {
 	sealed := sealForTest(t, key, plain)
 	for _, form := range []crcForm{crcRaw, crcNone} {
 		bad, good := newFakeVolume(t), newFakeVolume(t)
-		bad.put(testFID, needle{data: sealed, crc: form})
+		bad.put(testFID, fakeNeedle{data: sealed, crc: form})
 		bad.setFault(corrupt)
-		good.put(testFID, needle{data: sealed, crc: form})
+		good.put(testFID, fakeNeedle{data: sealed, crc: form})
 		r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
-		if got := readAll(t, r, Chunk{FileID: testFID, Size: 5000, CipherKey: key}); !bytes.Equal(got, plain) {
+		if got := readAll(t, r, needle.Chunk{FileID: testFID, Size: 5000, CipherKey: key}); !bytes.Equal(got, plain) {
 			t.Errorf("crc form %d: bytes differ", form)
 		}
 		// Without a CRC, AES-GCM's tag is what catches it.
@@ -591,9 +593,9 @@ func TestReadChunkConcurrentReadersShareOneFetch(t *testing.T) {
 	key := randomBytes(t, 32)
 	plain := randomBytes(t, 1<<20)
 	v := newFakeVolume(t)
-	v.put(testFID, needle{data: sealForTest(t, key, plain)})
+	v.put(testFID, fakeNeedle{data: sealForTest(t, key, plain)})
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
-	c := Chunk{FileID: testFID, Size: 1 << 20, CipherKey: key}
+	c := needle.Chunk{FileID: testFID, Size: 1 << 20, CipherKey: key}
 
 	var wg sync.WaitGroup
 	for i := range 16 {
@@ -624,8 +626,8 @@ func TestReadChunkPenaltyBoxSkipsDeadReplica(t *testing.T) {
 
 	for i := range 3 {
 		data := randomBytes(t, 1000)
-		good.put(testFID, needle{data: data})
-		if got := readAll(t, r, Chunk{FileID: testFID, Size: 1000}); !bytes.Equal(got, data) {
+		good.put(testFID, fakeNeedle{data: data})
+		if got := readAll(t, r, needle.Chunk{FileID: testFID, Size: 1000}); !bytes.Equal(got, data) {
 			t.Fatalf("read %d: bytes differ", i)
 		}
 	}
@@ -643,9 +645,9 @@ func TestReadChunkConcurrent(t *testing.T) {
 	a, b := newFakeVolume(t), newFakeVolume(t)
 	fids := make([]string, chunks)
 	for i := range fids {
-		fids[i] = FormatFileID(3, uint64(i+1), 0x637037d6)
-		a.put(fids[i], needle{data: data})
-		b.put(fids[i], needle{data: data})
+		fids[i] = needle.FormatFileID(3, uint64(i+1), 0x637037d6)
+		a.put(fids[i], fakeNeedle{data: data})
+		b.put(fids[i], fakeNeedle{data: data})
 	}
 	opts := quickOptions
 	opts.WholeCacheBytes = 512 << 10 // two needles: readers evict each other's
@@ -657,7 +659,7 @@ func TestReadChunkConcurrent(t *testing.T) {
 			if i == 7 {
 				a.setFault(status500) // one replica dies mid-way
 			}
-			c := Chunk{FileID: fids[i%chunks], Size: int64(len(data)), ETag: md5ETag(data)}
+			c := needle.Chunk{FileID: fids[i%chunks], Size: int64(len(data)), ETag: md5ETag(data)}
 			off := int64(i * 4_096)
 			dst := make([]byte, 4_096)
 			if _, err := readChunk(r, context.Background(), c, off, dst); err != nil {
@@ -675,7 +677,7 @@ func TestReadChunkConcurrent(t *testing.T) {
 
 func TestReadChunkBadFileID(t *testing.T) {
 	r := newTestReader(t, newFakeLocator([]string{deadAddr(t)}), quickOptions)
-	_, err := readChunk(r, context.Background(), Chunk{FileID: "nonsense", Size: 10}, 0, make([]byte, 10))
+	_, err := readChunk(r, context.Background(), needle.Chunk{FileID: "nonsense", Size: 10}, 0, make([]byte, 10))
 	if err == nil || !strings.Contains(err.Error(), "nonsense") {
 		t.Errorf("err = %v", err)
 	}
@@ -684,10 +686,10 @@ func TestReadChunkBadFileID(t *testing.T) {
 func TestReadNeedle(t *testing.T) {
 	blob := textBytes(50_000)
 	v := newFakeVolume(t)
-	v.put(testFID, needle{data: gzipForTest(blob), gzipped: true})
+	v.put(testFID, fakeNeedle{data: gzipForTest(blob), gzipped: true})
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
 	// A manifest chunk's Size is the span it covers, not the blob's length.
-	got, err := r.ReadNeedleChecked(context.Background(), Chunk{FileID: testFID, Size: 10 << 20}, nil)
+	got, err := r.ReadNeedleChecked(context.Background(), needle.Chunk{FileID: testFID, Size: 10 << 20}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -708,11 +710,11 @@ func TestReadNeedleCheckedFailsOver(t *testing.T) {
 		return nil
 	}
 	bad, good := newFakeVolume(t), newFakeVolume(t)
-	bad.put(testFID, needle{data: []byte("bad blob")})
-	good.put(testFID, needle{data: []byte("good blob")})
+	bad.put(testFID, fakeNeedle{data: []byte("bad blob")})
+	good.put(testFID, fakeNeedle{data: []byte("good blob")})
 	r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
 
-	got, err := r.ReadNeedleChecked(context.Background(), Chunk{FileID: testFID}, check)
+	got, err := r.ReadNeedleChecked(context.Background(), needle.Chunk{FileID: testFID}, check)
 	if err != nil || string(got) != "good blob" {
 		t.Fatalf("ReadNeedleChecked = %q, %v", got, err)
 	}
@@ -721,10 +723,10 @@ func TestReadNeedleCheckedFailsOver(t *testing.T) {
 	}
 
 	// Bad everywhere: the error says why, and that the copies are corrupt.
-	good.put(testFID, needle{data: []byte("also bad")})
+	good.put(testFID, fakeNeedle{data: []byte("also bad")})
 	r = newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
-	_, err = r.ReadNeedleChecked(context.Background(), Chunk{FileID: testFID}, check)
-	if !errors.Is(err, errBad) || !errors.Is(err, ErrCorrupt) {
+	_, err = r.ReadNeedleChecked(context.Background(), needle.Chunk{FileID: testFID}, check)
+	if !errors.Is(err, errBad) || !errors.Is(err, needle.ErrCorrupt) {
 		t.Errorf("err = %v, want it to wrap the check's error and ErrCorrupt", err)
 	}
 }
@@ -737,8 +739,8 @@ func TestReadNeedleCheckedFailsOver(t *testing.T) {
 func BenchmarkReadChunk(b *testing.B) {
 	data := randomBytes(b, 4<<20)
 	v := newFakeVolume(b)
-	v.put(testFID, needle{data: data})
-	c := Chunk{FileID: testFID, Size: int64(len(data)), ETag: md5ETag(data)}
+	v.put(testFID, fakeNeedle{data: data})
+	c := needle.Chunk{FileID: testFID, Size: int64(len(data)), ETag: md5ETag(data)}
 	for _, bc := range []struct {
 		name string
 		opts Options
@@ -765,12 +767,12 @@ func BenchmarkReadChunk(b *testing.B) {
 func TestReadChunkIntoScatters(t *testing.T) {
 	data := randomBytes(t, 300_000)
 	bad := newFakeVolume(t)
-	bad.put(testFID, needle{data: data})
+	bad.put(testFID, fakeNeedle{data: data})
 	bad.setFault(corrupt)
 	good := newFakeVolume(t)
-	good.put(testFID, needle{data: data})
+	good.put(testFID, fakeNeedle{data: data})
 	r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
-	c := Chunk{FileID: testFID, Size: int64(len(data))}
+	c := needle.Chunk{FileID: testFID, Size: int64(len(data))}
 
 	dsts := [][]byte{make([]byte, 100_000), make([]byte, 100_000), make([]byte, 100_000)}
 	n, err := readInto(r, context.Background(), c, 0, dsts)
@@ -808,11 +810,11 @@ func TestReadChunkIntoTail(t *testing.T) {
 		if form == crcNone {
 			etag = md5ETag(data)
 		}
-		bad.put(testFID, needle{data: data, crc: form})
+		bad.put(testFID, fakeNeedle{data: data, crc: form})
 		bad.setFault(corrupt)
-		good.put(testFID, needle{data: data, crc: form})
+		good.put(testFID, fakeNeedle{data: data, crc: form})
 		r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
-		c := Chunk{FileID: testFID, Size: int64(len(data)), ETag: etag}
+		c := needle.Chunk{FileID: testFID, Size: int64(len(data)), ETag: etag}
 
 		dsts := [][]byte{make([]byte, 60_000), make([]byte, 40_000)}
 		n, err := readInto(r, context.Background(), c, off, dsts)
@@ -837,10 +839,10 @@ func TestReadChunkIntoTail(t *testing.T) {
 func TestReadChunkIntoMiddle(t *testing.T) {
 	data := randomBytes(t, 300_000)
 	bad, good := newFakeVolume(t), newFakeVolume(t)
-	bad.put(testFID, needle{data: data})
+	bad.put(testFID, fakeNeedle{data: data})
 	bad.setFault(corrupt) // flips the byte at 150,000
-	good.put(testFID, needle{data: data})
-	c := Chunk{FileID: testFID, Size: int64(len(data))}
+	good.put(testFID, fakeNeedle{data: data})
+	c := needle.Chunk{FileID: testFID, Size: int64(len(data))}
 	for _, tt := range []struct {
 		off   int64
 		sizes []int

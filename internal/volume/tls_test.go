@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weedfuse/weedfuse/internal/needle"
 	"github.com/weedfuse/weedfuse/internal/testcerts"
 )
 
@@ -77,7 +78,7 @@ func TestTLSConfigs(t *testing.T) {
 // newTLSVolume is a fake volume server behind TLS that demands a client
 // certificate from set's CA.
 func newTLSVolume(t *testing.T, set *testcerts.Set) *fakeVolume {
-	v := &fakeVolume{needles: map[string]needle{}}
+	v := &fakeVolume{needles: map[string]fakeNeedle{}}
 	v.srv = httptest.NewUnstartedServer(http.HandlerFunc(v.serve))
 	v.srv.TLS = set.ServerConfig()
 	v.srv.StartTLS()
@@ -90,8 +91,8 @@ func TestReadOverMutualTLS(t *testing.T) {
 	set := testcerts.New(t)
 	v := newTLSVolume(t, set)
 	data := randomBytes(t, 100_000)
-	v.put(testFID, needle{data: data})
-	c := Chunk{FileID: testFID, Size: int64(len(data))}
+	v.put(testFID, fakeNeedle{data: data})
+	c := needle.Chunk{FileID: testFID, Size: int64(len(data))}
 	ctx := context.Background()
 
 	good, err := (HTTPSClient{Enabled: true, Cert: set.ClientCert, Key: set.ClientKey, CA: set.CA}).Config()

@@ -1,4 +1,4 @@
-package volume
+package needle
 
 import (
 	"container/list"
@@ -6,11 +6,11 @@ import (
 )
 
 // NeedleCache keeps the verified logical bytes of the last few needles read,
-// for the HTTP reader here and the RDMA client alike.
+// for the HTTP reader (internal/volume) and the RDMA client alike.
 // A needle is only ever fetched whole (a whole needle is what its checksums
 // cover), while callers may ask for a chunk a piece at a time; without
 // this, every piece of a 4 MiB chunk would fetch and verify all 4 MiB
-// again. The block cache's plain chunks bypass it (Reader.Fetch streams
+// again. The block cache's plain chunks bypass it (volume.Reader.Fetch streams
 // them into its slots); gzipped and encrypted ones, decoded whole, use it.
 // Needles never change under a file id, so entries need no invalidation. It is safe for concurrent use; the slices it hands out are
 // shared and must not be written.

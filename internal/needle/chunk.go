@@ -1,33 +1,4 @@
-// Package volume reads chunk bytes from SeaweedFS volume servers over HTTP:
-// whole-needle GETs on a keep-alive pool, replica failover, read JWTs (with
-// the settings from weed's security.toml), verification, and the decoding of
-// gzip-compressed and AES-256-GCM-encrypted chunks.
-//
-// # Verification
-//
-// No byte leaves this package unverified when SeaweedFS holds anything to
-// verify it against. SeaweedFS keeps exactly two checksums over chunk data,
-// and both cover a whole needle, never a byte range:
-//   - the needle's CRC32C (Castagnoli) over its stored bytes, which the
-//     volume server sends as the ETag header ("5dfee6dc", 8 hex digits,
-//     quoted; very old servers stored a masked form, also accepted);
-//   - the filer's e_tag, the MD5 of the needle's logical bytes (see
-//     Chunk.ETag).
-//
-// So every read, whatever range it asks for, fetches the whole stored needle
-// and checks its CRC32C against the header, which costs next to nothing.
-// The MD5 costs about 1.4 ms of CPU per MiB and is checked when the
-// response carried no usable CRC header (an old server) or when
-// Options.VerifyETag asks for it. A copy that fails a check is corrupt
-// (ErrCorrupt), and the next replica is read. A ranged read would have
-// nothing to be checked against: a flipped byte in it would reach the
-// reader. Decoded needles are kept in a small cache and concurrent readers
-// share one fetch, so reading a chunk a block at a time costs one fetch.
-//
-// It is the lowest room of the read path and imports nothing of weedfuse's.
-// Its Chunk type is the descriptor every fetcher (HTTP here, RDMA in package
-// rdma) is handed, so that all of them decode a chunk the same way.
-package volume
+package needle
 
 import (
 	"encoding/hex"

@@ -1,15 +1,15 @@
-package volume
+package needle
 
 import "fmt"
 
-// DecodeVerified turns the whole stored bytes of a needle, which a fetcher
-// other than Reader moved itself (the RDMA client), into all of its logical
-// bytes under the rule that Reader.Fetch applies to what it fetches:
+// DecodeVerified turns the whole stored bytes of a needle, as a fetcher
+// received them (volume.Reader over HTTP, the RDMA client over its own
+// transfer), into all of its logical bytes under the one rule both apply:
 // decoded as the volume server sent them (gzipEncoded: with "Content-Encoding: gzip";
 // see decodeNeedle for why that and not only c.Compressed decides) and as
 // the chunk says, at least c.Size logical bytes, and the e_tag MD5 checked
 // when no needle CRC32C was checked (crcChecked false: the server sent none)
-// or when verifyETag asks for it (Options.VerifyETag). The caller must have
+// or when verifyETag asks for it (volume.Options.VerifyETag). The caller must have
 // checked the stored bytes against the needle CRC32C when there was one.
 //
 // Unlike Decode, the result is not cut to c.Size: one decoded needle can
@@ -24,7 +24,7 @@ func DecodeVerified(c Chunk, stored []byte, gzipEncoded, crcChecked, verifyETag 
 	if err != nil {
 		return nil, err
 	}
-	if err := checkLength(c, logical); err != nil {
+	if err := CheckLength(c, logical); err != nil {
 		return nil, err
 	}
 	if verifyETag || !crcChecked {

@@ -1,4 +1,6 @@
-package volume
+package needle
+
+import "io"
 
 // Request is one fetch of a chunk's logical bytes [Off, Off+Len()), into
 // Dsts in order: a run of the block cache's slots, or one buffer. Passed
@@ -40,4 +42,26 @@ func Scatter(dsts [][]byte, data []byte) int {
 		data, n = data[k:], n+k
 	}
 	return n
+}
+
+// NeedleSink takes the whole logical bytes of a needle, in order, while a
+// fetch reads them. Reset starts over: a failed attempt's bytes are void
+// and another replica's follow. A fetch that returns nil has verified
+// everything it wrote since the last Reset; until then the bytes are
+// unchecked, so the sink's owner keeps nothing before the fetch succeeds.
+// Write must not fail the fetch: a sink that cannot keep the bytes (a full
+// disk) notes that itself and answers len(p), nil. Calls come from one
+// goroutine at a time.
+type NeedleSink interface {
+	io.Writer
+	Reset()
+}
+
+// KeptWriter is what a NeedleSink also implements to be handed the bytes
+// of the request's Dsts by WriteKept instead of Write. Those stay unchanged
+// until the fetch returns, so the sink may use them where they lie rather
+// than copy them (the disk tier writes the memory tier's slots to its file
+// with O_DIRECT). WriteKept is Write otherwise: it cannot fail the fetch.
+type KeptWriter interface {
+	WriteKept(p []byte)
 }

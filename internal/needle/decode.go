@@ -1,4 +1,4 @@
-package volume
+package needle
 
 import (
 	"bytes"
@@ -23,6 +23,16 @@ var ErrCorrupt = errors.New("chunk bytes do not match its metadata")
 // whole, unless the chunk itself says it is longer. It keeps a bad reply or
 // a gzip bomb from exhausting memory.
 const MaxNeedle = 64 << 20
+
+// StoredLimit bounds the stored bytes of c's needle that a fetcher reads
+// whole: the body of an HTTP reply, the length an RDMA reply announces. A
+// truncated chunk's needle may be far longer than the chunk (see
+// Chunk.Size), so the bound is MaxNeedle; a chunk larger than that may be
+// as long as it says, plus sealing (28 bytes) and a gzip that did not pay.
+func StoredLimit(c Chunk) int64 {
+	size := min(c.Size, MaxChunkSize) // a larger claim is refused before any fetch
+	return max(MaxNeedle, size+size/8+64<<10)
+}
 
 // Decode turns the whole stored bytes of a needle into the chunk's logical
 // bytes, for a fetcher (such as the RDMA client) that moved the raw needle
@@ -60,7 +70,7 @@ func Decode(c Chunk, stored []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkLength(c, data); err != nil {
+	if err := CheckLength(c, data); err != nil {
 		return nil, err
 	}
 	if err := checkETag(c, data, stored); err != nil {
@@ -96,9 +106,9 @@ func decodeNeedle(c Chunk, stored []byte, gzipEncoded bool) ([]byte, error) {
 	return data, nil
 }
 
-// checkLength rejects a needle that holds fewer logical bytes than the
-// chunk shows.
-func checkLength(c Chunk, logical []byte) error {
+// CheckLength rejects a needle that holds fewer logical bytes than the
+// chunk shows (see Chunk.Size), with an error wrapping ErrCorrupt.
+func CheckLength(c Chunk, logical []byte) error {
 	if int64(len(logical)) < c.Size {
 		return fmt.Errorf("chunk %s: needle holds %d logical bytes, chunk shows %d: %w", c.FileID, len(logical), c.Size, ErrCorrupt)
 	}
@@ -179,9 +189,11 @@ func etagMD5(etag string) (digest [md5.Size]byte, ok bool) {
 	return digest, err == nil && n == md5.Size
 }
 
-// checkETagDigest checks the MD5 of a plain chunk, summed as it streamed by,
-// against the chunk's ETag.
-func checkETagDigest(c Chunk, sum [md5.Size]byte) error {
+// CheckETagDigest checks sum, the MD5 of a plain chunk's logical bytes that
+// a fetcher summed as they streamed by, against the chunk's ETag, as
+// described at Decode: only an e_tag of the one form whose meaning is
+// certain is checked, and a mismatch is an error wrapping ErrCorrupt.
+func CheckETagDigest(c Chunk, sum [md5.Size]byte) error {
 	if want, ok := etagMD5(c.ETag); ok && sum != want {
 		return fmt.Errorf("chunk %s: md5 differs from e_tag %s: %w", c.FileID, c.ETag, ErrCorrupt)
 	}
