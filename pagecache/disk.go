@@ -29,9 +29,9 @@ import (
 //
 // Layout: for a needle key K (needle.Chunk.Key) and N = hex(sha256(K))[:32],
 // the directory holds N[:2]/N.sum, the table, and N[:2]/N.dat, the needle's
-// logical bytes. The .dat is written (with O_DIRECT, see directWriter) to
-// a temporary name and renamed into place once whole, after its .sum, so a
-// .dat never stands without its table. The .sum is written in place: it
+// logical bytes. The .dat is written (in the background, see fileWriter)
+// to a temporary name and renamed into place once whole, after its .sum,
+// so a .dat never stands without its table. The .sum is written in place: it
 // ends with its own CRC32C, so a torn one reads as no table. A table
 // outlives its needle's bytes: eviction removes a .dat and keeps the .sum
 // (one small file) until it too is the least recently used, and a ranged
@@ -470,7 +470,7 @@ func (d *disk) writer(key string, size int64) *diskWriter {
 		return nil
 	}
 	d.writing[name] = make(chan struct{})
-	return &diskWriter{d: d, key: key, name: name, size: size}
+	return &diskWriter{d: d, key: key, name: name}
 }
 
 // written returns a channel that closes when the needle being written
@@ -488,8 +488,7 @@ func (d *disk) written(key string) <-chan struct{} {
 type diskWriter struct {
 	d         *disk
 	key, name string
-	size      int64 // the chunk's: up to smallNeedle, written through the page cache
-	f         *directWriter
+	f         *fileWriter
 	n         int64    // bytes written
 	crcs      []uint32 // of the blocks done
 	cur       uint32   // CRC of the block in progress
@@ -545,17 +544,10 @@ func (w *diskWriter) take(p []byte, kept bool) {
 
 func (w *diskWriter) open() error {
 	dir := filepath.Join(w.d.root, w.name[:2])
-	// A small needle is most often a whole small file, opened soon after
-	// it is fetched (a dataset read ahead) and then read by the kernel
-	// through passthrough once its file is checked: written through the
-	// page cache, that check and those reads find it there. O_DIRECT made
-	// each such open read the file back from disk: 2,000 small files read
-	// in listing order went from 765 to 582 files/s.
-	direct := w.size > smallNeedle
-	f, err := createDirect(tempName(dir, w.name+".dat"), direct)
+	f, err := createFile(tempName(dir, w.name+".dat"))
 	if errors.Is(err, fs.ErrNotExist) { // the directory was wiped: again
 		if err = os.MkdirAll(dir, 0o700); err == nil {
-			f, err = createDirect(tempName(dir, w.name+".dat"), direct)
+			f, err = createFile(tempName(dir, w.name+".dat"))
 		}
 	}
 	if err != nil {

@@ -61,7 +61,7 @@ type NeedleSink interface {
 // of the request's Dsts by WriteKept instead of Write. Those stay unchanged
 // until the fetch returns, so the sink may use them where they lie rather
 // than copy them (the disk tier writes the memory tier's slots to its file
-// with O_DIRECT). WriteKept is Write otherwise: it cannot fail the fetch.
+// from where they lie). WriteKept is Write otherwise: it cannot fail the fetch.
 type KeptWriter interface {
 	WriteKept(p []byte)
 }

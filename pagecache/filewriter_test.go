@@ -7,37 +7,28 @@ import (
 	"testing"
 )
 
-// TestDirectWriter writes files of awkward sizes in awkward pieces, with
-// O_DIRECT and without, some copied (Write) and some kept in place
-// (WriteKept, from page-aligned memory as the arena's slots are), and reads
-// them back.
-func TestDirectWriter(t *testing.T) {
+// TestFileWriter writes files of awkward sizes in awkward pieces, some
+// copied (Write) and some kept in place (WriteKept, from the arena's
+// slots, as a fetch hands them), and reads them back.
+func TestFileWriter(t *testing.T) {
 	dir := t.TempDir()
 	slots, err := newArena(64*(64<<10), 64<<10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer slots.close()
-	sizes := []int{1, 4095, 4096, 4097, directBufSize - 1, directBufSize, directBufSize + 1, 3*directBufSize + 17}
-	// Written with O_DIRECT; through the page cache from the start; and
-	// turned to the page cache after the open, as when a file system
-	// refuses O_DIRECT at the first write.
-	for _, mode := range []string{"direct", "buffered", "fallback"} {
+	sizes := []int{1, 4095, 4096, 4097, writeBufSize - 1, writeBufSize, writeBufSize + 1, 3*writeBufSize + 17}
+	for round := range 2 {
 		for _, size := range sizes {
 			want := make([]byte, size)
-			rng := rand.New(rand.NewPCG(uint64(size), 7))
+			rng := rand.New(rand.NewPCG(uint64(size), uint64(round)))
 			for i := range want {
 				want[i] = byte(rng.Uint32())
 			}
 			path := tempName(dir, "f")
-			w, err := createDirect(path, mode != "buffered")
+			w, err := createFile(path)
 			if err != nil {
 				t.Fatal(err)
-			}
-			if mode == "fallback" {
-				if err := w.buffered(); err != nil {
-					t.Fatal(err)
-				}
 			}
 			used := 0
 			for p := want; len(p) > 0; {
@@ -70,7 +61,7 @@ func TestDirectWriter(t *testing.T) {
 				p = p[k:]
 			}
 			if err := w.Flush(); err != nil {
-				t.Fatalf("size %d, mode %s: Flush: %v", size, mode, err)
+				t.Fatalf("size %d, round %d: Flush: %v", size, round, err)
 			}
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
@@ -80,7 +71,7 @@ func TestDirectWriter(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(got, want) {
-				t.Fatalf("size %d, mode %s: read back %d bytes, not the %d written", size, mode, len(got), size)
+				t.Fatalf("size %d, round %d: read back %d bytes, not the %d written", size, round, len(got), size)
 			}
 		}
 	}
