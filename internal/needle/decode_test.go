@@ -2,44 +2,20 @@ package needle
 
 import (
 	"bytes"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/md5"
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/weedfuse/weedfuse/internal/needle/needletest"
 )
 
-// sealForTest encrypts as weed's util.Encrypt does: AES-GCM, a random nonce
-// prepended.
-func sealForTest(t testing.TB, key, plain []byte) []byte {
-	t.Helper()
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gcm, err := cipher.NewGCM(block)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nonce := make([]byte, gcm.NonceSize())
-	rand.Read(nonce)
-	return gcm.Seal(nonce, nonce, plain, nil)
-}
-
-func md5ETag(data []byte) string {
-	sum := md5.Sum(data)
-	return base64.StdEncoding.EncodeToString(sum[:])
-}
-
 func TestDecode(t *testing.T) {
-	key := randomBytes(t, 32)
-	text := textBytes(100_000)
-	binary := randomBytes(t, 70_000)
+	key := needletest.RandomBytes(t, 32)
+	text := needletest.TextBytes(100_000)
+	binary := needletest.RandomBytes(t, 70_000)
 	tests := []struct {
 		name   string
 		chunk  Chunk
@@ -47,20 +23,20 @@ func TestDecode(t *testing.T) {
 		want   []byte
 	}{
 		{"plain", Chunk{Size: int64(len(binary))}, binary, binary},
-		{"plain with etag", Chunk{Size: int64(len(binary)), ETag: md5ETag(binary)}, binary, binary},
-		{"gzip", Chunk{Size: int64(len(text)), Compressed: true, ETag: md5ETag(text)}, gzipForTest(text), text},
+		{"plain with etag", Chunk{Size: int64(len(binary)), ETag: needletest.MD5ETag(binary)}, binary, binary},
+		{"gzip", Chunk{Size: int64(len(text)), Compressed: true, ETag: needletest.MD5ETag(text)}, needletest.Gzip(text), text},
 		{"compressed flag on bytes that are not gzip", Chunk{Size: int64(len(binary)), Compressed: true}, binary, binary},
-		{"encrypted", Chunk{Size: int64(len(binary)), CipherKey: key, ETag: md5ETag(binary)}, sealForTest(t, key, binary), binary},
-		{"encrypted and gzipped", Chunk{Size: int64(len(text)), CipherKey: key, Compressed: true, ETag: md5ETag(text)}, sealForTest(t, key, gzipForTest(text)), text},
+		{"encrypted", Chunk{Size: int64(len(binary)), CipherKey: key, ETag: needletest.MD5ETag(binary)}, needletest.Seal(t, key, binary), binary},
+		{"encrypted and gzipped", Chunk{Size: int64(len(text)), CipherKey: key, Compressed: true, ETag: needletest.MD5ETag(text)}, needletest.Seal(t, key, needletest.Gzip(text)), text},
 		{"etag of another form is not checked", Chunk{Size: int64(len(binary)), ETag: "ecec08a7"}, binary, binary},
 		{"multipart-style etag is not checked", Chunk{Size: int64(len(binary)), ETag: "5d41402abc4b2a76b9719d911017c592-3"}, binary, binary},
 		{"empty", Chunk{}, nil, nil},
 		// A truncated chunk shows the first Size bytes of its needle; its
 		// e_tag stays the MD5 of the whole needle.
-		{"plain, truncated", Chunk{Size: 50_000, ETag: md5ETag(binary)}, binary, binary[:50_000]},
-		{"gzip, truncated", Chunk{Size: 10_000, Compressed: true, ETag: md5ETag(text)}, gzipForTest(text), text[:10_000]},
-		{"encrypted and gzipped, truncated", Chunk{Size: 1, CipherKey: key, Compressed: true, ETag: md5ETag(text)}, sealForTest(t, key, gzipForTest(text)), text[:1]},
-		{"truncated to nothing", Chunk{Size: 0, ETag: md5ETag(binary)}, binary, []byte{}},
+		{"plain, truncated", Chunk{Size: 50_000, ETag: needletest.MD5ETag(binary)}, binary, binary[:50_000]},
+		{"gzip, truncated", Chunk{Size: 10_000, Compressed: true, ETag: needletest.MD5ETag(text)}, needletest.Gzip(text), text[:10_000]},
+		{"encrypted and gzipped, truncated", Chunk{Size: 1, CipherKey: key, Compressed: true, ETag: needletest.MD5ETag(text)}, needletest.Seal(t, key, needletest.Gzip(text)), text[:1]},
+		{"truncated to nothing", Chunk{Size: 0, ETag: needletest.MD5ETag(binary)}, binary, []byte{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,22 +53,22 @@ func TestDecode(t *testing.T) {
 }
 
 func TestDecodeEncryptedETagOfStoredBytes(t *testing.T) {
-	key := randomBytes(t, 32)
-	plain := randomBytes(t, 1000)
-	stored := sealForTest(t, key, plain)
-	c := Chunk{FileID: "1,01", Size: 1000, CipherKey: key, ETag: md5ETag(stored)}
+	key := needletest.RandomBytes(t, 32)
+	plain := needletest.RandomBytes(t, 1000)
+	stored := needletest.Seal(t, key, plain)
+	c := Chunk{FileID: "1,01", Size: 1000, CipherKey: key, ETag: needletest.MD5ETag(stored)}
 	if _, err := Decode(c, stored); err != nil {
 		t.Errorf("an e_tag of the sealed bytes should pass: %v", err)
 	}
 }
 
 func TestDecodeCorrupt(t *testing.T) {
-	key := randomBytes(t, 32)
-	text := textBytes(50_000)
-	sealed := sealForTest(t, key, gzipForTest(text))
+	key := needletest.RandomBytes(t, 32)
+	text := needletest.TextBytes(50_000)
+	sealed := needletest.Seal(t, key, needletest.Gzip(text))
 	flipped := bytes.Clone(sealed)
 	flipped[100] ^= 1
-	gz := gzipForTest(text)
+	gz := needletest.Gzip(text)
 	badCRC := bytes.Clone(gz)
 	badCRC[len(badCRC)-6] ^= 1 // inside the CRC-32 trailer
 	tests := []struct {
@@ -100,16 +76,16 @@ func TestDecodeCorrupt(t *testing.T) {
 		chunk  Chunk
 		stored []byte
 	}{
-		{"etag mismatch", Chunk{Size: int64(len(text)), ETag: md5ETag([]byte("other"))}, text},
+		{"etag mismatch", Chunk{Size: int64(len(text)), ETag: needletest.MD5ETag([]byte("other"))}, text},
 		{"size mismatch", Chunk{Size: int64(len(text)) + 1}, text},
 		{"gcm tag fails", Chunk{Size: int64(len(text)), CipherKey: key, Compressed: true}, flipped},
-		{"wrong key", Chunk{Size: int64(len(text)), CipherKey: randomBytes(t, 32), Compressed: true}, sealed},
+		{"wrong key", Chunk{Size: int64(len(text)), CipherKey: needletest.RandomBytes(t, 32), Compressed: true}, sealed},
 		{"bad key length", Chunk{Size: int64(len(text)), CipherKey: []byte("short"), Compressed: true}, sealed},
 		{"sealed too short", Chunk{Size: 1, CipherKey: key}, sealed[:20]},
 		{"gzip truncated", Chunk{Size: int64(len(text)), Compressed: true}, gz[:len(gz)/2]},
 		{"gzip crc", Chunk{Size: int64(len(text)), Compressed: true}, badCRC},
 		{"needle shorter than size", Chunk{Size: int64(len(text)) + 1, Compressed: true}, gz},
-		{"e_tag of the truncated prefix, not of the needle", Chunk{Size: 100, ETag: md5ETag(text[:100])}, text},
+		{"e_tag of the truncated prefix, not of the needle", Chunk{Size: 100, ETag: needletest.MD5ETag(text[:100])}, text},
 		{"negative size", Chunk{Size: -1}, text},
 	}
 	for _, tt := range tests {

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"hash/crc32"
 	"testing"
+
+	"github.com/weedfuse/weedfuse/internal/needle/needletest"
 )
 
 func TestCRCSumMatches(t *testing.T) {
-	for _, data := range [][]byte{[]byte("123456789"), nil, textBytes(5000)} {
+	for _, data := range [][]byte{[]byte("123456789"), nil, needletest.TextBytes(5000)} {
 		c := crc32.Checksum(data, castagnoli)
 		for _, sum := range []uint32{c, (c>>15 | c<<17) + 0xa282ead8, c ^ 1, 0} {
 			if got, want := CRCSumMatches(c, sum), CRCMatches(data, sum); got != want {
@@ -19,10 +21,10 @@ func TestCRCSumMatches(t *testing.T) {
 }
 
 func TestDecodeVerified(t *testing.T) {
-	text := textBytes(100_000)
-	gz := gzipForTest(text)
-	good := md5ETag(text)
-	bad := md5ETag([]byte("something else"))
+	text := needletest.TextBytes(100_000)
+	gz := needletest.Gzip(text)
+	good := needletest.MD5ETag(text)
+	bad := needletest.MD5ETag([]byte("something else"))
 	const fid = "3,01637037d6"
 	for _, tt := range []struct {
 		name                               string

@@ -4,11 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/hmac"
-	"crypto/md5"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -236,31 +232,6 @@ func (l *fakeLocator) counts() (lookups, invalidations int) {
 	return l.lookups, l.invalidations
 }
 
-func randomBytes(t testing.TB, n int) []byte {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// textBytes returns n bytes that compress well.
-func textBytes(n int) []byte {
-	var b bytes.Buffer
-	for i := 0; b.Len() < n; i++ {
-		b.WriteString("line " + strconv.Itoa(i) + " of some compressible text\n")
-	}
-	return b.Bytes()[:n]
-}
-
-func gzipForTest(data []byte) []byte {
-	var b bytes.Buffer
-	zw := gzip.NewWriter(&b)
-	zw.Write(data)
-	zw.Close()
-	return b.Bytes()
-}
-
 func gunzipForTest(data []byte) []byte {
 	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
@@ -287,26 +258,4 @@ func readInto(r *Reader, ctx context.Context, c needle.Chunk, off int64, dsts []
 // readRange fetches just the range that dsts hold, unchecked.
 func readRange(r *Reader, ctx context.Context, c needle.Chunk, off int64, dsts [][]byte) (int, error) {
 	return r.Fetch(ctx, needle.Request{Chunk: c, Off: off, Dsts: dsts, Range: true})
-}
-
-// sealForTest encrypts as weed's util.Encrypt does: AES-GCM, a random nonce
-// prepended. (The needle tests have the same fixture.)
-func sealForTest(t testing.TB, key, plain []byte) []byte {
-	t.Helper()
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gcm, err := cipher.NewGCM(block)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nonce := make([]byte, gcm.NonceSize())
-	rand.Read(nonce)
-	return gcm.Seal(nonce, nonce, plain, nil)
-}
-
-func md5ETag(data []byte) string {
-	sum := md5.Sum(data)
-	return base64.StdEncoding.EncodeToString(sum[:])
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/weedfuse/weedfuse/internal/needle/needletest"
+
 	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
@@ -12,7 +14,7 @@ import (
 // request, whatever the read path, and never lifts the body bound.
 func TestHugeChunkIsRefused(t *testing.T) {
 	v := newFakeVolume(t)
-	v.put(testFID, fakeNeedle{data: randomBytes(t, 1000)})
+	v.put(testFID, fakeNeedle{data: needletest.RandomBytes(t, 1000)})
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
 	ctx := context.Background()
 	for _, size := range []int64{1 << 40, needle.MaxChunkSize + 1, -5} {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weedfuse/weedfuse/internal/needle/needletest"
+
 	"github.com/weedfuse/weedfuse/internal/needle"
 )
 
@@ -42,9 +44,9 @@ func readAll(t testing.TB, r *Reader, c needle.Chunk) []byte {
 // which is decoded whole and kept in the needle cache. (A plain one streams
 // each request's bytes, uncached: the block cache shares its fetches.)
 func TestReadChunkRangesShareOneWholeFetch(t *testing.T) {
-	data := randomBytes(t, 300_000)
-	key := randomBytes(t, 32)
-	stored := sealForTest(t, key, data)
+	data := needletest.RandomBytes(t, 300_000)
+	key := needletest.RandomBytes(t, 32)
+	stored := needletest.Seal(t, key, data)
 	v := newFakeVolume(t)
 	v.put(testFID, fakeNeedle{data: stored})
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
@@ -96,7 +98,7 @@ func TestReadChunkRangesShareOneWholeFetch(t *testing.T) {
 }
 
 func TestReadChunkCacheOff(t *testing.T) {
-	data := randomBytes(t, 10_000)
+	data := needletest.RandomBytes(t, 10_000)
 	v := newFakeVolume(t)
 	v.put(testFID, fakeNeedle{data: data})
 	opts := quickOptions
@@ -115,7 +117,7 @@ func TestReadChunkCacheOff(t *testing.T) {
 }
 
 func TestReadChunkShortBodyFailsOver(t *testing.T) {
-	data := randomBytes(t, 200_000)
+	data := needletest.RandomBytes(t, 200_000)
 	short, good := newFakeVolume(t), newFakeVolume(t)
 	short.put(testFID, fakeNeedle{data: data})
 	short.setFault(shortBody)
@@ -139,7 +141,7 @@ func TestReadChunkShortBodyFailsOver(t *testing.T) {
 }
 
 func TestReadChunkShortBodyIsAnError(t *testing.T) {
-	data := randomBytes(t, 200_000)
+	data := needletest.RandomBytes(t, 200_000)
 	v := newFakeVolume(t)
 	v.put(testFID, fakeNeedle{data: data})
 	v.setFault(shortBody)
@@ -159,7 +161,7 @@ func TestReadChunkShortBodyIsAnError(t *testing.T) {
 // needle's true CRC with a flipped body; the flip lies outside the range
 // asked for, and is caught all the same.
 func TestReadChunkCRCMismatchFailsOver(t *testing.T) {
-	data := randomBytes(t, 1<<20)
+	data := needletest.RandomBytes(t, 1<<20)
 	for _, form := range []crcForm{crcRaw, crcMasked} {
 		bad, good := newFakeVolume(t), newFakeVolume(t)
 		bad.put(testFID, fakeNeedle{data: data, crc: form})
@@ -185,7 +187,7 @@ func TestReadChunkCRCMismatchFailsOver(t *testing.T) {
 }
 
 func TestReadChunkCRCMismatchOnlyReplica(t *testing.T) {
-	data := randomBytes(t, 100_000)
+	data := needletest.RandomBytes(t, 100_000)
 	v := newFakeVolume(t)
 	v.put(testFID, fakeNeedle{data: data})
 	v.setFault(corrupt)
@@ -203,7 +205,7 @@ func TestReadChunkCRCMismatchOnlyReplica(t *testing.T) {
 // TestReadChunkMaskedCRC reads a needle whose server states the masked CRC
 // of old weed versions.
 func TestReadChunkMaskedCRC(t *testing.T) {
-	data := randomBytes(t, 50_000)
+	data := needletest.RandomBytes(t, 50_000)
 	v := newFakeVolume(t)
 	v.put(testFID, fakeNeedle{data: data, crc: crcMasked})
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
@@ -215,7 +217,7 @@ func TestReadChunkMaskedCRC(t *testing.T) {
 // TestReadChunkNoCRCChecksETag: a server that sends no CRC leaves the e_tag
 // as the only check, and it is made.
 func TestReadChunkNoCRCChecksETag(t *testing.T) {
-	data := randomBytes(t, 100_000)
+	data := needletest.RandomBytes(t, 100_000)
 	bad, good := newFakeVolume(t), newFakeVolume(t)
 	bad.put(testFID, fakeNeedle{data: data, crc: crcNone})
 	bad.setFault(corrupt)
@@ -223,7 +225,7 @@ func TestReadChunkNoCRCChecksETag(t *testing.T) {
 	r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
 
 	dst := make([]byte, 10)
-	if _, err := readChunk(r, context.Background(), needle.Chunk{FileID: testFID, Size: int64(len(data)), ETag: md5ETag(data)}, 0, dst); err != nil {
+	if _, err := readChunk(r, context.Background(), needle.Chunk{FileID: testFID, Size: int64(len(data)), ETag: needletest.MD5ETag(data)}, 0, dst); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(dst, data[:10]) {
@@ -238,10 +240,10 @@ func TestReadChunkNoCRCChecksETag(t *testing.T) {
 // when asked for. The chunk's e_tag here is wrong, which only the MD5
 // can tell.
 func TestReadChunkVerifyETag(t *testing.T) {
-	data := randomBytes(t, 100_000)
+	data := needletest.RandomBytes(t, 100_000)
 	v := newFakeVolume(t)
 	v.put(testFID, fakeNeedle{data: data})
-	c := needle.Chunk{FileID: testFID, Size: int64(len(data)), ETag: md5ETag([]byte("other"))}
+	c := needle.Chunk{FileID: testFID, Size: int64(len(data)), ETag: needletest.MD5ETag([]byte("other"))}
 
 	if got := readAll(t, newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions), c); !bytes.Equal(got, data) {
 		t.Error("bytes differ")
@@ -258,18 +260,18 @@ func TestReadChunkVerifyETag(t *testing.T) {
 // as weed mount leaves them after a truncate: Size lowered, needle and
 // e_tag (of the whole needle) as they were.
 func TestReadChunkTruncated(t *testing.T) {
-	key := randomBytes(t, 32)
-	binary := randomBytes(t, 300_000)
-	text := textBytes(300_000)
+	key := needletest.RandomBytes(t, 32)
+	binary := needletest.RandomBytes(t, 300_000)
+	text := needletest.TextBytes(300_000)
 	for _, tc := range []struct {
 		name   string
 		stored fakeNeedle
 		chunk  needle.Chunk
 		whole  []byte // the needle's logical bytes
 	}{
-		{"plain", fakeNeedle{data: binary}, needle.Chunk{ETag: md5ETag(binary)}, binary},
-		{"gzipped", fakeNeedle{data: gzipForTest(text), gzipped: true}, needle.Chunk{Compressed: true, ETag: md5ETag(text)}, text},
-		{"encrypted", fakeNeedle{data: sealForTest(t, key, binary)}, needle.Chunk{CipherKey: key, ETag: md5ETag(binary)}, binary},
+		{"plain", fakeNeedle{data: binary}, needle.Chunk{ETag: needletest.MD5ETag(binary)}, binary},
+		{"gzipped", fakeNeedle{data: needletest.Gzip(text), gzipped: true}, needle.Chunk{Compressed: true, ETag: needletest.MD5ETag(text)}, text},
+		{"encrypted", fakeNeedle{data: needletest.Seal(t, key, binary)}, needle.Chunk{CipherKey: key, ETag: needletest.MD5ETag(binary)}, binary},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newFakeVolume(t)
@@ -305,7 +307,7 @@ func TestReadChunkTruncated(t *testing.T) {
 }
 
 func TestReadChunkNeedleShorterThanChunk(t *testing.T) {
-	data := randomBytes(t, 1000)
+	data := needletest.RandomBytes(t, 1000)
 	v := newFakeVolume(t)
 	v.put(testFID, fakeNeedle{data: data})
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
@@ -355,7 +357,7 @@ func TestReadChunkAllReplicasDown(t *testing.T) {
 }
 
 func TestReadChunkLooksUpAgainAfterFailure(t *testing.T) {
-	data := randomBytes(t, 1000)
+	data := needletest.RandomBytes(t, 1000)
 	good := newFakeVolume(t)
 	good.put(testFID, fakeNeedle{data: data})
 	// The cached locations are stale; a fresh lookup finds the volume.
@@ -414,9 +416,9 @@ func TestReadChunkContextCancel(t *testing.T) {
 // shared fetch gives up; another reader of the same needle still gets it.
 // (Only needles decoded whole, such as sealed ones, share fetches.)
 func TestReadChunkSharedFetchOutlivesCanceller(t *testing.T) {
-	data, key := randomBytes(t, 1000), randomBytes(t, 32)
+	data, key := needletest.RandomBytes(t, 1000), needletest.RandomBytes(t, 32)
 	v := newFakeVolume(t)
-	v.put(testFID, fakeNeedle{data: sealForTest(t, key, data)})
+	v.put(testFID, fakeNeedle{data: needletest.Seal(t, key, data)})
 	v.setFault(stall)
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), Options{StallTimeout: time.Minute})
 	c := needle.Chunk{FileID: testFID, Size: 1000, CipherKey: key}
@@ -448,7 +450,7 @@ func TestReadChunkSharedFetchOutlivesCanceller(t *testing.T) {
 }
 
 func TestReadChunkStalledReplicaFailsOver(t *testing.T) {
-	data := randomBytes(t, 1000)
+	data := needletest.RandomBytes(t, 1000)
 	stuck, good := newFakeVolume(t), newFakeVolume(t)
 	stuck.put(testFID, fakeNeedle{data: data})
 	stuck.setFault(stall)
@@ -463,7 +465,7 @@ func TestReadChunkStalledReplicaFailsOver(t *testing.T) {
 }
 
 func TestReadChunkJWT(t *testing.T) {
-	data := randomBytes(t, 1000)
+	data := needletest.RandomBytes(t, 1000)
 	key := []byte("readsecret123")
 	v := newFakeVolume(t)
 	v.put(testFID, fakeNeedle{data: data})
@@ -495,12 +497,12 @@ func TestReadChunkJWT(t *testing.T) {
 // "Content-Encoding: gzip". The filer's is_compressed may be false: the
 // volume server gzips some uploads itself.
 func TestReadChunkCompressed(t *testing.T) {
-	text := textBytes(300_000)
+	text := needletest.TextBytes(300_000)
 	for _, flagged := range []bool{true, false} {
 		v := newFakeVolume(t)
-		v.put(testFID, fakeNeedle{data: gzipForTest(text), gzipped: true})
+		v.put(testFID, fakeNeedle{data: needletest.Gzip(text), gzipped: true})
 		r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
-		c := needle.Chunk{FileID: testFID, Size: int64(len(text)), Compressed: flagged, ETag: md5ETag(text)}
+		c := needle.Chunk{FileID: testFID, Size: int64(len(text)), Compressed: flagged, ETag: needletest.MD5ETag(text)}
 
 		dst := make([]byte, 1000)
 		n, err := readChunk(r, context.Background(), c, 100_000, dst)
@@ -522,8 +524,8 @@ func TestReadChunkCompressed(t *testing.T) {
 // TestReadChunkCompressedCorruptFailsOver flips a byte of the gzipped
 // bytes; the CRC catches it before gunzip sees it.
 func TestReadChunkCompressedCorruptFailsOver(t *testing.T) {
-	text := textBytes(300_000)
-	gz := gzipForTest(text)
+	text := needletest.TextBytes(300_000)
+	gz := needletest.Gzip(text)
 	bad, good := newFakeVolume(t), newFakeVolume(t)
 	bad.put(testFID, fakeNeedle{data: gz, gzipped: true})
 	bad.setFault(corrupt)
@@ -538,17 +540,17 @@ func TestReadChunkCompressedCorruptFailsOver(t *testing.T) {
 }
 
 func TestReadChunkEncrypted(t *testing.T) {
-	key := randomBytes(t, 32)
+	key := needletest.RandomBytes(t, 32)
 	for _, compressed := range []bool{false, true} {
-		plain := textBytes(200_000)
+		plain := needletest.TextBytes(200_000)
 		stored := plain
 		if compressed {
-			stored = gzipForTest(plain)
+			stored = needletest.Gzip(plain)
 		}
 		v := newFakeVolume(t)
-		v.put(testFID, fakeNeedle{data: sealForTest(t, key, stored)})
+		v.put(testFID, fakeNeedle{data: needletest.Seal(t, key, stored)})
 		r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
-		c := needle.Chunk{FileID: testFID, Size: int64(len(plain)), CipherKey: key, Compressed: compressed, ETag: md5ETag(plain)}
+		c := needle.Chunk{FileID: testFID, Size: int64(len(plain)), CipherKey: key, Compressed: compressed, ETag: needletest.MD5ETag(plain)}
 
 		for _, off := range []int64{0, 65_536, 131_072, 196_608} {
 			dst := make([]byte, 65_536)
@@ -567,9 +569,9 @@ func TestReadChunkEncrypted(t *testing.T) {
 }
 
 func TestReadChunkEncryptedCorruptFailsOver(t *testing.T) {
-	key := randomBytes(t, 32)
-	plain := randomBytes(t, 5000)
-	sealed := sealForTest(t, key, plain)
+	key := needletest.RandomBytes(t, 32)
+	plain := needletest.RandomBytes(t, 5000)
+	sealed := needletest.Seal(t, key, plain)
 	for _, form := range []crcForm{crcRaw, crcNone} {
 		bad, good := newFakeVolume(t), newFakeVolume(t)
 		bad.put(testFID, fakeNeedle{data: sealed, crc: form})
@@ -590,10 +592,10 @@ func TestReadChunkEncryptedCorruptFailsOver(t *testing.T) {
 // needle decoded whole (here sealed) share one fetch. (A plain needle
 // streams each request's bytes: the block cache shares its fetches.)
 func TestReadChunkConcurrentReadersShareOneFetch(t *testing.T) {
-	key := randomBytes(t, 32)
-	plain := randomBytes(t, 1<<20)
+	key := needletest.RandomBytes(t, 32)
+	plain := needletest.RandomBytes(t, 1<<20)
 	v := newFakeVolume(t)
-	v.put(testFID, fakeNeedle{data: sealForTest(t, key, plain)})
+	v.put(testFID, fakeNeedle{data: needletest.Seal(t, key, plain)})
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
 	c := needle.Chunk{FileID: testFID, Size: 1 << 20, CipherKey: key}
 
@@ -625,7 +627,7 @@ func TestReadChunkPenaltyBoxSkipsDeadReplica(t *testing.T) {
 	r := newTestReader(t, newFakeLocator([]string{dead.addr, good.addr}), opts)
 
 	for i := range 3 {
-		data := randomBytes(t, 1000)
+		data := needletest.RandomBytes(t, 1000)
 		good.put(testFID, fakeNeedle{data: data})
 		if got := readAll(t, r, needle.Chunk{FileID: testFID, Size: 1000}); !bytes.Equal(got, data) {
 			t.Fatalf("read %d: bytes differ", i)
@@ -641,7 +643,7 @@ func TestReadChunkPenaltyBoxSkipsDeadReplica(t *testing.T) {
 
 func TestReadChunkConcurrent(t *testing.T) {
 	const chunks = 8
-	data := randomBytes(t, 256<<10)
+	data := needletest.RandomBytes(t, 256<<10)
 	a, b := newFakeVolume(t), newFakeVolume(t)
 	fids := make([]string, chunks)
 	for i := range fids {
@@ -659,7 +661,7 @@ func TestReadChunkConcurrent(t *testing.T) {
 			if i == 7 {
 				a.setFault(status500) // one replica dies mid-way
 			}
-			c := needle.Chunk{FileID: fids[i%chunks], Size: int64(len(data)), ETag: md5ETag(data)}
+			c := needle.Chunk{FileID: fids[i%chunks], Size: int64(len(data)), ETag: needletest.MD5ETag(data)}
 			off := int64(i * 4_096)
 			dst := make([]byte, 4_096)
 			if _, err := readChunk(r, context.Background(), c, off, dst); err != nil {
@@ -684,9 +686,9 @@ func TestReadChunkBadFileID(t *testing.T) {
 }
 
 func TestReadNeedle(t *testing.T) {
-	blob := textBytes(50_000)
+	blob := needletest.TextBytes(50_000)
 	v := newFakeVolume(t)
-	v.put(testFID, fakeNeedle{data: gzipForTest(blob), gzipped: true})
+	v.put(testFID, fakeNeedle{data: needletest.Gzip(blob), gzipped: true})
 	r := newTestReader(t, newFakeLocator([]string{v.addr}), quickOptions)
 	// A manifest chunk's Size is the span it covers, not the blob's length.
 	got, err := r.ReadNeedleChecked(context.Background(), needle.Chunk{FileID: testFID, Size: 10 << 20}, nil)
@@ -737,10 +739,10 @@ func TestReadNeedleCheckedFailsOver(t *testing.T) {
 // kept in the needle cache); "cold-md5" adds the e_tag check of
 // Options.VerifyETag.
 func BenchmarkReadChunk(b *testing.B) {
-	data := randomBytes(b, 4<<20)
+	data := needletest.RandomBytes(b, 4<<20)
 	v := newFakeVolume(b)
 	v.put(testFID, fakeNeedle{data: data})
-	c := needle.Chunk{FileID: testFID, Size: int64(len(data)), ETag: md5ETag(data)}
+	c := needle.Chunk{FileID: testFID, Size: int64(len(data)), ETag: needletest.MD5ETag(data)}
 	for _, bc := range []struct {
 		name string
 		opts Options
@@ -765,7 +767,7 @@ func BenchmarkReadChunk(b *testing.B) {
 // TestReadChunkIntoScatters fills several buffers with a whole plain chunk
 // straight from one answer, and fails over when the answer is corrupt.
 func TestReadChunkIntoScatters(t *testing.T) {
-	data := randomBytes(t, 300_000)
+	data := needletest.RandomBytes(t, 300_000)
 	bad := newFakeVolume(t)
 	bad.put(testFID, fakeNeedle{data: data})
 	bad.setFault(corrupt)
@@ -802,13 +804,13 @@ func TestReadChunkIntoScatters(t *testing.T) {
 // middle one) still fails the replica, and nothing is kept in the needle
 // cache. The same goes for MD5 when the needle has no CRC.
 func TestReadChunkIntoTail(t *testing.T) {
-	data := randomBytes(t, 300_000)
+	data := needletest.RandomBytes(t, 300_000)
 	const off = 200_000 // past the flipped byte at 150,000
 	for _, form := range []crcForm{crcRaw, crcNone} {
 		bad, good := newFakeVolume(t), newFakeVolume(t)
 		etag := ""
 		if form == crcNone {
-			etag = md5ETag(data)
+			etag = needletest.MD5ETag(data)
 		}
 		bad.put(testFID, fakeNeedle{data: data, crc: form})
 		bad.setFault(corrupt)
@@ -837,7 +839,7 @@ func TestReadChunkIntoTail(t *testing.T) {
 // rest of the needle is drained through the CRC, so a flip after the range
 // fails the replica too.
 func TestReadChunkIntoMiddle(t *testing.T) {
-	data := randomBytes(t, 300_000)
+	data := needletest.RandomBytes(t, 300_000)
 	bad, good := newFakeVolume(t), newFakeVolume(t)
 	bad.put(testFID, fakeNeedle{data: data})
 	bad.setFault(corrupt) // flips the byte at 150,000

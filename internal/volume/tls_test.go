@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weedfuse/weedfuse/internal/needle/needletest"
+
 	"github.com/weedfuse/weedfuse/internal/needle"
 	"github.com/weedfuse/weedfuse/internal/testcerts"
 )
@@ -90,7 +92,7 @@ func newTLSVolume(t *testing.T, set *testcerts.Set) *fakeVolume {
 func TestReadOverMutualTLS(t *testing.T) {
 	set := testcerts.New(t)
 	v := newTLSVolume(t, set)
-	data := randomBytes(t, 100_000)
+	data := needletest.RandomBytes(t, 100_000)
 	v.put(testFID, fakeNeedle{data: data})
 	c := needle.Chunk{FileID: testFID, Size: int64(len(data))}
 	ctx := context.Background()
