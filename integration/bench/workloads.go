@@ -78,6 +78,7 @@ func steps(randTime time.Duration) []step {
 		// trips for security.selinux and the ACL.
 		lsStep("ls10000-xattr", bigDir, bigN, "-disableXAttr=false"),
 		beyondRandStep(randTime),
+		chunksStep(randTime),
 		remountStep(),
 		startStep(),
 		readers64Step(),
