@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/weedfuse/weedfuse/internal/needle"
+	"golang.org/x/sys/unix"
 )
 
 // disk is the cache's second tier: whole needles, decoded and verified
@@ -28,14 +29,21 @@ import (
 // -cacheCapacityMB. Safe for concurrent use.
 //
 // Layout: for a needle key K (needle.Chunk.Key) and N = hex(sha256(K))[:32],
-// the directory holds N[:2]/N.sum, the table, and N[:2]/N.dat, the needle's
-// logical bytes. The .dat is written (in the background, see fileWriter)
-// to a temporary name and renamed into place once whole, after its .sum,
-// so a .dat never stands without its table. The .sum is written in place: it
-// ends with its own CRC32C, so a torn one reads as no table. A table
-// outlives its needle's bytes: eviction removes a .dat and keeps the .sum
-// (one small file) until it too is the least recently used, and a ranged
-// fetch of a needle whose bytes are gone is still verified against it.
+// the directory holds N[:2]/N.dat, the needle's logical bytes, and its
+// table: in N[:2]/N.sum, or, for a needle of smallNeedle bytes or less, in
+// the .dat's extended attribute xattrTable. The .dat is written (in the
+// background, see fileWriter) to a temporary name and renamed into place
+// once whole, after its table, so a .dat never stands without it. The .sum
+// is written in place: it ends with its own CRC32C, so a torn one reads as
+// no table. A .sum outlives its needle's bytes: eviction removes a .dat
+// and keeps the .sum (one small file) until it too is the least recently
+// used, and a ranged fetch of a needle whose bytes are gone is still
+// verified against it. A small needle has no use for that (it is always
+// fetched whole), and a .sum was a second file created per needle: with
+// 128 KiB needles, creating it cost a shuffled loader's first epoch a tenth
+// of the mount's CPU, and a table small enough to sit in the .dat's inode
+// costs far less. Its table goes with its .dat. A file system without user
+// extended attributes gets .sum files for every needle.
 //
 // Invariants:
 //   - Bytes under one key never change (a needle is immutable and the key
@@ -51,6 +59,8 @@ import (
 //     needle fetched again. Nothing read from disk is trusted otherwise.
 //   - Used bytes are what this process knows of: what it found at start and
 //     what it wrote. Each .sum counts as sumCost.
+//   - A .dat found at start without a .sum is taken to carry its table;
+//     the first use reads it, and a .dat without one is removed then.
 //
 // Lock order: Cache.mu before disk.mu; disk.mu is never held across I/O
 // except a directory scan's bookkeeping.
@@ -74,6 +84,9 @@ type disk struct {
 	hits, hitBytes, misses     atomic.Uint64
 	writes, writtenBytes       atomic.Uint64
 	writeErrs, corrupt, evicts atomic.Uint64
+	// noXattr is set once the file system refused an extended attribute:
+	// every table then goes to a .sum.
+	noXattr atomic.Bool
 }
 
 // diskEntry is one needle known on disk. size is its .dat's length, or 0
@@ -86,6 +99,17 @@ type diskEntry struct {
 	name string
 	size int64
 	t    *diskTable
+	// inDat says the table is the .dat's extended attribute, with no .sum:
+	// the entry ends with its .dat.
+	inDat bool
+}
+
+// cost is what the entry's files are charged.
+func (e *diskEntry) cost() int64 {
+	if e.inDat {
+		return e.size
+	}
+	return e.size + sumCost
 }
 
 const (
@@ -94,6 +118,10 @@ const (
 	// diskPause is how long writes stop after the disk filled up.
 	diskPause = 10 * time.Second
 	sumMagic  = "WFSUM\x00\x01\x00"
+	// xattrTable is the extended attribute that holds a small needle's
+	// table (see disk); xattrMagic begins its value.
+	xattrTable = "user.weedfuse.t"
+	xattrMagic = "WFX1"
 )
 
 // DiskStats are the disk tier's counters.
@@ -161,6 +189,8 @@ func (d *disk) scan() int64 {
 		mtime time.Time
 	}
 	var all []found
+	// sums holds the names with a .sum; a .dat without one carries its
+	// table in an extended attribute, or is removed when first used.
 	sums := map[string]bool{}
 	dats := map[string]found{}
 	filepath.WalkDir(d.root, func(p string, de fs.DirEntry, err error) error {
@@ -187,12 +217,7 @@ func (d *disk) scan() int64 {
 		}
 		return nil
 	})
-	for name, f := range dats {
-		if !sums[name] {
-			_, dat := d.paths(name)
-			os.Remove(dat)
-			continue
-		}
+	for _, f := range dats {
 		all = append(all, f)
 	}
 	// Oldest first, so that pushing each to the front leaves the newest
@@ -201,8 +226,9 @@ func (d *disk) scan() int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, f := range all {
-		d.byName[f.name] = d.lru.PushFront(&diskEntry{name: f.name, size: f.size})
-		d.used += f.size + sumCost
+		e := &diskEntry{name: f.name, size: f.size, inDat: !sums[f.name]}
+		d.byName[f.name] = d.lru.PushFront(e)
+		d.used += e.cost()
 	}
 	return d.used
 }
@@ -244,15 +270,17 @@ type diskTable struct {
 	crcs   []uint32
 }
 
-// table returns the needle's table, from memory or its .sum file, or nil
-// when there is none (or it is bad, which removes it).
+// table returns the needle's table, from memory, its .sum file or its
+// .dat's extended attribute, or nil when there is none (or it is bad,
+// which removes it).
 func (d *disk) table(key string) *diskTable {
 	name := diskName(key)
 	d.mu.Lock()
 	e, known := d.byName[name]
 	var t *diskTable
+	var inDat bool
 	if known {
-		t = e.Value.(*diskEntry).t
+		t, inDat = e.Value.(*diskEntry).t, e.Value.(*diskEntry).inDat
 	}
 	d.mu.Unlock()
 	if t != nil {
@@ -265,12 +293,24 @@ func (d *disk) table(key string) *diskTable {
 		// remount: a miss, not an error.
 		return nil
 	}
-	sum, _ := d.paths(name)
-	raw, err := os.ReadFile(sum)
-	if err != nil {
-		return nil
+	sum, dat := d.paths(name)
+	var err error
+	if inDat {
+		t, err = d.readXattr(dat, key)
+		if errors.Is(err, fs.ErrNotExist) {
+			d.drop(name) // the file is gone: nothing to count
+			return nil
+		}
+	} else {
+		var raw []byte
+		if raw, err = os.ReadFile(sum); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				d.drop(name) // so that the needle is written again
+			}
+			return nil
+		}
+		t, err = parseSum(raw, key, d.bs)
 	}
-	t, err = parseSum(raw, key, d.bs)
 	if err != nil {
 		d.corrupt.Add(1)
 		d.drop(name)
@@ -280,6 +320,17 @@ func (d *disk) table(key string) *diskTable {
 	d.cacheTableLocked(name, t)
 	d.mu.Unlock()
 	return t
+}
+
+// readXattr reads the table in the extended attribute of the .dat at path,
+// written for key.
+func (d *disk) readXattr(path, key string) (*diskTable, error) {
+	buf := make([]byte, xattrSize(int(smallNeedle/d.bs)+1))
+	n, err := unix.Getxattr(path, xattrTable, buf)
+	if err != nil {
+		return nil, fmt.Errorf("disk cache table of %s: %w", path, err)
+	}
+	return parseXattr(buf[:n], key, d.bs)
 }
 
 // cacheTableLocked keeps t with the needle's entry, if it is still known.
@@ -396,13 +447,18 @@ func (d *disk) touch(name string) {
 }
 
 // forgetData notes that a needle's bytes are gone (another mount evicted
-// them, or the directory was wiped); its table may still be there.
+// them, or the directory was wiped); its .sum may still be there, and an
+// entry whose table went with its .dat is forgotten.
 func (d *disk) forgetData(name string) {
 	d.mu.Lock()
 	if e, ok := d.byName[name]; ok {
 		de := e.Value.(*diskEntry)
 		d.used -= de.size
 		de.size = 0
+		if de.inDat {
+			d.lru.Remove(e)
+			delete(d.byName, name)
+		}
 	}
 	d.mu.Unlock()
 }
@@ -414,7 +470,7 @@ func (d *disk) drop(name string) {
 	os.Remove(sum)
 	d.mu.Lock()
 	if e, ok := d.byName[name]; ok {
-		d.used -= e.Value.(*diskEntry).size + sumCost
+		d.used -= e.Value.(*diskEntry).cost()
 		d.lru.Remove(e)
 		delete(d.byName, name)
 	}
@@ -430,12 +486,18 @@ func (d *disk) evictLocked() {
 		e := d.lru.Back()
 		de := e.Value.(*diskEntry)
 		sum, dat := d.paths(de.name)
-		if de.size > 0 {
+		switch {
+		case de.inDat:
+			os.Remove(dat)
+			d.used -= de.size
+			d.lru.Remove(e)
+			delete(d.byName, de.name)
+		case de.size > 0:
 			os.Remove(dat)
 			d.used -= de.size
 			de.size = 0
 			d.lru.MoveToFront(e) // its table stays a while
-		} else {
+		default:
 			os.Remove(sum)
 			d.used -= sumCost
 			d.lru.Remove(e)
@@ -613,8 +675,9 @@ func (w *diskWriter) commit(minLen int64) {
 		w.crcs = append(w.crcs, w.cur)
 	}
 	sumPath, datPath := d.paths(w.name)
+	inDat := false
 	if w.err == nil {
-		w.err = w.writeSum(sumPath)
+		inDat, w.err = w.writeTable(sumPath)
 	}
 	if w.err == nil {
 		w.err = os.Rename(w.f.Name(), datPath)
@@ -635,17 +698,98 @@ func (w *diskWriter) commit(minLen int64) {
 	t := &diskTable{length: w.n, crcs: append([]uint32(nil), w.crcs...)}
 	d.mu.Lock()
 	if e, ok := d.byName[w.name]; ok {
+		// Its .sum was kept after its bytes were evicted (writeTable
+		// then wrote a .sum, not an attribute).
 		de := e.Value.(*diskEntry)
 		d.used += w.n - de.size
 		de.size = w.n
 		d.lru.MoveToFront(e)
 	} else {
-		d.byName[w.name] = d.lru.PushFront(&diskEntry{name: w.name, size: w.n})
-		d.used += w.n + sumCost
+		e := &diskEntry{name: w.name, size: w.n, inDat: inDat}
+		d.byName[w.name] = d.lru.PushFront(e)
+		d.used += e.cost()
 	}
 	d.cacheTableLocked(w.name, t)
 	d.evictLocked()
 	d.mu.Unlock()
+}
+
+// writeTable writes the needle's table, as an extended attribute of its
+// temporary .dat when the needle is small and this process knows no .sum
+// of it (one kept after its bytes were evicted), to the .sum at path
+// otherwise. It reports whether the table went into the .dat. (Another
+// mount's .sum of the same needle may stand beside the attribute: both
+// describe the same bytes.)
+func (w *diskWriter) writeTable(path string) (inDat bool, err error) {
+	d := w.d
+	if w.n <= smallNeedle && !d.noXattr.Load() {
+		d.mu.Lock()
+		_, known := d.byName[w.name]
+		d.mu.Unlock()
+		if !known {
+			err := w.f.SetXattr(xattrTable, encodeXattr(w.key, w.n, d.bs, w.crcs))
+			switch {
+			case err == nil:
+				return true, nil
+			case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT):
+				return false, err
+			case errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EPERM):
+				d.noXattr.Store(true)
+			}
+		}
+	}
+	return false, w.writeSum(path)
+}
+
+// encodeXattr is a small needle's table as its .dat's attribute holds it:
+// magic, the CRC32C of the key, length, block size, the checksums, and a
+// CRC32C of all of that. It is kept short, 28 bytes for a 128 KiB needle,
+// so that it fits in the inode beside the file's other metadata: a longer
+// one takes a block of its own, which cost as much as a .sum file.
+func encodeXattr(key string, n, bs int64, crcs []uint32) []byte {
+	b := make([]byte, 0, xattrSize(len(crcs)))
+	b = append(b, xattrMagic...)
+	b = binary.LittleEndian.AppendUint32(b, needle.CRC32C(0, []byte(key)))
+	b = binary.LittleEndian.AppendUint32(b, uint32(n))
+	b = binary.LittleEndian.AppendUint32(b, uint32(bs))
+	for _, c := range crcs {
+		b = binary.LittleEndian.AppendUint32(b, c)
+	}
+	return binary.LittleEndian.AppendUint32(b, needle.CRC32C(0, b))
+}
+
+// xattrSize is the length of an attribute table of n blocks.
+func xattrSize(n int) int { return 20 + 4*n }
+
+// parseXattr reads an attribute table written for key with blocks of bs
+// bytes.
+func parseXattr(b []byte, key string, bs int64) (*diskTable, error) {
+	bad := func(what string) (*diskTable, error) {
+		return nil, fmt.Errorf("disk cache attribute table: %s", what)
+	}
+	if len(b) < xattrSize(1) || (len(b)-xattrSize(0))%4 != 0 || string(b[:len(xattrMagic)]) != xattrMagic {
+		return bad("no magic")
+	}
+	body, tail := b[:len(b)-4], b[len(b)-4:]
+	if needle.CRC32C(0, body) != binary.LittleEndian.Uint32(tail) {
+		return bad("checksum")
+	}
+	r := body[len(xattrMagic):]
+	if binary.LittleEndian.Uint32(r) != needle.CRC32C(0, []byte(key)) {
+		return bad("another key")
+	}
+	length := int64(binary.LittleEndian.Uint32(r[4:]))
+	blockSize := int64(binary.LittleEndian.Uint32(r[8:]))
+	r = r[12:]
+	n := int64(len(r) / 4)
+	if blockSize != bs || length <= 0 || n != (length+bs-1)/bs {
+		return bad("shape")
+	}
+	t := &diskTable{length: length, crcs: make([]uint32, n)}
+	for i := range t.crcs {
+		t.crcs[i] = binary.LittleEndian.Uint32(r[4*i:])
+	}
+	return t, nil
 }
 
 // writeSum writes the table file: magic, key, length, block size, the

@@ -240,6 +240,11 @@ func (w *fileWriter) Flush() error {
 // Name is the file's path.
 func (w *fileWriter) Name() string { return w.f.Name() }
 
+// SetXattr sets the file's extended attribute name to value.
+func (w *fileWriter) SetXattr(name string, value []byte) error {
+	return unix.Fsetxattr(w.fd, name, value, 0)
+}
+
 // Close waits for the write under way, closes the file and gives the
 // buffers back; what was not flushed is lost.
 func (w *fileWriter) Close() error {
