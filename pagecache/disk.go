@@ -90,8 +90,8 @@ type disk struct {
 }
 
 // diskEntry is one needle known on disk. size is its .dat's length, or 0
-// when only its table is left. t is its table once written or read from
-// its .sum, nil before: kept with the entry, it costs 4 bytes per block
+// when only its .sum is left. t is its table once written or read from
+// its .sum or attribute, nil before: kept with the entry, it costs 4 bytes per block
 // (a 16,384th of the bytes the tier holds, at 64 KiB blocks), and reading
 // it from its file again was a third of the mount's time opening files
 // held on disk, once a bounded table cache had let it go.
@@ -122,6 +122,9 @@ const (
 	// table (see disk); xattrMagic begins its value.
 	xattrTable = "user.weedfuse.t"
 	xattrMagic = "WFX1"
+	// xattrMax bounds an attribute table (88 bytes for 1 MiB of 64 KiB
+	// blocks): a longer one (a small BlockSize) goes to a .sum.
+	xattrMax = 256
 )
 
 // DiskStats are the disk tier's counters.
@@ -181,7 +184,9 @@ func diskName(key string) string {
 }
 
 // scan indexes the files under root, oldest first by modification time,
-// and returns the bytes they hold. A .dat without its .sum is removed.
+// and returns the bytes they hold. A .dat without its .sum that cannot
+// carry its table in an attribute (empty, or larger than smallNeedle) is
+// removed.
 func (d *disk) scan() int64 {
 	type found struct {
 		name  string
@@ -217,7 +222,12 @@ func (d *disk) scan() int64 {
 		}
 		return nil
 	})
-	for _, f := range dats {
+	for name, f := range dats {
+		if !sums[name] && (f.size == 0 || f.size > smallNeedle) {
+			_, dat := d.paths(name)
+			os.Remove(dat)
+			continue
+		}
 		all = append(all, f)
 	}
 	// Oldest first, so that pushing each to the front leaves the newest
@@ -702,6 +712,10 @@ func (w *diskWriter) commit(minLen int64) {
 		// then wrote a .sum, not an attribute).
 		de := e.Value.(*diskEntry)
 		d.used += w.n - de.size
+		if de.inDat && !inDat { // not reached: a backstop for the books
+			de.inDat = false
+			d.used += sumCost
+		}
 		de.size = w.n
 		d.lru.MoveToFront(e)
 	} else {
@@ -722,18 +736,19 @@ func (w *diskWriter) commit(minLen int64) {
 // describe the same bytes.)
 func (w *diskWriter) writeTable(path string) (inDat bool, err error) {
 	d := w.d
-	if w.n <= smallNeedle && !d.noXattr.Load() {
+	if w.n <= smallNeedle && xattrSize(len(w.crcs)) <= xattrMax && !d.noXattr.Load() {
 		d.mu.Lock()
 		_, known := d.byName[w.name]
 		d.mu.Unlock()
 		if !known {
+			// Any error but "not supported" (ENOSPC, which ext4 also
+			// answers for a value that will not fit) leaves this one
+			// table to a .sum; a full disk fails that too.
 			err := w.f.SetXattr(xattrTable, encodeXattr(w.key, w.n, d.bs, w.crcs))
-			switch {
-			case err == nil:
+			if err == nil {
 				return true, nil
-			case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT):
-				return false, err
-			case errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EPERM):
+			}
+			if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EPERM) {
 				d.noXattr.Store(true)
 			}
 		}
