@@ -315,6 +315,9 @@ func (d *disk) table(key string) *diskTable {
 		var raw []byte
 		if raw, err = os.ReadFile(sum); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
+				if t := d.adoptXattr(name, dat, key); t != nil {
+					return t
+				}
 				d.drop(name) // so that the needle is written again
 			}
 			return nil
@@ -329,6 +332,31 @@ func (d *disk) table(key string) *diskTable {
 	d.mu.Lock()
 	d.cacheTableLocked(name, t)
 	d.mu.Unlock()
+	return t
+}
+
+// adoptXattr looks for the table of a needle whose .sum vanished in its
+// .dat's attribute: another mount sharing the directory evicted the .sum
+// and wrote the needle again, small, with its table in the .dat. Found, the
+// entry becomes one whose table is in its .dat. It returns nil otherwise.
+func (d *disk) adoptXattr(name, dat, key string) *diskTable {
+	t, err := d.readXattr(dat, key)
+	if err != nil {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.byName[name]
+	if !ok {
+		return nil
+	}
+	de := e.Value.(*diskEntry)
+	if de.inDat || de.size != t.length {
+		return nil // not the entry it was, or bytes it did not know of
+	}
+	de.inDat = true
+	d.used -= sumCost
+	de.t = t
 	return t
 }
 

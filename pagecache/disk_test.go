@@ -500,6 +500,35 @@ func TestSmallNeedleTableInAttribute(t *testing.T) {
 	requireUsedAdds(t, c3.disk)
 }
 
+// TestSumReplacedByAttribute: another mount evicts a small needle's .sum
+// and writes the needle again with its table in the .dat; this mount, which
+// knew the .sum, adopts the attribute instead of dropping the needle.
+func TestSumReplacedByAttribute(t *testing.T) {
+	dir := t.TempDir()
+	f, chunks := newTierFake(128 << 10)
+	ch := chunks[0]
+	old := newCache(t, f, diskOpts(dir, 64<<10, 64<<20))
+	old.disk.noXattr.Store(true) // as a mount of the older layout writes it
+	readAll(t, old, ch, Sequential)
+	p := filepath.Join(dir, diskName(ch.Key())[:2], diskName(ch.Key()))
+	require.FileExists(t, p+".sum")
+
+	c := newCache(t, f, diskOpts(dir, 64<<10, 64<<20))
+	require.NoError(t, os.Remove(p+".sum"))
+	b, err := os.ReadFile(p + ".dat")
+	require.NoError(t, err)
+	w := &diskWriter{d: c.disk, key: ch.Key()}
+	w.n = int64(len(b))
+	w.crcs = []uint32{needle.CRC32C(0, b[:64<<10]), needle.CRC32C(0, b[64<<10:])}
+	require.NoError(t, unix.Setxattr(p+".dat", xattrTable, encodeXattr(ch.Key(), w.n, 64<<10, w.crcs), 0))
+
+	before := f.wholes.Load()
+	require.Equal(t, f.chunks[ch.FileID], readAll(t, c, ch, Random))
+	require.Equal(t, before, f.wholes.Load(), "the needle was fetched again")
+	requireUsedAdds(t, c.disk)
+	require.EqualValues(t, 128<<10, c.Stats().Disk.Used)
+}
+
 func TestParseXattrRejects(t *testing.T) {
 	good := encodeXattr("1,ab", 70_000, 64<<10, []uint32{1, 2})
 	require.Len(t, good, 28)
