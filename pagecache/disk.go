@@ -5,7 +5,6 @@ import (
 	"container/list"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -60,7 +59,9 @@ import (
 //   - Used bytes are what this process knows of: what it found at start and
 //     what it wrote. Each .sum counts as sumCost.
 //   - A .dat found at start without a .sum is taken to carry its table;
-//     the first use reads it, and a .dat without one is removed then.
+//     the first use reads it, and a .dat without one is removed then. A
+//     table is looked for where its entry says and then in the other
+//     place: a mount sharing the directory may have written it there.
 //
 // Lock order: Cache.mu before disk.mu; disk.mu is never held across I/O
 // except a directory scan's bookkeeping.
@@ -117,14 +118,6 @@ const (
 	sumCost = 4096
 	// diskPause is how long writes stop after the disk filled up.
 	diskPause = 10 * time.Second
-	sumMagic  = "WFSUM\x00\x01\x00"
-	// xattrTable is the extended attribute that holds a small needle's
-	// table (see disk); xattrMagic begins its value.
-	xattrTable = "user.weedfuse.t"
-	xattrMagic = "WFX1"
-	// xattrMax bounds an attribute table (88 bytes for 1 MiB of 64 KiB
-	// blocks): a longer one (a small BlockSize) goes to a .sum.
-	xattrMax = 256
 )
 
 // DiskStats are the disk tier's counters.
@@ -273,13 +266,6 @@ func (d *disk) roomFor(n int64) bool {
 	return d.used+n+sumCost <= d.capacity && time.Now().After(d.pausedUntil)
 }
 
-// diskTable is a needle's logical length and the CRC32C of each of its
-// blocks.
-type diskTable struct {
-	length int64
-	crcs   []uint32
-}
-
 // table returns the needle's table, from memory, its .sum file or its
 // .dat's extended attribute, or nil when there is none (or it is bad,
 // which removes it).
@@ -304,60 +290,67 @@ func (d *disk) table(key string) *diskTable {
 		return nil
 	}
 	sum, dat := d.paths(name)
-	var err error
-	if inDat {
-		t, err = d.readXattr(dat, key)
-		if errors.Is(err, fs.ErrNotExist) {
-			d.drop(name) // the file is gone: nothing to count
-			return nil
-		}
-	} else {
-		var raw []byte
-		if raw, err = os.ReadFile(sum); err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				if t := d.adoptXattr(name, dat, key); t != nil {
-					return t
-				}
-				d.drop(name) // so that the needle is written again
-			}
-			return nil
-		}
-		t, err = parseSum(raw, key, d.bs)
-	}
+	t, inDat, err := d.readTable(sum, dat, key, inDat)
 	if err != nil {
-		d.corrupt.Add(1)
-		d.drop(name)
-		return nil
-	}
-	d.mu.Lock()
-	d.cacheTableLocked(name, t)
-	d.mu.Unlock()
-	return t
-}
-
-// adoptXattr looks for the table of a needle whose .sum vanished in its
-// .dat's attribute: another mount sharing the directory evicted the .sum
-// and wrote the needle again, small, with its table in the .dat. Found, the
-// entry becomes one whose table is in its .dat. It returns nil otherwise.
-func (d *disk) adoptXattr(name, dat, key string) *diskTable {
-	t, err := d.readXattr(dat, key)
-	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			d.corrupt.Add(1)
+		}
+		d.drop(name) // so that the needle is written again
 		return nil
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	e, ok := d.byName[name]
-	if !ok {
-		return nil
+	if e, ok := d.byName[name]; ok {
+		de := e.Value.(*diskEntry)
+		if de.inDat != inDat {
+			// Another mount sharing the directory replaced the
+			// one place with the other; the entry follows.
+			d.used -= de.cost()
+			de.inDat = inDat
+			if inDat {
+				de.size = t.length // the .dat that carries it is there
+			}
+			d.used += de.cost()
+		}
+		de.t = t
 	}
-	de := e.Value.(*diskEntry)
-	if de.inDat || de.size != t.length {
-		return nil // not the entry it was, or bytes it did not know of
-	}
-	de.inDat = true
-	d.used -= sumCost
-	de.t = t
 	return t
+}
+
+// readTable reads a needle's table from where its entry says it is (the
+// .dat's attribute when inDat, its .sum otherwise) or, when that is
+// missing, from the other place, and reports which one held it. Neither
+// there is the first place's error, wrapping fs.ErrNotExist when that
+// file is gone.
+func (d *disk) readTable(sum, dat, key string, inDat bool) (*diskTable, bool, error) {
+	var first error
+	for _, fromDat := range []bool{inDat, !inDat} {
+		var t *diskTable
+		var err error
+		if fromDat {
+			t, err = d.readXattr(dat, key)
+		} else {
+			t, err = d.readSum(sum, key)
+		}
+		switch {
+		case err == nil:
+			return t, fromDat, nil
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, unix.ENODATA):
+			return nil, false, err // there, and bad
+		case first == nil:
+			first = err
+		}
+	}
+	return nil, false, first
+}
+
+// readSum reads the .sum at path, written for key.
+func (d *disk) readSum(path, key string) (*diskTable, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return parseSum(raw, key, d.bs)
 }
 
 // readXattr reads the table in the extended attribute of the .dat at path,
@@ -376,16 +369,6 @@ func (d *disk) cacheTableLocked(name string, t *diskTable) {
 	if e, ok := d.byName[name]; ok {
 		e.Value.(*diskEntry).t = t
 	}
-}
-
-// blockOK checks the block of a needle starting at off against its table.
-// data is the whole table block (shorter only at the needle's end).
-func (t *diskTable) blockOK(off, bs int64, data []byte) bool {
-	i := off / bs
-	if off%bs != 0 || i >= int64(len(t.crcs)) || int64(len(data)) != min(bs, t.length-off) {
-		return false
-	}
-	return needle.CRC32C(0, data) == t.crcs[i]
 }
 
 // read fills dsts, the blocks of the needle from off (a multiple of the
@@ -784,59 +767,7 @@ func (w *diskWriter) writeTable(path string) (inDat bool, err error) {
 	return false, w.writeSum(path)
 }
 
-// encodeXattr is a small needle's table as its .dat's attribute holds it:
-// magic, the CRC32C of the key, length, block size, the checksums, and a
-// CRC32C of all of that. It is kept short, 28 bytes for a 128 KiB needle,
-// so that it fits in the inode beside the file's other metadata: a longer
-// one takes a block of its own, which cost as much as a .sum file.
-func encodeXattr(key string, n, bs int64, crcs []uint32) []byte {
-	b := make([]byte, 0, xattrSize(len(crcs)))
-	b = append(b, xattrMagic...)
-	b = binary.LittleEndian.AppendUint32(b, needle.CRC32C(0, []byte(key)))
-	b = binary.LittleEndian.AppendUint32(b, uint32(n))
-	b = binary.LittleEndian.AppendUint32(b, uint32(bs))
-	for _, c := range crcs {
-		b = binary.LittleEndian.AppendUint32(b, c)
-	}
-	return binary.LittleEndian.AppendUint32(b, needle.CRC32C(0, b))
-}
-
-// xattrSize is the length of an attribute table of n blocks.
-func xattrSize(n int) int { return 20 + 4*n }
-
-// parseXattr reads an attribute table written for key with blocks of bs
-// bytes.
-func parseXattr(b []byte, key string, bs int64) (*diskTable, error) {
-	bad := func(what string) (*diskTable, error) {
-		return nil, fmt.Errorf("disk cache attribute table: %s", what)
-	}
-	if len(b) < xattrSize(1) || (len(b)-xattrSize(0))%4 != 0 || string(b[:len(xattrMagic)]) != xattrMagic {
-		return bad("no magic")
-	}
-	body, tail := b[:len(b)-4], b[len(b)-4:]
-	if needle.CRC32C(0, body) != binary.LittleEndian.Uint32(tail) {
-		return bad("checksum")
-	}
-	r := body[len(xattrMagic):]
-	if binary.LittleEndian.Uint32(r) != needle.CRC32C(0, []byte(key)) {
-		return bad("another key")
-	}
-	length := int64(binary.LittleEndian.Uint32(r[4:]))
-	blockSize := int64(binary.LittleEndian.Uint32(r[8:]))
-	r = r[12:]
-	n := int64(len(r) / 4)
-	if blockSize != bs || length <= 0 || n != (length+bs-1)/bs {
-		return bad("shape")
-	}
-	t := &diskTable{length: length, crcs: make([]uint32, n)}
-	for i := range t.crcs {
-		t.crcs[i] = binary.LittleEndian.Uint32(r[4*i:])
-	}
-	return t, nil
-}
-
-// writeSum writes the table file: magic, key, length, block size, the
-// checksums, and a CRC32C of all of that. It is written in place, not
+// writeSum writes the table file (see encodeSum). It is written in place, not
 // through a temporary name and a rename as the .dat is: that CRC makes a
 // torn table (a crash mid-write) fail to parse, which counts as no table,
 // and the rename cost a shuffled loader's first epoch a tenth of the
@@ -844,17 +775,7 @@ func parseXattr(b []byte, key string, bs int64) (*diskTable, error) {
 // bytes were evicted, or another mount's) is kept when it is this one;
 // one that is not is replaced through a rename.
 func (w *diskWriter) writeSum(path string) error {
-	b := make([]byte, 0, 32+len(w.key)+4*len(w.crcs))
-	b = append(b, sumMagic...)
-	b = binary.LittleEndian.AppendUint16(b, uint16(len(w.key)))
-	b = append(b, w.key...)
-	b = binary.LittleEndian.AppendUint64(b, uint64(w.n))
-	b = binary.LittleEndian.AppendUint32(b, uint32(w.d.bs))
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(w.crcs)))
-	for _, c := range w.crcs {
-		b = binary.LittleEndian.AppendUint32(b, c)
-	}
-	b = binary.LittleEndian.AppendUint32(b, needle.CRC32C(0, b))
+	b := encodeSum(w.key, w.n, w.d.bs, w.crcs)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
@@ -881,39 +802,6 @@ func (w *diskWriter) writeSum(path string) error {
 		}
 	}
 	return nil
-}
-
-// parseSum reads a table file written for key with blocks of bs bytes.
-func parseSum(b []byte, key string, bs int64) (*diskTable, error) {
-	bad := func(what string) (*diskTable, error) {
-		return nil, fmt.Errorf("disk cache table: %s", what)
-	}
-	if len(b) < len(sumMagic)+2+8+4+4+4 || string(b[:len(sumMagic)]) != sumMagic {
-		return bad("no magic")
-	}
-	body, tail := b[:len(b)-4], b[len(b)-4:]
-	if needle.CRC32C(0, body) != binary.LittleEndian.Uint32(tail) {
-		return bad("checksum")
-	}
-	r := body[len(sumMagic):]
-	kl := int(binary.LittleEndian.Uint16(r))
-	r = r[2:]
-	if len(r) < kl+16 || string(r[:kl]) != key {
-		return bad("another key")
-	}
-	r = r[kl:]
-	length := int64(binary.LittleEndian.Uint64(r))
-	blockSize := int64(binary.LittleEndian.Uint32(r[8:]))
-	n := int64(binary.LittleEndian.Uint32(r[12:]))
-	r = r[16:]
-	if blockSize != bs || length <= 0 || n != (length+bs-1)/bs || int64(len(r)) != 4*n {
-		return bad("shape")
-	}
-	t := &diskTable{length: length, crcs: make([]uint32, n)}
-	for i := range t.crcs {
-		t.crcs[i] = binary.LittleEndian.Uint32(r[4*i:])
-	}
-	return t, nil
 }
 
 var (

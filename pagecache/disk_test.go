@@ -529,29 +529,6 @@ func TestSumReplacedByAttribute(t *testing.T) {
 	require.EqualValues(t, 128<<10, c.Stats().Disk.Used)
 }
 
-func TestParseXattrRejects(t *testing.T) {
-	good := encodeXattr("1,ab", 70_000, 64<<10, []uint32{1, 2})
-	require.Len(t, good, 28)
-	tab, err := parseXattr(good, "1,ab", 64<<10)
-	require.NoError(t, err)
-	require.Equal(t, []uint32{1, 2}, tab.crcs)
-	require.EqualValues(t, 70_000, tab.length)
-	_, err = parseXattr(good, "1,ac", 64<<10)
-	require.Error(t, err)
-	_, err = parseXattr(good, "1,ab", 128<<10)
-	require.Error(t, err)
-	for i := range good {
-		bad := bytes.Clone(good)
-		bad[i] ^= 0x10
-		_, err := parseXattr(bad, "1,ab", 64<<10)
-		require.Error(t, err, "flip at %d", i)
-	}
-	for n := range len(good) {
-		_, err = parseXattr(good[:n], "1,ab", 64<<10)
-		require.Error(t, err, "cut at %d", n)
-	}
-}
-
 // FuzzParseXattr: no input panics, and one whose checksum is right (the
 // fuzzer rarely finds that by itself, so it is also appended) parses only
 // into a table that encodes back to it.
@@ -596,28 +573,47 @@ func TestScanKeepsOnlyTableCarriers(t *testing.T) {
 	requireUsedAdds(t, c.disk)
 }
 
-func TestParseSumRejects(t *testing.T) {
+// TestParseTableRejects: both forms of a table parse back, and refuse
+// another key, another block size, any flipped bit and any cut.
+func TestParseTableRejects(t *testing.T) {
 	w := &diskWriter{d: &disk{bs: 64 << 10}, key: "1,ab"}
 	w.n, w.crcs = 70_000, []uint32{1, 2}
 	p := filepath.Join(t.TempDir(), "x.sum")
 	require.NoError(t, w.writeSum(p))
-	good, err := os.ReadFile(p)
+	sum, err := os.ReadFile(p)
 	require.NoError(t, err)
-	tab, err := parseSum(good, "1,ab", 64<<10)
-	require.NoError(t, err)
-	require.Equal(t, []uint32{1, 2}, tab.crcs)
-	_, err = parseSum(good, "1,ac", 64<<10)
-	require.Error(t, err)
-	_, err = parseSum(good, "1,ab", 128<<10)
-	require.Error(t, err)
-	for i := range good {
-		bad := bytes.Clone(good)
-		bad[i] ^= 0x10
-		_, err := parseSum(bad, "1,ab", 64<<10)
-		require.Error(t, err, "flip at %d", i)
+	xattr := encodeXattr("1,ab", 70_000, 64<<10, []uint32{1, 2})
+	require.Len(t, xattr, 28)
+	for _, tc := range []struct {
+		name  string
+		good  []byte
+		parse func([]byte, string, int64) (*diskTable, error)
+	}{
+		{"sum", sum, parseSum},
+		{"xattr", xattr, parseXattr},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			good := tc.good
+			tab, err := tc.parse(good, "1,ab", 64<<10)
+			require.NoError(t, err)
+			require.Equal(t, []uint32{1, 2}, tab.crcs)
+			require.EqualValues(t, 70_000, tab.length)
+			_, err = tc.parse(good, "1,ac", 64<<10)
+			require.Error(t, err)
+			_, err = tc.parse(good, "1,ab", 128<<10)
+			require.Error(t, err)
+			for i := range good {
+				bad := bytes.Clone(good)
+				bad[i] ^= 0x10
+				_, err := tc.parse(bad, "1,ab", 64<<10)
+				require.Error(t, err, "flip at %d", i)
+			}
+			for n := range len(good) {
+				_, err = tc.parse(good[:n], "1,ab", 64<<10)
+				require.Error(t, err, "cut at %d", n)
+			}
+		})
 	}
-	_, err = parseSum(good[:len(good)-1], "1,ab", 64<<10)
-	require.Error(t, err)
 }
 
 func FuzzParseSum(f *testing.F) {

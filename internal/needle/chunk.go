@@ -26,7 +26,7 @@ type Chunk struct {
 	// standard base64 of the MD5 of the needle's logical bytes, all of
 	// them even when Size shows only a prefix (for example
 	// "QCnwRUJN/mB0Ti6LoQGzhQ=="); that form is verified and any other is
-	// not (see Decode).
+	// not (see checkETag).
 	ETag string
 }
 

@@ -34,53 +34,18 @@ func StoredLimit(c Chunk) int64 {
 	return max(MaxNeedle, size+size/8+64<<10)
 }
 
-// Decode turns the whole stored bytes of a needle into the chunk's logical
-// bytes, for a fetcher (such as the RDMA client) that moved the raw needle
-// data itself. It undoes weed's upload path, which gzips first and then
-// encrypts (weed/operation/upload_content.go: "encrypt(gzip(data))"):
+// decodeNeedle returns all the logical bytes of a needle, not cut to
+// c.Size, from its stored bytes. It undoes weed's upload path, which gzips
+// first and then encrypts (weed/operation/upload_content.go:
+// "encrypt(gzip(data))"):
 //
 //  1. CipherKey set: AES-256-GCM open, the 12-byte nonce prepended to the
 //     sealed data (weed/util/cipher.go).
 //  2. Compressed: gunzip. Like weed's util.DecompressData, data that does
 //     not start with the gzip magic is taken as it is.
-//  3. The needle's logical bytes must be at least Size long and match the
-//     ETag (see below); the first Size of them are returned (see
-//     Chunk.Size for why a needle may hold more).
 //
-// Decode has no server checksum to rely on, so it checks the e_tag whenever
-// it has the one form it understands. The result may share memory with
-// stored when there is nothing to decode. Every mismatch is an error
-// wrapping ErrCorrupt.
-//
-// The ETag check: a chunk's e_tag is the standard base64 of an MD5 digest
-// (operation.UploadResult.ToPbFileChunk takes the volume server's
-// Content-MD5, the MD5 of the upload before the server's own gzip). weed
-// 4.48 writes the MD5 of the logical bytes for plain, gzipped and encrypted
-// chunks alike (checked against a live filer). For an encrypted chunk an
-// uploader that hashed the ciphertext it sent would write the MD5 of the
-// stored bytes instead, so that matches too; GCM has already authenticated
-// those bytes. Any other form (empty; the 8-hex-digit needle checksum that
-// very old filers stored; anything that is not base64 of 16 bytes) is not
-// checked, since its meaning is not certain.
-func Decode(c Chunk, stored []byte) ([]byte, error) {
-	if c.Size < 0 {
-		return nil, fmt.Errorf("decode chunk %s: negative size %d", c.FileID, c.Size)
-	}
-	data, err := decodeNeedle(c, stored, false)
-	if err != nil {
-		return nil, err
-	}
-	if err := CheckLength(c, data); err != nil {
-		return nil, err
-	}
-	if err := checkETag(c, data, stored); err != nil {
-		return nil, err
-	}
-	return data[:c.Size:c.Size], nil
-}
-
-// decodeNeedle returns all the logical bytes of a needle, not cut to
-// c.Size, from its stored bytes. gzipEncoded says that the volume server
+// The result may share memory with stored when there is nothing to decode.
+// Every mismatch is an error wrapping ErrCorrupt. gzipEncoded says that the volume server
 // sent them as "Content-Encoding: gzip", which it does only for a needle
 // stored compressed whose bytes start with the gzip magic, whatever the
 // filer's is_compressed says (the server gzips some uploads itself). For an
@@ -191,7 +156,7 @@ func etagMD5(etag string) (digest [md5.Size]byte, ok bool) {
 
 // CheckETagDigest checks sum, the MD5 of a plain chunk's logical bytes that
 // a fetcher summed as they streamed by, against the chunk's ETag, as
-// described at Decode: only an e_tag of the one form whose meaning is
+// described at checkETag: only an e_tag of the one form whose meaning is
 // certain is checked, and a mismatch is an error wrapping ErrCorrupt.
 func CheckETagDigest(c Chunk, sum [md5.Size]byte) error {
 	if want, ok := etagMD5(c.ETag); ok && sum != want {
@@ -201,8 +166,18 @@ func CheckETagDigest(c Chunk, sum [md5.Size]byte) error {
 }
 
 // checkETag verifies a needle's logical bytes, all of them (and, for an
-// encrypted chunk, its stored bytes), against the chunk's ETag, as described
-// at Decode.
+// encrypted chunk, its stored bytes), against the chunk's ETag.
+//
+// A chunk's e_tag is the standard base64 of an MD5 digest
+// (operation.UploadResult.ToPbFileChunk takes the volume server's
+// Content-MD5, the MD5 of the upload before the server's own gzip). weed
+// 4.48 writes the MD5 of the logical bytes for plain, gzipped and encrypted
+// chunks alike (checked against a live filer). For an encrypted chunk an
+// uploader that hashed the ciphertext it sent would write the MD5 of the
+// stored bytes instead, so that matches too; GCM has already authenticated
+// those bytes. Any other form (empty; the 8-hex-digit needle checksum that
+// very old filers stored; anything that is not base64 of 16 bytes) is not
+// checked, since its meaning is not certain.
 func checkETag(c Chunk, logical, stored []byte) error {
 	want, ok := etagMD5(c.ETag)
 	if !ok || md5.Sum(logical) == want {

@@ -12,7 +12,7 @@ import "fmt"
 // or when verifyETag asks for it (volume.Options.VerifyETag). The caller must have
 // checked the stored bytes against the needle CRC32C when there was one.
 //
-// Unlike Decode, the result is not cut to c.Size: one decoded needle can
+// The result is not cut to c.Size: one decoded needle can
 // then serve every chunk that names it (see Chunk.Size), and the caller
 // checks each one's length. It may share memory with stored. Every
 // mismatch is an error wrapping ErrCorrupt.
