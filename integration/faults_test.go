@@ -43,7 +43,28 @@ type faultEvent struct {
 	dur  time.Duration
 	err  error
 	bad  int64 // wrong bytes
+	torn bool  // parts of two versions, each byte right for one of them
 	size int
+}
+
+// classify looks at a read that matched no version whole. It returns the
+// bytes that match no version at their offset and, if there are none,
+// that the read is torn: it holds parts of two versions, as a read that
+// overlaps a replace may (the replace is not atomic for a reader).
+func classify(got []byte, off int64, versions [][]byte) (wrong int64, torn bool) {
+	for j, b := range got {
+		ok := false
+		for _, v := range versions {
+			if v[off+int64(j)] == b {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			wrong++
+		}
+	}
+	return wrong, wrong == 0
 }
 
 // faultReader reads one mount's files until stop is closed, then returns
@@ -95,14 +116,7 @@ func (r *faultReader) run(stop <-chan struct{}, done chan<- struct{}, seed uint6
 				}
 			}
 			if e.bad > 0 {
-				// Count the bytes that differ from the newest version.
-				v := versions[len(versions)-1][off : off+int64(n)]
-				e.bad = 0
-				for j := range n {
-					if buf[j] != v[j] {
-						e.bad++
-					}
-				}
+				e.bad, e.torn = classify(buf[:n], off, versions)
 			}
 		}
 		r.mu.Lock()
@@ -121,6 +135,7 @@ type faultRow struct {
 	kinds            string
 	longest, recover time.Duration
 	wrong            int64
+	torn             int // reads that held parts of two versions
 	stuck            bool
 	notRun           string // why the fault did not run here
 }
@@ -133,6 +148,9 @@ func summarise(fault, mount string, ev []faultEvent, healed time.Time, stuck boo
 		row.reads++
 		row.longest = max(row.longest, e.dur)
 		row.wrong += e.bad
+		if e.torn {
+			row.torn++
+		}
 		if e.err != nil {
 			row.errs++
 			var errno syscall.Errno
@@ -179,6 +197,14 @@ type fault struct {
 type campaignMount struct{ name, dir string }
 
 func TestFaultCampaign(t *testing.T) {
+	// Registered first, so run last: the cluster's log dump on failure
+	// comes before it, and the failures stay at the end of the output.
+	var failures []string
+	t.Cleanup(func() {
+		if len(failures) > 0 {
+			t.Logf("the campaign failed:\n%s", strings.Join(failures, "\n"))
+		}
+	})
 	// A short grace: weed volume and filer can ignore SIGTERM for long.
 	c := cluster.StartT(t, cluster.Options{StopGrace: 500 * time.Millisecond})
 	ctx := ctxT(t, 20*time.Minute)
@@ -225,14 +251,24 @@ func TestFaultCampaign(t *testing.T) {
 	rows = append(rows, netRows...)
 	rss := peakRSS(t, ctx, c)
 	writeReliability(t, rows, netNote, rss)
+	// Only weedfuse is held to the rules: weed mount is the baseline, and
+	// what it returns is measured and reported, not asserted.
+	check := func(mount, format string, args ...any) {
+		if mount == "weedfuse" {
+			t.Errorf(format, args...)
+			failures = append(failures, fmt.Sprintf(format, args...))
+		} else {
+			t.Logf("reported, not asserted: "+format, args...)
+		}
+	}
 	for _, r := range rows {
 		if r.wrong != 0 {
-			t.Errorf("%s, %s: %d wrong bytes", r.fault, r.mount, r.wrong)
+			check(r.mount, "%s, %s: %d wrong bytes", r.fault, r.mount, r.wrong)
 		}
 	}
 	for _, r := range rss {
 		if r.wrong != 0 || r.errs != 0 {
-			t.Errorf("peak RSS, %s: %d errors, %d wrong bytes", r.mount, r.errs, r.wrong)
+			check(r.mount, "peak RSS, %s: %d errors, %d wrong bytes", r.mount, r.errs, r.wrong)
 		}
 	}
 }
@@ -343,15 +379,18 @@ reading goes on after the heal until both mounts have read without error for %v 
 - **longest stall**: the slowest single read (a read blocked by the fault counts whole);
 - **recovered after**: from the heal to the first read that succeeded after it (and after the
   last error): how long the mount kept readers waiting or failing once the cluster was whole;
-- **wrong bytes**: bytes that matched no version the file held; must be 0.
+- **torn reads**: reads that matched no version whole but each byte of which matched one: parts
+  of the old and the new file in one read, which a read overlapping a replace may return;
+- **wrong bytes**: bytes that matched no version the file held at their offset. weedfuse must
+  return none (the test fails); weed mount's are reported as measured.
 
-| fault | mount | reads | errors | longest stall | recovered after | wrong bytes |
-|---|---|---|---|---|---|---|
+| fault | mount | reads | errors | longest stall | recovered after | torn reads | wrong bytes |
+|---|---|---|---|---|---|---|---|
 `, time.Now().UTC().Format("2006-01-02 15:04 UTC"), weedVersion(), faultFiles, faultFileSize>>20,
 		faultReadSize>>10, faultHold, faultBefore, faultAfter, faultWait)
 	for _, r := range rows {
 		if r.notRun != "" {
-			fmt.Fprintf(&b, "| %s | %s | not run: %s | | | | |\n", r.fault, r.mount, r.notRun)
+			fmt.Fprintf(&b, "| %s | %s | not run: %s | | | | | |\n", r.fault, r.mount, r.notRun)
 			continue
 		}
 		errs := "0"
@@ -362,8 +401,8 @@ reading goes on after the heal until both mounts have read without error for %v 
 		if r.stuck {
 			stall += ", still blocked at the end"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %d |\n", r.fault, r.mount, r.reads, errs, stall,
-			r.recover.Round(time.Millisecond), r.wrong)
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %d | %d |\n", r.fault, r.mount, r.reads, errs, stall,
+			r.recover.Round(time.Millisecond), r.torn, r.wrong)
 	}
 	if netNote != "" {
 		fmt.Fprintf(&b, "\n%s\n", netNote)
