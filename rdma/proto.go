@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // Wire protocol of the control connection. Every frame is a 5-byte header,
@@ -14,6 +15,10 @@ import (
 // prefix. A frame that does not decode exactly (short, trailing bytes, bad
 // lengths) is a protocol error and ends the connection: there is no way to
 // resynchronize a byte stream after a framing error.
+
+// handshakeTimeout bounds the hello exchange and QP setup of a new control
+// connection.
+const handshakeTimeout = 10 * time.Second
 
 const (
 	// protoVersion 3: the connection opens with an authentication

@@ -5,27 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"time"
 )
-
-// DeviceInfo describes one port of a verbs device as the engine would use it.
-type DeviceInfo struct {
-	Name      string // verbs device name, e.g. "mlx5_0", "rxe0"
-	Port      int    // 1-based port number
-	Active    bool   // port state is ACTIVE
-	LinkLayer string // "InfiniBand" or "Ethernet" (RoCE)
-	MTU       int    // active path MTU in bytes
-	LID       uint16 // InfiniBand local id (0 on RoCE)
-	GIDIndex  int    // GID table index in use
-	GID       net.IP // the GID at GIDIndex
-}
-
-func (d DeviceInfo) String() string {
-	return fmt.Sprintf("%s:%d %s mtu=%d gid[%d]=%s lid=%d active=%v",
-		d.Name, d.Port, d.LinkLayer, d.MTU, d.GIDIndex, d.GID, d.LID, d.Active)
-}
 
 // TLSFiles names PEM files for the control connection. All empty means
 // plain TCP. A server needs Cert and Key; with CA it also requires client
@@ -85,7 +66,3 @@ func (t TLSFiles) clientConfig() (*tls.Config, error) {
 	}
 	return t.load()
 }
-
-// handshakeTimeout bounds the hello exchange and QP setup of a new control
-// connection.
-const handshakeTimeout = 10 * time.Second
