@@ -2,6 +2,7 @@ package fs
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -47,5 +48,36 @@ func TestDatasetRounds(t *testing.T) {
 	}
 	if len(rounds) != 0 {
 		t.Errorf("shuffled: rounds %v, want none", rounds)
+	}
+}
+
+// A shuffled order over a whole directory starts a scan, and after it no
+// listing-order rounds, which a tenth of its opens would start by chance;
+// they start again if the scan stops short.
+func TestDatasetShuffledScan(t *testing.T) {
+	var d dataset
+	rounds, scans := 0, 0
+	for _, i := range rand.New(rand.NewPCG(1, 2)).Perm(8192) {
+		if _, due := d.opened(fmt.Sprintf("f%06d", i)); due {
+			rounds++
+			d.done(fmt.Sprintf("f%06d", i+16))
+		}
+		if d.scanDue() {
+			scans++
+		}
+	}
+	if scans != 1 || rounds > 8 {
+		t.Errorf("shuffled epoch: %d scans, %d rounds; want 1 scan and a few rounds at most, before it", scans, rounds)
+	}
+	d.scanStopped()
+	rounds = 0
+	for i := range 40 {
+		if _, due := d.opened(fmt.Sprintf("g%06d", i)); due {
+			rounds++
+			d.done(fmt.Sprintf("g%06d", i+16))
+		}
+	}
+	if rounds == 0 {
+		t.Errorf("after a scan stopped short: no rounds for a walk")
 	}
 }
