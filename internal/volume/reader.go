@@ -102,8 +102,11 @@ type Reader struct {
 	transport *http.Transport
 	scheme    string // "http://" or "https://"
 	client    *http.Client
-	box       *penaltyBox
-	whole     *needle.NeedleCache
+	// ranges makes ranged GETs over plain HTTP; nil with TLS, where they
+	// go through client.
+	ranges *rangePool
+	box    *penaltyBox
+	whole  *needle.NeedleCache
 	// flight shares one fetch of a needle, keyed by file id, among the
 	// readers that miss whole at the same time.
 	flight singleflight.Group
@@ -158,8 +161,11 @@ func New(loc Locator, opts Options) *Reader {
 		TLSClientConfig:    opts.TLS,
 	}
 	scheme := "http://"
+	var ranges *rangePool
 	if opts.TLS != nil {
 		scheme = "https://"
+	} else {
+		ranges = newRangePool(opts.StallTimeout, opts.MaxIdleConnsPerHost)
 	}
 	return &Reader{
 		loc:       loc,
@@ -167,6 +173,7 @@ func New(loc Locator, opts Options) *Reader {
 		transport: transport,
 		scheme:    scheme,
 		client:    &http.Client{Transport: transport},
+		ranges:    ranges,
 		box:       newPenaltyBox(),
 		whole:     needle.NewNeedleCache(opts.WholeCacheBytes),
 		decoding:  semaphore.NewWeighted(opts.MaxDecodeBytes),
@@ -177,6 +184,9 @@ func New(loc Locator, opts Options) *Reader {
 // afterwards; they open new connections.
 func (r *Reader) Close() error {
 	r.transport.CloseIdleConnections()
+	if r.ranges != nil {
+		r.ranges.closeIdle()
+	}
 	return nil
 }
 
@@ -697,9 +707,7 @@ func (r *Reader) request(ctx context.Context, addr string, c needle.Chunk, rng s
 	stall := time.AfterFunc(r.opts.StallTimeout, func() { cancel(errStalled) })
 	defer stall.Stop()
 
-	// readDeleted=true as weed mount sends it: a file being read may have
-	// been overwritten, and its old needles stay readable until vacuum.
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, r.scheme+addr+"/"+c.FileID+"?readDeleted=true", nil)
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, r.scheme+addr+needlePath(c.FileID), nil)
 	if err != nil {
 		return fmt.Errorf("read chunk %s from %s: %w", c.FileID, addr, err)
 	}
@@ -731,6 +739,13 @@ func (r *Reader) request(ctx context.Context, addr string, c needle.Chunk, rng s
 		return fmt.Errorf("read chunk %s from %s: %w", c.FileID, addr, err)
 	}
 	return nil
+}
+
+// needlePath is the path and query of a GET of the needle fid. It asks
+// for readDeleted=true, as weed mount does: a file being read may have been
+// overwritten, and its old needles stay readable until vacuum.
+func needlePath(fid string) string {
+	return "/" + fid + "?readDeleted=true"
 }
 
 // progressReader re-arms the stall timer whenever body bytes arrive.
