@@ -2,7 +2,6 @@ package volume
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -50,21 +49,6 @@ func (r *Reader) fetchRange(ctx context.Context, c needle.Chunk, off int64, dsts
 	}
 	rng := "bytes=" + strconv.FormatInt(off, 10) + "-" + strconv.FormatInt(off+want-1, 10)
 	err = r.withReplicas(ctx, vid, c.FileID, func(ctx context.Context, addr string) error {
-		if r.ranges != nil {
-			auth := ""
-			if token := SignReadJWT(r.opts.ReadSigningKey, c.FileID, r.opts.ReadExpiresAfter); token != "" {
-				auth = "Bearer " + token
-			}
-			err := r.ranges.rangeGet(ctx, addr, needlePath(c.FileID), auth, off, want, c.Size, dsts)
-			switch {
-			case err == nil:
-				r.rangeFetches.Add(1)
-				r.rangeBytes.Add(want)
-				return nil
-			case !errors.Is(err, errUseHTTP):
-				return fmt.Errorf("read chunk %s from %s: %w", c.FileID, addr, err)
-			}
-		}
 		return r.request(ctx, addr, c, rng, func(resp *http.Response, body io.Reader) error {
 			switch resp.StatusCode {
 			case http.StatusPartialContent:
@@ -83,6 +67,9 @@ func (r *Reader) fetchRange(ctx context.Context, c needle.Chunk, off int64, dsts
 			}
 			if err := checkContentRange(resp.Header.Get("Content-Range"), off, want, c.Size); err != nil {
 				return err
+			}
+			if resp.ContentLength >= 0 && resp.ContentLength != want {
+				return fmt.Errorf("ranged answer of %d bytes, %d asked for: %w", resp.ContentLength, want, needle.ErrCorrupt)
 			}
 			for _, dst := range dsts {
 				if got, err := io.ReadFull(body, dst); err != nil {

@@ -102,11 +102,11 @@ type Reader struct {
 	transport *http.Transport
 	scheme    string // "http://" or "https://"
 	client    *http.Client
-	// ranges makes ranged GETs over plain HTTP; nil with TLS, where they
-	// go through client.
-	ranges *rangePool
-	box    *penaltyBox
-	whole  *needle.NeedleCache
+	// conns makes GETs over plain HTTP (see connPool); nil with TLS,
+	// where every GET goes through client.
+	conns *connPool
+	box   *penaltyBox
+	whole *needle.NeedleCache
 	// flight shares one fetch of a needle, keyed by file id, among the
 	// readers that miss whole at the same time.
 	flight singleflight.Group
@@ -161,11 +161,11 @@ func New(loc Locator, opts Options) *Reader {
 		TLSClientConfig:    opts.TLS,
 	}
 	scheme := "http://"
-	var ranges *rangePool
+	var conns *connPool
 	if opts.TLS != nil {
 		scheme = "https://"
 	} else {
-		ranges = newRangePool(opts.StallTimeout, opts.MaxIdleConnsPerHost)
+		conns = newConnPool(opts.StallTimeout, opts.MaxIdleConnsPerHost)
 	}
 	return &Reader{
 		loc:       loc,
@@ -173,7 +173,7 @@ func New(loc Locator, opts Options) *Reader {
 		transport: transport,
 		scheme:    scheme,
 		client:    &http.Client{Transport: transport},
-		ranges:    ranges,
+		conns:     conns,
 		box:       newPenaltyBox(),
 		whole:     needle.NewNeedleCache(opts.WholeCacheBytes),
 		decoding:  semaphore.NewWeighted(opts.MaxDecodeBytes),
@@ -184,8 +184,8 @@ func New(loc Locator, opts Options) *Reader {
 // afterwards; they open new connections.
 func (r *Reader) Close() error {
 	r.transport.CloseIdleConnections()
-	if r.ranges != nil {
-		r.ranges.closeIdle()
+	if r.conns != nil {
+		r.conns.closeIdle()
 	}
 	return nil
 }
@@ -697,20 +697,14 @@ func isPermanent(err error) bool {
 // progress for StallTimeout.
 var errStalled = errors.New("volume server stalled")
 
-// request sends a GET for the whole needle of c (or the range rng) to addr and passes the
-// reply to handle. The request is abandoned when StallTimeout passes without
+// request sends a GET for the whole needle of c (or the range rng) to addr
+// and passes the reply to handle: over plain HTTP through connPool, which
+// leaves to net/http the answers it does not read; over TLS through
+// net/http. The request is abandoned when StallTimeout passes without
 // progress: no response headers yet, or no body bytes read since the last.
-// handle reads the body through a reader that counts as progress.
+// handle reads the body through a reader that counts as progress, and of
+// the answer's headers reads only those in keptHeaders.
 func (r *Reader) request(ctx context.Context, addr string, c needle.Chunk, rng string, handle func(resp *http.Response, body io.Reader) error) error {
-	rctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stall := time.AfterFunc(r.opts.StallTimeout, func() { cancel(errStalled) })
-	defer stall.Stop()
-
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, r.scheme+addr+needlePath(c.FileID), nil)
-	if err != nil {
-		return fmt.Errorf("read chunk %s from %s: %w", c.FileID, addr, err)
-	}
 	// With gzip accepted the volume server sends a compressed needle as
 	// it is stored, marked "Content-Encoding: gzip"; without, it gunzips
 	// it first, and the body no longer matches the CRC in its ETag header
@@ -718,13 +712,35 @@ func (r *Reader) request(ctx context.Context, addr string, c needle.Chunk, rng s
 	// A ranged request (rng, an HTTP Range value) asks for logical bytes
 	// instead: without gzip accepted, the server decodes a needle it holds
 	// gzipped before it cuts the range.
+	hdr := make([][2]string, 1, 2)
 	if rng == "" {
-		req.Header.Set("Accept-Encoding", "gzip")
+		hdr[0] = [2]string{"Accept-Encoding", "gzip"}
 	} else {
-		req.Header.Set("Range", rng)
+		hdr[0] = [2]string{"Range", rng}
 	}
 	if token := SignReadJWT(r.opts.ReadSigningKey, c.FileID, r.opts.ReadExpiresAfter); token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		hdr = append(hdr, [2]string{"Authorization", "Bearer " + token})
+	}
+	if r.conns != nil {
+		err := r.conns.get(ctx, addr, needlePath(c.FileID), hdr, handle)
+		if !errors.Is(err, errUseHTTP) {
+			if err != nil {
+				return fmt.Errorf("read chunk %s from %s: %w", c.FileID, addr, err)
+			}
+			return nil
+		}
+	}
+
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stall := time.AfterFunc(r.opts.StallTimeout, func() { cancel(errStalled) })
+	defer stall.Stop()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, r.scheme+addr+needlePath(c.FileID), nil)
+	if err != nil {
+		return fmt.Errorf("read chunk %s from %s: %w", c.FileID, addr, err)
+	}
+	for _, h := range hdr {
+		req.Header.Set(h[0], h[1])
 	}
 	resp, err := r.client.Do(req)
 	if err == nil {

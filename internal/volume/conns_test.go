@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"math/rand/v2"
@@ -151,35 +152,47 @@ func TestRangeGetServerClosedIdleConnection(t *testing.T) {
 }
 
 // TestRangeGetHostileAnswers: answers that do not hold exactly the bytes
-// asked for are errors wrapping needle.ErrCorrupt; answers this client
-// does not read (chunked) are read by net/http and are right.
+// asked for are errors wrapping needle.ErrCorrupt; answers connPool does
+// not read (chunked, a head too long for it, not HTTP) are read by
+// net/http, with its meanings.
 func TestRangeGetHostileAnswers(t *testing.T) {
 	data := needletest.RandomBytes(t, 4096)
+	const (
+		ok = iota
+		corrupt
+		failed
+	)
 	cases := []struct {
-		name    string
-		answer  func(req *http.Request) string
-		corrupt bool
+		name   string
+		answer func(req *http.Request) string
+		want   int
 	}{
 		{"wrong content-range", func(req *http.Request) string {
 			return "HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\nContent-Range: bytes 0-9/4096\r\n\r\n" + string(data[:10])
-		}, true},
+		}, corrupt},
 		{"long body", func(req *http.Request) string {
 			return "HTTP/1.1 206 Partial Content\r\nContent-Length: 11\r\nContent-Range: bytes 100-109/4096\r\n\r\n" + string(data[100:111])
-		}, true},
+		}, corrupt},
+		{"gzip", func(req *http.Request) string { return partial(req, data, "Content-Encoding: gzip\r\n") }, corrupt},
 		{"two lengths", func(req *http.Request) string {
 			return "HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\nContent-Length: 11\r\nContent-Range: bytes 100-109/4096\r\n\r\n" + string(data[100:110])
-		}, true},
-		{"gzip", func(req *http.Request) string { return partial(req, data, "Content-Encoding: gzip\r\n") }, true},
-		{"huge headers", func(req *http.Request) string {
+		}, failed},
+		{"not http", func(req *http.Request) string { return "SSH-2.0-OpenSSH\r\n\r\n" }, failed},
+		{"large head", func(req *http.Request) string {
 			return partial(req, data, strings.Repeat("X-Pad: "+strings.Repeat("a", 1000)+"\r\n", 20))
-		}, true},
-		{"not http", func(req *http.Request) string { return "SSH-2.0-OpenSSH\r\n\r\n" }, true},
+		}, ok},
+		{"head too long for connPool", func(req *http.Request) string {
+			return partial(req, data, strings.Repeat("X-Pad: "+strings.Repeat("a", 1000)+"\r\n", 100))
+		}, ok},
+		{"line too long for connPool", func(req *http.Request) string {
+			return partial(req, data, "X-Pad: "+strings.Repeat("a", 20000)+"\r\n")
+		}, ok},
 		{"chunked", func(req *http.Request) string {
 			return "HTTP/1.1 206 Partial Content\r\nTransfer-Encoding: chunked\r\nContent-Range: bytes 100-109/4096\r\n\r\na\r\n" + string(data[100:110]) + "\r\n0\r\n\r\n"
-		}, false},
+		}, ok},
 		{"http/1.0", func(req *http.Request) string {
 			return strings.Replace(partial(req, data, ""), "HTTP/1.1", "HTTP/1.0", 1)
-		}, false},
+		}, ok},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -188,9 +201,11 @@ func TestRangeGetHostileAnswers(t *testing.T) {
 			dst := make([]byte, 10)
 			_, err := readRange(r, context.Background(), needle.Chunk{FileID: testFID, Size: 4096}, 100, [][]byte{dst})
 			switch {
-			case tc.corrupt && !errors.Is(err, needle.ErrCorrupt):
+			case tc.want == corrupt && !errors.Is(err, needle.ErrCorrupt):
 				t.Errorf("err = %v, want needle.ErrCorrupt", err)
-			case !tc.corrupt && (err != nil || !bytes.Equal(dst, data[100:110])):
+			case tc.want == failed && err == nil:
+				t.Error("no error")
+			case tc.want == ok && (err != nil || !bytes.Equal(dst, data[100:110])):
 				t.Errorf("err = %v, or bytes differ", err)
 			}
 		})
@@ -230,16 +245,46 @@ func TestRangeGetStallAndCancel(t *testing.T) {
 }
 
 // FuzzReadHead: no answer's head panics the parser, and one it accepts has
-// a three-digit status.
+// a three-digit status and a length of -1 or more.
 func FuzzReadHead(f *testing.F) {
 	f.Add([]byte("HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\nContent-Range: bytes 0-9/100\r\n\r\n"))
 	f.Add([]byte("HTTP/1.0 404 Not Found\r\nConnection: close\r\n\r\n"))
-	f.Add([]byte("HTTP/1.1 206 x\r\nContent-Length: -1\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nEtag: \"1234abcd\"\r\nContent-Length: -1\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		rc := &rangeConn{br: bufio.NewReaderSize(bytes.NewReader(b), 16<<10)}
-		h, err := rc.readHead()
+		h, err := readHead(bufio.NewReaderSize(bytes.NewReader(b), 16<<10))
 		if err == nil && (h.code < 100 || h.code > 999 || h.length < -1) {
 			t.Errorf("accepted head %+v", h)
 		}
 	})
+}
+
+// TestWholeGetsReuseConnection: whole needles, read one after another, go
+// over one connection, and their CRC32C is checked as over net/http.
+func TestWholeGetsReuseConnection(t *testing.T) {
+	data := needletest.RandomBytes(t, 100<<10)
+	var flip atomic.Bool
+	s := newScripted(t, 0, func(req *http.Request) string {
+		body := data
+		if flip.Load() {
+			body = bytes.Clone(data)
+			body[len(body)/2] ^= 1
+		}
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nEtag: \"%08x\"\r\nContent-Length: %d\r\n\r\n%s",
+			crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)), len(body), body)
+	})
+	r := newTestReader(t, newFakeLocator([]string{s.addr}), Options{ReadRetryTime: time.Millisecond})
+	c := needle.Chunk{FileID: testFID, Size: int64(len(data))}
+	for i := range 20 {
+		dst := make([]byte, 1000)
+		if _, err := readChunk(r, context.Background(), c, int64(i*1000), dst); err != nil || !bytes.Equal(dst, data[i*1000:i*1000+1000]) {
+			t.Fatalf("read %d: err = %v, or bytes differ", i, err)
+		}
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Errorf("%d connections for 20 needles one after another; want 1", n)
+	}
+	flip.Store(true)
+	if _, err := readChunk(r, context.Background(), c, 0, make([]byte, 10)); !errors.Is(err, needle.ErrCorrupt) {
+		t.Errorf("flipped byte: err = %v, want needle.ErrCorrupt", err)
+	}
 }
