@@ -256,7 +256,7 @@ func writeReport(o *options, info *sysInfo, res *results) error {
 // weedfuse is to reach.
 var (
 	refNames = map[string]string{
-		"beyond-rand4k":  "ranged 4 KiB GETs, 4 at a time",
+		"beyond-rand4k":  "ranged 4 KiB GETs, 4 at a time, bare HTTP/1.1 keep-alive",
 		"dataset-epoch2": "the loader on a local directory",
 		"disk-reread":    "a local file",
 	}
