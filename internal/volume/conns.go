@@ -17,8 +17,7 @@ import (
 
 // connPool makes GETs over plain HTTP on keep-alive connections of its
 // own, without net/http. A random read beyond the caches is one 4 KiB
-// ranged GET, and a dataset's small file one GET of its needle, and there
-// net/http's request machinery (two goroutines per connection that hand
+// ranged GET, and there net/http's request machinery (two goroutines per connection that hand
 // each request and answer across, a header map of every header, a context
 // per request) was half the mount's CPU per read: measured against a
 // volume server here, 4 clients at once, net/http spent 87-99 µs of CPU
@@ -88,6 +87,11 @@ func newConnPool(stall time.Duration, maxIdle int) *connPool {
 // answer carries its status, its Content-Length and, of its headers, those
 // in keptHeaders.
 func (p *connPool) get(ctx context.Context, addr, path string, hdr [][2]string, handle func(*http.Response, io.Reader) error) error {
+	// An address from hostile metadata must not add lines to the request;
+	// net/http refuses it with its own error.
+	if !printable(addr) || !printable(path) {
+		return errUseHTTP
+	}
 	for retried := false; ; retried = true {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -345,6 +349,17 @@ func asciiEqualFold(b []byte, s string) bool {
 			y += 'a' - 'A'
 		}
 		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// printable reports whether s holds only visible ASCII, no space or
+// control byte.
+func printable(s string) bool {
+	for i := range len(s) {
+		if s[i] <= ' ' || s[i] >= 0x7f {
 			return false
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"io/fs"
 	"math/rand/v2"
@@ -258,33 +257,16 @@ func FuzzReadHead(f *testing.F) {
 	})
 }
 
-// TestWholeGetsReuseConnection: whole needles, read one after another, go
-// over one connection, and their CRC32C is checked as over net/http.
-func TestWholeGetsReuseConnection(t *testing.T) {
-	data := needletest.RandomBytes(t, 100<<10)
-	var flip atomic.Bool
-	s := newScripted(t, 0, func(req *http.Request) string {
-		body := data
-		if flip.Load() {
-			body = bytes.Clone(data)
-			body[len(body)/2] ^= 1
-		}
-		return fmt.Sprintf("HTTP/1.1 200 OK\r\nEtag: \"%08x\"\r\nContent-Length: %d\r\n\r\n%s",
-			crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)), len(body), body)
-	})
-	r := newTestReader(t, newFakeLocator([]string{s.addr}), Options{ReadRetryTime: time.Millisecond})
-	c := needle.Chunk{FileID: testFID, Size: int64(len(data))}
-	for i := range 20 {
-		dst := make([]byte, 1000)
-		if _, err := readChunk(r, context.Background(), c, int64(i*1000), dst); err != nil || !bytes.Equal(dst, data[i*1000:i*1000+1000]) {
-			t.Fatalf("read %d: err = %v, or bytes differ", i, err)
-		}
+// TestHostileAddress: a volume server address that would add lines to the
+// request is refused, not sent.
+func TestHostileAddress(t *testing.T) {
+	v := newFakeVolume(t)
+	v.put(testFID, fakeNeedle{data: make([]byte, 100)})
+	r := newTestReader(t, newFakeLocator([]string{v.addr + "\r\nX-Evil: 1"}), Options{ReadRetryTime: time.Millisecond})
+	if _, err := readRange(r, context.Background(), needle.Chunk{FileID: testFID, Size: 100}, 0, [][]byte{make([]byte, 10)}); err == nil {
+		t.Error("read through a hostile address")
 	}
-	if n := s.accepted.Load(); n != 1 {
-		t.Errorf("%d connections for 20 needles one after another; want 1", n)
-	}
-	flip.Store(true)
-	if _, err := readChunk(r, context.Background(), c, 0, make([]byte, 10)); !errors.Is(err, needle.ErrCorrupt) {
-		t.Errorf("flipped byte: err = %v, want needle.ErrCorrupt", err)
+	if v.hits.Load() != 0 {
+		t.Error("a request went out to a hostile address")
 	}
 }
