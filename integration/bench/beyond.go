@@ -103,6 +103,16 @@ func rangedGets(ctx context.Context, x *stepCtx, conns, n int, d time.Duration) 
 	if err != nil {
 		return 0, err
 	}
+	// Each chunk's server and request line, parsed once, off the timed loop.
+	type target struct{ host, uri string }
+	targets := make([]target, len(chunks))
+	for i, ch := range chunks {
+		u, err := url.Parse(ch.url)
+		if err != nil {
+			return 0, err
+		}
+		targets[i] = target{u.Host, u.RequestURI()}
+	}
 	if err := dropCaches(); err != nil {
 		return 0, err
 	}
@@ -125,24 +135,21 @@ func rangedGets(ctx context.Context, x *stepCtx, conns, n int, d time.Duration) 
 				}
 			}()
 			for time.Now().Before(deadline) && ctx.Err() == nil {
-				ch := chunks[rng.IntN(len(chunks))]
+				i := rng.IntN(len(chunks))
+				ch, tg := chunks[i], targets[i]
 				off := rng.Int64N(ch.size-int64(n)) &^ 4095
 				err := func() error {
-					u, err := url.Parse(ch.url)
-					if err != nil {
-						return err
-					}
-					rw := open[u.Host]
+					rw := open[tg.host]
 					if rw == nil {
-						nc, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+						nc, err := net.DialTimeout("tcp", tg.host, 5*time.Second)
 						if err != nil {
 							return err
 						}
 						ncs = append(ncs, nc)
 						rw = bufio.NewReadWriter(bufio.NewReader(nc), bufio.NewWriter(nc))
-						open[u.Host] = rw
+						open[tg.host] = rw
 					}
-					fmt.Fprintf(rw, "GET %s HTTP/1.1\r\nHost: %s\r\nRange: bytes=%d-%d\r\n\r\n", u.RequestURI(), u.Host, off, off+int64(n)-1)
+					fmt.Fprintf(rw, "GET %s HTTP/1.1\r\nHost: %s\r\nRange: bytes=%d-%d\r\n\r\n", tg.uri, tg.host, off, off+int64(n)-1)
 					if err := rw.Flush(); err != nil {
 						return err
 					}

@@ -9,15 +9,15 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"strconv"
 	"sync"
 	"time"
 )
 
 // connPool makes GETs over plain HTTP on keep-alive connections of its
-// own, without net/http. A random read beyond the caches is one 4 KiB
-// ranged GET, and there net/http's request machinery (two goroutines per connection that hand
+// own, without net/http; the Reader sends its ranged GETs through it. A
+// random read beyond the caches is one 4 KiB ranged GET, and there
+// net/http's request machinery (two goroutines per connection that hand
 // each request and answer across, a header map of every header, a context
 // per request) was half the mount's CPU per read: measured against a
 // volume server here, 4 clients at once, net/http spent 87-99 µs of CPU
@@ -25,8 +25,8 @@ import (
 // per second on the same 2 cores.
 //
 // It reads the answers a volume server gives a GET of a needle: a status
-// line, headers, and a body of Content-Length bytes or in chunks. Any other
-// answer (a redirect, another transfer coding, one it cannot parse) is
+// line, headers, and a body of Content-Length bytes. Any other answer (a
+// redirect, a chunked body, one it cannot parse) is
 // errUseHTTP before the caller sees it: the connection is closed and the
 // caller makes the request again through net/http, which handles every
 // answer. TLS goes through net/http too.
@@ -194,7 +194,7 @@ func (c *conn) get(ctx context.Context, stall time.Duration, addr, path string, 
 	if err != nil {
 		return false, err
 	}
-	if h.code/100 == 3 || h.code/100 == 1 || h.otherCoding || h.chunked == (h.length >= 0) {
+	if h.code/100 == 3 || h.code/100 == 1 || h.coded || h.length < 0 {
 		return false, errUseHTTP
 	}
 	resp := &http.Response{
@@ -206,42 +206,14 @@ func (c *conn) get(ctx context.Context, stall time.Duration, addr, path string, 
 		Header:        h.header,
 		ContentLength: h.length,
 	}
-	var body io.Reader
-	if h.chunked {
-		body = httputil.NewChunkedReader(c.br)
-	} else {
-		body = &io.LimitedReader{R: c.br, N: h.length}
-	}
+	body := &io.LimitedReader{R: c.br, N: h.length}
 	resp.Body = io.NopCloser(body)
 	if err := handle(resp, body); err != nil {
 		return false, err
 	}
 	// A body not read to its end, or bytes past it, would be read as the
 	// next answer's.
-	return !h.close && bodyEnded(c.br, body, h.chunked) && c.br.Buffered() == 0, nil
-}
-
-// bodyEnded reports whether the handler read body to its end: for a
-// chunked body, the last chunk and the trailer after it are then read
-// here (a handler stops once it has its bytes, before the last chunk).
-func bodyEnded(br *bufio.Reader, body io.Reader, chunked bool) bool {
-	if !chunked {
-		return body.(*io.LimitedReader).N == 0
-	}
-	var one [1]byte
-	if n, err := body.Read(one[:]); n != 0 || err != io.EOF {
-		return false
-	}
-	for read := 0; ; {
-		line, err := headLine(br, read)
-		if err != nil {
-			return false
-		}
-		if len(line) == 0 {
-			return true
-		}
-		read += len(line)
-	}
+	return !h.close && body.N == 0 && c.br.Buffered() == 0, nil
 }
 
 // keptHeaders are the headers an answer of connPool carries, the ones
@@ -250,14 +222,12 @@ var keptHeaders = []string{"Content-Encoding", "Content-Range", "Etag"}
 
 // head is an answer's status line and headers, as connPool reads them.
 type head struct {
-	status  string // "206 Partial Content"
-	code    int
-	length  int64 // Content-Length, or -1
-	header  http.Header
-	chunked bool // "Transfer-Encoding: chunked"
-	// otherCoding is a Transfer-Encoding other than chunked alone.
-	otherCoding bool
-	close       bool // HTTP/1.0, or "Connection: close"
+	status string // "206 Partial Content"
+	code   int
+	length int64 // Content-Length, or -1
+	header http.Header
+	coded  bool // a Transfer-Encoding was given
+	close  bool // HTTP/1.0, or "Connection: close"
 }
 
 // readHead reads an answer's status line and headers. What it cannot read
@@ -305,10 +275,7 @@ func readHead(br *bufio.Reader) (head, error) {
 			}
 			h.length = n
 		case asciiEqualFold(name, "Transfer-Encoding"):
-			if h.chunked || !asciiEqualFold(value, "chunked") {
-				h.otherCoding = true
-			}
-			h.chunked = true
+			h.coded = true
 		case asciiEqualFold(name, "Connection"):
 			h.close = h.close || asciiEqualFold(value, "close")
 		default:
@@ -386,11 +353,12 @@ func (p *pollReader) start(ctx context.Context, stall time.Duration) {
 
 func (p *pollReader) Read(b []byte) (int, error) {
 	for {
-		wait := min(pollInterval, time.Until(p.last.Add(p.stall)))
+		now := time.Now()
+		wait := min(pollInterval, p.last.Add(p.stall).Sub(now))
 		if wait <= 0 {
 			return 0, fmt.Errorf("no progress for %v: %w", p.stall, errStalled)
 		}
-		if err := p.nc.SetReadDeadline(time.Now().Add(wait)); err != nil {
+		if err := p.nc.SetReadDeadline(now.Add(wait)); err != nil {
 			return 0, err
 		}
 		n, err := p.nc.Read(b)

@@ -102,8 +102,8 @@ type Reader struct {
 	transport *http.Transport
 	scheme    string // "http://" or "https://"
 	client    *http.Client
-	// conns makes GETs over plain HTTP (see connPool); nil with TLS,
-	// where every GET goes through client.
+	// conns makes the ranged GETs over plain HTTP (see connPool); nil
+	// with TLS, where every GET goes through client.
 	conns *connPool
 	box   *penaltyBox
 	whole *needle.NeedleCache
@@ -702,8 +702,8 @@ var errStalled = errors.New("volume server stalled")
 // connPool, which leaves to net/http the answers it does not read; the
 // rest through net/http. The request is abandoned when StallTimeout passes without
 // progress: no response headers yet, or no body bytes read since the last.
-// handle reads the body through a reader that counts as progress, and of
-// the answer's headers reads only those in keptHeaders.
+// handle reads the body through a reader that counts as progress; a
+// ranged answer carries only the headers in keptHeaders.
 func (r *Reader) request(ctx context.Context, addr string, c needle.Chunk, rng string, handle func(resp *http.Response, body io.Reader) error) error {
 	// With gzip accepted the volume server sends a compressed needle as
 	// it is stored, marked "Content-Encoding: gzip"; without, it gunzips
