@@ -52,8 +52,14 @@ echo "E2E master assigns file ids after ~$((i / 2))s more"
 start_weedrdma() {
   log=$1; shift
   ./weedrdma -volume.server=127.0.0.1:8080 -listen=127.0.0.1:18515 -cache.mb=128 "$@" >$log 2>&1 & RDMAPID=$!; PIDS="$PIDS $RDMAPID"
-  sleep 1
-  kill -0 $RDMAPID 2>/dev/null || { cat $log; fail "weedrdma did not start"; }
+  # Wait for its start line, not a fixed time: opening the device and registering its cache
+  # took over a second once in CI, and the checks below read that line.
+  i=0
+  until grep -q 'msg=serving' $log 2>/dev/null; do
+    kill -0 $RDMAPID 2>/dev/null || { cat $log; fail "weedrdma did not start"; }
+    i=$((i + 1)); [ $i -gt 300 ] && { cat $log; fail "weedrdma did not log its start line in 30 s"; }
+    sleep 0.1
+  done
   head -2 $log
 }
 start_weedrdma $W/weedrdma.log
