@@ -351,10 +351,10 @@ func (c *Cache) ReadChunkAt(ctx context.Context, ch needle.Chunk, off int64, dst
 	}
 	bs := c.opts.BlockSize
 	first, last := off/bs, (end-1)/bs
+	if n, ok := c.readDiskDirect(ch, off, end, first, last, dst); ok {
+		return n, nil
+	}
 	if access == Random {
-		if n, ok := c.readDiskDirect(ch, off, end, first, last, dst); ok {
-			return n, nil
-		}
 		if n, ok, err := c.readDirect(ctx, ch, off, end, first, last, dst); ok {
 			return n, err
 		}
@@ -684,6 +684,12 @@ func (c *Cache) fetchRun(ch needle.Chunk, b int64, run []*fetch, p plan) {
 func (c *Cache) Prefetch(ch needle.Chunk, off, n int64) int64 {
 	end := min(off+n, ch.Size)
 	if off < 0 || off >= end || c.ctx.Err() != nil || ch.CheckSize() != nil {
+		return off + n
+	}
+	if c.disk != nil && c.disk.hasData(ch.Key()) {
+		// Read from disk in the reader's goroutine (readDiskDirect):
+		// the kernel reads ahead, as for a local file.
+		c.disk.willNeed(ch.Key(), off, end-off)
 		return off + n
 	}
 	bs := c.opts.BlockSize

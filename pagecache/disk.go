@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -374,8 +375,8 @@ func (d *disk) cacheTableLocked(name string, t *diskTable) {
 // read fills dsts, the blocks of the needle from off (a multiple of the
 // block size) in order, from its .dat, each checked against the table.
 // Each dst is a block's bytes (its last may end early, where the chunk
-// ends before the needle) and has the capacity of a whole block. It
-// reports false, having removed what was bad, when the file is gone,
+// ends before the needle) and has the capacity of the needle's block. The
+// blocks are read with one preadv, whatever their number. It reports false, having removed what was bad, when the file is gone,
 // short or corrupt: the caller fetches the needle instead.
 func (d *disk) read(key string, off int64, dsts [][]byte) bool {
 	t := d.table(key)
@@ -383,33 +384,92 @@ func (d *disk) read(key string, off int64, dsts [][]byte) bool {
 		d.misses.Add(1)
 		return false
 	}
+	var fullBuf [16][]byte
+	fulls := fullBuf[:0]
+	o := off
+	for _, dst := range dsts {
+		full := dst[:min(d.bs, t.length-o)]
+		if int64(len(dst)) > int64(len(full)) || int64(cap(dst)) < int64(len(full)) {
+			return false // not a block of this needle: a broken caller
+		}
+		fulls = append(fulls, full)
+		o += d.bs
+	}
 	name := diskName(key)
 	_, dat := d.paths(name)
-	f, err := os.Open(dat)
+	fd, err := unix.Open(dat, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		d.misses.Add(1)
 		d.forgetData(name)
 		return false
 	}
-	defer f.Close()
+	defer unix.Close(fd)
+	if err := preadvFull(fd, fulls, off); err != nil {
+		d.corrupt.Add(1)
+		d.drop(name)
+		return false
+	}
 	var n uint64
-	for _, dst := range dsts {
-		full := dst[:min(d.bs, t.length-off)]
-		if int64(len(dst)) > int64(len(full)) || int64(cap(dst)) < int64(len(full)) {
-			return false // not a block of this needle: a broken caller
-		}
-		if _, err := f.ReadAt(full, off); err != nil || !t.blockOK(off, d.bs, full) {
+	o = off
+	for i, full := range fulls {
+		if !t.blockOK(o, d.bs, full) {
 			d.corrupt.Add(1)
 			d.drop(name)
 			return false
 		}
-		off += d.bs
-		n += uint64(len(dst))
+		o += d.bs
+		n += uint64(len(dsts[i]))
 	}
 	d.hits.Add(uint64(len(dsts)))
 	d.hitBytes.Add(n)
 	d.touch(name)
 	return true
+}
+
+// preadvFull fills bufs, in order, from fd at off with as few preadv calls
+// as the kernel allows. A file that ends first (truncated by someone) is
+// io.ErrUnexpectedEOF.
+func preadvFull(fd int, bufs [][]byte, off int64) error {
+	cloned := false
+	for len(bufs) > 0 {
+		n, err := unix.Preadv(fd, bufs, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		off += int64(n)
+		for len(bufs) > 0 && n >= len(bufs[0]) {
+			n -= len(bufs[0])
+			bufs = bufs[1:]
+		}
+		if n > 0 {
+			if !cloned { // cut a copy: the caller's slices stay whole
+				bufs, cloned = slices.Clone(bufs), true
+			}
+			bufs[0] = bufs[0][n:]
+		}
+	}
+	return nil
+}
+
+// willNeed asks the kernel to read [off, off+n) of a needle's .dat into its
+// page cache, without waiting, as its own readahead does ahead of a
+// sequential reader of a local file: the reads that follow then find the
+// bytes there (and still check them, see read). It is advice: a needle
+// that is gone, or a kernel that declines, costs nothing but the miss.
+func (d *disk) willNeed(key string, off, n int64) {
+	_, dat := d.paths(diskName(key))
+	fd, err := unix.Open(dat, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	unix.Fadvise(fd, off, n, unix.FADV_WILLNEED)
+	unix.Close(fd)
 }
 
 // openWhole opens the .dat of a needle whose logical bytes are exactly

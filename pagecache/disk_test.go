@@ -261,6 +261,130 @@ func TestRandomReadFromDisk(t *testing.T) {
 	require.EqualValues(t, 1, c.Stats().Disk.Corrupt)
 }
 
+// TestDiskReadsLandInPlace reads a needle held on disk in sequence and at
+// random, at offsets and lengths that start, end and stay inside blocks,
+// with some of its blocks in memory and as a chunk shorter than its needle,
+// and compares every byte: whole blocks land in the reader's buffer, the
+// edges go through a buffer, and nothing is fetched. A flipped byte in a
+// block the read covers whole is caught and the needle fetched again.
+func TestDiskReadsLandInPlace(t *testing.T) {
+	const bs = 64 << 10
+	dir := t.TempDir()
+	f, chunks := newTierFake(4<<20 + 777)
+	c := newCache(t, f, diskOpts(dir, 2<<20, 64<<20))
+	ch := chunks[0]
+	src := f.chunks[ch.FileID]
+	readAll(t, c, ch, Sequential)
+	wholes := f.wholes.Load()
+	short := needle.Chunk{FileID: ch.FileID, Size: 3*bs + 5}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := 0; i < 400; i++ {
+		c2 := ch
+		if i%7 == 0 {
+			c2 = short
+		}
+		var off, n int64
+		switch i % 4 {
+		case 0: // aligned, a kernel's readahead request
+			off, n = rng.Int64N(c2.Size/bs+1)*bs, 1<<20
+		case 1: // inside one block
+			off, n = rng.Int64N(c2.Size), rng.Int64N(bs/2)+1
+		default:
+			off, n = rng.Int64N(c2.Size), rng.Int64N(3<<20)+1
+		}
+		off = min(off, c2.Size-1)
+		dst := make([]byte, n+16)
+		guard := dst[n:] // bytes past the read must stay as they were
+		for j := range guard {
+			guard[j] = 0xA5
+		}
+		got, err := c.ReadChunkAt(context.Background(), c2, off, dst[:n], Access(i%2))
+		require.NoError(t, err)
+		want := src[off:min(off+n, c2.Size)]
+		require.Equal(t, len(want), got)
+		if !bytes.Equal(dst[:got], want) {
+			t.Fatalf("read %d at %d+%d of a %d-byte chunk: wrong bytes", i, off, n, c2.Size)
+		}
+		require.Equal(t, bytes.Repeat([]byte{0xA5}, len(guard)), guard, "read %d wrote past its end", i)
+	}
+	require.Equal(t, wholes, f.wholes.Load(), "a needle on disk was fetched")
+	require.Zero(t, f.ranges.Load())
+
+	name := diskName(ch.Key())
+	p := filepath.Join(dir, name[:2], name+".dat")
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	// A block inside the read that memory does not hold (its copy there,
+	// from the first read, would be served instead).
+	flip := int64(1)
+	for ; flip < ch.Size/bs-2; flip++ {
+		if _, ok := c.rc.Get(c.blockKey(ch, flip)); !ok {
+			break
+		}
+	}
+	b[flip*bs+100] ^= 1
+	require.NoError(t, os.WriteFile(p, b, 0o600))
+	dst := make([]byte, 1<<20)
+	from := (flip - 1) * bs
+	n, err := c.ReadChunkAt(context.Background(), ch, from, dst, Sequential)
+	require.NoError(t, err)
+	require.Equal(t, src[from:from+int64(n)], dst[:n])
+	require.EqualValues(t, 1, c.Stats().Disk.Corrupt)
+	require.Greater(t, f.wholes.Load(), wholes, "the corrupt needle was not fetched again")
+}
+
+// TestStreamTakesItsReadaheadFromDisk streams through needles with
+// readahead while each lands on disk: a needle on disk is read from its
+// file, but blocks read ahead of the stream (in memory, waiting for it)
+// must still be the ones it takes, or they wait unread until abandoned and
+// readahead stalls on its full budget.
+func TestStreamTakesItsReadaheadFromDisk(t *testing.T) {
+	f, chunks := newTierFake(4<<20, 4<<20, 4<<20, 4<<20, 4<<20, 4<<20)
+	c := newCache(t, f, diskOpts(t.TempDir(), 16<<20, 256<<20))
+	dst := make([]byte, 1<<20)
+	for i, ch := range chunks {
+		ra := NewReadahead(1<<20, 8<<20)
+		for off := int64(0); off < ch.Size; off += int64(len(dst)) {
+			if pOff, pLen := ra.Observe(off, int64(len(dst))); pLen > 0 {
+				c.Prefetch(ch, pOff, min(pLen, ch.Size-pOff))
+			}
+			if i+1 < len(chunks) && off+int64(len(dst)) >= ch.Size {
+				c.Prefetch(chunks[i+1], 0, 2<<20) // the next chunk, as fs's readahead asks
+			}
+			_, err := c.ReadChunk(context.Background(), ch, off, dst)
+			require.NoError(t, err)
+			require.Equal(t, f.chunks[ch.FileID][off:off+int64(len(dst))], dst, "chunk %d at %d", i, off)
+		}
+	}
+	s := c.Stats()
+	t.Logf("%+v", s)
+	require.Zero(t, s.ReadaheadBytes, "blocks read ahead were left unread")
+	require.Equal(t, s.PrefetchedBytes, s.PrefetchUsedBytes)
+	require.EqualValues(t, len(chunks), f.wholes.Load(), "a needle was fetched twice")
+}
+
+// TestPreadvFullShortReads fills buffers across short reads: a file that
+// ends inside them is an error, and the caller's slices stay whole.
+func TestPreadvFullShortReads(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	data := make([]byte, 200_000)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	require.NoError(t, os.WriteFile(p, data, 0o600))
+	fd, err := unix.Open(p, unix.O_RDONLY, 0)
+	require.NoError(t, err)
+	defer unix.Close(fd)
+	a, b := make([]byte, 70_000), make([]byte, 100_000)
+	require.NoError(t, preadvFull(fd, [][]byte{a, b}, 30_000))
+	require.Equal(t, data[30_000:100_000], a)
+	require.Equal(t, data[100_000:], b)
+	bufs := [][]byte{make([]byte, 150_000), make([]byte, 100_000)}
+	require.ErrorIs(t, preadvFull(fd, bufs, 0), io.ErrUnexpectedEOF)
+	require.Len(t, bufs[0], 150_000)
+	require.Len(t, bufs[1], 100_000)
+}
+
 // TestDiskFaults: a flipped byte in a cache file, a truncated file, a
 // garbled table and a wiped directory are each a miss, counted, and
 // never a wrong byte.
