@@ -12,7 +12,9 @@ import (
 // plan is how a miss is fetched. The rules live here and nowhere else:
 //
 //  1. A needle whose bytes are on the disk tier is read from there, each
-//     block checked against its table (planDisk).
+//     block checked against its table: in the reader's goroutine and
+//     straight into its buffer (readDiskDirect), or, for blocks already
+//     being fetched or read ahead, by the fetch (planDisk).
 //  2. A sequential reader (a stream, or readahead), a small needle (up to
 //     smallNeedle: a range would save little), a needle that is not plain
 //     bytes (gzipped or encrypted: its stored bytes cannot be cut) and
