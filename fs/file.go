@@ -40,6 +40,9 @@ type file struct {
 	cmap     *chunkmap.Map
 	mapKey   uint64
 	mapEntry *filerpb.Entry
+	// mapSize is mapEntry's fileSize, which also walks every chunk (a
+	// twentieth of the same reads' CPU when it was made per read).
+	mapSize int64
 
 	// pt tracks the file's passthrough opens (see passthrough.go).
 	pt passthrough
@@ -74,12 +77,12 @@ func (f *file) read(ctx context.Context, dest []byte, off int64) (fuse.ReadResul
 	if err != nil {
 		return nil, toErrno("read "+f.filerPath(), err)
 	}
-	v := version{f: f, entry: e, size: int64(fileSize(e))}
+	v := version{f: f, entry: e}
+	if v.cmap, v.size, err = f.chunkMap(ctx, e); err != nil {
+		return nil, toErrno("read "+f.filerPath(), err)
+	}
 	if off >= v.size || len(dest) == 0 {
 		return fuse.ReadResultData(nil), 0
-	}
-	if v.cmap, err = f.chunkMap(ctx, e); err != nil {
-		return nil, toErrno("read "+f.filerPath(), err)
 	}
 	if off == 0 && f.parent != nil && f.notesOpenOnRead() {
 		f.parent.noteOpen(path.Base(f.filerPath()))
@@ -112,24 +115,25 @@ func fingerprint(e *filerpb.Entry) uint64 {
 	return h.Sum64()
 }
 
-// chunkMap returns the map for e's chunk list, built once per list.
-func (f *file) chunkMap(ctx context.Context, e *filerpb.Entry) (*chunkmap.Map, error) {
+// chunkMap returns the map for e's chunk list, built once per list, and
+// e's size.
+func (f *file) chunkMap(ctx context.Context, e *filerpb.Entry) (*chunkmap.Map, int64, error) {
 	f.mapMu.Lock()
 	defer f.mapMu.Unlock()
 	if f.cmap != nil && f.mapEntry == e {
-		return f.cmap, nil
+		return f.cmap, f.mapSize, nil
 	}
 	key := fingerprint(e)
 	if f.cmap != nil && f.mapKey == key {
-		f.mapEntry = e
-		return f.cmap, nil
+		f.mapEntry, f.mapSize = e, int64(fileSize(e))
+		return f.cmap, f.mapSize, nil
 	}
 	m, err := chunkmap.Build(ctx, e.GetChunks(), f.fsys.manifests)
 	if err != nil {
-		return nil, fmt.Errorf("chunk map of %s: %w", f.filerPath(), err)
+		return nil, 0, fmt.Errorf("chunk map of %s: %w", f.filerPath(), err)
 	}
-	f.cmap, f.mapKey, f.mapEntry = m, key, e
-	return m, nil
+	f.cmap, f.mapKey, f.mapEntry, f.mapSize = m, key, e, int64(fileSize(e))
+	return m, f.mapSize, nil
 }
 
 // version is one version of a file, as one read sees it: an entry and its

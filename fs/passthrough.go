@@ -193,12 +193,8 @@ func (f *file) wholeChunk(ctx context.Context) (needle.Chunk, bool) {
 	if time.Since(time.Unix(e.GetAttributes().GetMtime(), 0)) < passthroughMinAge {
 		return needle.Chunk{}, false
 	}
-	size := int64(fileSize(e))
-	if size == 0 {
-		return needle.Chunk{}, false
-	}
-	m, err := f.chunkMap(ctx, e)
-	if err != nil {
+	m, size, err := f.chunkMap(ctx, e)
+	if err != nil || size == 0 {
 		return needle.Chunk{}, false
 	}
 	var buf [2]chunkmap.View
