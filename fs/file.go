@@ -77,11 +77,17 @@ func (f *file) read(ctx context.Context, dest []byte, off int64) (fuse.ReadResul
 	if err != nil {
 		return nil, toErrno("read "+f.filerPath(), err)
 	}
+	if len(dest) == 0 {
+		return fuse.ReadResultData(nil), 0
+	}
 	v := version{f: f, entry: e}
 	if v.cmap, v.size, err = f.chunkMap(ctx, e); err != nil {
+		if off >= int64(fileSize(e)) {
+			return fuse.ReadResultData(nil), 0 // end of file needs no map
+		}
 		return nil, toErrno("read "+f.filerPath(), err)
 	}
-	if off >= v.size || len(dest) == 0 {
+	if off >= v.size {
 		return fuse.ReadResultData(nil), 0
 	}
 	if off == 0 && f.parent != nil && f.notesOpenOnRead() {

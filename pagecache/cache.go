@@ -106,8 +106,9 @@ type Stats struct {
 	// block table and UnverifiedBytes could not be.
 	RangeFetches, VerifiedRangeBytes, UnverifiedBytes uint64
 	// Fills count needles written to the disk tier in the background after
-	// a ranged fetch.
-	Fills uint64
+	// a ranged fetch; MemoryFills those fetched whole into the memory
+	// tier instead, when the disk tier had no room (see fillLater).
+	Fills, MemoryFills uint64
 	// MemoryCapacity is the memory tier's size; MemoryUsed what its
 	// blocks, readahead and fetches hold now; ReadaheadBytes what
 	// prefetched blocks not yet read hold.
@@ -126,8 +127,8 @@ type Cache struct {
 	// reference to its slot, dropped by onExit.
 	rc *ristretto.Cache[string, blockRef]
 	// raBudget is the share of Capacity that prefetched, not yet read
-	// blocks may hold.
-	raBudget int64
+	// blocks may hold; reserve the share kept for fetches in flight.
+	raBudget, reserve int64
 
 	ctx         context.Context // ends on Close; parent of every fetch
 	cancel      context.CancelFunc
@@ -151,14 +152,14 @@ type Cache struct {
 
 	// disk is the second tier; nil without one.
 	disk *disk
-	// fillSem bounds background fills of the disk tier.
+	// fillSem bounds background fills of either tier.
 	fillSem chan struct{}
 	// wholeBufs holds *[]byte of a block each, through which OpenWhole
 	// checks a file.
 	wholeBufs sync.Pool
 
 	hits, misses, fetched, prefetched, prefetchUsed, prefetchDropped, fetches, fetchErrs, uncached atomic.Uint64
-	rangeFetches, verifiedRange, unverified, fills                                                 atomic.Uint64
+	rangeFetches, verifiedRange, unverified, fills, memoryFills                                    atomic.Uint64
 }
 
 // DefaultBlockSize is the default unit of caching: small enough that a
@@ -171,7 +172,7 @@ const DefaultBlockSize = 64 << 10
 // range would save little, and the whole needle is verified and kept.
 const smallNeedle = 1 << 20
 
-// maxFills bounds the background fills of the disk tier in flight.
+// maxFills bounds the background fills in flight.
 const maxFills = 2
 
 // MaxReadahead bounds the bytes prefetched and not yet read, over all
@@ -229,7 +230,7 @@ func New(f Fetcher, opts Options) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{
-		f: f, opts: opts, arena: a, raBudget: raBudget,
+		f: f, opts: opts, arena: a, raBudget: raBudget, reserve: reserve,
 		prefetchSem: make(chan struct{}, opts.Prefetchers),
 		inflight:    make(map[string]*fetch),
 		failed:      make(map[string]failure),
@@ -279,7 +280,7 @@ func (c *Cache) Stats() Stats {
 		PrefetchUsedBytes: c.prefetchUsed.Load(), PrefetchDropped: c.prefetchDropped.Load(),
 		Fetches: c.fetches.Load(), FetchErrs: c.fetchErrs.Load(), Uncached: c.uncached.Load(),
 		RangeFetches: c.rangeFetches.Load(), VerifiedRangeBytes: c.verifiedRange.Load(),
-		UnverifiedBytes: c.unverified.Load(), Fills: c.fills.Load(),
+		UnverifiedBytes: c.unverified.Load(), Fills: c.fills.Load(), MemoryFills: c.memoryFills.Load(),
 	}
 	s.MemoryCapacity = int64(len(c.arena.slots)) * c.opts.BlockSize
 	s.MemoryUsed = s.MemoryCapacity - int64(c.arena.freeSlots())*c.opts.BlockSize
@@ -327,6 +328,9 @@ const (
 	// Random reads of large plain needles in no tier fetch just their
 	// blocks.
 	Random
+	// memoryFill is a background fill of a whole needle into memory
+	// (fillMemory), no reader's access.
+	memoryFill
 )
 
 // ReadChunk is ReadChunkAt for a sequential reader.
@@ -541,7 +545,9 @@ func (c *Cache) claimRun(ch needle.Chunk, b, want int64, access Access, prefetch
 			if blk > b && idx >= int64(len(waits)) {
 				break
 			}
-			f.heap = make([]byte, size)
+			// A block's capacity: the disk tier reads a chunk's last
+			// block whole when its needle goes on (disk.read).
+			f.heap = make([]byte, size, c.opts.BlockSize)
 			c.uncached.Add(1)
 		}
 		c.inflight[key] = f
@@ -556,7 +562,7 @@ func (c *Cache) claimRun(ch needle.Chunk, b, want int64, access Access, prefetch
 		}
 	}
 	covered := int64(len(run)) - (b - from)
-	if !prefetch {
+	if !prefetch && access != memoryFill {
 		c.misses.Add(uint64(covered))
 	}
 	c.trimReadaheadLocked()

@@ -376,7 +376,7 @@ func (d *disk) cacheTableLocked(name string, t *diskTable) {
 // block size) in order, from its .dat, each checked against the table.
 // Each dst is a block's bytes (its last may end early, where the chunk
 // ends before the needle) and has the capacity of the needle's block. The
-// blocks are read with one preadv, whatever their number. It reports false, having removed what was bad, when the file is gone,
+// blocks are read with one preadv (per IOV_MAX of them). It reports false, having removed what was bad, when the file is gone,
 // short or corrupt: the caller fetches the needle instead.
 func (d *disk) read(key string, off int64, dsts [][]byte) bool {
 	t := d.table(key)
@@ -384,15 +384,17 @@ func (d *disk) read(key string, off int64, dsts [][]byte) bool {
 		d.misses.Add(1)
 		return false
 	}
-	var fullBuf [16][]byte
+	var fullBuf [17][]byte // a 1 MiB read of 64 KiB blocks touches up to 17
 	fulls := fullBuf[:0]
 	o := off
 	for _, dst := range dsts {
-		full := dst[:min(d.bs, t.length-o)]
-		if int64(len(dst)) > int64(len(full)) || int64(cap(dst)) < int64(len(full)) {
-			return false // not a block of this needle: a broken caller
+		want := min(d.bs, t.length-o)
+		if want <= 0 || int64(len(dst)) > want || int64(cap(dst)) < want {
+			// Not a block of this needle (a chunk that claims more than
+			// its needle holds), or a broken caller.
+			return false
 		}
-		fulls = append(fulls, full)
+		fulls = append(fulls, dst[:want])
 		o += d.bs
 	}
 	name := diskName(key)
@@ -430,9 +432,10 @@ func (d *disk) read(key string, off int64, dsts [][]byte) bool {
 // as the kernel allows. A file that ends first (truncated by someone) is
 // io.ErrUnexpectedEOF.
 func preadvFull(fd int, bufs [][]byte, off int64) error {
+	const iovMax = 1024 // Linux's UIO_MAXIOV: more is EINVAL
 	cloned := false
 	for len(bufs) > 0 {
-		n, err := unix.Preadv(fd, bufs, off)
+		n, err := unix.Preadv(fd, bufs[:min(len(bufs), iovMax)], off)
 		if err == unix.EINTR {
 			continue
 		}
@@ -468,7 +471,13 @@ func (d *disk) willNeed(key string, off, n int64) {
 	if err != nil {
 		return
 	}
-	unix.Fadvise(fd, off, n, unix.FADV_WILLNEED)
+	// The kernel reads at most the file's readahead window (the
+	// device's read_ahead_kb, 128 KiB by default) per call, so a longer
+	// range is asked for in pieces of the smallest common window.
+	const piece = 128 << 10
+	for end := off + n; off < end; off += piece {
+		unix.Fadvise(fd, off, min(piece, end-off), unix.FADV_WILLNEED)
+	}
 	unix.Close(fd)
 }
 

@@ -143,6 +143,52 @@ func TestRandomMissFillsDiskInBackground(t *testing.T) {
 	require.NotZero(t, c.Stats().Disk.HitBytes)
 }
 
+// TestRandomMissFillsMemory: where the disk tier has no room (or there is
+// none), a random miss brings the whole needle into memory in the
+// background, verified, and later reads of it are hits; a needle of more
+// than a quarter of memory is not brought in.
+func TestRandomMissFillsMemory(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		opts   Options
+		filled bool
+	}{
+		{"no disk tier", Options{Capacity: 64 << 20, BlockSize: 64 << 10}, true},
+		{"disk tier full", diskOpts(t.TempDir(), 64<<20, 1<<20), true},
+		{"needle too large for memory", Options{Capacity: 8 << 20, BlockSize: 64 << 10}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, chunks := newTierFake(4<<20, 4<<20)
+			c := newCache(t, f, tc.opts)
+			ch := chunks[0]
+			src := f.chunks[ch.FileID]
+			dst := make([]byte, 4096)
+			_, err := c.ReadChunkAt(context.Background(), ch, 3<<20, dst, Random)
+			require.NoError(t, err)
+			require.Equal(t, src[3<<20:3<<20+4096], dst)
+			if !tc.filled {
+				time.Sleep(100 * time.Millisecond)
+				require.Zero(t, c.Stats().MemoryFills)
+				require.Zero(t, f.calls.Load(), "a whole needle was fetched")
+				return
+			}
+			require.Eventually(t, func() bool { return c.Stats().MemoryFills == 1 }, 5*time.Second, 10*time.Millisecond)
+			c.rc.Wait()
+			ranges := f.ranges.Load()
+			rng := rand.New(rand.NewPCG(1, 2))
+			for i := 0; i < 50; i++ {
+				off := rng.Int64N(ch.Size - 4096)
+				_, err := c.ReadChunkAt(context.Background(), ch, off, dst, Random)
+				require.NoError(t, err)
+				require.Equal(t, src[off:off+4096], dst)
+			}
+			require.Equal(t, ranges, f.ranges.Load(), "a read of the filled needle went to the volume server")
+			require.EqualValues(t, 1, f.calls.Load(), "the fill only")
+			require.Zero(t, c.Stats().Fills)
+		})
+	}
+}
+
 // TestRangeCheckedAgainstTable: a needle once read whole keeps its table
 // after its bytes are evicted; a range of it is then verified, and a
 // corrupt range is caught and the needle read whole instead.

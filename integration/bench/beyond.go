@@ -213,8 +213,9 @@ func noteVerified(x *stepCtx, id string) {
 		return
 	}
 	x.res.notes = append(x.res.notes, fmt.Sprintf(
-		"%s, weedfuse: fetched %.0f MiB whole (verified) and %.0f MiB in ranges (%.0f MiB checked against block tables, %.0f MiB unverified): %.1f %% of the bytes fetched were verified; %.0f needles filled into the disk cache in the background.",
-		id, whole/(1<<20), ranged/(1<<20), verified/(1<<20), unverified/(1<<20), 100*(total-unverified)/total, m["weedfuse_disk_fills_total"]))
+		"%s, weedfuse: fetched %.0f MiB whole (verified) and %.0f MiB in ranges (%.0f MiB checked against block tables, %.0f MiB unverified): %.1f %% of the bytes fetched were verified; %.0f needles filled into the disk cache in the background, and %.0f into memory once it was full.",
+		id, whole/(1<<20), ranged/(1<<20), verified/(1<<20), unverified/(1<<20), 100*(total-unverified)/total,
+		m["weedfuse_disk_fills_total"], m["weedfuse_memory_fills_total"]))
 }
 
 // datasetStep: the dataset bigger than memory, read by a shuffled loader
