@@ -16,7 +16,7 @@ import (
 //     straight into its buffer (readDiskDirect), or, for blocks already
 //     being fetched or read ahead, by the fetch (planDisk).
 //  2. A sequential reader (a stream, or readahead), a small needle (up to
-//     smallNeedle: a range would save little), a needle that is not plain
+//     wholeNeedle: a range would save little), a needle that is not plain
 //     bytes (gzipped or encrypted: its stored bytes cannot be cut) and
 //     -verify=strict fetch the whole needle (planWhole). It is verified
 //     against the volume server's CRC32C (and the e_tag where asked) while
@@ -59,7 +59,7 @@ func (c *Cache) planLocked(ch needle.Chunk, access Access) plan {
 		return planDisk
 	case access == memoryFill:
 		return planMemory
-	case c.opts.Strict, access == Sequential, !ch.Plain(), ch.Size <= smallNeedle:
+	case c.opts.Strict, access == Sequential, !ch.Plain(), ch.Size <= wholeNeedle:
 		return planWhole
 	}
 	return planRange
