@@ -275,17 +275,33 @@ func TestOpenWhole(t *testing.T) {
 	require.NoFileExists(t, p)
 }
 
+// onDisk returns a cache over a disk tier (in dir) that holds the one
+// needle of size bytes, read whole once, and the wholes fetched so far.
+func onDisk(t *testing.T, size int, memory int64) (dir string, f *tierFake, c *Cache, ch needle.Chunk, wholes int64) {
+	dir = t.TempDir()
+	f, chunks := newTierFake(size)
+	c = newCache(t, f, diskOpts(dir, memory, 64<<20))
+	ch = chunks[0]
+	readAll(t, c, ch, Sequential)
+	return dir, f, c, ch, f.wholes.Load()
+}
+
+// flipDatByte flips one bit at off in the disk tier's file of ch.
+func flipDatByte(t *testing.T, dir string, ch needle.Chunk, off int64) {
+	name := diskName(ch.Key())
+	p := filepath.Join(dir, name[:2], name+".dat")
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	b[off] ^= 1
+	require.NoError(t, os.WriteFile(p, b, 0o600))
+}
+
 // TestRandomReadFromDisk: a random read of a needle on disk is served from
 // its file, checked, and not kept in memory; a flipped byte there is caught
 // and the needle fetched again.
 func TestRandomReadFromDisk(t *testing.T) {
-	dir := t.TempDir()
-	f, chunks := newTierFake(2<<20 + 9)
-	c := newCache(t, f, diskOpts(dir, 1<<20, 64<<20))
-	ch := chunks[0]
+	dir, f, c, ch, wholes := onDisk(t, 2<<20+9, 1<<20)
 	src := f.chunks[ch.FileID]
-	readAll(t, c, ch, Sequential)
-	wholes := f.wholes.Load()
 	dst := make([]byte, 4096)
 	for _, off := range []int64{0, 1 << 20, 2<<20 - 4000} {
 		n, err := c.ReadChunkAt(context.Background(), ch, off, dst, Random)
@@ -295,12 +311,7 @@ func TestRandomReadFromDisk(t *testing.T) {
 	require.Equal(t, wholes, f.wholes.Load(), "a needle on disk was fetched")
 	require.Zero(t, f.ranges.Load())
 
-	name := diskName(ch.Key())
-	p := filepath.Join(dir, name[:2], name+".dat")
-	b, err := os.ReadFile(p)
-	require.NoError(t, err)
-	b[3<<19] ^= 1
-	require.NoError(t, os.WriteFile(p, b, 0o600))
+	flipDatByte(t, dir, ch, 3<<19)
 	n, err := c.ReadChunkAt(context.Background(), ch, 3<<19, dst, Random)
 	require.NoError(t, err)
 	require.Equal(t, src[3<<19:3<<19+n], dst[:n])
@@ -315,13 +326,8 @@ func TestRandomReadFromDisk(t *testing.T) {
 // block the read covers whole is caught and the needle fetched again.
 func TestDiskReadsLandInPlace(t *testing.T) {
 	const bs = 64 << 10
-	dir := t.TempDir()
-	f, chunks := newTierFake(4<<20 + 777)
-	c := newCache(t, f, diskOpts(dir, 2<<20, 64<<20))
-	ch := chunks[0]
+	dir, f, c, ch, wholes := onDisk(t, 4<<20+777, 2<<20)
 	src := f.chunks[ch.FileID]
-	readAll(t, c, ch, Sequential)
-	wholes := f.wholes.Load()
 	short := needle.Chunk{FileID: ch.FileID, Size: 3*bs + 5}
 	rng := rand.New(rand.NewPCG(5, 6))
 	for i := 0; i < 400; i++ {
@@ -356,10 +362,6 @@ func TestDiskReadsLandInPlace(t *testing.T) {
 	require.Equal(t, wholes, f.wholes.Load(), "a needle on disk was fetched")
 	require.Zero(t, f.ranges.Load())
 
-	name := diskName(ch.Key())
-	p := filepath.Join(dir, name[:2], name+".dat")
-	b, err := os.ReadFile(p)
-	require.NoError(t, err)
 	// A block inside the read that memory does not hold (its copy there,
 	// from the first read, would be served instead).
 	flip := int64(1)
@@ -368,8 +370,7 @@ func TestDiskReadsLandInPlace(t *testing.T) {
 			break
 		}
 	}
-	b[flip*bs+100] ^= 1
-	require.NoError(t, os.WriteFile(p, b, 0o600))
+	flipDatByte(t, dir, ch, flip*bs+100)
 	dst := make([]byte, 1<<20)
 	from := (flip - 1) * bs
 	n, err := c.ReadChunkAt(context.Background(), ch, from, dst, Sequential)
