@@ -72,7 +72,7 @@ func (f *file) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
 // read fills dest from the chunks that cover [off, off+len(dest)), holes as
 // zeros, from one version of the file: the entry current when it starts. It
 // returns the full length unless end of file comes first.
-func (f *file) read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+func (f *file) read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	e, err := f.current(ctx)
 	if err != nil {
 		return nil, toErrno("read "+f.filerPath(), err)
@@ -80,7 +80,7 @@ func (f *file) read(ctx context.Context, dest []byte, off int64) (fuse.ReadResul
 	if len(dest) == 0 {
 		return fuse.ReadResultData(nil), 0
 	}
-	v := version{f: f, entry: e}
+	v := version{f: f, entry: e, ahead: readahead(fh)}
 	if v.cmap, v.size, err = f.chunkMap(ctx, e); err != nil {
 		if off >= int64(fileSize(e)) {
 			return fuse.ReadResultData(nil), 0 // end of file needs no map
@@ -152,6 +152,8 @@ type version struct {
 	// access is how the file is being read, which decides how a miss is
 	// fetched (pagecache's plan).
 	access pagecache.Access
+	// ahead is where readahead of a chunk held on disk goes.
+	ahead pagecache.Ahead
 }
 
 // readahead tells the stream detector about a read and starts fetching
@@ -169,7 +171,7 @@ func (fv version) readahead(off, n int64) {
 		if v.Hole {
 			continue
 		}
-		if got := fv.f.fsys.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len); got < v.ChunkOff+v.Len {
+		if got := fv.f.fsys.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len, fv.ahead); got < v.ChunkOff+v.Len {
 			fv.f.ra.Rewind(v.FileOff + max(got-v.ChunkOff, 0))
 			return
 		}

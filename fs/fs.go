@@ -50,7 +50,8 @@ type ChunkReader interface {
 	ReadChunkAt(ctx context.Context, c needle.Chunk, off int64, dst []byte, access pagecache.Access) (int, error)
 	// Prefetch returns the offset in the chunk up to which it started
 	// fetches; it stops early when it is out of prefetchers or budget.
-	Prefetch(c needle.Chunk, off, n int64) int64
+	// ahead says where readahead of a chunk held on disk goes.
+	Prefetch(c needle.Chunk, off, n int64, ahead pagecache.Ahead) int64
 	// Forget drops the cached bytes of a chunk no file uses any more.
 	Forget(c needle.Chunk)
 	// FillDisk fetches a chunk whole into the disk cache and waits; false

@@ -59,7 +59,7 @@ func (n *node) getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 
 func (f *file) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	start := time.Now()
-	res, errno := f.read(ctx, dest, off)
+	res, errno := f.read(ctx, fh, dest, off)
 	n := 0
 	if res != nil {
 		n = res.Size()
@@ -100,7 +100,7 @@ func (f *FS) statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 
 func (f *file) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	start := time.Now()
-	h, fl, errno := f.open(ctx)
+	h, fl, errno := f.open(ctx, flags)
 	if errno != syscall.ENOSYS {
 		f.fsys.observe(OpOpen, start, 0, errno)
 	}

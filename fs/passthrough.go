@@ -13,6 +13,7 @@ import (
 
 	"github.com/weedfuse/weedfuse/chunkmap"
 	"github.com/weedfuse/weedfuse/internal/needle"
+	"github.com/weedfuse/weedfuse/pagecache"
 )
 
 // FUSE passthrough (Linux 6.9 and later): a file that is one chunk held
@@ -68,8 +69,24 @@ type ptHandle struct {
 }
 
 // cachedHandle is an open file read through the mount and the kernel's
-// page cache; it exists to be counted.
-type cachedHandle struct{ f *file }
+// page cache, or with O_DIRECT around it. It exists to be counted, and to
+// tell file.read how its reads arrive.
+type cachedHandle struct {
+	f *file
+	// direct: opened with O_DIRECT, so its reader sends one request at a
+	// time and waits for it (see pagecache.MemoryAhead).
+	direct bool
+}
+
+// readahead says where readahead for reads through fh goes. Without
+// passthrough (no_open) fh is nil and O_DIRECT cannot be told: the
+// kernel's own readahead is assumed.
+func readahead(fh gofs.FileHandle) pagecache.Ahead {
+	if h, ok := fh.(*cachedHandle); ok && h.direct {
+		return pagecache.MemoryAhead
+	}
+	return pagecache.KernelAhead
+}
 
 var (
 	_ = (gofs.FilePassthroughFder)((*ptHandle)(nil))
@@ -119,7 +136,7 @@ func passthroughAvailable(offered bool) bool { return offered && os.Geteuid() ==
 // (FOPEN_KEEP_CACHE, as under no_open) until node.setEntry drops them or
 // it sees mtime or size change (auto_inval_data). A write never gets this
 // far: the mount is read-only.
-func (f *file) open(ctx context.Context) (gofs.FileHandle, uint32, syscall.Errno) {
+func (f *file) open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if !f.fsys.passthrough.Load() {
 		return nil, 0, syscall.ENOSYS
 	}
@@ -169,7 +186,7 @@ func (f *file) open(ctx context.Context) (gofs.FileHandle, uint32, syscall.Errno
 		fd.Close()
 	}
 	pt.cached++
-	return &cachedHandle{f: f}, fuse.FOPEN_KEEP_CACHE, 0
+	return &cachedHandle{f: f, direct: flags&syscall.O_DIRECT != 0}, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // dupFile returns a second descriptor of f.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/weedfuse/weedfuse/chunkmap"
 	"github.com/weedfuse/weedfuse/internal/filerpb"
+	"github.com/weedfuse/weedfuse/pagecache"
 )
 
 const (
@@ -163,7 +164,7 @@ func (f *FS) prefetchFile(ctx context.Context, e *filerpb.Entry) {
 	}
 	for _, v := range m.Views(nil, 0, int64(size), int64(size)) {
 		if !v.Hole {
-			f.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len)
+			f.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len, pagecache.KernelAhead)
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/weedfuse/weedfuse/integration/cluster"
 	"github.com/weedfuse/weedfuse/integration/mount"
@@ -136,6 +137,40 @@ func TestDiskCacheChunkSizes(t *testing.T) {
 	t.Logf("remount: from volume servers %.0f bytes of %d read; disk hits %.0f bytes", fromVolumeServers(second), total, second["weedfuse_disk_hit_bytes_total"])
 	require.Less(t, fromVolumeServers(second), float64(total)/100, "a warm remount fetched more than 1%")
 	require.Greater(t, second["weedfuse_disk_hit_bytes_total"], float64(total)*0.9)
+
+	// An O_DIRECT stream over the disk cache: its reads come one at a
+	// time, so its readahead goes into memory (pagecache.MemoryAhead),
+	// where the buffered reads above left it to the kernel.
+	for name, want := range files {
+		got := readODirect(t, filepath.Join(m2.Dir, name), 1<<20)
+		require.Equal(t, sha256.Sum256(want), sha256.Sum256(got), name)
+	}
+	third := scrape(t, addr2)
+	t.Logf("O_DIRECT: read ahead into memory %.0f bytes, taken %.0f", third["weedfuse_readahead_bytes_total"]-second["weedfuse_readahead_bytes_total"],
+		third["weedfuse_readahead_used_bytes_total"]-second["weedfuse_readahead_used_bytes_total"])
+	require.Less(t, fromVolumeServers(third), float64(total)/100, "an O_DIRECT read of the disk cache fetched")
+	require.Greater(t, third["weedfuse_readahead_bytes_total"], second["weedfuse_readahead_bytes_total"], "an O_DIRECT stream read nothing ahead into memory")
+}
+
+// readODirect reads a file whole with O_DIRECT, bs bytes at a time, into a
+// page-aligned buffer, as fio's direct=1 does.
+func readODirect(t *testing.T, path string, bs int) []byte {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECT, 0)
+	require.NoError(t, err)
+	defer unix.Close(fd)
+	buf, err := unix.Mmap(-1, 0, bs, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	require.NoError(t, err)
+	defer unix.Munmap(buf)
+	var out []byte
+	for off := int64(0); ; {
+		n, err := unix.Pread(fd, buf, off)
+		require.NoError(t, err)
+		if n == 0 {
+			return out
+		}
+		out = append(out, buf[:n]...)
+		off += int64(n)
+	}
 }
 
 // TestDiskCacheFaults: a flipped byte in a cache file, the cache directory

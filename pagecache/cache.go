@@ -690,17 +690,37 @@ func (c *Cache) fetchRun(ch needle.Chunk, b int64, run []*fetch, p plan) {
 	c.mu.Unlock()
 }
 
+// Ahead says where readahead of a needle held on disk goes, which depends
+// on how its reader reads.
+type Ahead uint8
+
+const (
+	// KernelAhead asks the kernel to read the cache file ahead, as for a
+	// local file; the reader's own reads then copy and check the bytes
+	// (readDiskDirect). Right for a reader whose requests reach the mount
+	// several at a time (buffered reads, the kernel's readahead): the one
+	// copy into its buffer beats a copy into memory and another out.
+	KernelAhead Ahead = iota
+	// MemoryAhead copies and checks the blocks into the memory tier in
+	// the background. Right for a reader that sends one request at a
+	// time and waits for it (O_DIRECT): with KernelAhead it would do the
+	// copy and the checks of every request itself, in series, where here
+	// they overlap with its previous request.
+	MemoryAhead
+)
+
 // Prefetch starts fetching the blocks of [off, off+n) of ch that are neither
 // cached nor in flight, without waiting. It gives up when all prefetchers
 // are busy or the readahead budget is full, and returns the offset in the
 // chunk up to which it got (off+n, or less): readahead is an optimisation,
-// never a queue that grows without bound.
-func (c *Cache) Prefetch(ch needle.Chunk, off, n int64) int64 {
+// never a queue that grows without bound. ahead says where readahead of a
+// needle held on disk goes.
+func (c *Cache) Prefetch(ch needle.Chunk, off, n int64, ahead Ahead) int64 {
 	end := min(off+n, ch.Size)
 	if off < 0 || off >= end || c.ctx.Err() != nil || ch.CheckSize() != nil {
 		return off + n
 	}
-	if c.disk != nil && c.disk.hasData(ch.Key()) {
+	if ahead == KernelAhead && c.disk != nil && c.disk.hasData(ch.Key()) {
 		// Read from disk in the reader's goroutine (readDiskDirect):
 		// the kernel reads ahead, as for a local file.
 		c.disk.willNeed(ch.Key(), off, end-off)

@@ -86,7 +86,7 @@ func TestReadMatchesModel(t *testing.T) {
 		off := rng.Int64N(ch.Size + 1)
 		dst := make([]byte, rng.IntN(600_000)+1)
 		if rng.IntN(5) == 0 {
-			c.Prefetch(ch, off, int64(len(dst)))
+			c.Prefetch(ch, off, int64(len(dst)), KernelAhead)
 		}
 		n, err := c.ReadChunk(context.Background(), ch, off, dst)
 		if err != nil {
@@ -138,7 +138,7 @@ func TestPrefetchedScanIsFetchedOnce(t *testing.T) {
 	dst := make([]byte, 1<<20)
 	for off := int64(0); off < size; off += int64(len(dst)) {
 		if pOff, pLen := ra.Observe(off, int64(len(dst))); pLen > 0 {
-			c.Prefetch(chunks[0], pOff, pLen)
+			c.Prefetch(chunks[0], pOff, pLen, KernelAhead)
 		}
 		if _, err := c.ReadChunk(context.Background(), chunks[0], off, dst); err != nil {
 			t.Fatal(err)

@@ -381,33 +381,59 @@ func TestDiskReadsLandInPlace(t *testing.T) {
 }
 
 // TestStreamTakesItsReadaheadFromDisk streams through needles with
-// readahead while each lands on disk: a needle on disk is read from its
-// file, but blocks read ahead of the stream (in memory, waiting for it)
-// must still be the ones it takes, or they wait unread until abandoned and
-// readahead stalls on its full budget.
+// readahead twice, the first time while each lands on disk. A needle on
+// disk is read from its file, but blocks read ahead of the stream (in
+// memory, waiting for it) must still be the ones it takes, or they wait
+// unread until abandoned and readahead stalls on its full budget. On the
+// second pass, all on disk, readahead goes where ahead says: to the
+// kernel (no block read ahead into memory) or into memory (all of them
+// taken by the stream).
 func TestStreamTakesItsReadaheadFromDisk(t *testing.T) {
-	f, chunks := newTierFake(4<<20, 4<<20, 4<<20, 4<<20, 4<<20, 4<<20)
-	c := newCache(t, f, diskOpts(t.TempDir(), 16<<20, 256<<20))
-	dst := make([]byte, 1<<20)
-	for i, ch := range chunks {
-		ra := NewReadahead(1<<20, 8<<20)
-		for off := int64(0); off < ch.Size; off += int64(len(dst)) {
-			if pOff, pLen := ra.Observe(off, int64(len(dst))); pLen > 0 {
-				c.Prefetch(ch, pOff, min(pLen, ch.Size-pOff))
+	for name, ahead := range map[string]Ahead{"kernel": KernelAhead, "memory": MemoryAhead} {
+		t.Run(name, func(t *testing.T) {
+			f, chunks := newTierFake(4<<20, 4<<20, 4<<20, 4<<20, 4<<20, 4<<20)
+			c := newCache(t, f, diskOpts(t.TempDir(), 16<<20, 256<<20))
+			stream := func() {
+				dst := make([]byte, 1<<20)
+				for i, ch := range chunks {
+					ra := NewReadahead(1<<20, 8<<20)
+					for off := int64(0); off < ch.Size; off += int64(len(dst)) {
+						if pOff, pLen := ra.Observe(off, int64(len(dst))); pLen > 0 {
+							c.Prefetch(ch, pOff, min(pLen, ch.Size-pOff), ahead)
+						}
+						if i+1 < len(chunks) && off+int64(len(dst)) >= ch.Size {
+							c.Prefetch(chunks[i+1], 0, 2<<20, ahead) // the next chunk, as fs's readahead asks
+						}
+						_, err := c.ReadChunk(context.Background(), ch, off, dst)
+						require.NoError(t, err)
+						require.Equal(t, f.chunks[ch.FileID][off:off+int64(len(dst))], dst, "chunk %d at %d", i, off)
+					}
+				}
 			}
-			if i+1 < len(chunks) && off+int64(len(dst)) >= ch.Size {
-				c.Prefetch(chunks[i+1], 0, 2<<20) // the next chunk, as fs's readahead asks
+			stream()
+			s := c.Stats()
+			require.Zero(t, s.ReadaheadBytes, "blocks read ahead were left unread")
+			require.Equal(t, s.PrefetchedBytes, s.PrefetchUsedBytes)
+			require.EqualValues(t, len(chunks), f.wholes.Load(), "a needle was fetched twice")
+			for _, ch := range chunks {
+				require.Eventually(t, func() bool { return c.disk.hasData(ch.Key()) },
+					10*time.Second, 10*time.Millisecond, "the stream's needles land on disk")
+				c.Forget(ch) // memory forgets; the disk tier keeps them
 			}
-			_, err := c.ReadChunk(context.Background(), ch, off, dst)
-			require.NoError(t, err)
-			require.Equal(t, f.chunks[ch.FileID][off:off+int64(len(dst))], dst, "chunk %d at %d", i, off)
-		}
+			c.rc.Wait()
+			stream()
+			s2 := c.Stats()
+			t.Logf("%+v", s2)
+			require.EqualValues(t, len(chunks), f.wholes.Load(), "a needle on disk was fetched")
+			require.Zero(t, s2.ReadaheadBytes, "blocks read ahead were left unread")
+			require.Equal(t, s2.PrefetchedBytes, s2.PrefetchUsedBytes)
+			if ahead == KernelAhead {
+				require.Equal(t, s.PrefetchedBytes, s2.PrefetchedBytes, "a stream read ahead into memory")
+			} else {
+				require.Greater(t, s2.PrefetchedBytes, s.PrefetchedBytes, "a stream read ahead into memory")
+			}
+		})
 	}
-	s := c.Stats()
-	t.Logf("%+v", s)
-	require.Zero(t, s.ReadaheadBytes, "blocks read ahead were left unread")
-	require.Equal(t, s.PrefetchedBytes, s.PrefetchUsedBytes)
-	require.EqualValues(t, len(chunks), f.wholes.Load(), "a needle was fetched twice")
 }
 
 // TestPreadvFullShortReads fills buffers across short reads: a file that

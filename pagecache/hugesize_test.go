@@ -44,7 +44,7 @@ func TestHugeChunkIsRefused(t *testing.T) {
 			if _, err := c.ReadChunkAt(context.Background(), ch, 0, dst, Sequential); !errors.Is(err, needle.ErrChunkTooLarge) {
 				t.Fatalf("sequential ReadChunkAt = %v, want ErrChunkTooLarge", err)
 			}
-			if got := c.Prefetch(ch, 0, 1<<30); got != 1<<30 {
+			if got := c.Prefetch(ch, 0, 1<<30, KernelAhead); got != 1<<30 {
 				t.Errorf("Prefetch = %d", got)
 			}
 			c.Forget(ch)
