@@ -57,12 +57,16 @@ type passthrough struct {
 	cached  int
 	through int
 	// backing is a descriptor of the backing file of the open
-	// passthrough handles, for a later open to share; closed when the
-	// last of them is released.
+	// passthrough handles, which they share; closed when the last of
+	// them is released. Not nil while through > 0.
 	backing *os.File
 }
 
-// ptHandle is an open file read by the kernel from a backing file.
+// ptHandle is an open file read by the kernel from a backing file. fd is
+// its file's passthrough.backing, which it does not own: it stays open
+// while the handle is counted in passthrough.through, so one descriptor
+// serves every open, with no dup and close for each (a shuffled epoch
+// opens each file once, and they were 7 % of the mount's CPU there).
 type ptHandle struct {
 	f  *file
 	fd *os.File
@@ -98,10 +102,10 @@ var (
 // reference to it, so the disk tier may evict (unlink) it meanwhile.
 func (h *ptHandle) PassthroughFd() (int, bool) { return int(h.fd.Fd()), true }
 
-// Release closes the backing file; the kernel has let go of it, or never
-// took it (passthrough was refused, and reads came to the node instead).
+// Release counts the handle out, and the last one closes the backing
+// file; the kernel has let go of it, or never took it (passthrough was
+// refused, and reads came to the node instead).
 func (h *ptHandle) Release(ctx context.Context) syscall.Errno {
-	h.fd.Close()
 	pt := &h.f.pt
 	pt.mu.Lock()
 	defer pt.mu.Unlock()
@@ -168,34 +172,18 @@ func (f *file) open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		// go-fuse hands this open the registered backing file whatever
 		// the handle offers; the descriptor serves only if it has to
 		// register it again.
-		dup, err := dupFile(pt.backing)
-		if err != nil {
-			return nil, 0, syscall.EIO // out of descriptors; any other open fails too
-		}
 		pt.through++
-		return &ptHandle{f: f, fd: dup}, 0, 0
+		return &ptHandle{f: f, fd: pt.backing}, 0, 0
 	case pt.cached == 0 && fd != nil:
-		backing, err := dupFile(fd)
-		if err == nil {
-			pt.through++
-			pt.backing = backing
-			return &ptHandle{f: f, fd: fd}, 0, 0
-		}
+		pt.through++
+		pt.backing = fd
+		return &ptHandle{f: f, fd: fd}, 0, 0
 	}
 	if fd != nil {
 		fd.Close()
 	}
 	pt.cached++
 	return &cachedHandle{f: f, direct: flags&syscall.O_DIRECT != 0}, fuse.FOPEN_KEEP_CACHE, 0
-}
-
-// dupFile returns a second descriptor of f.
-func dupFile(f *os.File) (*os.File, error) {
-	fd, err := syscall.Dup(int(f.Fd()))
-	if err != nil {
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), f.Name()), nil
 }
 
 // wholeChunk returns the chunk that is all of f, when f is one chunk that
