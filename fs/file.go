@@ -80,7 +80,7 @@ func (f *file) read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 	if len(dest) == 0 {
 		return fuse.ReadResultData(nil), 0
 	}
-	v := version{f: f, entry: e, ahead: readahead(fh)}
+	v := version{f: f, entry: e, ahead: aheadFor(fh)}
 	if v.cmap, v.size, err = f.chunkMap(ctx, e); err != nil {
 		if off >= int64(fileSize(e)) {
 			return fuse.ReadResultData(nil), 0 // end of file needs no map

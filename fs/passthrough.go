@@ -82,10 +82,10 @@ type cachedHandle struct {
 	direct bool
 }
 
-// readahead says where readahead for reads through fh goes. Without
+// aheadFor says where readahead for reads through fh goes. Without
 // passthrough (no_open) fh is nil and O_DIRECT cannot be told: the
 // kernel's own readahead is assumed.
-func readahead(fh gofs.FileHandle) pagecache.Ahead {
+func aheadFor(fh gofs.FileHandle) pagecache.Ahead {
 	if h, ok := fh.(*cachedHandle); ok && h.direct {
 		return pagecache.MemoryAhead
 	}

@@ -23,6 +23,6 @@ func TestReadaheadFollowsODirect(t *testing.T) {
 		{"O_DIRECT", &cachedHandle{direct: true}, pagecache.MemoryAhead},
 		{"passthrough", &ptHandle{}, pagecache.KernelAhead},
 	} {
-		require.Equal(t, tc.want, readahead(tc.fh), tc.name)
+		require.Equal(t, tc.want, aheadFor(tc.fh), tc.name)
 	}
 }

@@ -720,10 +720,10 @@ func (c *Cache) Prefetch(ch needle.Chunk, off, n int64, ahead Ahead) int64 {
 	if off < 0 || off >= end || c.ctx.Err() != nil || ch.CheckSize() != nil {
 		return off + n
 	}
-	if ahead == KernelAhead && c.disk != nil && c.disk.hasData(ch.Key()) {
+	if key := ch.Key(); ahead == KernelAhead && c.disk != nil && c.disk.hasData(key) {
 		// Read from disk in the reader's goroutine (readDiskDirect):
 		// the kernel reads ahead, as for a local file.
-		c.disk.willNeed(ch.Key(), off, end-off)
+		c.disk.willNeed(key, off, end-off)
 		return off + n
 	}
 	bs := c.opts.BlockSize
