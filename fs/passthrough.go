@@ -20,8 +20,9 @@ import (
 // whole in the disk cache is opened with the cache's file as its backing
 // file, and the kernel then reads it as it reads a local file, with no
 // READ request to the mount. The disk tier checks every block of the file
-// when it is opened (pagecache.Cache.OpenWhole): that is the one check the
-// bytes get, since the kernel's reads bypass the mount.
+// when it is opened, unless the file is unchanged since it last passed or
+// was written (pagecache.Cache.OpenWhole): that is the one check the bytes
+// get, since the kernel's reads bypass the mount.
 //
 // Two rules of the kernel and of go-fuse shape the open path:
 //   - An inode is in one I/O mode at a time: while one open of it is

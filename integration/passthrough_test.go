@@ -147,6 +147,39 @@ func TestPassthrough(t *testing.T) {
 		}
 	})
 
+	t.Run("flipped byte while mounted", func(t *testing.T) {
+		// The mount remembers that a cache file passed its check (or was
+		// written by it) and does not read it again at the next open,
+		// unless it changed: a write in place, of the same length, must
+		// still be caught.
+		readAll("small.bin")
+		dropCaches()
+		before := reads()
+		readAll("small.bin")
+		require.Equal(t, before, reads(), "small.bin was not passed through")
+		corrupt := scrape(t, addr)["weedfuse_disk_corrupt_total"]
+		var flipped int
+		filepath.WalkDir(cacheDir, func(p string, de fs.DirEntry, err error) error {
+			if err != nil || !strings.HasSuffix(p, ".dat") {
+				return nil
+			}
+			if st, err := os.Stat(p); err == nil && st.Size() == int64(len(files["small.bin"])) {
+				f, err := os.OpenFile(p, os.O_RDWR, 0)
+				require.NoError(t, err)
+				_, err = f.WriteAt([]byte{files["small.bin"][5000] ^ 0x10}, 5000)
+				require.NoError(t, err)
+				require.NoError(t, f.Close())
+				flipped++
+			}
+			return nil
+		})
+		require.Equal(t, 1, flipped)
+		dropCaches()
+		readAll("small.bin")
+		require.Equal(t, corrupt+1, scrape(t, addr)["weedfuse_disk_corrupt_total"])
+		require.Greater(t, reads(), before, "the corrupt file was passed through")
+	})
+
 	t.Run("flipped byte caught at open", func(t *testing.T) {
 		require.NoError(t, m.Stop())
 		var dats []string

@@ -275,6 +275,67 @@ func TestOpenWhole(t *testing.T) {
 	require.NoFileExists(t, p)
 }
 
+// TestOpenWholeRemembersItsCheck: a file that passed the check, or was just
+// written by the tier, and has not changed since (same inode, size and
+// ctime) is opened without reading it again; any write to it, even one that
+// leaves its length as it was, brings the check back, and a flipped byte is
+// caught. On a file system whose ctimes come from the coarse clock, a check
+// is remembered only for a file that changed stampSettle before it.
+func TestOpenWholeRemembersItsCheck(t *testing.T) {
+	t.Logf("fine ctimes in a temporary directory here: %v", fineCtimes(t.TempDir()))
+	for _, fine := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fine ctimes %v", fine), func(t *testing.T) {
+			dir := t.TempDir()
+			f, chunks := newTierFake(200<<10 + 3)
+			c := newCache(t, f, diskOpts(dir, 1<<20, 64<<20))
+			c.disk.fineCtime = fine
+			ch := chunks[0]
+			readAll(t, c, ch, Sequential)
+			open := func() bool {
+				fd, ok := c.OpenWhole(ch)
+				if ok {
+					got, err := io.ReadAll(fd)
+					require.NoError(t, err)
+					fd.Close()
+					require.Equal(t, f.chunks[ch.FileID], got)
+				}
+				return ok
+			}
+			checked := func() int64 { return int64(c.Stats().Disk.CheckedBytes) }
+
+			require.True(t, open())
+			require.True(t, open())
+			if fine {
+				require.Zero(t, checked(), "a file the tier wrote was read to check it")
+			} else {
+				// Written just now: a change in the same tick could
+				// keep its ctime, so no check is remembered yet.
+				require.Equal(t, 2*ch.Size, checked())
+				time.Sleep(stampSettle + 100*time.Millisecond)
+				require.True(t, open())
+				require.True(t, open())
+				require.Equal(t, 3*ch.Size, checked(), "a settled file that passed was read again")
+			}
+
+			// A write in place (no new inode, same length) sets the ctime.
+			name := diskName(ch.Key())
+			p := filepath.Join(dir, name[:2], name+".dat")
+			fw, err := os.OpenFile(p, os.O_RDWR, 0)
+			require.NoError(t, err)
+			b := []byte{0}
+			_, err = fw.ReadAt(b, 70<<10)
+			require.NoError(t, err)
+			b[0] ^= 4
+			_, err = fw.WriteAt(b, 70<<10)
+			require.NoError(t, err)
+			require.NoError(t, fw.Close())
+			require.False(t, open(), "opened a file written to since its check")
+			require.EqualValues(t, 1, c.Stats().Disk.Corrupt)
+			require.NoFileExists(t, p)
+		})
+	}
+}
+
 // onDisk returns a cache over a disk tier (in dir) that holds the one
 // needle of size bytes, read whole once, and the wholes fetched so far.
 func onDisk(t *testing.T, size int, memory int64) (dir string, f *tierFake, c *Cache, ch needle.Chunk, wholes int64) {

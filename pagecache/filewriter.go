@@ -3,6 +3,7 @@ package pagecache
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"slices"
 	"sync"
@@ -239,6 +240,9 @@ func (w *fileWriter) Flush() error {
 
 // Name is the file's path.
 func (w *fileWriter) Name() string { return w.f.Name() }
+
+// Stat returns the file's information.
+func (w *fileWriter) Stat() (fs.FileInfo, error) { return w.f.Stat() }
 
 // SetXattr sets the file's extended attribute name to value.
 func (w *fileWriter) SetXattr(name string, value []byte) error {

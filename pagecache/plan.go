@@ -272,7 +272,8 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk) bool {
 }
 
 // OpenWhole opens the disk tier's copy of ch's logical bytes, exactly
-// ch.Size long and every block checked against its table now, for a file
+// ch.Size long and every block checked against its table now (or when
+// last opened, if the file has not changed since), for a file
 // that is that one chunk: the kernel can then read the file itself (FUSE
 // passthrough) with no request to the mount. It reports false when the
 // chunk is not on disk whole (or failed the check, which removes it); the

@@ -1,0 +1,64 @@
+package pagecache
+
+import (
+	"io/fs"
+	"os"
+	"syscall"
+	"time"
+)
+
+// fileStamp is one state of a file's bytes: its inode, size and the time
+// of its last change (ctime), which every write, truncate or rename of it
+// sets to the current time and no system call sets back. A file with the
+// same stamp as when it was checked holds the bytes it held then, unless
+// a change came within the same tick of the kernel's coarse clock as the
+// last one (see disk.settled). The zero stamp stands for none.
+type fileStamp struct {
+	dev, ino uint64
+	size     int64
+	ctime    int64 // Unix ns
+}
+
+// stampOf returns info's stamp; the zero stamp when it has none.
+func stampOf(info fs.FileInfo) fileStamp {
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileStamp{}
+	}
+	return fileStamp{dev: st.Dev, ino: st.Ino, size: st.Size, ctime: time.Unix(st.Ctim.Unix()).UnixNano()}
+}
+
+// stampSettle is how long before a check began a file's ctime must be for
+// the check to be remembered, on a file system without fine ctimes: far
+// more than a tick of the kernel's coarse clock.
+const stampSettle = time.Second
+
+// fineCtimes reports whether files in dir get a ctime of their own for a
+// change that follows a stat of them, as Linux 6.13's multigrain
+// timestamps give ext4, xfs, btrfs and tmpfs: it writes a file, stats it
+// and writes it again, three times, and wants three new ctimes. A coarse
+// clock gives two writes microseconds apart the same one.
+func fineCtimes(dir string) bool {
+	f, err := createTemp(dir, "ctime-probe")
+	if err != nil {
+		return false
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	last := fileStamp{}
+	for i := range 4 {
+		if _, err := f.WriteAt([]byte{byte(i)}, 0); err != nil {
+			return false
+		}
+		info, err := f.Stat()
+		if err != nil {
+			return false
+		}
+		s := stampOf(info)
+		if i > 0 && s.ctime == last.ctime {
+			return false
+		}
+		last = s
+	}
+	return true
+}
