@@ -129,6 +129,8 @@ type FS struct {
 	bg       context.Context
 	bgCancel context.CancelFunc
 	bgWG     sync.WaitGroup
+	// scans remembers the directories scanned whole (prefetch.go).
+	scans scanLog
 
 	statMu sync.Mutex
 	// stat caches the filer's statistics for statfs, which df calls often.

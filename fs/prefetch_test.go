@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 func TestDatasetRounds(t *testing.T) {
@@ -79,5 +80,29 @@ func TestDatasetShuffledScan(t *testing.T) {
 	}
 	if rounds == 0 {
 		t.Errorf("after a scan stopped short: no rounds for a walk")
+	}
+}
+
+// A directory scanned to its end is not scanned again for scanAgain, under
+// a new dir node too (the kernel forgets directories when caches drop);
+// the log starts over rather than grow past scanLogMax.
+func TestScanLog(t *testing.T) {
+	var l scanLog
+	if l.recent("/ds") {
+		t.Fatal("an empty log knows /ds")
+	}
+	l.record("/ds")
+	if !l.recent("/ds") || l.recent("/other") {
+		t.Fatal("the log does not hold exactly /ds")
+	}
+	l.done["/ds"] = time.Now().Add(-scanAgain - time.Second)
+	if l.recent("/ds") {
+		t.Error("a scan older than scanAgain still counts")
+	}
+	for i := range scanLogMax + 1 {
+		l.record(fmt.Sprintf("/d%d", i))
+	}
+	if len(l.done) > scanLogMax {
+		t.Errorf("the log holds %d directories, more than %d", len(l.done), scanLogMax)
 	}
 }
