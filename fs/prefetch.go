@@ -3,11 +3,11 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/weedfuse/weedfuse/chunkmap"
 	"github.com/weedfuse/weedfuse/internal/filerpb"
@@ -55,8 +55,9 @@ type dataset struct {
 	from, ahead string
 	busy        bool
 	// shuffled counts opens out of name order; scanned is set once a
-	// shuffled scan of the directory has started (one per mount), and
-	// covering while it runs or after it reached the end of the listing.
+	// shuffled scan of the directory is due (one per dir node; scan skips
+	// a directory scanned whole lately), and covering while it runs or
+	// after it reached the end of the listing.
 	shuffled int
 	scanned  bool
 	covering bool
@@ -180,7 +181,9 @@ func (f *FS) prefetchFile(ctx context.Context, e *filerpb.Entry) {
 // scan fills the disk cache with the directory's files, in listing order,
 // scanFills at a time, until the listing ends or the disk cache has no
 // room: the readers of a shuffled epoch then find their files on local
-// disk. It runs on the file system's background group and ends with it.
+// disk. A directory this mount scanned to its end lately, every file
+// filled, is not scanned again (scanLog). It runs on the file system's
+// background group and ends with it.
 func (d *dir) scan() {
 	f := d.fsys
 	if f.scans.recent(d.path) {
@@ -191,7 +194,9 @@ func (d *dir) scan() {
 		defer f.bgWG.Done()
 		sem := make(chan struct{}, scanFills)
 		var wg sync.WaitGroup
-		var full atomic.Bool
+		// full: the disk cache has no room; missed: a file could not be
+		// filled (its readers will fetch it).
+		var full, missed atomic.Bool
 		ended := false
 		// After the fills: one of the last may find the disk full.
 		defer func() {
@@ -222,8 +227,12 @@ func (d *dir) scan() {
 				go func() {
 					defer wg.Done()
 					defer func() { <-sem }()
-					if !f.fillFile(f.bg, e) {
+					switch err := f.fillFile(f.bg, e); {
+					case errors.Is(err, pagecache.ErrNoRoom):
 						full.Store(true)
+					case err != nil:
+						missed.Store(true)
+						slog.Debug("dataset scan: file not filled", "dir", d.path, "err", err)
 					}
 				}()
 				if full.Load() {
@@ -233,7 +242,7 @@ func (d *dir) scan() {
 			if len(page) < 1024 {
 				ended = true
 				wg.Wait()
-				if !full.Load() {
+				if !full.Load() && !missed.Load() && f.bg.Err() == nil {
 					f.scans.record(d.path)
 				}
 				return
@@ -243,64 +252,30 @@ func (d *dir) scan() {
 	}()
 }
 
-// scanLog remembers the directories whose scan reached the end of their
-// listing with room to spare, for scanAgain. The kernel forgets a
-// directory's inode when its caches are dropped, or under memory pressure,
-// and the next epoch's opens then find a new dir with a new dataset, whose
-// scan would list the whole directory again to find every file on disk
-// already: 14 % of the mount's CPU in a shuffled epoch 2. Safe for
-// concurrent use.
-type scanLog struct {
-	mu   sync.Mutex
-	done map[string]time.Time
-}
-
-const (
-	// scanAgain is how long a directory scanned to its end is not
-	// scanned again: files added to it since, or evicted from the disk
-	// cache, are fetched by their readers until then.
-	scanAgain = time.Hour
-	// scanLogMax bounds the directories remembered; the log starts over
-	// when it is full.
-	scanLogMax = 4096
-)
-
-// recent reports whether dir was scanned to its end within scanAgain.
-func (l *scanLog) recent(dir string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	t, ok := l.done[dir]
-	return ok && time.Since(t) < scanAgain
-}
-
-// record notes that dir was scanned to its end.
-func (l *scanLog) record(dir string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.done == nil || len(l.done) >= scanLogMax {
-		l.done = map[string]time.Time{}
-	}
-	l.done[dir] = time.Now()
-}
-
-// fillFile fetches a small regular file's chunks into the disk cache; false
-// means the disk cache has no room left.
-func (f *FS) fillFile(ctx context.Context, e *filerpb.Entry) bool {
+// fillFile fetches a small regular file's chunks into the disk cache; an
+// error wrapping pagecache.ErrNoRoom means the disk cache has no room left,
+// any other that the file is not all on disk. A file it does not fill
+// (too large, not regular, inline, a broken chunk list its reader will
+// report) is no error.
+func (f *FS) fillFile(ctx context.Context, e *filerpb.Entry) error {
 	size := fileSize(e)
 	if e.GetIsDirectory() || len(e.GetContent()) > 0 || size == 0 || size > datasetMaxFile {
-		return true
+		return nil
 	}
 	if f.sysMode(e)&syscall.S_IFMT != syscall.S_IFREG {
-		return true
+		return nil
 	}
 	m, err := chunkmap.Build(ctx, e.GetChunks(), f.manifests)
 	if err != nil {
-		return true // the reader will meet and report the error itself
+		return nil
 	}
 	for _, v := range m.Views(nil, 0, int64(size), int64(size)) {
-		if !v.Hole && !f.chunks.FillDisk(ctx, v.Chunk) {
-			return false
+		if v.Hole {
+			continue
+		}
+		if err := f.chunks.FillDisk(ctx, v.Chunk); err != nil {
+			return fmt.Errorf("fill %s: %w", e.GetName(), err)
 		}
 	}
-	return true
+	return nil
 }

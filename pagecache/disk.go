@@ -54,11 +54,12 @@ import (
 //     a second writer that finds it equal. Eviction by one mount is a miss
 //     to the other.
 //   - Every block read from a .dat is checked against its table before it
-//     is used; a .dat handed to the kernel to read (openWhole) is checked
-//     whole when opened, unless it is unchanged since it last passed, by
-//     its inode and ctime (fileStamp). A file that fails (flipped bytes, a
-//     truncated or vanished file, a wiped directory) is a miss: it is
-//     removed, counted, and the needle fetched again. Nothing read from disk is trusted otherwise.
+//     is used. A .dat handed to the kernel to read (openWhole) is checked
+//     whole when opened, unless it is unchanged, by its inode, size and
+//     ctime (fileStamp), since it last passed: at an open, or when read
+//     back right after this process wrote it. A file that fails (flipped
+//     bytes, a truncated or vanished file, a wiped directory) is a miss:
+//     it is removed, counted, and the needle fetched again. Nothing read from disk is trusted otherwise.
 //   - Used bytes are what this process knows of: what it found at start and
 //     what it wrote. Each .sum counts as sumCost.
 //   - A .dat found at start without a .sum is taken to carry its table;
@@ -94,6 +95,9 @@ type disk struct {
 	// of its own (see fineCtimes): a stamp taken right after a write is
 	// then good at once.
 	fineCtime bool
+	// checkBufs holds *[]byte of a block each, for reading back what a
+	// writer wrote.
+	checkBufs sync.Pool
 	// noXattr is set once the file system refused an extended attribute:
 	// every table then goes to a .sum.
 	noXattr atomic.Bool
@@ -112,8 +116,9 @@ type diskEntry struct {
 	// inDat says the table is the .dat's extended attribute, with no .sum:
 	// the entry ends with its .dat.
 	inDat bool
-	// checked is the state of the .dat when openWhole last read all of it
-	// and found every block good (zero: never).
+	// checked is the state of the .dat when it was last read whole and
+	// found good, by openWhole or by the read-back after its write (zero:
+	// never, or its bytes are gone).
 	checked fileStamp
 }
 
@@ -160,6 +165,10 @@ func newDisk(dir string, capacity, bs int64, warn func(string)) (*disk, error) {
 	d := &disk{
 		root: dir, capacity: capacity, bs: bs, lru: list.New(),
 		byName: map[string]*list.Element{}, writing: map[string]chan struct{}{},
+	}
+	d.checkBufs.New = func() any {
+		b := make([]byte, bs)
+		return &b
 	}
 	d.removeTemps()
 	d.fineCtime = fineCtimes(dir)
@@ -503,7 +512,7 @@ func (d *disk) willNeed(key string, off, n int64) {
 // this is the one check its bytes get. A file found unchanged since it
 // last passed (diskEntry.checked: same inode, size and ctime) is not read
 // again: its bytes are the ones checked. Reading it at every open was
-// 40 % of the mount's CPU in a shuffled loader's second epoch, where
+// 41 % of the mount's CPU in a shuffled loader's second epoch, where
 // every file is opened once per epoch. It reports false, having removed
 // what was bad, when the file is gone, of another length or corrupt.
 func (d *disk) openWhole(key string, size int64, buf []byte) (*os.File, bool) {
@@ -596,7 +605,7 @@ func (d *disk) forgetData(name string) {
 	if e, ok := d.byName[name]; ok {
 		de := e.Value.(*diskEntry)
 		d.used -= de.size
-		de.size = 0
+		de.size, de.checked = 0, fileStamp{}
 		if de.inDat {
 			d.lru.Remove(e)
 			delete(d.byName, name)
@@ -637,7 +646,7 @@ func (d *disk) evictLocked() {
 		case de.size > 0:
 			os.Remove(dat)
 			d.used -= de.size
-			de.size = 0
+			de.size, de.checked = 0, fileStamp{}
 			d.lru.MoveToFront(e) // its table stays a while
 		default:
 			os.Remove(sum)
@@ -834,19 +843,17 @@ func (w *diskWriter) commit(minLen int64) {
 		}
 		return
 	}
-	// The bytes just written are the checked ones: where the file system
-	// stamps each later change apart, the stamp now spares the first
-	// passthrough open a read of them (a shuffled loader's second epoch
-	// opens every file once).
-	var stamp fileStamp
-	if info, err := w.f.Stat(); err == nil && d.fineCtime {
-		stamp = stampOf(info)
-	}
+	t := &diskTable{length: w.n, crcs: append([]uint32(nil), w.crcs...)}
+	stamp, ok := w.readBack(t)
 	w.f.Close()
 	w.f = nil
+	if !ok {
+		os.Remove(datPath)
+		d.corrupt.Add(1)
+		return
+	}
 	d.writes.Add(1)
 	d.writtenBytes.Add(uint64(w.n))
-	t := &diskTable{length: w.n, crcs: append([]uint32(nil), w.crcs...)}
 	d.mu.Lock()
 	if e, ok := d.byName[w.name]; ok {
 		// Its .sum was kept after its bytes were evicted (writeTable
@@ -867,6 +874,37 @@ func (w *diskWriter) commit(minLen int64) {
 	d.cacheTableLocked(w.name, t)
 	d.evictLocked()
 	d.mu.Unlock()
+}
+
+// readBack reads a small needle's file, just written and renamed into
+// place, and checks it against its table, where the file system stamps
+// every later change apart (disk.fineCtime): its stamp then stands for a
+// check, and its first passthrough open needs none. That open would read
+// it from disk in a shuffled loader's next epoch, after the page cache
+// let it go; read back now, it comes from the page cache, and a write
+// path that wrote other bytes than it summed is caught before anyone
+// reads them. Larger needles are checked at their first open, as are all
+// on other file systems: it returns the zero stamp then. ok is false when
+// the file does not hold the needle's bytes.
+func (w *diskWriter) readBack(t *diskTable) (stamp fileStamp, ok bool) {
+	d := w.d
+	if !d.fineCtime || w.n > smallNeedle {
+		return fileStamp{}, true
+	}
+	info, err := w.f.Stat()
+	if err != nil {
+		return fileStamp{}, true
+	}
+	bp := d.checkBufs.Get().(*[]byte)
+	defer d.checkBufs.Put(bp)
+	for off := int64(0); off < w.n; off += d.bs {
+		b := (*bp)[:min(d.bs, w.n-off)]
+		if _, err := w.f.ReadAt(b, off); err != nil || !t.blockOK(off, d.bs, b) {
+			return fileStamp{}, false
+		}
+	}
+	d.checkedBytes.Add(uint64(w.n))
+	return stampOf(info), true
 }
 
 // writeTable writes the needle's table, as an extended attribute of its

@@ -9,7 +9,8 @@ import (
 
 // fileStamp is one state of a file's bytes: its inode, size and the time
 // of its last change (ctime), which every write, truncate or rename of it
-// sets to the current time and no system call sets back. A file with the
+// sets to the current time and no system call sets back (only a step of
+// the system's clock back could make a later change repeat a ctime). A file with the
 // same stamp as when it was checked holds the bytes it held then, unless
 // a change came within the same tick of the kernel's coarse clock as the
 // last one (see disk.settled). The zero stamp stands for none.
@@ -36,8 +37,10 @@ const stampSettle = time.Second
 // fineCtimes reports whether files in dir get a ctime of their own for a
 // change that follows a stat of them, as Linux 6.13's multigrain
 // timestamps give ext4, xfs, btrfs and tmpfs: it writes a file, stats it
-// and writes it again, three times, and wants three new ctimes. A coarse
-// clock gives two writes microseconds apart the same one.
+// and writes it again, three times, and wants each new ctime later than
+// the last by less than fineStep. A coarse clock gives two writes
+// microseconds apart the same ctime, or, across a tick, one a whole tick
+// (a millisecond or more) later.
 func fineCtimes(dir string) bool {
 	f, err := createTemp(dir, "ctime-probe")
 	if err != nil {
@@ -45,7 +48,7 @@ func fineCtimes(dir string) bool {
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	last := fileStamp{}
+	var last int64
 	for i := range 4 {
 		if _, err := f.WriteAt([]byte{byte(i)}, 0); err != nil {
 			return false
@@ -54,11 +57,14 @@ func fineCtimes(dir string) bool {
 		if err != nil {
 			return false
 		}
-		s := stampOf(info)
-		if i > 0 && s.ctime == last.ctime {
+		ctime := stampOf(info).ctime
+		if step := ctime - last; i > 0 && (step <= 0 || step >= int64(fineStep)) {
 			return false
 		}
-		last = s
+		last = ctime
 	}
 	return true
 }
+
+// fineStep bounds the ctime steps of fineCtimes' writes on a fine clock.
+const fineStep = 500 * time.Microsecond

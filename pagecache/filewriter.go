@@ -244,6 +244,9 @@ func (w *fileWriter) Name() string { return w.f.Name() }
 // Stat returns the file's information.
 func (w *fileWriter) Stat() (fs.FileInfo, error) { return w.f.Stat() }
 
+// ReadAt reads the file at off; call it after Flush.
+func (w *fileWriter) ReadAt(p []byte, off int64) (int, error) { return w.f.ReadAt(p, off) }
+
 // SetXattr sets the file's extended attribute name to value.
 func (w *fileWriter) SetXattr(name string, value []byte) error {
 	return unix.Fsetxattr(w.fd, name, value, 0)

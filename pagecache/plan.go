@@ -233,42 +233,56 @@ func (c *Cache) fillMemory(ch needle.Chunk) {
 	}()
 }
 
+// ErrNoRoom is FillDisk's answer when there is no disk tier, or it has no
+// room left without evicting.
+var ErrNoRoom = errors.New("disk cache has no room")
+
 // FillDisk fetches the whole needle of ch into the disk tier, verified,
-// unless it is there already, and waits for it. It reports false when
+// unless it is there already, and waits for it. It returns ErrNoRoom when
 // there is no disk tier or it has no room left without evicting: a scan
 // that fills ahead of its readers should stop there, since pushing out
-// what it filled earlier would gain nothing. Safe for concurrent use; the
-// caller bounds how many run at once.
-func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk) bool {
+// what it filled earlier would gain nothing. Any other error says the
+// needle is not on disk (a failed fetch, another fill of it that failed,
+// a closing mount). Safe for concurrent use; the caller bounds how many
+// run at once.
+func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk) error {
 	if c.disk == nil || ch.Size <= 0 {
-		return false
+		return ErrNoRoom
 	}
 	key := ch.Key()
 	if c.disk.hasData(key) {
-		return true
+		return nil
 	}
 	if !c.disk.roomFor(ch.Size) {
-		return false
+		return ErrNoRoom
 	}
 	sink := c.disk.writer(key, ch.Size)
 	if sink == nil {
+		// Another fetch is writing it.
 		if done := c.disk.written(key); done != nil {
 			select {
 			case <-done:
 			case <-ctx.Done():
+				return ctx.Err()
 			}
 		}
-		return true
+		if !c.disk.hasData(key) {
+			return fmt.Errorf("fill chunk %s: another write of it failed", ch.FileID)
+		}
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
 	defer cancel()
 	if _, err := c.f.Fetch(ctx, needle.Request{Chunk: ch, Whole: sink}); err != nil {
 		sink.abort()
-		return ctx.Err() == nil // a bad needle ends nothing; a closing mount does
+		return fmt.Errorf("fill chunk %s: %w", ch.FileID, err)
 	}
 	sink.commit(ch.Size)
+	if !c.disk.hasData(key) {
+		return fmt.Errorf("fill chunk %s: not written to the disk cache", ch.FileID)
+	}
 	c.fills.Add(1)
-	return true
+	return nil
 }
 
 // OpenWhole opens the disk tier's copy of ch's logical bytes, exactly
