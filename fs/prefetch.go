@@ -160,22 +160,34 @@ func (d *dir) noteOpen(name string) {
 
 // prefetchFile fetches a small regular file's chunks ahead of its reader.
 func (f *FS) prefetchFile(ctx context.Context, e *filerpb.Entry) {
-	size := fileSize(e)
-	if e.GetIsDirectory() || len(e.GetContent()) > 0 || size == 0 || size > datasetMaxFile {
+	m, size, ok := f.smallFile(ctx, e)
+	if !ok {
 		return
 	}
-	if f.sysMode(e)&syscall.S_IFMT != syscall.S_IFREG {
-		return
-	}
-	m, err := chunkmap.Build(ctx, e.GetChunks(), f.manifests)
-	if err != nil {
-		return // the reader will meet and report the error itself
-	}
-	for _, v := range m.Views(nil, 0, int64(size), int64(size)) {
+	for _, v := range m.Views(nil, 0, size, size) {
 		if !v.Hole {
 			f.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len, pagecache.KernelAhead)
 		}
 	}
+}
+
+// smallFile returns the chunk map and size of e when it is a regular file
+// worth fetching whole ahead of its readers: of chunks, not inline, and
+// at most datasetMaxFile long. A chunk list that does not build is left
+// to the file's reader, which will meet and report the error itself.
+func (f *FS) smallFile(ctx context.Context, e *filerpb.Entry) (*chunkmap.Map, int64, bool) {
+	size := fileSize(e)
+	if e.GetIsDirectory() || len(e.GetContent()) > 0 || size == 0 || size > datasetMaxFile {
+		return nil, 0, false
+	}
+	if f.sysMode(e)&syscall.S_IFMT != syscall.S_IFREG {
+		return nil, 0, false
+	}
+	m, err := chunkmap.Build(ctx, e.GetChunks(), f.manifests)
+	if err != nil {
+		return nil, 0, false
+	}
+	return m, int64(size), true
 }
 
 // scan fills the disk cache with the directory's files, in listing order,
@@ -254,22 +266,14 @@ func (d *dir) scan() {
 
 // fillFile fetches a small regular file's chunks into the disk cache; an
 // error wrapping pagecache.ErrNoRoom means the disk cache has no room left,
-// any other that the file is not all on disk. A file it does not fill
-// (too large, not regular, inline, a broken chunk list its reader will
-// report) is no error.
+// any other that the file is not all on disk. A file that smallFile
+// passes over is no error.
 func (f *FS) fillFile(ctx context.Context, e *filerpb.Entry) error {
-	size := fileSize(e)
-	if e.GetIsDirectory() || len(e.GetContent()) > 0 || size == 0 || size > datasetMaxFile {
+	m, size, ok := f.smallFile(ctx, e)
+	if !ok {
 		return nil
 	}
-	if f.sysMode(e)&syscall.S_IFMT != syscall.S_IFREG {
-		return nil
-	}
-	m, err := chunkmap.Build(ctx, e.GetChunks(), f.manifests)
-	if err != nil {
-		return nil
-	}
-	for _, v := range m.Views(nil, 0, int64(size), int64(size)) {
+	for _, v := range m.Views(nil, 0, size, size) {
 		if v.Hole {
 			continue
 		}

@@ -154,9 +154,9 @@ type Cache struct {
 	disk *disk
 	// fillSem bounds background fills of either tier.
 	fillSem chan struct{}
-	// wholeBufs holds *[]byte of a block each, through which OpenWhole
-	// checks a file.
-	wholeBufs sync.Pool
+	// edgeBufs holds *[]byte of a block each, for the blocks of a
+	// direct read of the disk tier that lie partly outside the read.
+	edgeBufs sync.Pool
 
 	hits, misses, fetched, prefetched, prefetchUsed, prefetchDropped, fetches, fetchErrs, uncached atomic.Uint64
 	rangeFetches, verifiedRange, unverified, fills, memoryFills                                    atomic.Uint64
@@ -244,7 +244,7 @@ func New(f Fetcher, opts Options) (*Cache, error) {
 		failed:      make(map[string]failure),
 		fillSem:     make(chan struct{}, maxFills),
 	}
-	c.wholeBufs.New = func() any {
+	c.edgeBufs.New = func() any {
 		b := make([]byte, opts.BlockSize)
 		return &b
 	}

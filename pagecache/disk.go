@@ -59,7 +59,8 @@ import (
 //     ctime (fileStamp), since it last passed: at an open, or when read
 //     back right after this process wrote it. A file that fails (flipped
 //     bytes, a truncated or vanished file, a wiped directory) is a miss:
-//     it is removed, counted, and the needle fetched again. Nothing read from disk is trusted otherwise.
+//     it is removed, counted, and the needle fetched again. Nothing read
+//     from disk is trusted otherwise.
 //   - Used bytes are what this process knows of: what it found at start and
 //     what it wrote. Each .sum counts as sumCost.
 //   - A .dat found at start without a .sum is taken to carry its table;
@@ -89,14 +90,14 @@ type disk struct {
 	hits, hitBytes, misses     atomic.Uint64
 	writes, writtenBytes       atomic.Uint64
 	writeErrs, corrupt, evicts atomic.Uint64
-	// checkedBytes counts what openWhole read to check files.
+	// checkedBytes counts what checkWhole read to check files.
 	checkedBytes atomic.Uint64
 	// fineCtime says the file system gives a change after a stat a ctime
 	// of its own (see fineCtimes): a stamp taken right after a write is
 	// then good at once.
 	fineCtime bool
-	// checkBufs holds *[]byte of a block each, for reading back what a
-	// writer wrote.
+	// checkBufs holds *[]byte of a block each, through which checkWhole
+	// reads a file.
 	checkBufs sync.Pool
 	// noXattr is set once the file system refused an extended attribute:
 	// every table then goes to a .sum.
@@ -275,10 +276,14 @@ func (d *disk) removeTemps() {
 }
 
 // hasData reports whether the needle's bytes are known to be on disk.
-func (d *disk) hasData(key string) bool {
+func (d *disk) hasData(key string) bool { return d.hasDataNamed(diskName(key)) }
+
+// hasDataNamed is hasData for the needle's file name (diskName), which
+// costs a hash of the key to make.
+func (d *disk) hasDataNamed(name string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	e, ok := d.byName[diskName(key)]
+	e, ok := d.byName[name]
 	return ok && e.Value.(*diskEntry).size > 0
 }
 
@@ -294,8 +299,10 @@ func (d *disk) roomFor(n int64) bool {
 // table returns the needle's table, from memory, its .sum file or its
 // .dat's extended attribute, or nil when there is none (or it is bad,
 // which removes it).
-func (d *disk) table(key string) *diskTable {
-	name := diskName(key)
+func (d *disk) table(key string) *diskTable { return d.tableNamed(diskName(key), key) }
+
+// tableNamed is table for a key whose file name (diskName) is name.
+func (d *disk) tableNamed(name, key string) *diskTable {
 	d.mu.Lock()
 	e, known := d.byName[name]
 	var t *diskTable
@@ -506,21 +513,24 @@ func (d *disk) willNeed(key string, off, n int64) {
 }
 
 // openWhole opens the .dat of a needle whose logical bytes are exactly
-// size long and checks every block of it against its table, reading it
-// through buf (a whole block's room). The caller hands the file to the
-// kernel (FUSE passthrough), which then reads it without asking us, so
-// this is the one check its bytes get. A file found unchanged since it
-// last passed (diskEntry.checked: same inode, size and ctime) is not read
-// again: its bytes are the ones checked. Reading it at every open was
-// 41 % of the mount's CPU in a shuffled loader's second epoch, where
-// every file is opened once per epoch. It reports false, having removed
-// what was bad, when the file is gone, of another length or corrupt.
-func (d *disk) openWhole(key string, size int64, buf []byte) (*os.File, bool) {
-	t := d.table(key)
-	if t == nil || t.length != size || int64(len(buf)) < d.bs {
+// size long, when it is held on disk, and checks every block of it
+// against its table. The caller hands the file to the kernel (FUSE
+// passthrough), which then reads it without asking us, so this is the
+// one check its bytes get. A file found unchanged since it last passed
+// (diskEntry.checked: same inode, size and ctime) is not read again: its
+// bytes are the ones checked. Reading it at every open was 41 % of the
+// mount's CPU in a shuffled loader's second epoch, where every file is
+// opened once per epoch. It reports false, having removed what was bad,
+// when the file is not held, gone, of another length or corrupt.
+func (d *disk) openWhole(key string, size int64) (*os.File, bool) {
+	name := diskName(key)
+	if !d.hasDataNamed(name) {
 		return nil, false
 	}
-	name := diskName(key)
+	t := d.tableNamed(name, key)
+	if t == nil || t.length != size {
+		return nil, false
+	}
 	_, dat := d.paths(name)
 	began := time.Now()
 	f, err := os.Open(dat)
@@ -539,26 +549,36 @@ func (d *disk) openWhole(key string, size int64, buf []byte) (*os.File, bool) {
 		return nil, false
 	}
 	stamp := stampOf(info)
-	blocks := uint64((size + d.bs - 1) / d.bs)
 	if !d.checkedAs(name, stamp) {
-		for off := int64(0); off < size; off += d.bs {
-			b := buf[:min(d.bs, size-off)]
-			if _, err := f.ReadAt(b, off); err != nil || !t.blockOK(off, d.bs, b) {
-				f.Close()
-				d.corrupt.Add(1)
-				d.drop(name)
-				return nil, false
-			}
+		if !d.checkWhole(f, t, size) {
+			f.Close()
+			d.corrupt.Add(1)
+			d.drop(name)
+			return nil, false
 		}
-		d.checkedBytes.Add(uint64(size))
 		if d.settled(stamp, began) {
 			d.setChecked(name, stamp)
 		}
 	}
-	d.hits.Add(blocks)
+	d.hits.Add(uint64((size + d.bs - 1) / d.bs))
 	d.hitBytes.Add(uint64(size))
 	d.touch(name)
 	return f, true
+}
+
+// checkWhole reads the first size bytes of f a block at a time and checks
+// each against t, counting them in checkedBytes.
+func (d *disk) checkWhole(f io.ReaderAt, t *diskTable, size int64) bool {
+	bp := d.checkBufs.Get().(*[]byte)
+	defer d.checkBufs.Put(bp)
+	for off := int64(0); off < size; off += d.bs {
+		b := (*bp)[:min(d.bs, size-off)]
+		if _, err := f.ReadAt(b, off); err != nil || !t.blockOK(off, d.bs, b) {
+			return false
+		}
+	}
+	d.checkedBytes.Add(uint64(size))
+	return true
 }
 
 // settled reports whether a file with stamp s, read from since on, can
@@ -895,15 +915,9 @@ func (w *diskWriter) readBack(t *diskTable) (stamp fileStamp, ok bool) {
 	if err != nil {
 		return fileStamp{}, true
 	}
-	bp := d.checkBufs.Get().(*[]byte)
-	defer d.checkBufs.Put(bp)
-	for off := int64(0); off < w.n; off += d.bs {
-		b := (*bp)[:min(d.bs, w.n-off)]
-		if _, err := w.f.ReadAt(b, off); err != nil || !t.blockOK(off, d.bs, b) {
-			return fileStamp{}, false
-		}
+	if !d.checkWhole(w.f, t, w.n) {
+		return fileStamp{}, false
 	}
-	d.checkedBytes.Add(uint64(w.n))
 	return stampOf(info), true
 }
 

@@ -10,10 +10,11 @@ import (
 // fileStamp is one state of a file's bytes: its inode, size and the time
 // of its last change (ctime), which every write, truncate or rename of it
 // sets to the current time and no system call sets back (only a step of
-// the system's clock back could make a later change repeat a ctime). A file with the
-// same stamp as when it was checked holds the bytes it held then, unless
-// a change came within the same tick of the kernel's coarse clock as the
-// last one (see disk.settled). The zero stamp stands for none.
+// the system's clock back could make a later change repeat a ctime). A
+// file with the same stamp as when it was checked holds the bytes it held
+// then, unless a change came within the same tick of the kernel's coarse
+// clock as the last one (see disk.settled). The zero stamp stands for
+// none.
 type fileStamp struct {
 	dev, ino uint64
 	size     int64

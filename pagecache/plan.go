@@ -297,13 +297,7 @@ func (c *Cache) OpenWhole(ch needle.Chunk) (*os.File, bool) {
 	if c.disk == nil || ch.Size <= 0 || ch.CheckSize() != nil {
 		return nil, false
 	}
-	key := ch.Key()
-	if !c.disk.hasData(key) {
-		return nil, false
-	}
-	bp := c.wholeBufs.Get().(*[]byte)
-	defer c.wholeBufs.Put(bp)
-	return c.disk.openWhole(key, ch.Size, *bp)
+	return c.disk.openWhole(ch.Key(), ch.Size)
 }
 
 // readDiskDirect serves a read of a needle held on disk from its file, in
@@ -339,7 +333,7 @@ func (c *Cache) readDiskDirect(ch needle.Chunk, off, end, first, last int64, dst
 	defer func() {
 		for _, bp := range edge {
 			if bp != nil {
-				c.wholeBufs.Put(bp)
+				c.edgeBufs.Put(bp)
 			}
 		}
 	}()
@@ -369,7 +363,7 @@ func (c *Cache) readDiskDirect(ch needle.Chunk, off, end, first, last int64, dst
 			if b == last && b != first {
 				i = 1
 			}
-			edge[i], edgeBlk[i] = c.wholeBufs.Get().(*[]byte), b
+			edge[i], edgeBlk[i] = c.edgeBufs.Get().(*[]byte), b
 			span = append(span, (*edge[i])[:c.blockLen(ch, b)])
 		}
 		if !c.disk.read(key, from*bs, span) {
