@@ -15,14 +15,16 @@ import (
 )
 
 // connPool makes GETs over plain HTTP on keep-alive connections of its
-// own, without net/http; the Reader sends its ranged GETs through it. A
-// random read beyond the caches is one 4 KiB ranged GET, and there
+// own, without net/http; the Reader sends its GETs over plain HTTP through
+// it. A random read beyond the caches is one 4 KiB ranged GET, and there
 // net/http's request machinery (two goroutines per connection that hand
 // each request and answer across, a header map of every header, a context
 // per request) was half the mount's CPU per read: measured against a
 // volume server here, 4 clients at once, net/http spent 87-99 µs of CPU
 // per 4 KiB ranged GET and this client 41-48 µs, for 25-40% more requests
-// per second on the same 2 cores.
+// per second on the same 2 cores. A shuffled epoch's small file is one
+// GET of its whole needle: there, alternated runs over 16,384 files of
+// 128 KiB, the mount's CPU fell 8-17 % with those on this client.
 //
 // It reads the answers a volume server gives a GET of a needle: a status
 // line, headers, and a body of Content-Length bytes. Any other answer (a

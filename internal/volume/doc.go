@@ -1,9 +1,9 @@
 // Package volume reads chunk bytes from SeaweedFS volume servers over HTTP:
 // the Reader, a fetcher of needle.Request, with whole-needle GETs on a
 // keep-alive pool, ranged GETs, replica failover, read JWTs (with the
-// settings from weed's security.toml) and TLS. Ranged GETs over plain HTTP
-// go out on a small keep-alive client of the package's own (connPool), at
-// half net/http's CPU per request; the rest, and any answer that client
+// settings from weed's security.toml) and TLS. GETs over plain HTTP go out
+// on a small keep-alive client of the package's own (connPool), at half
+// net/http's CPU per request; those over TLS, and any answer that client
 // does not read, go through net/http. What a chunk is, and how a
 // needle's bytes are checked and decoded (gzip, AES-256-GCM), is package
 // needle's, which the RDMA client shares.

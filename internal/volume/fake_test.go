@@ -135,6 +135,8 @@ func (v *fakeVolume) serve(w http.ResponseWriter, r *http.Request) {
 	if n.gzipped {
 		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
 			w.Header().Set("Content-Encoding", "gzip")
+			// As weed's does; http.ServeContent would send it chunked.
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		} else {
 			body = gunzipForTest(body)
 		}

@@ -698,9 +698,9 @@ func isPermanent(err error) bool {
 var errStalled = errors.New("volume server stalled")
 
 // request sends a GET for the whole needle of c (or the range rng) to addr
-// and passes the reply to handle: a ranged GET over plain HTTP through
-// connPool, which leaves to net/http the answers it does not read; the
-// rest through net/http. The request is abandoned when StallTimeout passes without
+// and passes the reply to handle: over plain HTTP through connPool, which
+// leaves to net/http the answers it does not read; over TLS through
+// net/http. The request is abandoned when StallTimeout passes without
 // progress: no response headers yet, or no body bytes read since the last.
 // handle reads the body through a reader that counts as progress; a
 // ranged answer carries only the headers in keptHeaders.
@@ -721,11 +721,7 @@ func (r *Reader) request(ctx context.Context, addr string, c needle.Chunk, rng s
 	if token := SignReadJWT(r.opts.ReadSigningKey, c.FileID, r.opts.ReadExpiresAfter); token != "" {
 		hdr = append(hdr, [2]string{"Authorization", "Bearer " + token})
 	}
-	// Whole needles stay on net/http for now: in two runs of make bench,
-	// random 4 KiB reads of a file of 1 MiB chunks (each miss a whole
-	// needle) fell from 5,008-7,993 to 862-898 IOPS with them on connPool,
-	// which runs of that workload alone (5,280-6,653) did not reproduce.
-	if r.conns != nil && rng != "" {
+	if r.conns != nil {
 		err := r.conns.get(ctx, addr, needlePath(c.FileID), hdr, handle)
 		if !errors.Is(err, errUseHTTP) {
 			if err != nil {
