@@ -59,9 +59,10 @@ type ChunkReader interface {
 	// (or there is none), any other that the chunk is not on disk.
 	FillDisk(ctx context.Context, c needle.Chunk) error
 	// OpenWhole opens the disk cache's file of a chunk's logical bytes,
-	// exactly c.Size long and checked, for FUSE passthrough; false when
-	// the chunk is not held whole on disk. The caller closes the file.
-	OpenWhole(c needle.Chunk) (*os.File, bool)
+	// exactly c.Size long and checked, for FUSE passthrough, once a write
+	// of it under way ends (up to ctx); false when the chunk is not held
+	// whole on disk. The caller closes the file.
+	OpenWhole(ctx context.Context, c needle.Chunk) (*os.File, bool)
 }
 
 // Options configure the tree.

@@ -160,7 +160,7 @@ func (f *file) open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	var fd *os.File
 	if idle {
 		if ch, ok := f.wholeChunk(ctx); ok {
-			fd, _ = f.fsys.chunks.OpenWhole(ch)
+			fd, _ = f.fsys.chunks.OpenWhole(ctx, ch)
 		}
 	}
 	pt.mu.Lock()

@@ -18,8 +18,14 @@ const (
 	// datasetStreak is how many files of one directory must be opened in
 	// ascending name order before the next ones are fetched ahead.
 	datasetStreak = 3
-	// datasetAhead is how many files one prefetch round covers.
-	datasetAhead = 32
+	// datasetAhead is how many files one prefetch round covers, and
+	// datasetAheadBytes how many bytes at most. A round fills its files
+	// into the disk cache, scanFills at a time, and the reader's opens
+	// then pass them through. 2000 files of 128 KiB read one at a time
+	// in listing order, alternated runs: 32 files a round, 1,402-1,704
+	// files/s; 128, 1,828-1,953.
+	datasetAhead      = 128
+	datasetAheadBytes = 64 << 20
 	// datasetMaxFile skips files too large to be worth fetching whole
 	// ahead of their reader; sequential readahead serves those.
 	datasetMaxFile = 16 << 20
@@ -146,16 +152,66 @@ func (d *dir) noteOpen(name string) {
 			}
 			return
 		}
-		for i, e := range page {
-			if i == len(page)/2 {
-				// The next round starts once the reader opens this file.
-				ahead = e.GetName()
+		// The round's files: those worth fetching ahead, up to
+		// datasetAheadBytes.
+		var round []*filerpb.Entry
+		var bytes uint64
+		for _, e := range page {
+			size := fileSize(e)
+			if size > datasetMaxFile || !f.served(d.path, e.GetName()) {
+				continue
 			}
-			if f.served(d.path, e.GetName()) {
-				f.prefetchFile(f.bg, e)
+			if bytes += size; bytes > datasetAheadBytes {
+				break
 			}
+			round = append(round, e)
 		}
+		// The next round starts once the reader opens this file.
+		switch {
+		case len(round) > 0:
+			ahead = round[len(round)/2].GetName()
+		case len(page) > 0:
+			ahead = page[len(page)/2].GetName()
+		}
+		files := make(chan *filerpb.Entry)
+		go func() {
+			defer close(files)
+			for _, e := range round {
+				files <- e
+			}
+		}()
+		// noRoom: the disk cache is full, or there is none; the rest of
+		// the round goes to memory.
+		var noRoom atomic.Bool
+		runFillers(files, func(e *filerpb.Entry) {
+			if !noRoom.Load() {
+				err := f.fillFile(f.bg, e)
+				if !errors.Is(err, pagecache.ErrNoRoom) {
+					return
+				}
+				noRoom.Store(true)
+			}
+			f.prefetchFile(f.bg, e)
+		})
 	}()
+}
+
+// runFillers calls fill for each file from files, scanFills at a time, and
+// returns when files is closed and drained. The workers live as long as
+// the run: a goroutine per file grew its stack anew for every fetch (HTTP
+// round trip, disk write), 7 % of the mount's CPU in a shuffled epoch 1.
+func runFillers(files <-chan *filerpb.Entry, fill func(*filerpb.Entry)) {
+	var wg sync.WaitGroup
+	for range scanFills {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range files {
+				fill(e)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // prefetchFile fetches a small regular file's chunks ahead of its reader.
@@ -207,32 +263,24 @@ func (d *dir) scan() {
 		// full: the disk cache has no room; missed: a file could not be
 		// filled (its readers will fetch it).
 		var full, missed atomic.Bool
-		// scanFills workers live as long as the scan: a goroutine per
-		// file grew its stack anew for every fetch (HTTP round trip,
-		// disk write), 7 % of the mount's CPU in a shuffled epoch 1.
 		files := make(chan *filerpb.Entry)
-		var wg sync.WaitGroup
-		for range scanFills {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for e := range files {
-					if full.Load() {
-						continue
-					}
-					switch err := f.fillFile(f.bg, e); {
-					case errors.Is(err, pagecache.ErrNoRoom):
-						full.Store(true)
-					case err != nil:
-						missed.Store(true)
-						slog.Debug("dataset scan: file not filled", "dir", d.path, "err", err)
-					}
-				}
-			}()
-		}
-		ended := d.scanList(files, &full)
-		close(files)
-		wg.Wait()
+		var ended bool
+		go func() {
+			defer close(files)
+			ended = d.scanList(files, &full)
+		}()
+		runFillers(files, func(e *filerpb.Entry) {
+			if full.Load() {
+				return
+			}
+			switch err := f.fillFile(f.bg, e); {
+			case errors.Is(err, pagecache.ErrNoRoom):
+				full.Store(true)
+			case err != nil:
+				missed.Store(true)
+				slog.Debug("dataset scan: file not filled", "dir", d.path, "err", err)
+			}
+		})
 		switch {
 		case !ended || full.Load():
 			d.ds.scanStopped()

@@ -241,6 +241,38 @@ func TestDiskSurvivesRemount(t *testing.T) {
 	require.Zero(t, f.ranges.Load())
 }
 
+// TestOpenWholeWaitsForWrite: an open of a needle whose write to the disk
+// tier is under way waits for it and opens the written file, instead of
+// reporting it absent (the opener would fetch it again); a context that
+// ends first gives up.
+func TestOpenWholeWaitsForWrite(t *testing.T) {
+	f, chunks := newTierFake(300<<10+5, 2<<20)
+	c := newCache(t, f, diskOpts(t.TempDir(), 1<<20, 64<<20))
+	ch := chunks[0]
+	w := c.disk.writer(ch.Key(), ch.Size)
+	require.NotNil(t, w)
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, ok := c.OpenWhole(short, ch)
+	require.False(t, ok, "opened a needle still being written")
+
+	opened := make(chan *os.File, 1)
+	go func() {
+		fd, _ := c.OpenWhole(context.Background(), ch)
+		opened <- fd
+	}()
+	time.Sleep(20 * time.Millisecond)
+	_, err := w.Write(f.chunks[ch.FileID])
+	require.NoError(t, err)
+	w.commit(ch.Size)
+	fd := <-opened
+	require.NotNil(t, fd, "the open did not wait for the write")
+	got, err := io.ReadAll(fd)
+	fd.Close()
+	require.NoError(t, err)
+	require.Equal(t, f.chunks[ch.FileID], got)
+}
+
 // TestOpenWhole: a needle held whole on disk opens as a file of exactly
 // its bytes, checked; a needle not on disk, a chunk shorter than its needle
 // and a file with a flipped byte are refused, the last counted and removed.
@@ -248,10 +280,10 @@ func TestOpenWhole(t *testing.T) {
 	dir := t.TempDir()
 	f, chunks := newTierFake(300<<10+5, 2<<20)
 	c := newCache(t, f, diskOpts(dir, 1<<20, 64<<20))
-	_, ok := c.OpenWhole(chunks[0])
+	_, ok := c.OpenWhole(context.Background(), chunks[0])
 	require.False(t, ok, "opened a needle that was never fetched")
 	readAll(t, c, chunks[0], Sequential)
-	fd, ok := c.OpenWhole(chunks[0])
+	fd, ok := c.OpenWhole(context.Background(), chunks[0])
 	require.True(t, ok)
 	got, err := io.ReadAll(fd)
 	require.NoError(t, err)
@@ -260,7 +292,7 @@ func TestOpenWhole(t *testing.T) {
 
 	short := chunks[0]
 	short.Size -= 5 // one needle standing as a shorter chunk
-	_, ok = c.OpenWhole(short)
+	_, ok = c.OpenWhole(context.Background(), short)
 	require.False(t, ok, "the kernel would read past the chunk's end")
 
 	readAll(t, c, chunks[1], Sequential)
@@ -269,7 +301,7 @@ func TestOpenWhole(t *testing.T) {
 	require.NoError(t, err)
 	b[len(b)-1] ^= 1
 	require.NoError(t, os.WriteFile(p, b, 0o600))
-	_, ok = c.OpenWhole(chunks[1])
+	_, ok = c.OpenWhole(context.Background(), chunks[1])
 	require.False(t, ok, "opened a corrupt file")
 	require.EqualValues(t, 1, c.Stats().Disk.Corrupt)
 	require.NoFileExists(t, p)
@@ -297,7 +329,7 @@ func TestOpenWholeRemembersItsCheck(t *testing.T) {
 			ch := chunks[0]
 			readAll(t, c, ch, Sequential)
 			open := func() bool {
-				fd, ok := c.OpenWhole(ch)
+				fd, ok := c.OpenWhole(context.Background(), ch)
 				if ok {
 					got, err := io.ReadAll(fd)
 					require.NoError(t, err)
@@ -904,7 +936,7 @@ func TestFillDisk(t *testing.T) {
 	require.NoError(t, c.FillDisk(ctx, chunks[0]))
 	require.NoError(t, c.FillDisk(ctx, chunks[0]))
 	require.EqualValues(t, 1, f.wholes.Load(), "a needle on disk was fetched again")
-	fd, ok := c.OpenWhole(chunks[0])
+	fd, ok := c.OpenWhole(context.Background(), chunks[0])
 	require.True(t, ok)
 	fd.Close()
 

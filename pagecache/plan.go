@@ -289,15 +289,25 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk) error {
 // ch.Size long and every block checked against its table now (or when
 // last opened, if the file has not changed since), for a file
 // that is that one chunk: the kernel can then read the file itself (FUSE
-// passthrough) with no request to the mount. It reports false when the
-// chunk is not on disk whole (or failed the check, which removes it); the
-// caller then reads through the cache as usual. The caller closes the
-// file. Safe for concurrent use.
-func (c *Cache) OpenWhole(ch needle.Chunk) (*os.File, bool) {
+// passthrough) with no request to the mount. A write of the needle to the
+// disk tier under way (a scan's or a prefetch's fill) is waited for, up to
+// ctx: the opener would otherwise fetch the same needle again through
+// memory. It reports false when the chunk is not on disk whole (or failed
+// the check, which removes it); the caller then reads through the cache
+// as usual. The caller closes the file. Safe for concurrent use.
+func (c *Cache) OpenWhole(ctx context.Context, ch needle.Chunk) (*os.File, bool) {
 	if c.disk == nil || ch.Size <= 0 || ch.CheckSize() != nil {
 		return nil, false
 	}
-	return c.disk.openWhole(ch.Key(), ch.Size)
+	key := ch.Key()
+	if done := c.disk.written(key); done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+	return c.disk.openWhole(key, ch.Size)
 }
 
 // readDiskDirect serves a read of a needle held on disk from its file, in
