@@ -54,10 +54,12 @@ type ChunkReader interface {
 	Prefetch(c needle.Chunk, off, n int64, ahead pagecache.Ahead) int64
 	// Forget drops the cached bytes of a chunk no file uses any more.
 	Forget(c needle.Chunk)
-	// FillDisk fetches a chunk whole into the disk cache and waits; an
-	// error wrapping pagecache.ErrNoRoom means the disk cache has no room
-	// (or there is none), any other that the chunk is not on disk.
-	FillDisk(ctx context.Context, c needle.Chunk) error
+	// FillDisk fetches a chunk whole into the disk cache and waits,
+	// evicting the least recently used chunks for room when evict is set;
+	// an error wrapping pagecache.ErrNoRoom means the disk cache has no
+	// room without evicting (or there is none), any other that the chunk
+	// is not on disk.
+	FillDisk(ctx context.Context, c needle.Chunk, evict bool) error
 	// OpenWhole opens the disk cache's file of a chunk's logical bytes,
 	// exactly c.Size long and checked, for FUSE passthrough, once a write
 	// of it under way ends (up to ctx); false when the chunk is not held

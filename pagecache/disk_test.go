@@ -262,6 +262,11 @@ func TestOpenWholeWaitsForWrite(t *testing.T) {
 		opened <- fd
 	}()
 	time.Sleep(20 * time.Millisecond)
+	select {
+	case <-opened:
+		t.Fatal("the open returned while the needle was being written")
+	default:
+	}
 	_, err := w.Write(f.chunks[ch.FileID])
 	require.NoError(t, err)
 	w.commit(ch.Size)
@@ -933,20 +938,38 @@ func TestFillDisk(t *testing.T) {
 	ctx := context.Background()
 	f, chunks := newTierFake(128<<10, 128<<10, 3<<20)
 	c := newCache(t, f, diskOpts(t.TempDir(), 1<<20, 2<<20))
-	require.NoError(t, c.FillDisk(ctx, chunks[0]))
-	require.NoError(t, c.FillDisk(ctx, chunks[0]))
+	require.NoError(t, c.FillDisk(ctx, chunks[0], false))
+	require.NoError(t, c.FillDisk(ctx, chunks[0], false))
 	require.EqualValues(t, 1, f.wholes.Load(), "a needle on disk was fetched again")
 	fd, ok := c.OpenWhole(context.Background(), chunks[0])
 	require.True(t, ok)
 	fd.Close()
 
 	f.fail.Store(true)
-	err := c.FillDisk(ctx, chunks[1])
+	err := c.FillDisk(ctx, chunks[1], false)
 	require.Error(t, err)
 	require.NotErrorIs(t, err, ErrNoRoom)
 	f.fail.Store(false)
 
-	require.ErrorIs(t, c.FillDisk(ctx, chunks[2]), ErrNoRoom, "3 MiB into a 2 MiB tier")
+	require.ErrorIs(t, c.FillDisk(ctx, chunks[2], false), ErrNoRoom, "3 MiB into a 2 MiB tier")
 	mem := newCache(t, f, Options{Capacity: 1 << 20, BlockSize: 64 << 10})
-	require.ErrorIs(t, mem.FillDisk(ctx, chunks[0]), ErrNoRoom)
+	require.ErrorIs(t, mem.FillDisk(ctx, chunks[0], false), ErrNoRoom)
+}
+
+// TestFillDiskEvicting: a fill that may evict makes room in a full tier
+// by pushing out the least recently used needle, where one that may not
+// says ErrNoRoom.
+func TestFillDiskEvicting(t *testing.T) {
+	ctx := context.Background()
+	f, chunks := newTierFake(400<<10, 400<<10, 400<<10)
+	c := newCache(t, f, diskOpts(t.TempDir(), 1<<20, 1<<20))
+	require.NoError(t, c.FillDisk(ctx, chunks[0], false))
+	require.NoError(t, c.FillDisk(ctx, chunks[1], false))
+	require.ErrorIs(t, c.FillDisk(ctx, chunks[2], false), ErrNoRoom)
+	require.NoError(t, c.FillDisk(ctx, chunks[2], true))
+	fd, ok := c.OpenWhole(ctx, chunks[2])
+	require.True(t, ok, "the evicting fill is not on disk")
+	fd.Close()
+	_, ok = c.OpenWhole(ctx, chunks[0])
+	require.False(t, ok, "the least recently used needle was kept beyond the tier's capacity")
 }

@@ -238,14 +238,17 @@ func (c *Cache) fillMemory(ch needle.Chunk) {
 var ErrNoRoom = errors.New("disk cache has no room")
 
 // FillDisk fetches the whole needle of ch into the disk tier, verified,
-// unless it is there already, and waits for it. It returns ErrNoRoom when
-// there is no disk tier or it has no room left without evicting: a scan
-// that fills ahead of its readers should stop there, since pushing out
-// what it filled earlier would gain nothing. Any other error says the
+// unless it is there already, and waits for it. Without evict it returns
+// ErrNoRoom when the tier has no room left without evicting: a scan that
+// fills a whole directory ahead of its readers should stop there, since
+// pushing out what it filled earlier would gain nothing. With evict the
+// least recently used needles make room, as for a reader's own fetch: a
+// fill just ahead of a reader stands for that fetch. It returns ErrNoRoom
+// when there is no disk tier. Any other error says the
 // needle is not on disk (a failed fetch, another fill of it that failed,
 // a closing mount). Safe for concurrent use; the caller bounds how many
 // run at once.
-func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk) error {
+func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error {
 	if c.disk == nil || ch.Size <= 0 {
 		return ErrNoRoom
 	}
@@ -253,18 +256,25 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk) error {
 	if c.disk.hasData(key) {
 		return nil
 	}
-	if !c.disk.roomFor(ch.Size) {
+	if !evict && !c.disk.roomFor(ch.Size) {
 		return ErrNoRoom
 	}
 	sink := c.disk.writer(key, ch.Size)
 	if sink == nil {
-		// Another fetch is writing it.
-		if done := c.disk.written(key); done != nil {
-			select {
-			case <-done:
-			case <-ctx.Done():
-				return ctx.Err()
+		done := c.disk.written(key)
+		if done == nil {
+			if c.disk.hasData(key) {
+				return nil
 			}
+			// Too large for the tier, or writes paused after the disk
+			// filled up.
+			return ErrNoRoom
+		}
+		// Another fetch is writing it.
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 		if !c.disk.hasData(key) {
 			return fmt.Errorf("fill chunk %s: another write of it failed", ch.FileID)
@@ -285,14 +295,19 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk) error {
 	return nil
 }
 
+// openWaitMax is the largest needle whose write under way an OpenWhole
+// waits for: the files that fs fills ahead of their readers (at most
+// 16 MiB).
+const openWaitMax = 16 << 20
+
 // OpenWhole opens the disk tier's copy of ch's logical bytes, exactly
 // ch.Size long and every block checked against its table now (or when
 // last opened, if the file has not changed since), for a file
 // that is that one chunk: the kernel can then read the file itself (FUSE
 // passthrough) with no request to the mount. A write of the needle to the
-// disk tier under way (a scan's or a prefetch's fill) is waited for, up to
-// ctx: the opener would otherwise fetch the same needle again through
-// memory. It reports false when the chunk is not on disk whole (or failed
+// disk tier under way (a scan's or a prefetch round's fill) is waited for,
+// up to ctx, when the needle is at most openWaitMax: the opener would
+// otherwise fetch the same needle again through memory. It reports false when the chunk is not on disk whole (or failed
 // the check, which removes it); the caller then reads through the cache
 // as usual. The caller closes the file. Safe for concurrent use.
 func (c *Cache) OpenWhole(ctx context.Context, ch needle.Chunk) (*os.File, bool) {
@@ -300,7 +315,10 @@ func (c *Cache) OpenWhole(ctx context.Context, ch needle.Chunk) (*os.File, bool)
 		return nil, false
 	}
 	key := ch.Key()
-	if done := c.disk.written(key); done != nil {
+	// A large needle's write (a sequential reader's, or a fill behind
+	// random reads) may take long; its opener reads through the cache,
+	// joining the fetch, rather than wait in OPEN for all of it.
+	if done := c.disk.written(key); done != nil && ch.Size <= openWaitMax {
 		select {
 		case <-done:
 		case <-ctx.Done():

@@ -102,8 +102,8 @@ type Reader struct {
 	transport *http.Transport
 	scheme    string // "http://" or "https://"
 	client    *http.Client
-	// conns makes the ranged GETs over plain HTTP (see connPool); nil
-	// with TLS, where every GET goes through client.
+	// conns makes the GETs over plain HTTP (see connPool); nil with TLS,
+	// where every GET goes through client.
 	conns *connPool
 	box   *penaltyBox
 	whole *needle.NeedleCache
