@@ -38,10 +38,10 @@ const (
 	// The scan reads needles in listing order, which is mostly their
 	// order in the volume server's files, and a file it filled is opened
 	// with passthrough, with no READ to the mount; a reader that gets
-	// there first fetches its file alone, at random. Shuffled epoch 1 over 16,384 files of
-	// 128 KiB, alternated same-session runs: 4 fills, 1,385-1,514
-	// files/s (the scan filled 8,100 files); 8, 1,460-1,764 (10,800); 16,
-	// 1,654-1,892 (12,800); 32 no better than 16.
+	// there first fetches its file alone, at random. Shuffled epoch 1
+	// over 16,384 files of 128 KiB, alternated same-session runs: 4
+	// fills, 1,385-1,514 files/s (the scan filled 8,100 files); 8,
+	// 1,460-1,764 (10,800); 16, 1,654-1,892 (12,800); 32 no better.
 	scanFills = 16
 )
 
@@ -194,7 +194,8 @@ func (d *dir) noteOpen(name string) {
 		// rest of the round goes to memory.
 		var noRoom atomic.Bool
 		runFillers(min(scanFills, len(picked)), round, func(e *filerpb.Entry) {
-			if f.fetchAhead(f.bg, e, !noRoom.Load(), evict) {
+			how := fillHow{disk: !noRoom.Load(), evict: evict, pages: true}
+			if errors.Is(f.fillFile(f.bg, e, how), pagecache.ErrNoRoom) {
 				noRoom.Store(true)
 			}
 		})
@@ -217,41 +218,6 @@ func runFillers(workers int, files <-chan *filerpb.Entry, fill func(*filerpb.Ent
 		}()
 	}
 	wg.Wait()
-}
-
-// fetchAhead fetches a small regular file's chunks ahead of its reader:
-// into the disk cache while toDisk (making room when evict is set, see
-// pagecache.Cache.FillDisk), and then asks for their pages
-// (pagecache.Cache.Prefetch): from the disk cache's file into the kernel's
-// page cache, where the reader's passthrough reads find them, or into
-// memory when a chunk is not on disk. 2000 x 128 KiB read again in name
-// order, page cache dropped, alternated runs: 3,676-3,796 files/s when
-// rounds prefetched into memory, 2,346-2,876 once they filled the disk
-// and the reader waited on the disk for each file, 4,343-5,751 with its
-// pages asked for ahead. It reports whether the disk cache had no room.
-// A chunk that fails to fill is left to the reader, which will meet and
-// report the error itself.
-func (f *FS) fetchAhead(ctx context.Context, e *filerpb.Entry, toDisk, evict bool) (noRoom bool) {
-	m, size, ok := f.smallFile(ctx, e)
-	if !ok {
-		return false
-	}
-	for _, v := range m.Views(nil, 0, size, size) {
-		if v.Hole {
-			continue
-		}
-		if toDisk {
-			err := f.chunks.FillDisk(ctx, v.Chunk, evict)
-			switch {
-			case errors.Is(err, pagecache.ErrNoRoom):
-				noRoom, toDisk = true, false
-			case err != nil:
-				return noRoom
-			}
-		}
-		f.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len, pagecache.KernelAhead)
-	}
-	return noRoom
 }
 
 // aheadSized reports whether e is a file of chunks (not a directory, not
@@ -307,7 +273,7 @@ func (d *dir) scan() {
 			if full.Load() {
 				return
 			}
-			switch err := f.fillFile(f.bg, e, false); {
+			switch err := f.fillFile(f.bg, e, fillHow{disk: true}); {
 			case errors.Is(err, pagecache.ErrNoRoom):
 				full.Store(true)
 			case err != nil:
@@ -359,23 +325,50 @@ func (d *dir) scanList(files chan<- *filerpb.Entry, full *atomic.Bool) bool {
 	return false
 }
 
-// fillFile fetches a small regular file's chunks into the disk cache,
-// evicting for room when evict is set (see pagecache.Cache.FillDisk); an
-// error wrapping pagecache.ErrNoRoom means the disk cache has no room left,
-// any other that the file is not all on disk. A file that smallFile
-// passes over is no error.
-func (f *FS) fillFile(ctx context.Context, e *filerpb.Entry, evict bool) error {
+// fillHow says what fillFile does with each chunk of a file.
+type fillHow struct {
+	// disk fills the chunk into the disk cache, making room when evict
+	// is set (see pagecache.Cache.FillDisk).
+	disk, evict bool
+	// pages then asks for its pages (pagecache.Cache.Prefetch): from the
+	// disk cache's file into the kernel's page cache, where the reader's
+	// passthrough reads find them, or into memory when the chunk is not
+	// on disk. 2000 x 128 KiB read again in name order, page cache
+	// dropped, alternated runs: 3,676-3,796 files/s when rounds prefetched
+	// into memory, 2,346-2,876 once they filled the disk and the reader
+	// waited on the disk for each file, 4,343-5,751 with its pages asked
+	// for ahead.
+	pages bool
+}
+
+// fillFile fetches a small regular file's chunks ahead of its readers, as
+// how says; a file that smallFile passes over is no error. An error
+// wrapping pagecache.ErrNoRoom means the disk cache has no room (with
+// pages, the rest of the file went to memory); any other, that the file
+// is not all on disk (its reader will fetch it, and meet the error
+// itself).
+func (f *FS) fillFile(ctx context.Context, e *filerpb.Entry, how fillHow) error {
 	m, size, ok := f.smallFile(ctx, e)
 	if !ok {
 		return nil
 	}
+	var noRoom error
 	for _, v := range m.Views(nil, 0, size, size) {
 		if v.Hole {
 			continue
 		}
-		if err := f.chunks.FillDisk(ctx, v.Chunk, evict); err != nil {
-			return fmt.Errorf("fill %s: %w", e.GetName(), err)
+		if how.disk && noRoom == nil {
+			err := f.chunks.FillDisk(ctx, v.Chunk, how.evict)
+			switch {
+			case errors.Is(err, pagecache.ErrNoRoom) && how.pages:
+				noRoom = fmt.Errorf("fill %s: %w", e.GetName(), err)
+			case err != nil:
+				return fmt.Errorf("fill %s: %w", e.GetName(), err)
+			}
+		}
+		if how.pages {
+			f.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len, pagecache.KernelAhead)
 		}
 	}
-	return nil
+	return noRoom
 }

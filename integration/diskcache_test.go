@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io/fs"
@@ -312,12 +313,7 @@ func TestShuffledScanFillsDisk(t *testing.T) {
 	c := cluster.StartT(t, cluster.Options{})
 	ctx := ctxT(t, 10*time.Minute)
 	const n = 400
-	files := make([][]byte, n)
-	err := forEachN(n, 8, func(i int) error {
-		files[i] = randomData(uint64(100+i), 64<<10+i)
-		return c.Put(ctx, fmt.Sprintf("/ds/s%04d.bin", i), files[i])
-	})
-	require.NoError(t, err)
+	files := putDataset(ctx, t, c, "/ds/s%04d.bin", n, 100, 64<<10)
 	addr := metricsAddr(t)
 	m := startMount(t, c, "-filer.path=/ds", "-cacheDir="+t.TempDir(), "-metrics.address="+addr)
 	rng := rand.New(rand.NewPCG(1, 1))
@@ -340,6 +336,20 @@ func TestShuffledScanFillsDisk(t *testing.T) {
 	after := scrape(t, addr)
 	t.Logf("fills %.0f; the rest of the epoch fetched %.0f bytes from volume servers", after["weedfuse_disk_fills_total"], fromVolumeServers(after)-before)
 	require.Less(t, fromVolumeServers(after)-before, float64(64<<10)*10)
+}
+
+// putDataset writes n files of random bytes, 8 at a time, at the paths
+// that name (a format of the file's index) gives; file i is size+i bytes
+// long, of seed seed+i. It returns their contents.
+func putDataset(ctx context.Context, t *testing.T, c *cluster.Cluster, name string, n int, seed uint64, size int) [][]byte {
+	t.Helper()
+	files := make([][]byte, n)
+	err := forEachN(n, 8, func(i int) error {
+		files[i] = randomData(seed+uint64(i), size+i)
+		return c.Put(ctx, fmt.Sprintf(name, i), files[i])
+	})
+	require.NoError(t, err)
+	return files
 }
 
 // forEachN runs fn(i) for i in [0, n), workers at a time, and returns the
@@ -370,12 +380,7 @@ func TestListingOrderFillsDisk(t *testing.T) {
 	c := cluster.StartT(t, cluster.Options{})
 	ctx := ctxT(t, 10*time.Minute)
 	const n = 300
-	files := make([][]byte, n)
-	err := forEachN(n, 8, func(i int) error {
-		files[i] = randomData(uint64(900+i), 96<<10+i)
-		return c.Put(ctx, fmt.Sprintf("/ls/l%04d.bin", i), files[i])
-	})
-	require.NoError(t, err)
+	files := putDataset(ctx, t, c, "/ls/l%04d.bin", n, 900, 96<<10)
 	addr := metricsAddr(t)
 	m := startMount(t, c, "-filer.path=/ls", "-cacheDir="+t.TempDir(), "-metrics.address="+addr)
 	for i := range n {

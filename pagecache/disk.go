@@ -81,9 +81,8 @@ type disk struct {
 	byName map[string]*list.Element
 	used   int64
 	// writing holds the names being written by this process, so that two
-	// fetches of one needle write it once; each channel closes when its
-	// write is over, committed or not.
-	writing map[string]chan struct{}
+	// fetches of one needle write it once.
+	writing map[string]diskWrite
 	// pausedUntil stops writes for a while after the disk filled up.
 	pausedUntil time.Time
 
@@ -165,7 +164,7 @@ func newDisk(dir string, capacity, bs int64, warn func(string)) (*disk, error) {
 	}
 	d := &disk{
 		root: dir, capacity: capacity, bs: bs, lru: list.New(),
-		byName: map[string]*list.Element{}, writing: map[string]chan struct{}{},
+		byName: map[string]*list.Element{}, writing: map[string]diskWrite{},
 	}
 	d.checkBufs.New = func() any {
 		b := make([]byte, bs)
@@ -690,10 +689,19 @@ func (d *disk) stats() DiskStats {
 	return s
 }
 
+// diskWrite is a needle being written: done closes when the write is
+// over, committed or not; fill marks a write that Cache.FillDisk started
+// ahead of the needle's readers, which an open waits for.
+type diskWrite struct {
+	done chan struct{}
+	fill bool
+}
+
 // writer returns a sink for the whole needle of key, or nil when the tier
 // will not take it: it is on disk already, being written, larger than a
-// half of the tier, or writes are paused after the disk filled up.
-func (d *disk) writer(key string, size int64) *diskWriter {
+// half of the tier, or writes are paused after the disk filled up. fill
+// says that Cache.FillDisk asks (see filling).
+func (d *disk) writer(key string, size int64, fill bool) *diskWriter {
 	name := diskName(key)
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -703,7 +711,7 @@ func (d *disk) writer(key string, size int64) *diskWriter {
 	if _, ok := d.writing[name]; ok || size > d.capacity/2 || time.Now().Before(d.pausedUntil) {
 		return nil
 	}
-	d.writing[name] = make(chan struct{})
+	d.writing[name] = diskWrite{done: make(chan struct{}), fill: fill}
 	return &diskWriter{d: d, key: key, name: name}
 }
 
@@ -712,7 +720,18 @@ func (d *disk) writer(key string, size int64) *diskWriter {
 func (d *disk) written(key string) <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.writing[diskName(key)]
+	return d.writing[diskName(key)].done
+}
+
+// filling is written for a write that Cache.FillDisk started, and nil for
+// any other (a reader's fetch, whose needle may be large and slow).
+func (d *disk) filling(key string) <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if w := d.writing[diskName(key)]; w.fill {
+		return w.done
+	}
+	return nil
 }
 
 // diskWriter takes a needle's logical bytes during its fetch (it is a
@@ -824,8 +843,8 @@ func (w *diskWriter) discard() {
 func (w *diskWriter) abort() {
 	w.discard()
 	w.d.mu.Lock()
-	if ch, ok := w.d.writing[w.name]; ok {
-		close(ch)
+	if dw, ok := w.d.writing[w.name]; ok {
+		close(dw.done)
 		delete(w.d.writing, w.name)
 	}
 	w.d.mu.Unlock()

@@ -249,7 +249,7 @@ func TestOpenWholeWaitsForWrite(t *testing.T) {
 	f, chunks := newTierFake(300<<10+5, 2<<20)
 	c := newCache(t, f, diskOpts(t.TempDir(), 1<<20, 64<<20))
 	ch := chunks[0]
-	w := c.disk.writer(ch.Key(), ch.Size)
+	w := c.disk.writer(ch.Key(), ch.Size, true)
 	require.NotNil(t, w)
 	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
@@ -276,6 +276,17 @@ func TestOpenWholeWaitsForWrite(t *testing.T) {
 	fd.Close()
 	require.NoError(t, err)
 	require.Equal(t, f.chunks[ch.FileID], got)
+
+	// A reader's own write of a needle (not a fill) is not waited for.
+	other := chunks[1]
+	w2 := c.disk.writer(other.Key(), other.Size, false)
+	require.NotNil(t, w2)
+	bounded, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	_, ok = c.OpenWhole(bounded, other)
+	require.False(t, ok)
+	require.NoError(t, bounded.Err(), "the open waited for a reader's write")
+	w2.abort()
 }
 
 // TestOpenWhole: a needle held whole on disk opens as a file of exactly

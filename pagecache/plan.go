@@ -90,7 +90,7 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch needle.Chunk, start int64, 
 	}
 	var sink *diskWriter
 	if c.disk != nil {
-		sink = c.disk.writer(ch.Key(), ch.Size)
+		sink = c.disk.writer(ch.Key(), ch.Size, false)
 		if sink == nil {
 			// The needle is being fetched whole into the disk tier
 			// already (a stream's earlier run, or a fill): wait for it
@@ -170,7 +170,7 @@ func (c *Cache) fillLater(ch needle.Chunk) {
 	default:
 		return
 	}
-	sink := c.disk.writer(ch.Key(), ch.Size)
+	sink := c.disk.writer(ch.Key(), ch.Size, false)
 	if sink == nil {
 		<-c.fillSem
 		return
@@ -259,7 +259,7 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error
 	if !evict && !c.disk.roomFor(ch.Size) {
 		return ErrNoRoom
 	}
-	sink := c.disk.writer(key, ch.Size)
+	sink := c.disk.writer(key, ch.Size, true)
 	if sink == nil {
 		done := c.disk.written(key)
 		if done == nil {
@@ -295,30 +295,24 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error
 	return nil
 }
 
-// openWaitMax is the largest needle whose write under way an OpenWhole
-// waits for: the files that fs fills ahead of their readers (at most
-// 16 MiB).
-const openWaitMax = 16 << 20
-
 // OpenWhole opens the disk tier's copy of ch's logical bytes, exactly
 // ch.Size long and every block checked against its table now (or when
 // last opened, if the file has not changed since), for a file
 // that is that one chunk: the kernel can then read the file itself (FUSE
-// passthrough) with no request to the mount. A write of the needle to the
-// disk tier under way (a scan's or a prefetch round's fill) is waited for,
-// up to ctx, when the needle is at most openWaitMax: the opener would
-// otherwise fetch the same needle again through memory. It reports false when the chunk is not on disk whole (or failed
-// the check, which removes it); the caller then reads through the cache
-// as usual. The caller closes the file. Safe for concurrent use.
+// passthrough) with no request to the mount. A FillDisk of the needle under
+// way (a scan's or a prefetch round's, ahead of its readers) is waited for,
+// up to ctx: the file is then passed through, where its reads would come
+// to the mount, wait for the same write and read the cache file. A
+// reader's own write of a needle is not waited for: it may be large, and
+// its reads join the fetch. It reports false when the chunk is not on disk
+// whole (or failed the check, which removes it); the caller then reads
+// through the cache as usual. The caller closes the file. Safe for concurrent use.
 func (c *Cache) OpenWhole(ctx context.Context, ch needle.Chunk) (*os.File, bool) {
 	if c.disk == nil || ch.Size <= 0 || ch.CheckSize() != nil {
 		return nil, false
 	}
 	key := ch.Key()
-	// A large needle's write (a sequential reader's, or a fill behind
-	// random reads) may take long; its opener reads through the cache,
-	// joining the fetch, rather than wait in OPEN for all of it.
-	if done := c.disk.written(key); done != nil && ch.Size <= openWaitMax {
+	if done := c.disk.filling(key); done != nil {
 		select {
 		case <-done:
 		case <-ctx.Done():
