@@ -532,7 +532,7 @@ func (d *disk) openWhole(key string, size int64) (*os.File, bool) {
 	}
 	_, dat := d.paths(name)
 	began := time.Now()
-	f, err := os.Open(dat)
+	f, err := openFile(dat, os.O_RDONLY, 0)
 	if err != nil {
 		d.misses.Add(1)
 		d.forgetData(name)
@@ -821,7 +821,7 @@ func tempName(dir, base string) string {
 // createTemp creates a new file in dir named for base, unique to this
 // writer.
 func createTemp(dir, base string) (*os.File, error) {
-	return os.OpenFile(tempName(dir, base), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	return openFile(tempName(dir, base), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 }
 
 // Reset implements needle.NeedleSink: what was written is void.
@@ -871,7 +871,7 @@ func (w *diskWriter) commit(minLen int64) {
 		inDat, w.err = w.writeTable(sumPath)
 	}
 	if w.err == nil {
-		w.err = os.Rename(w.f.Name(), datPath)
+		w.err = renameFile(w.f.Name(), datPath)
 	}
 	if w.err != nil {
 		d.writeErrs.Add(1)
@@ -977,7 +977,7 @@ func (w *diskWriter) writeTable(path string) (inDat bool, err error) {
 // one that is not is replaced through a rename.
 func (w *diskWriter) writeSum(path string) error {
 	b := encodeSum(w.key, w.n, w.d.bs, w.crcs)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := openFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
 			return nil
@@ -997,7 +997,7 @@ func (w *diskWriter) writeSum(path string) error {
 		return err
 	}
 	if f.Name() != path {
-		if err := os.Rename(f.Name(), path); err != nil {
+		if err := renameFile(f.Name(), path); err != nil {
 			os.Remove(f.Name())
 			return err
 		}
