@@ -37,52 +37,61 @@ const stampSettle = time.Second
 
 // fineCtimes reports whether files in dir get a ctime of their own for a
 // change that follows a stat of them, as Linux 6.13's multigrain
-// timestamps give ext4, xfs, btrfs and tmpfs: it writes a file, stats it
-// and writes it again, three times, and wants each new ctime later than
-// the last by less than fineStep. A coarse clock gives two writes
-// microseconds apart the same ctime, or, across a tick, one a whole tick
-// (a millisecond or more) later. One pass proves a fine clock; a pass can
-// fail on a fine one too, when the prober is preempted between its writes
-// (1 probe in 2,000 here when idle, 15 in 2,000 beside two busy loops and a
-// large write), so it tries fineProbes times. A wrong "coarse" would cost
-// every small needle a second read of its file at its first open in the
-// next epoch.
+// timestamps give ext4, xfs, btrfs and tmpfs. A probe writes a file and
+// stats it, four times. A coarse clock gives two writes microseconds apart
+// the same ctime, or, across a tick, one a whole tick (a millisecond or
+// more) later; so a step that is not positive says coarse, and steps all
+// positive with one under fineStep say fine. Steps all positive and long
+// say nothing: the prober was preempted or its writes waited on the disk
+// (a probe that wanted every step short failed 1 time in 2,000 here when
+// idle, 15 beside two busy loops and a large write, and more in a
+// benchmark's mount made while the last one's cache was being removed).
+// Then it probes again, up to fineProbes times, and says coarse, the safe
+// answer: a wrong "coarse" costs every small needle a second read of its
+// file at its first open in the next epoch; a wrong "fine" could let a
+// changed file pass as checked.
 func fineCtimes(dir string) bool {
 	for range fineProbes {
-		if fineCtimeProbe(dir) {
-			return true
+		if fine, known := fineCtimeProbe(dir); known {
+			return fine
 		}
 	}
 	return false
 }
 
-// fineProbes is how many times fineCtimes probes before it says coarse.
+// fineProbes is how many probes fineCtimes makes at most.
 const fineProbes = 5
 
-// fineCtimeProbe is one probe of fineCtimes.
-func fineCtimeProbe(dir string) bool {
+// fineCtimeProbe is one probe of fineCtimes; known is false when it
+// tells nothing (or the file could not be written).
+func fineCtimeProbe(dir string) (fine, known bool) {
 	f, err := createTemp(dir, "ctime-probe")
 	if err != nil {
-		return false
+		return false, false
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
 	var last int64
+	short := false
 	for i := range 4 {
 		if _, err := f.WriteAt([]byte{byte(i)}, 0); err != nil {
-			return false
+			return false, false
 		}
 		info, err := f.Stat()
 		if err != nil {
-			return false
+			return false, false
 		}
 		ctime := stampOf(info).ctime
-		if step := ctime - last; i > 0 && (step <= 0 || step >= int64(fineStep)) {
-			return false
+		if i > 0 {
+			step := ctime - last
+			if step <= 0 {
+				return false, true
+			}
+			short = short || step < int64(fineStep)
 		}
 		last = ctime
 	}
-	return true
+	return short, short
 }
 
 // fineStep bounds the ctime steps of fineCtimes' writes on a fine clock.
