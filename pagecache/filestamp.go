@@ -42,16 +42,20 @@ const stampSettle = time.Second
 // the same ctime, or, across a tick, one a whole tick (a millisecond or
 // more) later; so a step that is not positive says coarse, and steps all
 // positive with one under fineStep say fine. Steps all positive and long
-// say nothing: the prober was preempted or its writes waited on the disk
-// (a probe that wanted every step short failed 1 time in 2,000 here when
-// idle, 15 beside two busy loops and a large write, and more in a
-// benchmark's mount made while the last one's cache was being removed).
-// Then it probes again, up to fineProbes times, and says coarse, the safe
-// answer: a wrong "coarse" costs every small needle a second read of its
-// file at its first open in the next epoch; a wrong "fine" could let a
-// changed file pass as checked.
+// say nothing: the prober was preempted or its writes waited on the disk.
+// A probe that wanted every step short failed 1 time in 2,000 here when
+// idle and 15 beside two busy loops and a large write; while 16,384 files
+// were being removed (as a benchmark removes its last cache), 260 in
+// 99,680, and 50 of 19,936 runs of five back to back all failed. So an
+// inconclusive probe is made again after fineWait, up to fineProbes times,
+// and then the answer is coarse, the safe one: a wrong "coarse" costs every
+// small needle a second read of its file at its first open in the next
+// epoch; a wrong "fine" could let a changed file pass as checked.
 func fineCtimes(dir string) bool {
-	for range fineProbes {
+	for i := range fineProbes {
+		if i > 0 {
+			time.Sleep(fineWait)
+		}
 		if fine, known := fineCtimeProbe(dir); known {
 			return fine
 		}
@@ -59,8 +63,13 @@ func fineCtimes(dir string) bool {
 	return false
 }
 
-// fineProbes is how many probes fineCtimes makes at most.
-const fineProbes = 5
+const (
+	// fineProbes is how many probes fineCtimes makes at most, fineWait
+	// the pause before each after the first: a mount's start waits
+	// 50 ms at most for them.
+	fineProbes = 11
+	fineWait   = 5 * time.Millisecond
+)
 
 // fineCtimeProbe is one probe of fineCtimes; known is false when it
 // tells nothing (or the file could not be written).
