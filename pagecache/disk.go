@@ -157,7 +157,8 @@ type DiskStats struct {
 // newDisk opens the tier in dir, creating it, and indexes what an earlier
 // mount left there (a directory walk: about 50 ms for 10,000 needles).
 // A capacity larger than the file system's free space (plus what the
-// directory already holds) is clamped, with warn called once.
+// directory already holds) is clamped, with warn called once; warn is
+// also called when the file system's ctimes are coarse (fineCtimes).
 func newDisk(dir string, capacity, bs int64, warn func(string)) (*disk, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("disk cache %s: %w", dir, err)
@@ -172,6 +173,12 @@ func newDisk(dir string, capacity, bs int64, warn func(string)) (*disk, error) {
 	}
 	d.removeTemps()
 	d.fineCtime = fineCtimes(dir)
+	if !d.fineCtime && warn != nil {
+		// Said once, since it costs reads: a passthrough open of a
+		// file then checks it again unless it changed 1 s before its
+		// last check (see disk.settled).
+		warn(fmt.Sprintf("disk cache %s: the file system's ctimes are coarse (no Linux 6.13 multigrain timestamps here), so a cache file checked within a second of its last change is checked again at its next open", dir))
+	}
 	held := d.scan()
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err == nil {
