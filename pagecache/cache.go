@@ -70,7 +70,8 @@ type Options struct {
 	// range that nothing can check (-verify=strict).
 	Strict bool
 	// Warn reports a problem with the options that the cache worked
-	// around (a disk capacity beyond the free space). May be nil.
+	// around (a disk capacity beyond the free space), or with the disk
+	// cache's file system (coarse ctimes, which cost reads). May be nil.
 	Warn func(string)
 }
 

@@ -174,10 +174,11 @@ func newDisk(dir string, capacity, bs int64, warn func(string)) (*disk, error) {
 	d.removeTemps()
 	d.fineCtime = fineCtimes(dir)
 	if !d.fineCtime && warn != nil {
-		// Said once, since it costs reads: a passthrough open of a
-		// file then checks it again unless it changed 1 s before its
-		// last check (see disk.settled).
-		warn(fmt.Sprintf("disk cache %s: the file system's ctimes are coarse (no Linux 6.13 multigrain timestamps here), so a cache file checked within a second of its last change is checked again at its next open", dir))
+		// Said once, since it costs reads: no small needle is read
+		// back when written, and a passthrough open of a file checks
+		// it again unless it changed more than 1 s before its last
+		// check (see disk.settled).
+		warn(fmt.Sprintf("disk cache %s: the file system's ctimes could not be shown finer than the kernel's tick (Linux 6.13 multigrain timestamps), so each cache file is read and checked at its first open, and again at later opens if it changed within a second of that check", dir))
 	}
 	held := d.scan()
 	var st syscall.Statfs_t

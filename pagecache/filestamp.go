@@ -65,18 +65,19 @@ func fineCtimes(dir string) bool {
 
 const (
 	// fineProbes is how many probes fineCtimes makes at most, fineWait
-	// the pause before each after the first: a mount's start waits
-	// 50 ms at most for them.
+	// the pause before each after the first: 50 ms of pauses at most
+	// at a mount's start, plus the probes themselves.
 	fineProbes = 11
 	fineWait   = 5 * time.Millisecond
 )
 
 // fineCtimeProbe is one probe of fineCtimes; known is false when it
-// tells nothing (or the file could not be written).
+// tells nothing. A directory where no file can be made answers coarse
+// at once: probing again would not help.
 func fineCtimeProbe(dir string) (fine, known bool) {
 	f, err := createTemp(dir, "ctime-probe")
 	if err != nil {
-		return false, false
+		return false, true
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
