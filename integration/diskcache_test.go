@@ -318,11 +318,7 @@ func TestShuffledScanFillsDisk(t *testing.T) {
 	m := startMount(t, c, "-filer.path=/ds", "-cacheDir="+t.TempDir(), "-metrics.address="+addr)
 	rng := rand.New(rand.NewPCG(1, 1))
 	order := rng.Perm(n)
-	check := func(i int) {
-		got, err := os.ReadFile(filepath.Join(m.Dir, fmt.Sprintf("s%04d.bin", i)))
-		require.NoError(t, err)
-		require.True(t, bytes.Equal(files[i], got), "file %d", i)
-	}
+	check := func(i int) { requireFile(t, filepath.Join(m.Dir, fmt.Sprintf("s%04d.bin", i)), files[i]) }
 	for _, i := range order[:40] {
 		check(i)
 	}
@@ -350,6 +346,14 @@ func putDataset(ctx context.Context, t *testing.T, c *cluster.Cluster, name stri
 	})
 	require.NoError(t, err)
 	return files
+}
+
+// requireFile reads the file at path whole and requires want's bytes.
+func requireFile(t *testing.T, path string, want []byte) {
+	t.Helper()
+	got, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(want, got), "%s: wrong bytes", path)
 }
 
 // forEachN runs fn(i) for i in [0, n), workers at a time, and returns the
@@ -384,9 +388,7 @@ func TestListingOrderFillsDisk(t *testing.T) {
 	addr := metricsAddr(t)
 	m := startMount(t, c, "-filer.path=/ls", "-cacheDir="+t.TempDir(), "-metrics.address="+addr)
 	for i := range n {
-		got, err := os.ReadFile(filepath.Join(m.Dir, fmt.Sprintf("l%04d.bin", i)))
-		require.NoError(t, err)
-		require.True(t, bytes.Equal(files[i], got), "file %d", i)
+		requireFile(t, filepath.Join(m.Dir, fmt.Sprintf("l%04d.bin", i)), files[i])
 	}
 	after := scrape(t, addr)
 	t.Logf("fills %.0f of %d files; %.0f bytes from volume servers", after["weedfuse_disk_fills_total"], n, fromVolumeServers(after))

@@ -44,9 +44,7 @@ func TestPassthrough(t *testing.T) {
 	}
 	readAll := func(name string) {
 		t.Helper()
-		got, err := os.ReadFile(filepath.Join(m.Dir, name))
-		require.NoError(t, err)
-		require.True(t, bytes.Equal(files[name], got), "%s: wrong bytes", name)
+		requireFile(t, filepath.Join(m.Dir, name), files[name])
 	}
 	reads := func() float64 { return scrape(t, addr)[`weedfuse_fuse_op_duration_seconds_count{op="read"}`] }
 

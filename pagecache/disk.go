@@ -54,7 +54,7 @@ import (
 //     a second writer that finds it equal. Eviction by one mount is a miss
 //     to the other.
 //   - Every block read from a .dat is checked against its table before it
-//     is used. A .dat handed to the kernel to read (openWhole) is checked
+//     is used. A .dat handed to the kernel to read (openWholeNamed) is checked
 //     whole when opened, unless it is unchanged, by its inode, size and
 //     ctime (fileStamp), since it last passed: at an open, or when read
 //     back right after this process wrote it. A file that fails (flipped
@@ -117,7 +117,7 @@ type diskEntry struct {
 	// the entry ends with its .dat.
 	inDat bool
 	// checked is the state of the .dat when it was last read whole and
-	// found good, by openWhole or by the read-back after its write (zero:
+	// found good, by openWholeNamed or by the read-back after its write (zero:
 	// never, or its bytes are gone).
 	checked fileStamp
 }
@@ -519,7 +519,7 @@ func (d *disk) willNeed(key string, off, n int64) {
 	unix.Close(fd)
 }
 
-// openWhole opens the .dat of a needle whose logical bytes are exactly
+// openWholeNamed opens the .dat of a needle whose logical bytes are exactly
 // size long, when it is held on disk, and checks every block of it
 // against its table. The caller hands the file to the kernel (FUSE
 // passthrough), which then reads it without asking us, so this is the
@@ -528,9 +528,9 @@ func (d *disk) willNeed(key string, off, n int64) {
 // bytes are the ones checked. Reading it at every open was 41 % of the
 // mount's CPU in a shuffled loader's second epoch, where every file is
 // opened once per epoch. It reports false, having removed what was bad,
-// when the file is not held, gone, of another length or corrupt.
-func (d *disk) openWhole(key string, size int64) (*os.File, bool) {
-	name := diskName(key)
+// when the file is not held, gone, of another length or corrupt. name is
+// diskName(key), which the caller has.
+func (d *disk) openWholeNamed(name, key string, size int64) (*os.File, bool) {
 	if !d.hasDataNamed(name) {
 		return nil, false
 	}
@@ -596,7 +596,7 @@ func (d *disk) settled(s fileStamp, since time.Time) bool {
 	return s != fileStamp{} && (d.fineCtime || s.ctime < since.Add(-stampSettle).UnixNano())
 }
 
-// checkedAs reports whether the needle's .dat passed openWhole's check
+// checkedAs reports whether the needle's .dat passed openWholeNamed's check
 // when it had this stamp.
 func (d *disk) checkedAs(name string, s fileStamp) bool {
 	d.mu.Lock()
@@ -605,7 +605,7 @@ func (d *disk) checkedAs(name string, s fileStamp) bool {
 	return ok && s != fileStamp{} && e.Value.(*diskEntry).checked == s
 }
 
-// setChecked records that the needle's .dat passed openWhole's check with
+// setChecked records that the needle's .dat passed openWholeNamed's check with
 // this stamp.
 func (d *disk) setChecked(name string, s fileStamp) {
 	d.mu.Lock()
@@ -708,7 +708,7 @@ type diskWrite struct {
 // writer returns a sink for the whole needle of key, or nil when the tier
 // will not take it: it is on disk already, being written, larger than a
 // half of the tier, or writes are paused after the disk filled up. fill
-// says that Cache.FillDisk asks (see filling).
+// says that Cache.FillDisk asks (see fillingNamed).
 func (d *disk) writer(key string, size int64, fill bool) *diskWriter {
 	name := diskName(key)
 	d.mu.Lock()
@@ -731,12 +731,13 @@ func (d *disk) written(key string) <-chan struct{} {
 	return d.writing[diskName(key)].done
 }
 
-// filling is written for a write that Cache.FillDisk started, and nil for
-// any other (a reader's fetch, whose needle may be large and slow).
-func (d *disk) filling(key string) <-chan struct{} {
+// fillingNamed is written for a write of the needle named name that
+// Cache.FillDisk started, and nil for any other (a reader's fetch, whose
+// needle may be large and slow).
+func (d *disk) fillingNamed(name string) <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if w := d.writing[diskName(key)]; w.fill {
+	if w := d.writing[name]; w.fill {
 		return w.done
 	}
 	return nil

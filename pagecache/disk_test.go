@@ -952,7 +952,7 @@ func TestFillDisk(t *testing.T) {
 	require.NoError(t, c.FillDisk(ctx, chunks[0], false))
 	require.NoError(t, c.FillDisk(ctx, chunks[0], false))
 	require.EqualValues(t, 1, f.wholes.Load(), "a needle on disk was fetched again")
-	fd, ok := c.OpenWhole(context.Background(), chunks[0])
+	fd, ok := c.OpenWhole(ctx, chunks[0])
 	require.True(t, ok)
 	fd.Close()
 

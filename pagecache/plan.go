@@ -312,14 +312,15 @@ func (c *Cache) OpenWhole(ctx context.Context, ch needle.Chunk) (*os.File, bool)
 		return nil, false
 	}
 	key := ch.Key()
-	if done := c.disk.filling(key); done != nil {
+	name := diskName(key) // a hash: once per open, not per lookup
+	if done := c.disk.fillingNamed(name); done != nil {
 		select {
 		case <-done:
 		case <-ctx.Done():
 			return nil, false
 		}
 	}
-	return c.disk.openWhole(key, ch.Size)
+	return c.disk.openWholeNamed(name, key, ch.Size)
 }
 
 // readDiskDirect serves a read of a needle held on disk from its file, in
