@@ -136,7 +136,8 @@ func passthroughAvailable(offered bool) bool { return offered && os.Geteuid() ==
 // no_open: open answers ENOSYS, which the kernel remembers for the mount,
 // and then opens and closes files without a word to us, sparing each
 // open-read-close of a small file two of its three round trips. With
-// passthrough, a file held whole on disk gets a backing file, and others
+// passthrough, a file held whole on disk, or one small chunk (which
+// OpenWhole fetches into the disk cache first), gets a backing file, and others
 // a cached handle: the kernel keeps their pages across opens
 // (FOPEN_KEEP_CACHE, as under no_open) until node.setEntry drops them or
 // it sees mtime or size change (auto_inval_data). A write never gets this

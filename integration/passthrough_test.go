@@ -18,9 +18,10 @@ import (
 	"github.com/weedfuse/weedfuse/internal/filerpb"
 )
 
-// TestPassthrough: a file that is one chunk held whole in the disk cache is
-// opened with FUSE passthrough, so the kernel reads it with no READ to the
-// mount; other files keep the mount's read path. A file replaced while open
+// TestPassthrough: a file that is one chunk held whole in the disk cache,
+// or one small chunk (fetched into it at the open), is opened with FUSE
+// passthrough, so the kernel reads it with no READ to the mount; other
+// files keep the mount's read path. A file replaced while open
 // under passthrough is never opened onto the old bytes, and a cache file
 // with a flipped byte is caught when opened and fetched again.
 func TestPassthrough(t *testing.T) {
@@ -48,7 +49,11 @@ func TestPassthrough(t *testing.T) {
 	}
 	reads := func() float64 { return scrape(t, addr)[`weedfuse_fuse_op_duration_seconds_count{op="read"}`] }
 
-	for name := range files {
+	// Cold, one chunk of 256 KiB or less: fetched into the disk tier at
+	// its open, and passed through from the first read on.
+	readAll("small.bin")
+	require.Zero(t, reads(), "a small file's first open was not passed through")
+	for _, name := range []string{"one.bin", "many.bin"} {
 		readAll(name) // cold: fetched, written to the disk tier
 	}
 	require.Positive(t, reads())

@@ -593,6 +593,32 @@ func (c *Cache) untouchedLocked(ch needle.Chunk, last int64) bool {
 	return true
 }
 
+// holdLocked makes reads of the block named key fail at once with err
+// until failHold has passed.
+func (c *Cache) holdLocked(key string, err error) {
+	if len(c.failed) > 4096 {
+		clear(c.failed) // a bound, not a policy: entries live a second
+	}
+	c.failed[key] = failure{err, time.Now().Add(failHold)}
+}
+
+// holdFailure makes reads of every block of ch fail at once with err, as
+// after a failed fetch of them (fetchRun).
+func (c *Cache) holdFailure(ch needle.Chunk, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for b := int64(0); b <= (ch.Size-1)/c.opts.BlockSize; b++ {
+		c.holdLocked(c.blockKey(ch, b), err)
+	}
+}
+
+// untouched reports whether no block of ch is cached or in flight.
+func (c *Cache) untouched(ch needle.Chunk) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.untouchedLocked(ch, (ch.Size-1)/c.opts.BlockSize)
+}
+
 // absentLocked reports whether the block named key is neither in flight
 // nor cached.
 func (c *Cache) absentLocked(key string) bool {
@@ -661,14 +687,11 @@ func (c *Cache) fetchRun(ch needle.Chunk, b int64, run []*fetch, p plan) {
 	// A failure of the fetcher itself is held for failHold; the cache
 	// closing is not a failure of the block.
 	hold := err != nil && c.ctx.Err() == nil
-	if len(c.failed) > 4096 {
-		clear(c.failed) // a bound, not a policy: entries live a second
-	}
 	for i, f := range run {
 		key := c.blockKey(ch, b+int64(i))
 		f.err = err
 		if hold {
-			c.failed[key] = failure{err, time.Now().Add(failHold)}
+			c.holdLocked(key, err)
 		}
 		if (!f.prefetch || err != nil) && c.inflight[key] == f {
 			// A block goes to the cache before it leaves the inflight

@@ -289,6 +289,47 @@ func TestOpenWholeWaitsForWrite(t *testing.T) {
 	w2.abort()
 }
 
+// TestOpenWholeFillsSmallNeedle: an open of a small needle that no tier
+// holds fetches it into the disk tier and opens it there; one whose blocks
+// memory holds is left to its reads, as is a larger needle, and a fill
+// that fails opens nothing.
+func TestOpenWholeFillsSmallNeedle(t *testing.T) {
+	ctx := context.Background()
+	f, chunks := newTierFake(128<<10, 200<<10, wholeNeedle+1, 64<<10)
+	c := newCache(t, f, diskOpts(t.TempDir(), 1<<20, 64<<20))
+	fd, ok := c.OpenWhole(ctx, chunks[0])
+	require.True(t, ok, "a small needle was not filled at its open")
+	got, err := io.ReadAll(fd)
+	fd.Close()
+	require.NoError(t, err)
+	require.Equal(t, f.chunks[chunks[0].FileID], got)
+	require.EqualValues(t, 1, f.wholes.Load())
+
+	readAll(t, c, chunks[1], Sequential) // into memory, and teed to disk
+	if done := c.disk.written(chunks[1].Key()); done != nil {
+		<-done
+	}
+	c.disk.drop(diskName(chunks[1].Key()))
+	c.wg.Wait() // the fetch hands its slots to the cache before ending
+	c.rc.Wait()
+	before := f.wholes.Load()
+	_, ok = c.OpenWhole(ctx, chunks[1])
+	require.False(t, ok)
+	require.Equal(t, before, f.wholes.Load(), "a needle held in memory was fetched again at its open")
+
+	_, ok = c.OpenWhole(ctx, chunks[2])
+	require.False(t, ok)
+	require.Equal(t, before, f.wholes.Load(), "a needle past wholeNeedle was fetched at its open")
+
+	f.fail.Store(true)
+	_, ok = c.OpenWhole(ctx, chunks[3])
+	require.False(t, ok, "opened a needle whose fill failed")
+	before = f.wholes.Load()
+	_, err = c.ReadChunkAt(ctx, chunks[3], 0, make([]byte, 100), Random)
+	require.Error(t, err, "a read right after a failed fill at open succeeded")
+	require.Equal(t, before, f.wholes.Load(), "the opener's read fetched again what its open just failed to")
+}
+
 // TestOpenWhole: a needle held whole on disk opens as a file of exactly
 // its bytes, checked; a needle not on disk, a chunk shorter than its needle
 // and a file with a flipped byte are refused, the last counted and removed.

@@ -285,7 +285,7 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error
 	defer cancel()
 	if _, err := c.f.Fetch(ctx, needle.Request{Chunk: ch, Whole: sink}); err != nil {
 		sink.abort()
-		return fmt.Errorf("fill chunk %s: %w", ch.FileID, err)
+		return fmt.Errorf("fill chunk %s: %w", ch.FileID, fetchError{err})
 	}
 	sink.commit(ch.Size)
 	if !c.disk.hasData(key) {
@@ -304,9 +304,24 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error
 // up to ctx: the file is then passed through, where its reads would come
 // to the mount, wait for the same write and read the cache file. A
 // reader's own write of a needle is not waited for: it may be large, and
-// its reads join the fetch. It reports false when the chunk is not on disk
-// whole (or failed the check, which removes it); the caller then reads
-// through the cache as usual. The caller closes the file. Safe for concurrent use.
+// its reads join the fetch.
+//
+// A needle of wholeNeedle bytes or less that no tier holds or fetches is
+// first filled into the disk tier, as a reader's own fetch would be (it
+// may evict), and then opened: the first read of it would fetch it whole
+// anyway (plan rule 2), and passed through it costs the mount no READ and
+// the kernel no second copy in FUSE's page cache. A shuffled loader's
+// first epoch over 16,384 files of 128 KiB, where the directory's scan
+// reaches about three in four files before their reader: the reader read
+// 3,700-3,830 files through the mount before, none after; alternated runs
+// (medians of five, then of four), 2,093 -> 2,171 and 1,925 -> 2,170
+// files/s, 7.28 -> 6.89 and 8.29 -> 6.98 s of mount CPU.
+// A needle held in memory, or being fetched, is left to its reads.
+//
+// It reports false when the chunk is not on disk whole (or failed the
+// check, which removes it, or the fill failed); the caller then reads
+// through the cache as usual. The caller closes the file. Safe for
+// concurrent use.
 func (c *Cache) OpenWhole(ctx context.Context, ch needle.Chunk) (*os.File, bool) {
 	if c.disk == nil || ch.Size <= 0 || ch.CheckSize() != nil {
 		return nil, false
@@ -319,9 +334,27 @@ func (c *Cache) OpenWhole(ctx context.Context, ch needle.Chunk) (*os.File, bool)
 		case <-ctx.Done():
 			return nil, false
 		}
+	} else if ch.Size <= wholeNeedle && !c.disk.hasDataNamed(name) && c.untouched(ch) {
+		if err := c.FillDisk(ctx, ch, true); err != nil {
+			// A fetch that failed fails the opener's reads at once for
+			// a while, as a failed read does: they would otherwise
+			// wait out the same retries again.
+			var fe fetchError
+			if errors.As(err, &fe) && ctx.Err() == nil {
+				c.holdFailure(ch, fe.err)
+			}
+			return nil, false
+		}
 	}
 	return c.disk.openWholeNamed(name, key, ch.Size)
 }
+
+// fetchError is a fill's fetch that failed: the volume servers' answer
+// (or none), not the disk tier's.
+type fetchError struct{ err error }
+
+func (e fetchError) Error() string { return e.err.Error() }
+func (e fetchError) Unwrap() error { return e.err }
 
 // readDiskDirect serves a read of a needle held on disk from its file, in
 // the reader's goroutine, as a local file system serves one: each block the
