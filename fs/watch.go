@@ -25,8 +25,12 @@ type Subscriber interface {
 const unwatchedTTL = time.Second
 
 // streamUp is how long a subscription call must stand before it counts as
-// keeping metadata fresh.
-const streamUp = time.Second
+// keeping metadata fresh: a filer that is down or refuses the call fails it
+// well within that. Until then the kernel gets entries for unwatchedTTL,
+// and a loader that lists its dataset right after the mount looks each file
+// up again at its open: with 1 s, 15,578-15,974 LOOKUPs in a shuffled
+// epoch 1 over 16,384 files started just after mounting, and 2 with 200 ms.
+const streamUp = 200 * time.Millisecond
 
 // metaTTL is how long a cached entry may be served, by us and by the kernel.
 func (f *FS) metaTTL() time.Duration {
