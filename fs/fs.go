@@ -62,8 +62,9 @@ type ChunkReader interface {
 	FillDisk(ctx context.Context, c needle.Chunk, evict bool) error
 	// OpenWhole opens the disk cache's file of a chunk's logical bytes,
 	// exactly c.Size long and checked, for FUSE passthrough, once a write
-	// of it under way ends (up to ctx); false when the chunk is not held
-	// whole on disk. The caller closes the file.
+	// of it under way ends (up to ctx); a small chunk that no cache holds
+	// is fetched into the disk cache first. False when the chunk is not
+	// held whole on disk. The caller closes the file.
 	OpenWhole(ctx context.Context, c needle.Chunk) (*os.File, bool)
 }
 

@@ -17,7 +17,8 @@ import (
 )
 
 // FUSE passthrough (Linux 6.9 and later): a file that is one chunk held
-// whole in the disk cache is opened with the cache's file as its backing
+// whole in the disk cache (or one small chunk, which its open fetches into
+// it) is opened with the cache's file as its backing
 // file, and the kernel then reads it as it reads a local file, with no
 // READ request to the mount. The disk tier checks every block of the file
 // when it is opened, unless the file is unchanged since it last passed or

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -14,19 +15,21 @@ import (
 )
 
 // Subscriber streams the filer's metadata events under prefix from sinceNs
-// on, calling fn for each, until ctx ends or the stream breaks. Safe for
-// concurrent use.
+// on, calling fn for each, until ctx ends or the stream breaks. It calls
+// opened (when not nil) once the call is made on a live connection,
+// before any event. Safe for concurrent use.
 type Subscriber interface {
-	Subscribe(ctx context.Context, prefix string, sinceNs int64, fn func(*filerpb.SubscribeMetadataResponse) error) error
+	Subscribe(ctx context.Context, prefix string, sinceNs int64, opened func(), fn func(*filerpb.SubscribeMetadataResponse) error) error
 }
 
 // unwatchedTTL is how long metadata is trusted while no subscription keeps
 // it fresh: changes on the filer then show within a second.
 const unwatchedTTL = time.Second
 
-// streamUp is how long a subscription call must stand before it counts as
-// keeping metadata fresh: a filer that is down or refuses the call fails it
-// well within that. Until then the kernel gets entries for unwatchedTTL,
+// streamUp is how long a subscription call, once made on a live
+// connection, must stand before it counts as keeping metadata fresh: a
+// filer that refuses the call fails it within a round trip. Until then the
+// kernel gets entries for unwatchedTTL,
 // and a loader that lists its dataset right after the mount looks each file
 // up again at its open: with 1 s, 15,578-15,974 LOOKUPs in a shuffled
 // epoch 1 over 16,384 files started just after mounting, and 2 with 200 ms.
@@ -68,18 +71,40 @@ func (f *FS) subscribeLoop(ctx context.Context, sub Subscriber, notes chan<- fun
 	since := time.Now().Add(-time.Second).UnixNano()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		// The stream counts as up once it has stood for a moment or
-		// delivered an event: a filer that is down fails the call at once,
-		// and until then metadata is trusted only briefly.
-		up := time.AfterFunc(streamUp, func() { f.watched.Store(true) })
-		err := sub.Subscribe(ctx, f.opts.Root, since, func(ev *filerpb.SubscribeMetadataResponse) error {
+		// The stream counts as up once it has stood for a moment after
+		// the call was made, or delivered an event; until then (and
+		// while the call waits for a filer to connect to) metadata is
+		// trusted only briefly. ended keeps a timer that fires as the
+		// call returns from marking it up afterwards.
+		var (
+			mu    sync.Mutex
+			ended bool
+			up    *time.Timer
+		)
+		opened := func() {
+			mu.Lock()
+			defer mu.Unlock()
+			up = time.AfterFunc(streamUp, func() {
+				mu.Lock()
+				defer mu.Unlock()
+				if !ended {
+					f.watched.Store(true)
+				}
+			})
+		}
+		err := sub.Subscribe(ctx, f.opts.Root, since, opened, func(ev *filerpb.SubscribeMetadataResponse) error {
 			f.watched.Store(true)
 			since = max(since, ev.GetTsNs())
 			f.watchLagNs.Store(time.Now().UnixNano() - ev.GetTsNs())
 			backoff = 100 * time.Millisecond
 			return f.apply(ctx, ev, notes)
 		})
-		up.Stop()
+		mu.Lock()
+		ended = true
+		if up != nil {
+			up.Stop()
+		}
+		mu.Unlock()
 		f.watched.Store(false)
 		if ctx.Err() != nil {
 			return

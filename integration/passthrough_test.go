@@ -51,8 +51,11 @@ func TestPassthrough(t *testing.T) {
 
 	// Cold, one chunk of 256 KiB or less: fetched into the disk tier at
 	// its open, and passed through from the first read on.
+	fills := func() float64 { return scrape(t, addr)["weedfuse_disk_fills_total"] }
+	readsBefore, fillsBefore := reads(), fills()
 	readAll("small.bin")
-	require.Zero(t, reads(), "a small file's first open was not passed through")
+	require.Equal(t, readsBefore, reads(), "a small file's first open was not passed through")
+	require.Equal(t, fillsBefore+1, fills(), "a small file's open did not fill it into the disk cache")
 	for _, name := range []string{"one.bin", "many.bin"} {
 		readAll(name) // cold: fetched, written to the disk tier
 	}

@@ -612,11 +612,19 @@ func (c *Cache) holdFailure(ch needle.Chunk, err error) {
 	}
 }
 
-// untouched reports whether no block of ch is cached or in flight.
+// untouched reports whether no block of ch is cached, in flight or
+// failing at once (holdLocked).
 func (c *Cache) untouched(ch needle.Chunk) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.untouchedLocked(ch, (ch.Size-1)/c.opts.BlockSize)
+	now := time.Now()
+	for b := int64(0); b <= (ch.Size-1)/c.opts.BlockSize; b++ {
+		key := c.blockKey(ch, b)
+		if fl, ok := c.failed[key]; (ok && now.Before(fl.until)) || !c.absentLocked(key) {
+			return false
+		}
+	}
+	return true
 }
 
 // absentLocked reports whether the block named key is neither in flight

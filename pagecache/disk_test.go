@@ -328,6 +328,9 @@ func TestOpenWholeFillsSmallNeedle(t *testing.T) {
 	_, err = c.ReadChunkAt(ctx, chunks[3], 0, make([]byte, 100), Random)
 	require.Error(t, err, "a read right after a failed fill at open succeeded")
 	require.Equal(t, before, f.wholes.Load(), "the opener's read fetched again what its open just failed to")
+	_, ok = c.OpenWhole(ctx, chunks[3])
+	require.False(t, ok)
+	require.Equal(t, before, f.wholes.Load(), "a second open fetched again what the first just failed to")
 }
 
 // TestOpenWhole: a needle held whole on disk opens as a file of exactly

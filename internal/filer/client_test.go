@@ -6,6 +6,7 @@ import (
 	"fmt"
 	iofs "io/fs"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,6 +37,19 @@ func (fakeFiler) LookupDirectoryEntry(_ context.Context, r *filerpb.LookupDirect
 		return nil, status.Error(codes.PermissionDenied, "no")
 	}
 	return &filerpb.LookupDirectoryEntryResponse{Entry: &filerpb.Entry{Name: r.Name}}, nil
+}
+
+// fakeLocations is what fakeFiler's LookupVolume answers, by volume id.
+var fakeLocations sync.Map
+
+func (fakeFiler) LookupVolume(_ context.Context, r *filerpb.LookupVolumeRequest) (*filerpb.LookupVolumeResponse, error) {
+	resp := &filerpb.LookupVolumeResponse{LocationsMap: map[string]*filerpb.Locations{}}
+	for _, id := range r.VolumeIds {
+		locs, _ := fakeLocations.Load(id)
+		l, _ := locs.([]*filerpb.Location)
+		resp.LocationsMap[id] = &filerpb.Locations{Locations: l}
+	}
+	return resp, nil
 }
 
 // serveFake serves a fakeFiler on addr (":0" picks a port) until the test
@@ -130,4 +144,35 @@ func TestOutage(t *testing.T) {
 	t.Logf("a call made during the outage answered %v later", time.Since(start).Round(time.Millisecond))
 	assert.Less(t, time.Since(start), 4*time.Second, "reconnects within about 2 s")
 	assert.True(t, c.Up())
+}
+
+// TestLocationsWhileRestarting: a volume the filer lists on no server, as
+// while its only server restarts, is looked for at its last known address
+// once its cached locations went stale; one never seen is an error.
+func TestLocationsWhileRestarting(t *testing.T) {
+	addr, _, err := serveFake(t, "127.0.0.1:0")
+	require.NoError(t, err)
+	c, err := New(context.Background(), Options{Addresses: []string{spec(t, addr)}})
+	require.NoError(t, err)
+	defer c.Close()
+	ctx := context.Background()
+	fakeLocations.Store("7", []*filerpb.Location{{Url: "127.0.0.1:8080"}})
+	t.Cleanup(func() { fakeLocations.Delete("7") })
+	got, err := c.Locations(ctx, 7)
+	require.NoError(t, err)
+	require.Equal(t, []string{"127.0.0.1:8080"}, got)
+
+	fakeLocations.Store("7", []*filerpb.Location(nil)) // the server went down
+	c.Invalidate(7)
+	got, err = c.Locations(ctx, 7)
+	require.NoError(t, err)
+	require.Equal(t, []string{"127.0.0.1:8080"}, got, "the last known address")
+
+	fakeLocations.Store("7", []*filerpb.Location{{Url: "127.0.0.1:8081"}}) // moved meanwhile
+	got, err = c.Locations(ctx, 7)
+	require.NoError(t, err)
+	require.Equal(t, []string{"127.0.0.1:8081"}, got, "stale locations were served instead of the filer's")
+
+	_, err = c.Locations(ctx, 8)
+	require.Error(t, err, "a volume listed nowhere and never seen")
 }

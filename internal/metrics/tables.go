@@ -34,7 +34,7 @@ var cacheStats = []Stat[pagecache.Stats]{
 	counter("weedfuse_cache_range_fetches_total", "Ranged fetches of random misses (needles in no tier).", nil, func(s pagecache.Stats) uint64 { return s.RangeFetches }),
 	counter("weedfuse_cache_verified_range_bytes_total", "Bytes of ranged fetches checked against a needle's block table.", nil, func(s pagecache.Stats) uint64 { return s.VerifiedRangeBytes }),
 	counter("weedfuse_cache_unverified_bytes_total", "Bytes of ranged fetches that nothing could check, served as weed mount serves them.", nil, func(s pagecache.Stats) uint64 { return s.UnverifiedBytes }),
-	counter("weedfuse_disk_fills_total", "Needles fetched whole into the disk cache ahead of readers (after a ranged read, or by a shuffled scan).", nil, func(s pagecache.Stats) uint64 { return s.Fills }),
+	counter("weedfuse_disk_fills_total", "Needles fetched whole into the disk cache ahead of readers (after a ranged read, by a scan or a prefetch round, or at the open of a small file).", nil, func(s pagecache.Stats) uint64 { return s.Fills }),
 	counter("weedfuse_memory_fills_total", "Needles fetched whole into the memory cache after a ranged read, while the disk cache had no room.", nil, func(s pagecache.Stats) uint64 { return s.MemoryFills }),
 	gauge("weedfuse_cache_capacity_bytes", "A cache tier's capacity: the memory tier's mapped memory (-readerCacheSizeMB).", tier("disk"), func(s pagecache.Stats) int64 { return s.Disk.Capacity }),
 	gauge("weedfuse_cache_used_bytes", "What a cache tier holds now: in memory, cached blocks, readahead and fetches in flight.", tier("disk"), func(s pagecache.Stats) int64 { return s.Disk.Used }),
