@@ -79,12 +79,19 @@ func spec(t *testing.T, grpcAddr string) string {
 	return fmt.Sprintf("%s:1.%s", host, port)
 }
 
-func TestErrors(t *testing.T) {
+// fakeClient is a Client of a fakeFiler served until the test ends.
+func fakeClient(t *testing.T) *Client {
+	t.Helper()
 	addr, _, err := serveFake(t, "127.0.0.1:0")
 	require.NoError(t, err)
 	c, err := New(context.Background(), Options{Addresses: []string{spec(t, addr)}})
 	require.NoError(t, err)
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestErrors(t *testing.T) {
+	c := fakeClient(t)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string
@@ -103,7 +110,7 @@ func TestErrors(t *testing.T) {
 	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	_, err = c.LookupEntry(cancelled, "/d", "here")
+	_, err := c.LookupEntry(cancelled, "/d", "here")
 	assert.ErrorIs(t, err, context.Canceled)
 }
 
@@ -150,11 +157,7 @@ func TestOutage(t *testing.T) {
 // while its only server restarts, is looked for at its last known address
 // once its cached locations went stale; one never seen is an error.
 func TestLocationsWhileRestarting(t *testing.T) {
-	addr, _, err := serveFake(t, "127.0.0.1:0")
-	require.NoError(t, err)
-	c, err := New(context.Background(), Options{Addresses: []string{spec(t, addr)}})
-	require.NoError(t, err)
-	defer c.Close()
+	c := fakeClient(t)
 	ctx := context.Background()
 	fakeLocations.Store("7", []*filerpb.Location{{Url: "127.0.0.1:8080"}})
 	t.Cleanup(func() { fakeLocations.Delete("7") })
