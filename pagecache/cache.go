@@ -603,7 +603,7 @@ func (c *Cache) holdLocked(key string, err error) {
 }
 
 // holdFailure makes reads of every block of ch fail at once with err, as
-// after a failed fetch of them (fetchRun).
+// after a failed fetch of them (fetchRun); FillDisk's fetches hold theirs.
 func (c *Cache) holdFailure(ch needle.Chunk, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -612,19 +612,25 @@ func (c *Cache) holdFailure(ch needle.Chunk, err error) {
 	}
 }
 
-// untouched reports whether no block of ch is cached, in flight or
-// failing at once (holdLocked).
-func (c *Cache) untouched(ch needle.Chunk) bool {
+// heldFailure returns the error a block of ch fails with at once
+// (holdLocked), or nil.
+func (c *Cache) heldFailure(ch needle.Chunk) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
 	for b := int64(0); b <= (ch.Size-1)/c.opts.BlockSize; b++ {
-		key := c.blockKey(ch, b)
-		if fl, ok := c.failed[key]; (ok && now.Before(fl.until)) || !c.absentLocked(key) {
-			return false
+		if fl, ok := c.failed[c.blockKey(ch, b)]; ok && now.Before(fl.until) {
+			return fl.err
 		}
 	}
-	return true
+	return nil
+}
+
+// untouched reports whether no block of ch is cached or in flight.
+func (c *Cache) untouched(ch needle.Chunk) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.untouchedLocked(ch, (ch.Size-1)/c.opts.BlockSize)
 }
 
 // absentLocked reports whether the block named key is neither in flight

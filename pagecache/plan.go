@@ -246,8 +246,11 @@ var ErrNoRoom = errors.New("disk cache has no room")
 // fill just ahead of a reader stands for that fetch. It returns ErrNoRoom
 // when there is no disk tier. Any other error says the
 // needle is not on disk (a failed fetch, another fill of it that failed,
-// a closing mount). Safe for concurrent use; the caller bounds how many
-// run at once (OpenWhole's fills: one per open in flight).
+// a closing mount). A failed fetch fails reads and fills of the needle at
+// once for failHold, as a reader's failed fetch does (fetchRun): they
+// would otherwise wait out the same retries again. Safe for concurrent
+// use; the caller bounds how many run at once (OpenWhole's fills: one per
+// open in flight).
 func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error {
 	if c.disk == nil || ch.Size <= 0 {
 		return ErrNoRoom
@@ -255,6 +258,9 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error
 	key := ch.Key()
 	if c.disk.hasData(key) {
 		return nil
+	}
+	if err := c.heldFailure(ch); err != nil {
+		return fmt.Errorf("fill chunk %s: %w", ch.FileID, err)
 	}
 	if !evict && !c.disk.roomFor(ch.Size) {
 		return ErrNoRoom
@@ -281,11 +287,16 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error
 		}
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
+	fctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
 	defer cancel()
-	if _, err := c.f.Fetch(ctx, needle.Request{Chunk: ch, Whole: sink}); err != nil {
+	if _, err := c.f.Fetch(fctx, needle.Request{Chunk: ch, Whole: sink}); err != nil {
 		sink.abort()
-		return fmt.Errorf("fill chunk %s: %w", ch.FileID, fetchError{err})
+		// The caller giving up, or the cache closing, is no failure of
+		// the needle.
+		if ctx.Err() == nil && c.ctx.Err() == nil {
+			c.holdFailure(ch, err)
+		}
+		return fmt.Errorf("fill chunk %s: %w", ch.FileID, err)
 	}
 	sink.commit(ch.Size)
 	if !c.disk.hasData(key) {
@@ -317,8 +328,9 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error
 // 3,700-3,830 files through the mount before, none after; alternated runs
 // (medians of five, then of four), 2,093 -> 2,171 and 1,925 -> 2,170
 // files/s, 7.28 -> 6.89 and 8.29 -> 6.98 s of mount CPU.
-// A needle held in memory, being fetched, or whose last fetch just failed
-// (failHold) is left to its reads.
+// A needle held in memory or being fetched is left to its reads, and so
+// is one whose file fails its check here (removed and counted: its reads
+// fetch it again, through the mount).
 //
 // It reports false when the chunk is not on disk whole (or failed the
 // check, which removes it, or the fill failed); the caller then reads
@@ -337,26 +349,12 @@ func (c *Cache) OpenWhole(ctx context.Context, ch needle.Chunk) (*os.File, bool)
 			return nil, false
 		}
 	} else if ch.Size <= wholeNeedle && !c.disk.hasDataNamed(name) && c.untouched(ch) {
-		if err := c.FillDisk(ctx, ch, true); err != nil {
-			// A fetch that failed fails the opener's reads at once for
-			// a while, as a failed read does: they would otherwise
-			// wait out the same retries again.
-			var fe fetchError
-			if errors.As(err, &fe) && ctx.Err() == nil && c.ctx.Err() == nil {
-				c.holdFailure(ch, fe.err)
-			}
+		if c.FillDisk(ctx, ch, true) != nil {
 			return nil, false
 		}
 	}
 	return c.disk.openWholeNamed(name, key, ch.Size)
 }
-
-// fetchError is a fill's fetch that failed: the volume servers' answer
-// (or none), not the disk tier's.
-type fetchError struct{ err error }
-
-func (e fetchError) Error() string { return e.err.Error() }
-func (e fetchError) Unwrap() error { return e.err }
 
 // readDiskDirect serves a read of a needle held on disk from its file, in
 // the reader's goroutine, as a local file system serves one: each block the
