@@ -81,6 +81,7 @@ func (f *FS) Mount(dir string, rootEntry *filerpb.Entry, o MountOptions) (*Serve
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
+	readerProcs()
 	if f.passthrough.Load() && !passthroughAvailable(s.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0) {
 		f.passthrough.Store(false)
 	}
