@@ -710,7 +710,12 @@ type diskWrite struct {
 // half of the tier, or writes are paused after the disk filled up. fill
 // says that Cache.FillDisk asks (see fillingNamed).
 func (d *disk) writer(key string, size int64, fill bool) *diskWriter {
-	name := diskName(key)
+	return d.writerNamed(key, diskName(key), size, fill)
+}
+
+// writerNamed is writer for a needle whose file name (diskName of key) the
+// caller has made.
+func (d *disk) writerNamed(key, name string, size int64, fill bool) *diskWriter {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if e, ok := d.byName[name]; ok && e.Value.(*diskEntry).size > 0 {
@@ -725,10 +730,13 @@ func (d *disk) writer(key string, size int64, fill bool) *diskWriter {
 
 // written returns a channel that closes when the needle being written
 // under key is on disk or given up, or nil when none is being written.
-func (d *disk) written(key string) <-chan struct{} {
+func (d *disk) written(key string) <-chan struct{} { return d.writtenNamed(diskName(key)) }
+
+// writtenNamed is written for the needle's file name (diskName).
+func (d *disk) writtenNamed(name string) <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.writing[diskName(key)].done
+	return d.writing[name].done
 }
 
 // fillingNamed is written for a write of the needle named name that

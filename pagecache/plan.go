@@ -256,7 +256,13 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error
 		return ErrNoRoom
 	}
 	key := ch.Key()
-	if c.disk.hasData(key) {
+	return c.fillDisk(ctx, ch, key, diskName(key), evict)
+}
+
+// fillDisk is FillDisk of a needle on a disk tier, given its key and its
+// disk name, which costs a hash to make (OpenWhole has made it already).
+func (c *Cache) fillDisk(ctx context.Context, ch needle.Chunk, key, name string, evict bool) error {
+	if c.disk.hasDataNamed(name) {
 		return nil
 	}
 	if err := c.heldFailure(ch); err != nil {
@@ -265,11 +271,11 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error
 	if !evict && !c.disk.roomFor(ch.Size) {
 		return ErrNoRoom
 	}
-	sink := c.disk.writer(key, ch.Size, true)
+	sink := c.disk.writerNamed(key, name, ch.Size, true)
 	if sink == nil {
-		done := c.disk.written(key)
+		done := c.disk.writtenNamed(name)
 		if done == nil {
-			if c.disk.hasData(key) {
+			if c.disk.hasDataNamed(name) {
 				return nil
 			}
 			// Too large for the tier, or writes paused after the disk
@@ -282,7 +288,7 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		if !c.disk.hasData(key) {
+		if !c.disk.hasDataNamed(name) {
 			return fmt.Errorf("fill chunk %s: another write of it failed", ch.FileID)
 		}
 		return nil
@@ -299,7 +305,7 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error
 		return fmt.Errorf("fill chunk %s: %w", ch.FileID, err)
 	}
 	sink.commit(ch.Size)
-	if !c.disk.hasData(key) {
+	if !c.disk.hasDataNamed(name) {
 		return fmt.Errorf("fill chunk %s: not written to the disk cache", ch.FileID)
 	}
 	c.fills.Add(1)
@@ -349,7 +355,7 @@ func (c *Cache) OpenWhole(ctx context.Context, ch needle.Chunk) (*os.File, bool)
 			return nil, false
 		}
 	} else if ch.Size <= wholeNeedle && !c.disk.hasDataNamed(name) && c.untouched(ch) {
-		if c.FillDisk(ctx, ch, true) != nil {
+		if c.fillDisk(ctx, ch, key, name, true) != nil {
 			return nil, false
 		}
 	}
