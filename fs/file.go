@@ -95,7 +95,7 @@ func (f *file) read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 	}
 	buf := dest[:min(int64(len(dest)), v.size-off)]
 	v.readahead(off, int64(len(buf)))
-	v.access = f.ra.Access(off)
+	v.access = f.ra.Access(off, v.ahead)
 	if err := v.readAt(ctx, buf, off); err != nil {
 		return nil, toErrno(fmt.Sprintf("read %s [%d,+%d)", f.filerPath(), off, len(buf)), err)
 	}

@@ -337,6 +337,11 @@ const (
 	// Random reads of large plain needles in no tier fetch just their
 	// blocks.
 	Random
+	// Buffered is Sequential for a reader whose bytes the kernel keeps in
+	// its page cache of the mount's file (buffered reads through a cached
+	// handle): the disk tier's copy of what it fetches is written past
+	// the page cache (see plan).
+	Buffered
 	// memoryFill is a background fill of a whole needle into memory
 	// (fillMemory), no reader's access.
 	memoryFill
@@ -501,7 +506,7 @@ func (c *Cache) claimRun(ch needle.Chunk, b, want int64, access Access, prefetch
 	p := c.planLocked(ch, access)
 	last := (ch.Size - 1) / c.opts.BlockSize
 	switch {
-	case p != planWhole:
+	case !p.whole():
 		last = want
 	case c.disk != nil:
 		// The whole needle lands on disk; memory takes what a reader
@@ -512,7 +517,7 @@ func (c *Cache) claimRun(ch needle.Chunk, b, want int64, access Access, prefetch
 	// reaches back: a stream that began mid-chunk would not take them.
 	from := b
 	var pre []blockRef
-	if p == planWhole && !prefetch && b > 0 && c.untouchedLocked(ch, last) {
+	if p.whole() && !prefetch && b > 0 && c.untouchedLocked(ch, last) {
 		from = 0
 		for blk := from; blk < b; blk++ {
 			ref, ok := c.arena.alloc(int(c.blockLen(ch, blk)))
@@ -747,6 +752,16 @@ const (
 	MemoryAhead
 )
 
+// stream is the Access of a stream whose reader reads as a says: the
+// kernel's readahead for a buffered reader, into its page cache
+// (Buffered), or the memory tier's copies for an O_DIRECT one.
+func (a Ahead) stream() Access {
+	if a == KernelAhead {
+		return Buffered
+	}
+	return Sequential
+}
+
 // Prefetch starts fetching the blocks of [off, off+n) of ch that are neither
 // cached nor in flight, without waiting. It gives up when all prefetchers
 // are busy or the readahead budget is full, and returns the offset in the
@@ -764,6 +779,7 @@ func (c *Cache) Prefetch(ch needle.Chunk, off, n int64, ahead Ahead) int64 {
 		c.disk.willNeed(key, off, end-off)
 		return off + n
 	}
+	access := ahead.stream()
 	bs := c.opts.BlockSize
 	last := (end - 1) / bs
 	for b := off / bs; b <= last; {
@@ -783,16 +799,16 @@ func (c *Cache) Prefetch(ch needle.Chunk, off, n int64, ahead Ahead) int64 {
 		default:
 			return b * bs
 		}
-		b += c.claimRunReleasing(ch, b, last)
+		b += c.claimRunReleasing(ch, b, last, access)
 	}
 	return off + n
 }
 
 // claimRunReleasing claims a prefetch run and releases its prefetcher slot
 // when the run's fetch ends (or at once, when it joined a fetch under way).
-func (c *Cache) claimRunReleasing(ch needle.Chunk, b, want int64) int64 {
+func (c *Cache) claimRunReleasing(ch needle.Chunk, b, want int64, access Access) int64 {
 	waits := make([]*fetch, 1)
-	n := c.claimRun(ch, b, want, Sequential, true, waits)
+	n := c.claimRun(ch, b, want, access, true, waits)
 	f := waits[0]
 	c.arena.release(f.ref) // readahead keeps no reference of its own
 	if !f.prefetch {

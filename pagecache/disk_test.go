@@ -85,7 +85,7 @@ func TestTiersMatchModel(t *testing.T) {
 		src := f.chunks[ch.FileID]
 		off := rng.Int64N(ch.Size)
 		dst := make([]byte, rng.IntN(300_000)+1)
-		access := Access(rng.IntN(2))
+		access := Access(rng.IntN(3)) // Sequential, Random or Buffered
 		n, err := c.ReadChunkAt(context.Background(), ch, off, dst, access)
 		require.NoError(t, err)
 		want := src[off:min(off+int64(len(dst)), ch.Size)]
@@ -431,6 +431,64 @@ func TestOpenWholeRemembersItsCheck(t *testing.T) {
 			require.EqualValues(t, 1, c.Stats().Disk.Corrupt)
 			require.NoFileExists(t, p)
 		})
+	}
+}
+
+// TestBufferedPlan: a buffered reader's whole needles are written past
+// the page cache while the fetch keeps all of the needle in memory too.
+func TestBufferedPlan(t *testing.T) {
+	f, chunks := newTierFake(200<<10, 4<<20, 8<<20, 8<<20+1)
+	c := newCache(t, f, diskOpts(t.TempDir(), 16<<20, 256<<20))
+	require.EqualValues(t, 8<<20, c.opts.MaxFetch)
+	for _, tc := range []struct {
+		ch     needle.Chunk
+		access Access
+		want   plan
+	}{
+		{chunks[0], Buffered, planStream},
+		{chunks[1], Buffered, planStream},
+		{chunks[2], Buffered, planStream},
+		{chunks[3], Buffered, planWhole}, // its end would be read back from disk
+		{chunks[1], Sequential, planWhole},
+		{chunks[1], Random, planRange},
+		{chunks[0], Random, planWhole}, // small: whole at any access
+	} {
+		c.mu.Lock()
+		got := c.planLocked(tc.ch, tc.access)
+		c.mu.Unlock()
+		require.Equal(t, tc.want, got, "%d bytes, access %d", tc.ch.Size, tc.access)
+	}
+}
+
+// TestBufferedStreamGoesPastPageCache: a needle fetched for a buffered
+// reader lands on disk whole and right, is not read back after its write
+// (it would come from disk), and is checked at its first open instead.
+func TestBufferedStreamGoesPastPageCache(t *testing.T) {
+	dir := t.TempDir()
+	f, chunks := newTierFake(200<<10+3, 200<<10+5)
+	c := newCache(t, f, diskOpts(dir, 4<<20, 64<<20))
+	c.disk.fineCtime = true
+	checked := func() int64 { return int64(c.Stats().Disk.CheckedBytes) }
+	for _, tc := range []struct {
+		ch       needle.Chunk
+		access   Access
+		readBack bool
+	}{{chunks[0], Sequential, true}, {chunks[1], Buffered, false}} {
+		before := checked()
+		require.Equal(t, f.chunks[tc.ch.FileID], readAll(t, c, tc.ch, tc.access))
+		require.True(t, c.disk.hasData(tc.ch.Key()), "access %d: not on disk", tc.access)
+		if tc.readBack {
+			require.Equal(t, before+tc.ch.Size, checked(), "access %d: not read back after its write", tc.access)
+		} else {
+			require.Equal(t, before, checked(), "access %d: read back after its write", tc.access)
+		}
+		fd, ok := c.OpenWhole(context.Background(), tc.ch)
+		require.True(t, ok)
+		got, err := io.ReadAll(fd)
+		require.NoError(t, err)
+		fd.Close()
+		require.Equal(t, f.chunks[tc.ch.FileID], got)
+		require.Equal(t, before+tc.ch.Size, checked(), "access %d: checked at open %v", tc.access, !tc.readBack)
 	}
 }
 

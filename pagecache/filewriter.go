@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,6 +33,8 @@ import (
 type fileWriter struct {
 	f  *os.File
 	fd int
+	// dontCache writes with RWF_DONTCACHE (see diskWriter.dropBehind).
+	dontCache bool
 	// buf fills while spare (when not nil) may be being written; both
 	// nil until needed.
 	buf, spare []byte
@@ -220,14 +223,26 @@ func (w *fileWriter) wait() error {
 	return err
 }
 
+// noDontCache is set once a write with RWF_DONTCACHE was refused: the
+// kernel (before 6.14) or the cache's file system does not have it.
+var noDontCache atomic.Bool
+
 // writevAt writes iovs, in order, at off. A short write is continued, so
 // that a full disk answers ENOSPC.
 func (w *fileWriter) writevAt(iovs [][]byte, off int64) error {
 	iovs = slices.Clone(iovs)
 	for len(iovs) > 0 {
-		n, err := unix.Pwritev(w.fd, iovs, off)
+		flags := 0
+		if w.dontCache && !noDontCache.Load() {
+			flags = unix.RWF_DONTCACHE
+		}
+		n, err := unix.Pwritev2(w.fd, iovs, off, flags)
 		switch {
 		case err == unix.EINTR:
+			continue
+		case err == unix.EOPNOTSUPP && flags != 0:
+			// Written as any other file is, from now on.
+			noDontCache.Store(true)
 			continue
 		case err != nil:
 			return fmt.Errorf("write %s: %w", w.f.Name(), err)

@@ -9,9 +9,29 @@ import (
 
 // TestFileWriter writes files of awkward sizes in awkward pieces, some
 // copied (Write) and some kept in place (WriteKept, from the arena's
-// slots, as a fetch hands them), and reads them back.
+// slots, as a fetch hands them), in the second round past the page cache,
+// and reads them back.
 func TestFileWriter(t *testing.T) {
-	dir := t.TempDir()
+	testFileWriter(t, t.TempDir())
+}
+
+// TestFileWriterDontCacheRefused: where the file system refuses
+// RWF_DONTCACHE (tmpfs), the writes go through the page cache instead.
+func TestFileWriterDontCacheRefused(t *testing.T) {
+	if _, err := os.Stat("/dev/shm"); err != nil {
+		t.Skip("no /dev/shm here")
+	}
+	defer noDontCache.Store(false)
+	dir, err := os.MkdirTemp("/dev/shm", "filewriter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	testFileWriter(t, dir)
+	t.Logf("RWF_DONTCACHE refused on tmpfs: %v", noDontCache.Load())
+}
+
+func testFileWriter(t *testing.T, dir string) {
 	slots, err := newArena(64*(64<<10), 64<<10)
 	if err != nil {
 		t.Fatal(err)
@@ -30,6 +50,7 @@ func TestFileWriter(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			w.dontCache = round == 1
 			used := 0
 			for p := want; len(p) > 0; {
 				if rng.IntN(2) == 0 { // a run of aligned slots, kept

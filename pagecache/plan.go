@@ -34,6 +34,12 @@ import (
 //     room, the whole needle follows in the background (at most maxFills
 //     at once), so that later reads are verified local reads; a full tier
 //     takes no background fills, since they would only churn it.
+//  4. A whole needle fetched for a buffered reader (Buffered: the kernel
+//     keeps what it reads in its page cache of the mount's file) goes to
+//     the disk tier past the page cache (planStream, diskWriter.dropBehind),
+//     where it would be a second copy of the same bytes, when the fetch
+//     keeps all of it in memory too (at most MaxFetch): the reader then
+//     never reads it back from the disk tier while it streams.
 //
 // Measured side by side with weed mount (bench/results.md, beyond-rand4k:
 // 4 KiB random reads of a 2 GiB file at default flags): 64 KiB ranges for
@@ -50,7 +56,13 @@ const (
 	// planMemory fetches the whole needle, verified, into memory only: a
 	// background fill while the disk tier has no room (fillMemory).
 	planMemory
+	// planStream is planWhole with the disk tier's copy written past the
+	// page cache (rule 4).
+	planStream
 )
+
+// whole reports whether p fetches the whole needle into the disk tier.
+func (p plan) whole() bool { return p == planWhole || p == planStream }
 
 // planLocked chooses how to fetch a missing block of ch.
 func (c *Cache) planLocked(ch needle.Chunk, access Access) plan {
@@ -59,7 +71,9 @@ func (c *Cache) planLocked(ch needle.Chunk, access Access) plan {
 		return planDisk
 	case access == memoryFill:
 		return planMemory
-	case c.opts.Strict, access == Sequential, !ch.Plain(), ch.Size <= wholeNeedle:
+	case access == Buffered && ch.Size <= c.opts.MaxFetch:
+		return planStream
+	case c.opts.Strict, access != Random, !ch.Plain(), ch.Size <= wholeNeedle:
 		return planWhole
 	}
 	return planRange
@@ -91,6 +105,9 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch needle.Chunk, start int64, 
 	var sink *diskWriter
 	if c.disk != nil {
 		sink = c.disk.writer(ch.Key(), ch.Size, false)
+		if sink != nil {
+			sink.dropBehind = p == planStream
+		}
 		if sink == nil {
 			// The needle is being fetched whole into the disk tier
 			// already (a stream's earlier run, or a fill): wait for it

@@ -82,17 +82,19 @@ func (r *Readahead) Rewind(off int64) {
 	r.mu.Unlock()
 }
 
-// Access says how a read of [off, …) is to be fetched: Sequential while a
-// stream is under way, and in a file's first startWindow bytes, where the
-// kernel's readahead for a reader starting at 0 lands, out of order, before
-// the stream is seen (os.ReadFile's first request may arrive at 1 MiB);
-// Random otherwise. A random reader lands there rarely, and then fetches
-// one whole needle, verified.
-func (r *Readahead) Access(off int64) Access {
+// Access says how a read of [off, …) is to be fetched, by a reader whose
+// readahead goes where ahead says: as a stream (Sequential, or Buffered
+// for a buffered reader) while a stream is under way, and in a file's
+// first startWindow bytes, where the kernel's readahead for a reader
+// starting at 0 lands, out of order, before the stream is seen
+// (os.ReadFile's first request may arrive at 1 MiB); Random otherwise. A
+// random reader lands there rarely, and then fetches one whole needle,
+// verified.
+func (r *Readahead) Access(off int64, ahead Ahead) Access {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.window > 0 || off < startWindow {
-		return Sequential
+		return ahead.stream()
 	}
 	return Random
 }

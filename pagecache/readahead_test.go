@@ -68,3 +68,33 @@ func TestReadaheadRewind(t *testing.T) {
 		t.Errorf("after a rewind to 3 MiB: Observe = (%d, %d), want (%d, %d)", off, n, 3*mb, 4*mb)
 	}
 }
+
+// TestReadaheadAccess: a stream, and a file's first startWindow bytes, are
+// fetched as a stream of the reader's kind (Buffered for one whose
+// readahead is the kernel's), anything else as Random.
+func TestReadaheadAccess(t *testing.T) {
+	const mb = 1 << 20
+	for _, tc := range []struct {
+		name   string
+		reads  []int64 // 1 MiB reads observed first
+		off    int64
+		ahead  Ahead
+		access Access
+	}{
+		{"start, buffered", nil, 0, KernelAhead, Buffered},
+		{"start, O_DIRECT", nil, 0, MemoryAhead, Sequential},
+		{"first window, buffered", nil, startWindow - 1, KernelAhead, Buffered},
+		{"past the first window, no stream", nil, startWindow, KernelAhead, Random},
+		{"a stream, buffered", []int64{50 * mb, 51 * mb}, 52 * mb, KernelAhead, Buffered},
+		{"a stream, O_DIRECT", []int64{50 * mb, 51 * mb}, 52 * mb, MemoryAhead, Sequential},
+		{"random reads", []int64{500 * mb, 70 * mb}, 300 * mb, KernelAhead, Random},
+	} {
+		r := NewReadahead(mb, 4*mb)
+		for _, off := range tc.reads {
+			r.Observe(off, mb)
+		}
+		if got := r.Access(tc.off, tc.ahead); got != tc.access {
+			t.Errorf("%s: Access(%d, %d) = %d, want %d", tc.name, tc.off, tc.ahead, got, tc.access)
+		}
+	}
+}
