@@ -773,7 +773,7 @@ type diskWriter struct {
 	// of a cold GiB by hand (4 MiB chunks, page cache dropped 6 s before),
 	// three alternated pairs, 301-377 -> 466-471 MB/s, and 3.4-4.6 -> 1.8-1.9
 	// CPU-seconds of the mount. A re-read from the disk tier after the
-	// page cache was dropped ran slower (593-1003 against 465-763 MB/s):
+	// page cache was dropped ran slower (465-763 against 571-1003 MB/s):
 	// not the files, which O_DIRECT read as fast (821-928 against 866-953),
 	// but the pages, which the buffered run had just freed twice as many of.
 	dropBehind bool
