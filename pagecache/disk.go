@@ -838,12 +838,7 @@ func (w *diskWriter) open() error {
 		return err
 	}
 	if w.dropBehind {
-		f.dontCache = true
-		// Its pages go to disk as they are written, a few at a time, where
-		// the page cache would have handed ext4 the whole file at once:
-		// without its blocks asked for first, a 4 MiB file came out in 2.2
-		// extents on average, against 1. An error only costs that.
-		unix.Fallocate(f.fd, unix.FALLOC_FL_KEEP_SIZE, 0, w.size)
+		f.passPageCache(w.size)
 	}
 	w.f = f
 	return nil

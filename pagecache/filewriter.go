@@ -36,7 +36,7 @@ import (
 type fileWriter struct {
 	f  *os.File
 	fd int
-	// dontCache writes with RWF_DONTCACHE (see diskWriter.dropBehind).
+	// dontCache writes with RWF_DONTCACHE (passPageCache).
 	dontCache bool
 	// buf fills while spare (when not nil) may be being written; both
 	// nil until needed.
@@ -237,17 +237,16 @@ func (w *fileWriter) writevAt(iovs [][]byte, off int64) error {
 	for len(iovs) > 0 {
 		var n int
 		var err error
-		flags := 0
-		if w.dontCache && !noDontCache.Load() {
-			flags = unix.RWF_DONTCACHE
-			n, err = unix.Pwritev2(w.fd, iovs, off, flags)
+		dontCache := w.dontCache && !noDontCache.Load()
+		if dontCache {
+			n, err = unix.Pwritev2(w.fd, iovs, off, unix.RWF_DONTCACHE)
 		} else {
 			n, err = unix.Pwritev(w.fd, iovs, off)
 		}
 		switch {
 		case err == unix.EINTR:
 			continue
-		case err == unix.EOPNOTSUPP && flags != 0:
+		case err == unix.EOPNOTSUPP && dontCache:
 			// Written as any other file is, from now on.
 			noDontCache.Store(true)
 			continue
@@ -287,6 +286,17 @@ func (w *fileWriter) Flush() error {
 	w.off += int64(w.n)
 	w.n = 0
 	return nil
+}
+
+// passPageCache makes the writes go past the page cache (RWF_DONTCACHE,
+// see diskWriter.dropBehind) for a file of size bytes, whose blocks it
+// asks for first: its pages then go to disk as they are written, a few at
+// a time, where the page cache would have handed ext4 the whole file at
+// once, and a 4 MiB file came out in 2.2 extents on average, against 1.
+// A failed fallocate only costs that.
+func (w *fileWriter) passPageCache(size int64) {
+	w.dontCache = true
+	unix.Fallocate(w.fd, unix.FALLOC_FL_KEEP_SIZE, 0, size)
 }
 
 // Name is the file's path.

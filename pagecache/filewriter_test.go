@@ -50,7 +50,9 @@ func testFileWriter(t *testing.T, dir string) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w.dontCache = round == 1
+			if round == 1 {
+				w.passPageCache(int64(size))
+			}
 			used := 0
 			for p := want; len(p) > 0; {
 				if rng.IntN(2) == 0 { // a run of aligned slots, kept

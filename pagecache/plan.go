@@ -107,8 +107,7 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch needle.Chunk, start int64, 
 		sink = c.disk.writer(ch.Key(), ch.Size, false)
 		if sink != nil {
 			sink.dropBehind = p == planStream
-		}
-		if sink == nil {
+		} else {
 			// The needle is being fetched whole into the disk tier
 			// already (a stream's earlier run, or a fill): wait for it
 			// and read from there, rather than fetch it all again.
