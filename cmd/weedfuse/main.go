@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -73,7 +72,7 @@ func run(cfg *config) error {
 	if cfg.verify != "ranges" && cfg.verify != "strict" {
 		return fmt.Errorf("-verify %q: want ranges or strict", cfg.verify)
 	}
-	limitGoMemory()
+	tuneGoMemory()
 	// The root is owned by the mount point's owner, as weed mount's is.
 	var dirSt syscall.Stat_t
 	if err := syscall.Stat(dir, &dirSt); err != nil {
@@ -347,21 +346,4 @@ func startHTTP(cfg *config, metrics http.Handler) httpServers {
 		serve(cfg.metricsAddr, mux)
 	}
 	return out
-}
-
-// goMemoryLimit is the soft limit on the Go runtime's own memory (heap,
-// stacks): the mount's RSS is the memory tier (-readerCacheSizeMB, mapped
-// outside the Go heap) plus this, plus a few MiB of binary. Without it the
-// collector lets the heap grow to twice what is live: 32,768 files' entries,
-// nodes and chunk maps are about 60-100 MiB live, and the dataset benchmark
-// peaked at 490 MiB RSS with the default 256 MiB tier.
-const goMemoryLimit = 128 << 20
-
-// limitGoMemory sets goMemoryLimit, unless GOMEMLIMIT says otherwise. It is
-// a soft limit: a mount whose live heap is larger (millions of entries)
-// collects more often but never fails for it.
-func limitGoMemory() {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(goMemoryLimit)
-	}
 }
