@@ -56,10 +56,12 @@ type ChunkReader interface {
 	Forget(c needle.Chunk)
 	// FillDisk fetches a chunk whole into the disk cache and waits,
 	// evicting the least recently used chunks for room when evict is set;
-	// an error wrapping pagecache.ErrNoRoom means the disk cache has no
-	// room without evicting (or there is none), any other that the chunk
-	// is not on disk.
-	FillDisk(ctx context.Context, c needle.Chunk, evict bool) error
+	// wrote says that it fetched it (the chunk was not on disk before),
+	// so that its pages are in the kernel's page cache. An error wrapping
+	// pagecache.ErrNoRoom means the disk cache has no room without
+	// evicting (or there is none), any other that the chunk is not on
+	// disk.
+	FillDisk(ctx context.Context, c needle.Chunk, evict bool) (wrote bool, err error)
 	// OpenWhole opens the disk cache's file of a chunk's logical bytes,
 	// exactly c.Size long and checked, for FUSE passthrough, once a write
 	// of it under way ends (up to ctx); a small chunk that no cache holds

@@ -57,10 +57,11 @@ type dataset struct {
 	// walk, while a shuffled order rarely does.
 	last   string
 	streak int
-	// from is where the last prefetch round started and ahead is the name
-	// whose open starts the next one; busy is set while a round runs.
-	from, ahead string
-	busy        bool
+	// from is the open that started the last prefetch round, ahead is
+	// the name whose open starts the next one, and end the last name the
+	// last round covered; busy is set while a round runs.
+	from, ahead, end string
+	busy             bool
 	// shuffled counts opens out of name order; scanned is set once a
 	// shuffled scan of the directory is due (one per dir node; scan skips
 	// a directory scanned whole lately), and covering while it runs or
@@ -97,8 +98,16 @@ func (d *dataset) opened(name string) (from string, due bool) {
 	if d.ahead != "" && name < d.ahead && name >= d.from {
 		return "", false
 	}
+	// A reader still inside the last round (it reached its middle) gets
+	// the files after it: a round from the reader's own name covered
+	// the last round's second half again, and each file of it cost a
+	// second look on disk and a second request for its pages.
+	from = name
+	if name >= d.from && name < d.end {
+		from = d.end
+	}
 	d.busy, d.from = true, name
-	return name, true
+	return from, true
 }
 
 // scanDue reports, once, that the directory is being read in a shuffled
@@ -129,10 +138,11 @@ func (d *dataset) scanStopped() {
 	d.mu.Unlock()
 }
 
-// done ends a round; ahead is the name whose open starts the next one.
-func (d *dataset) done(ahead string) {
+// done ends a round; ahead is the name whose open starts the next one,
+// and end the last name it covered ("" when it covered none).
+func (d *dataset) done(ahead, end string) {
 	d.mu.Lock()
-	d.busy, d.ahead = false, ahead
+	d.busy, d.ahead, d.end = false, ahead, end
 	d.mu.Unlock()
 }
 
@@ -151,8 +161,8 @@ func (d *dir) noteOpen(name string) {
 	f.bgWG.Add(1)
 	go func() {
 		defer f.bgWG.Done()
-		ahead := from
-		defer func() { d.ds.done(ahead) }()
+		ahead, end := from, ""
+		defer func() { d.ds.done(ahead, end) }()
 		page, err := f.meta.ListPage(f.bg, d.path, from, datasetAhead)
 		if err != nil {
 			// Not a reader's error: the files' own reads will say more.
@@ -166,13 +176,13 @@ func (d *dir) noteOpen(name string) {
 		var picked []*filerpb.Entry
 		var bytes uint64
 		for _, e := range page {
-			if !aheadSized(e) || !f.served(d.path, e.GetName()) {
-				continue
+			if aheadSized(e) && f.served(d.path, e.GetName()) {
+				if bytes += fileSize(e); bytes > datasetAheadBytes {
+					break
+				}
+				picked = append(picked, e)
 			}
-			if bytes += fileSize(e); bytes > datasetAheadBytes {
-				break
-			}
-			picked = append(picked, e)
+			end = e.GetName()
 		}
 		// The next round starts once the reader opens this file.
 		switch {
@@ -338,7 +348,8 @@ type fillHow struct {
 	// dropped, alternated runs: 3,676-3,796 files/s when rounds prefetched
 	// into memory, 2,346-2,876 once they filled the disk and the reader
 	// waited on the disk for each file, 4,343-5,751 with its pages asked
-	// for ahead.
+	// for ahead. A chunk the fill just wrote is in the page cache already
+	// and is not asked for again.
 	pages bool
 }
 
@@ -358,8 +369,10 @@ func (f *FS) fillFile(ctx context.Context, e *filerpb.Entry, how fillHow) error 
 		if v.Hole {
 			continue
 		}
+		wrote := false
 		if how.disk && noRoom == nil {
-			err := f.chunks.FillDisk(ctx, v.Chunk, how.evict)
+			var err error
+			wrote, err = f.chunks.FillDisk(ctx, v.Chunk, how.evict)
 			switch {
 			case errors.Is(err, pagecache.ErrNoRoom) && how.pages:
 				noRoom = fmt.Errorf("fill %s: %w", e.GetName(), err)
@@ -367,7 +380,10 @@ func (f *FS) fillFile(ctx context.Context, e *filerpb.Entry, how fillHow) error 
 				return fmt.Errorf("fill %s: %w", e.GetName(), err)
 			}
 		}
-		if how.pages {
+		// A chunk just written is in the page cache already: asking the
+		// kernel to read it again cost an open, an fadvise and a close
+		// per file for nothing.
+		if how.pages && !wrote {
 			f.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len, pagecache.KernelAhead)
 		}
 	}

@@ -14,15 +14,25 @@ func TestDatasetRounds(t *testing.T) {
 	open := func(i int) {
 		if from, due := d.opened(name(i)); due {
 			rounds = append(rounds, from)
-			// A round over the next 32 files: the next is due at the middle.
-			d.done(name(i + 16))
+			// A round over the 32 files after from: the next is due at
+			// its middle, and goes on after its end.
+			var j int
+			fmt.Sscanf(from, "f%04d", &j)
+			d.done(name(j+16), name(j+32))
 		}
 	}
 	for i := 0; i < 40; i++ {
 		open(i)
 	}
-	if got, want := fmt.Sprint(rounds), "[f0002 f0018 f0034]"; got != want {
+	// The second round starts where the first ended, not at the reader.
+	if got, want := fmt.Sprint(rounds), "[f0002 f0034]"; got != want {
 		t.Errorf("first epoch: rounds %s, want %s", got, want)
+	}
+	for i := 40; i < 60; i++ {
+		open(i)
+	}
+	if got, want := fmt.Sprint(rounds), "[f0002 f0034 f0066]"; got != want {
+		t.Errorf("first epoch, on: rounds %s, want %s", got, want)
 	}
 	rounds = nil
 	open(0) // the next epoch starts over
@@ -61,7 +71,7 @@ func TestDatasetShuffledScan(t *testing.T) {
 	for _, i := range rand.New(rand.NewPCG(1, 2)).Perm(8192) {
 		if _, due := d.opened(fmt.Sprintf("f%06d", i)); due {
 			rounds++
-			d.done(fmt.Sprintf("f%06d", i+16))
+			d.done(fmt.Sprintf("f%06d", i+16), fmt.Sprintf("f%06d", i+32))
 		}
 		if d.scanDue() {
 			scans++
@@ -75,7 +85,7 @@ func TestDatasetShuffledScan(t *testing.T) {
 	for i := range 40 {
 		if _, due := d.opened(fmt.Sprintf("g%06d", i)); due {
 			rounds++
-			d.done(fmt.Sprintf("g%06d", i+16))
+			d.done(fmt.Sprintf("g%06d", i+16), fmt.Sprintf("g%06d", i+32))
 		}
 	}
 	if rounds == 0 {

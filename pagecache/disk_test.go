@@ -1043,30 +1043,36 @@ func FuzzParseSum(f *testing.F) {
 	})
 }
 
-// TestFillDisk: a fill puts the needle on disk (and a second finds it
-// there); a failed fetch is an error that is not ErrNoRoom, so that a scan
+// TestFillDisk: a fill puts the needle on disk and says it wrote it (a
+// second finds it there and says it did not); a failed fetch is an error that is not ErrNoRoom, so that a scan
 // goes on but knows the file is missing; a tier without room says
 // ErrNoRoom, and so does a cache without a tier.
 func TestFillDisk(t *testing.T) {
 	ctx := context.Background()
 	f, chunks := newTierFake(128<<10, 128<<10, 3<<20)
 	c := newCache(t, f, diskOpts(t.TempDir(), 1<<20, 2<<20))
-	require.NoError(t, c.FillDisk(ctx, chunks[0], false))
-	require.NoError(t, c.FillDisk(ctx, chunks[0], false))
+	wrote, err := c.FillDisk(ctx, chunks[0], false)
+	require.NoError(t, err)
+	require.True(t, wrote, "the first fill did not say it wrote the needle")
+	wrote, err = c.FillDisk(ctx, chunks[0], false)
+	require.NoError(t, err)
+	require.False(t, wrote, "a fill of a needle on disk said it wrote it")
 	require.EqualValues(t, 1, f.wholes.Load(), "a needle on disk was fetched again")
 	fd, ok := c.OpenWhole(ctx, chunks[0])
 	require.True(t, ok)
 	fd.Close()
 
 	f.fail.Store(true)
-	err := c.FillDisk(ctx, chunks[1], false)
+	_, err = c.FillDisk(ctx, chunks[1], false)
 	require.Error(t, err)
 	require.NotErrorIs(t, err, ErrNoRoom)
 	f.fail.Store(false)
 
-	require.ErrorIs(t, c.FillDisk(ctx, chunks[2], false), ErrNoRoom, "3 MiB into a 2 MiB tier")
+	_, err = c.FillDisk(ctx, chunks[2], false)
+	require.ErrorIs(t, err, ErrNoRoom, "3 MiB into a 2 MiB tier")
 	mem := newCache(t, f, Options{Capacity: 1 << 20, BlockSize: 64 << 10})
-	require.ErrorIs(t, mem.FillDisk(ctx, chunks[0], false), ErrNoRoom)
+	_, err = mem.FillDisk(ctx, chunks[0], false)
+	require.ErrorIs(t, err, ErrNoRoom)
 }
 
 // TestFillDiskEvicting: a fill that may evict makes room in a full tier
@@ -1076,10 +1082,14 @@ func TestFillDiskEvicting(t *testing.T) {
 	ctx := context.Background()
 	f, chunks := newTierFake(400<<10, 400<<10, 400<<10)
 	c := newCache(t, f, diskOpts(t.TempDir(), 1<<20, 1<<20))
-	require.NoError(t, c.FillDisk(ctx, chunks[0], false))
-	require.NoError(t, c.FillDisk(ctx, chunks[1], false))
-	require.ErrorIs(t, c.FillDisk(ctx, chunks[2], false), ErrNoRoom)
-	require.NoError(t, c.FillDisk(ctx, chunks[2], true))
+	for _, ch := range chunks[:2] {
+		_, err := c.FillDisk(ctx, ch, false)
+		require.NoError(t, err)
+	}
+	_, err := c.FillDisk(ctx, chunks[2], false)
+	require.ErrorIs(t, err, ErrNoRoom)
+	_, err = c.FillDisk(ctx, chunks[2], true)
+	require.NoError(t, err)
 	fd, ok := c.OpenWhole(ctx, chunks[2])
 	require.True(t, ok, "the evicting fill is not on disk")
 	fd.Close()

@@ -254,7 +254,10 @@ func (c *Cache) fillMemory(ch needle.Chunk) {
 var ErrNoRoom = errors.New("disk cache has no room")
 
 // FillDisk fetches the whole needle of ch into the disk tier, verified,
-// unless it is there already, and waits for it. Without evict it returns
+// unless it is there already, and waits for it. wrote says that this call
+// wrote it: its pages are then in the kernel's page cache, written and
+// read back (diskWriter.readBack), where a needle found on disk may have
+// left it long ago. Without evict it returns
 // ErrNoRoom when the tier has no room left without evicting: a scan that
 // fills a whole directory ahead of its readers should stop there, since
 // pushing out what it filled earlier would gain nothing. With evict the
@@ -267,9 +270,9 @@ var ErrNoRoom = errors.New("disk cache has no room")
 // would otherwise wait out the same retries again. Safe for concurrent
 // use; the caller bounds how many run at once (OpenWhole's fills: one per
 // open in flight).
-func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error {
+func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) (wrote bool, err error) {
 	if c.disk == nil || ch.Size <= 0 {
-		return ErrNoRoom
+		return false, ErrNoRoom
 	}
 	key := ch.Key()
 	return c.fillDisk(ctx, ch, key, diskName(key), evict)
@@ -277,37 +280,37 @@ func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) error
 
 // fillDisk is FillDisk of a needle on a disk tier, given its key and its
 // disk name, which costs a hash to make (OpenWhole has made it already).
-func (c *Cache) fillDisk(ctx context.Context, ch needle.Chunk, key, name string, evict bool) error {
+func (c *Cache) fillDisk(ctx context.Context, ch needle.Chunk, key, name string, evict bool) (wrote bool, err error) {
 	if c.disk.hasDataNamed(name) {
-		return nil
+		return false, nil
 	}
 	if err := c.heldFailure(ch); err != nil {
-		return fmt.Errorf("fill chunk %s: %w", ch.FileID, err)
+		return false, fmt.Errorf("fill chunk %s: %w", ch.FileID, err)
 	}
 	if !evict && !c.disk.roomFor(ch.Size) {
-		return ErrNoRoom
+		return false, ErrNoRoom
 	}
 	sink := c.disk.writerNamed(key, name, ch.Size, true)
 	if sink == nil {
 		done := c.disk.writtenNamed(name)
 		if done == nil {
 			if c.disk.hasDataNamed(name) {
-				return nil
+				return false, nil
 			}
 			// Too large for the tier, or writes paused after the disk
 			// filled up.
-			return ErrNoRoom
+			return false, ErrNoRoom
 		}
 		// Another fetch is writing it.
 		select {
 		case <-done:
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 		if !c.disk.hasDataNamed(name) {
-			return fmt.Errorf("fill chunk %s: another write of it failed", ch.FileID)
+			return false, fmt.Errorf("fill chunk %s: another write of it failed", ch.FileID)
 		}
-		return nil
+		return false, nil
 	}
 	fctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
 	defer cancel()
@@ -318,14 +321,14 @@ func (c *Cache) fillDisk(ctx context.Context, ch needle.Chunk, key, name string,
 		if ctx.Err() == nil && c.ctx.Err() == nil {
 			c.holdFailure(ch, err)
 		}
-		return fmt.Errorf("fill chunk %s: %w", ch.FileID, err)
+		return false, fmt.Errorf("fill chunk %s: %w", ch.FileID, err)
 	}
 	sink.commit(ch.Size)
 	if !c.disk.hasDataNamed(name) {
-		return fmt.Errorf("fill chunk %s: not written to the disk cache", ch.FileID)
+		return false, fmt.Errorf("fill chunk %s: not written to the disk cache", ch.FileID)
 	}
 	c.fills.Add(1)
-	return nil
+	return true, nil
 }
 
 // OpenWhole opens the disk tier's copy of ch's logical bytes, exactly
@@ -371,7 +374,7 @@ func (c *Cache) OpenWhole(ctx context.Context, ch needle.Chunk) (*os.File, bool)
 			return nil, false
 		}
 	} else if ch.Size <= wholeNeedle && !c.disk.hasDataNamed(name) && c.untouched(ch) {
-		if c.fillDisk(ctx, ch, key, name, true) != nil {
+		if _, err := c.fillDisk(ctx, ch, key, name, true); err != nil {
 			return nil, false
 		}
 	}
