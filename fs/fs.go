@@ -56,8 +56,9 @@ type ChunkReader interface {
 	Forget(c needle.Chunk)
 	// FillDisk fetches a chunk whole into the disk cache and waits,
 	// evicting the least recently used chunks for room when evict is set;
-	// wrote says that it fetched it (the chunk was not on disk before),
-	// so that its pages are in the kernel's page cache. An error wrapping
+	// wrote says that this call fetched it, and so that its pages are in
+	// the kernel's page cache (false when it was on disk already, or
+	// another fill wrote it meanwhile). An error wrapping
 	// pagecache.ErrNoRoom means the disk cache has no room without
 	// evicting (or there is none), any other that the chunk is not on
 	// disk.

@@ -58,9 +58,13 @@ type dataset struct {
 	last   string
 	streak int
 	// from is the open that started the last prefetch round, ahead is
-	// the name whose open starts the next one, and end the last name the
-	// last round covered; busy is set while a round runs.
+	// the name whose open starts the next one, end the last name the
+	// last round fetched ahead ("" when it may have left files behind),
+	// and tail the bytes of its files from ahead on, which its reader
+	// has yet to reach when the next round is due; busy is set while a
+	// round runs.
 	from, ahead, end string
+	tail             uint64
 	busy             bool
 	// shuffled counts opens out of name order; scanned is set once a
 	// shuffled scan of the directory is due (one per dir node; scan skips
@@ -71,9 +75,10 @@ type dataset struct {
 	covering bool
 }
 
-// opened records that name was opened and says where a prefetch round
-// should start, if one is due.
-func (d *dataset) opened(name string) (from string, due bool) {
+// opened records that name was opened and says, if a prefetch round is
+// due, after which name it lists its files and how many bytes of them it
+// fetches at most.
+func (d *dataset) opened(name string) (from string, budget uint64, due bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if name > d.last {
@@ -91,23 +96,28 @@ func (d *dataset) opened(name string) (from string, due bool) {
 	// three same-session runs each, epoch 1 1,256 -> 1,430 files/s and
 	// epoch 2 3,654 -> 4,238 (medians).
 	if d.streak < datasetStreak || d.busy || d.covering {
-		return "", false
+		return "", 0, false
 	}
 	// A round is due when the reader reaches the middle of the last one,
 	// or starts over before it (the next epoch).
 	if d.ahead != "" && name < d.ahead && name >= d.from {
-		return "", false
+		return "", 0, false
 	}
-	// A reader still inside the last round (it reached its middle) gets
-	// the files after it: a round from the reader's own name covered
-	// the last round's second half again, and each file of it cost a
-	// second look on disk and a second request for its pages.
-	from = name
+	// A reader between the open that started the last round and that
+	// round's end gets the files after its end: a round from the
+	// reader's own name covered the last round's second half again, and
+	// each file of it cost a second look on disk and a second request
+	// for its pages. The new round's bytes and the last one's unread
+	// tail together stay within datasetAheadBytes, as one round from
+	// the reader's name did: more would push out of a small disk cache
+	// the files the reader is about to open. Names compare as the filer
+	// lists them, in byte order (as its default store does).
+	from, budget = name, datasetAheadBytes
 	if name >= d.from && name < d.end {
-		from = d.end
+		from, budget = d.end, datasetAheadBytes-min(d.tail, datasetAheadBytes/2)
 	}
 	d.busy, d.from = true, name
-	return from, true
+	return from, budget, true
 }
 
 // scanDue reports, once, that the directory is being read in a shuffled
@@ -138,11 +148,14 @@ func (d *dataset) scanStopped() {
 	d.mu.Unlock()
 }
 
-// done ends a round; ahead is the name whose open starts the next one,
-// and end the last name it covered ("" when it covered none).
-func (d *dataset) done(ahead, end string) {
+// done ends a round; ahead is the name whose open starts the next one
+// ("" for the next open in listing order: the round failed), end the last
+// name it fetched ahead ("" when it may have left some files unfetched:
+// the next round then starts at its reader) and tail the bytes of its
+// files from ahead on.
+func (d *dataset) done(ahead, end string, tail uint64) {
 	d.mu.Lock()
-	d.busy, d.ahead, d.end = false, ahead, end
+	d.busy, d.ahead, d.end, d.tail = false, ahead, end, tail
 	d.mu.Unlock()
 }
 
@@ -150,7 +163,7 @@ func (d *dataset) done(ahead, end string) {
 // where a reader that opens it starts; it may start a prefetch round on
 // the file system's background group.
 func (d *dir) noteOpen(name string) {
-	from, due := d.ds.opened(name)
+	from, budget, due := d.ds.opened(name)
 	if d.ds.scanDue() {
 		d.scan()
 	}
@@ -161,23 +174,23 @@ func (d *dir) noteOpen(name string) {
 	f.bgWG.Add(1)
 	go func() {
 		defer f.bgWG.Done()
-		ahead, end := from, ""
-		defer func() { d.ds.done(ahead, end) }()
+		ahead, end, tail := from, "", uint64(0)
+		defer func() { d.ds.done(ahead, end, tail) }()
 		page, err := f.meta.ListPage(f.bg, d.path, from, datasetAhead)
 		if err != nil {
 			// Not a reader's error: the files' own reads will say more.
 			if !errors.Is(err, context.Canceled) {
 				slog.Debug("dataset prefetch failed", "dir", d.path, "err", err)
 			}
+			ahead = "" // the next open tries again
 			return
 		}
-		// The round's files: those worth fetching ahead, up to
-		// datasetAheadBytes.
+		// The round's files: those worth fetching ahead, up to budget.
 		var picked []*filerpb.Entry
 		var bytes uint64
 		for _, e := range page {
 			if aheadSized(e) && f.served(d.path, e.GetName()) {
-				if bytes += fileSize(e); bytes > datasetAheadBytes {
+				if bytes += fileSize(e); bytes > budget {
 					break
 				}
 				picked = append(picked, e)
@@ -188,6 +201,9 @@ func (d *dir) noteOpen(name string) {
 		switch {
 		case len(picked) > 0:
 			ahead = picked[len(picked)/2].GetName()
+			for _, e := range picked[len(picked)/2:] {
+				tail += fileSize(e)
+			}
 		case len(page) > 0:
 			ahead = page[len(page)/2].GetName()
 		}
@@ -203,13 +219,23 @@ func (d *dir) noteOpen(name string) {
 		evict := !d.ds.shuffledScan()
 		// noRoom: the disk cache has no room (or there is none); the
 		// rest of the round goes to memory.
-		var noRoom atomic.Bool
+		// short: a file was not filled into the disk cache (it went to
+		// memory, where the readahead budget may have cut it short, or
+		// its fill failed), so the next round starts at its reader.
+		var noRoom, short atomic.Bool
 		runFillers(min(scanFills, len(picked)), round, func(e *filerpb.Entry) {
 			how := fillHow{disk: !noRoom.Load(), evict: evict, pages: true}
-			if errors.Is(f.fillFile(f.bg, e, how), pagecache.ErrNoRoom) {
+			err := f.fillFile(f.bg, e, how)
+			if errors.Is(err, pagecache.ErrNoRoom) {
 				noRoom.Store(true)
 			}
+			if err != nil || !how.disk {
+				short.Store(true)
+			}
 		})
+		if short.Load() {
+			end = ""
+		}
 	}()
 }
 

@@ -1044,9 +1044,10 @@ func FuzzParseSum(f *testing.F) {
 }
 
 // TestFillDisk: a fill puts the needle on disk and says it wrote it (a
-// second finds it there and says it did not); a failed fetch is an error that is not ErrNoRoom, so that a scan
-// goes on but knows the file is missing; a tier without room says
-// ErrNoRoom, and so does a cache without a tier.
+// second finds it there and says it did not); a failed fetch is an error
+// that is not ErrNoRoom, so that a scan goes on but knows the file is
+// missing; a tier without room says ErrNoRoom, and so does a cache without a
+// tier.
 func TestFillDisk(t *testing.T) {
 	ctx := context.Background()
 	f, chunks := newTierFake(128<<10, 128<<10, 3<<20)

@@ -255,21 +255,20 @@ var ErrNoRoom = errors.New("disk cache has no room")
 
 // FillDisk fetches the whole needle of ch into the disk tier, verified,
 // unless it is there already, and waits for it. wrote says that this call
-// wrote it: its pages are then in the kernel's page cache, written and
-// read back (diskWriter.readBack), where a needle found on disk may have
-// left it long ago. Without evict it returns
-// ErrNoRoom when the tier has no room left without evicting: a scan that
-// fills a whole directory ahead of its readers should stop there, since
+// wrote it, through the kernel's page cache (a fill never writes past it),
+// where its pages then are; a needle found on disk, or written by another
+// fetch it waited for, is not this call's (wrote false). Without evict it
+// returns ErrNoRoom when the tier has no room left without evicting: a scan
+// that fills a whole directory ahead of its readers should stop there, since
 // pushing out what it filled earlier would gain nothing. With evict the
-// least recently used needles make room, as for a reader's own fetch: a
-// fill just ahead of a reader stands for that fetch. It returns ErrNoRoom
-// when there is no disk tier. Any other error says the
-// needle is not on disk (a failed fetch, another fill of it that failed,
-// a closing mount). A failed fetch fails reads and fills of the needle at
-// once for failHold, as a reader's failed fetch does (fetchRun): they
-// would otherwise wait out the same retries again. Safe for concurrent
-// use; the caller bounds how many run at once (OpenWhole's fills: one per
-// open in flight).
+// least recently used needles make room, as for a reader's own fetch: a fill
+// just ahead of a reader stands for that fetch. It returns ErrNoRoom when
+// there is no disk tier. Any other error says the needle is not on disk (a
+// failed fetch, another fill of it that failed, a closing mount). A failed
+// fetch fails reads and fills of the needle at once for failHold, as a
+// reader's failed fetch does (fetchRun): they would otherwise wait out the
+// same retries again. Safe for concurrent use; the caller bounds how many
+// run at once (OpenWhole's fills: one per open in flight).
 func (c *Cache) FillDisk(ctx context.Context, ch needle.Chunk, evict bool) (wrote bool, err error) {
 	if c.disk == nil || ch.Size <= 0 {
 		return false, ErrNoRoom

@@ -9,9 +9,9 @@ func TestGoMemoryFor(t *testing.T) {
 		want goMemory
 	}{
 		{"defaults", nil, goMemory{limit: goMemoryLimit, percent: -1, warm: heapWarm}},
-		{"GOGC set", map[string]string{"GOGC": "200"}, goMemory{limit: goMemoryLimit, warm: heapWarm}},
-		{"GOMEMLIMIT set", map[string]string{"GOMEMLIMIT": "1GiB"}, goMemory{warm: heapWarm}},
-		{"both set", map[string]string{"GOGC": "off", "GOMEMLIMIT": "1GiB"}, goMemory{warm: heapWarm}},
+		{"GOGC set", map[string]string{"GOGC": "200"}, goMemory{limit: goMemoryLimit}},
+		{"GOMEMLIMIT set", map[string]string{"GOMEMLIMIT": "1GiB"}, goMemory{}},
+		{"both set", map[string]string{"GOGC": "off", "GOMEMLIMIT": "1GiB"}, goMemory{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := goMemoryFor(func(k string) string { return tc.env[k] })
