@@ -773,11 +773,14 @@ func (c *Cache) Prefetch(ch needle.Chunk, off, n int64, ahead Ahead) int64 {
 	if off < 0 || off >= end || c.ctx.Err() != nil || ch.CheckSize() != nil {
 		return off + n
 	}
-	if key := ch.Key(); ahead == KernelAhead && c.disk != nil && c.disk.hasData(key) {
+	if ahead == KernelAhead && c.disk != nil {
 		// Read from disk in the reader's goroutine (readDiskDirect):
-		// the kernel reads ahead, as for a local file.
-		c.disk.willNeed(key, off, end-off)
-		return off + n
+		// the kernel reads ahead, as for a local file. The name is a
+		// hash, made once for both.
+		if name := diskName(ch.Key()); c.disk.hasDataNamed(name) {
+			c.disk.willNeedNamed(name, off, end-off)
+			return off + n
+		}
 	}
 	access := ahead.stream()
 	bs := c.opts.BlockSize

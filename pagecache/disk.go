@@ -498,13 +498,14 @@ func preadvFull(fd int, bufs [][]byte, off int64) error {
 	return nil
 }
 
-// willNeed asks the kernel to read [off, off+n) of a needle's .dat into its
-// page cache, without waiting, as its own readahead does ahead of a
-// sequential reader of a local file: the reads that follow then find the
-// bytes there (and still check them, see read). It is advice: a needle
-// that is gone, or a kernel that declines, costs nothing but the miss.
-func (d *disk) willNeed(key string, off, n int64) {
-	_, dat := d.paths(diskName(key))
+// willNeedNamed asks the kernel to read [off, off+n) of a needle's .dat (by
+// its disk name) into its page cache, without waiting, as its own
+// readahead does ahead of a sequential reader of a local file: the reads
+// that follow then find the bytes there (and still check them, see read).
+// It is advice: a needle that is gone, or a kernel that declines, costs
+// nothing but the miss.
+func (d *disk) willNeedNamed(name string, off, n int64) {
+	_, dat := d.paths(name)
 	fd, err := unix.Open(dat, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return
