@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"path"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -27,8 +28,9 @@ type file struct {
 	// dataset ahead.
 	parent *dir
 	// ra detects sequential streams among the file's reads; the readers
-	// of one file share it.
-	ra *pagecache.Readahead
+	// of one file share it. It is made at the first read (see readahead):
+	// most of a listed directory's files are never read through the mount.
+	ra atomic.Pointer[pagecache.Readahead]
 
 	mapMu sync.Mutex
 	// cmap is the chunk map built for the chunk list whose fingerprint is
@@ -46,6 +48,16 @@ type file struct {
 
 	// pt tracks the file's passthrough opens (see passthrough.go).
 	pt passthrough
+}
+
+// readahead returns the file's stream detector, made at the first call.
+func (f *file) readahead() *pagecache.Readahead {
+	if r := f.ra.Load(); r != nil {
+		return r
+	}
+	o := f.fsys.opts
+	f.ra.CompareAndSwap(nil, pagecache.NewReadahead(o.ReadaheadMin, o.ReadaheadMax))
+	return f.ra.Load()
 }
 
 var (
@@ -95,7 +107,7 @@ func (f *file) read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 	}
 	buf := dest[:min(int64(len(dest)), v.size-off)]
 	v.readahead(off, int64(len(buf)))
-	v.access = f.ra.Access(off, v.ahead)
+	v.access = f.readahead().Access(off, v.ahead)
 	if err := v.readAt(ctx, buf, off); err != nil {
 		return nil, toErrno(fmt.Sprintf("read %s [%d,+%d)", f.filerPath(), off, len(buf)), err)
 	}
@@ -162,7 +174,7 @@ func (fv version) readahead(off, n int64) {
 	if len(fv.entry.GetContent()) > 0 {
 		return
 	}
-	pOff, pLen := fv.f.ra.Observe(off, n)
+	pOff, pLen := fv.f.readahead().Observe(off, n)
 	if pLen <= 0 {
 		return
 	}
@@ -172,7 +184,7 @@ func (fv version) readahead(off, n int64) {
 			continue
 		}
 		if got := fv.f.fsys.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len, fv.ahead); got < v.ChunkOff+v.Len {
-			fv.f.ra.Rewind(v.FileOff + max(got-v.ChunkOff, 0))
+			fv.f.readahead().Rewind(v.FileOff + max(got-v.ChunkOff, 0))
 			return
 		}
 	}

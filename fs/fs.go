@@ -506,7 +506,7 @@ func (f *FS) newNode(ctx context.Context, parent *gofs.Inode, p, key string, ino
 		l.init(f, p, key, e)
 		emb = l
 	default:
-		fl := &file{ra: pagecache.NewReadahead(f.opts.ReadaheadMin, f.opts.ReadaheadMax)}
+		fl := &file{}
 		fl.init(f, p, key, e)
 		fl.parent, _ = parent.Operations().(*dir)
 		emb = fl

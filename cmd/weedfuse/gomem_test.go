@@ -1,6 +1,11 @@
 package main
 
-import "testing"
+import (
+	"runtime"
+	"runtime/debug"
+	"testing"
+	"time"
+)
 
 func TestGoMemoryFor(t *testing.T) {
 	for _, tc := range []struct {
@@ -19,5 +24,52 @@ func TestGoMemoryFor(t *testing.T) {
 				t.Errorf("goMemoryFor(%v) = %+v, want %+v", tc.env, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestLimitFor(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		name           string
+		live, overhead int64
+		want           int64
+	}{
+		{"small heap: the floor", 20 * mib, 8 * mib, goMemoryLimit},
+		{"just under the floor", 96 * mib, 8 * mib, goMemoryLimit},
+		{"the headroom's least", 40 * mib, 80 * mib, 136 * mib},
+		{"a quarter of a large heap", 300 * mib, 12 * mib, 387 * mib},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := limitFor(goMemoryLimit, tc.live, tc.overhead); got != tc.want {
+				t.Errorf("limitFor(%d MiB, %d MiB) = %d MiB, want %d MiB", tc.live/mib, tc.overhead/mib, got/mib, tc.want/mib)
+			}
+		})
+	}
+}
+
+// TestLimitFollower checks that a follower raises the limit above a live
+// heap larger than its floor, after a collection.
+func TestLimitFollower(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(old)
+	const floor = 8 << 20
+	debug.SetMemoryLimit(floor)
+	l := &limitFollower{floor: floor}
+	defer l.stop()
+	l.arm()
+	keep := make([][]byte, 64)
+	for i := range keep {
+		keep[i] = make([]byte, 1<<20) // 64 MiB live, over the floor
+	}
+	const want = 64<<20 + 64<<18 // the live heap and a quarter of it
+	deadline := time.Now().Add(10 * time.Second)
+	for debug.SetMemoryLimit(-1) < want && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := debug.SetMemoryLimit(-1)
+	runtime.KeepAlive(keep)
+	if got < want {
+		t.Fatalf("limit %d MiB after collections with 64 MiB live, want at least 80", got>>20)
 	}
 }
