@@ -120,8 +120,8 @@ func limitFor(floor, live, overhead int64) int64 {
 }
 
 // limitFollower sets the soft limit from limitFor after each collection.
-// Its hook runs on the runtime's cleanup goroutine, one at a time, so it
-// needs no lock; stop ends it at the next collection.
+// It needs no lock: one hook is pending at a time, since each hook arms the
+// next as it ends. stop ends it at the next collection.
 type limitFollower struct {
 	floor   int64
 	stopped atomic.Bool
