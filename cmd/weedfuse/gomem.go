@@ -5,7 +5,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"sync/atomic"
+	"sync"
 )
 
 // goMemoryLimit is the soft limit on the Go runtime's own memory (heap,
@@ -106,57 +106,81 @@ func touchHeap(n int) {
 // what a collection found live.
 const limitHeadroom = 16 << 20
 
+// followPercent is the room for garbage above the live heap, in percent of
+// it, that limitFor leaves when the collector runs only at the limit (GOGC
+// off, the mount's default).
+const followPercent = 25
+
 // limitFor is the soft limit after a collection that found live bytes of
-// heap and overhead bytes of the runtime's other memory (stacks, metadata):
-// floor, or what is in use plus a quarter of the live heap (at least
-// limitHeadroom) when that is more. The mount keeps a node, its entry and
-// its chunk map for each file the kernel holds, about 1.5 KiB each, and a
-// listing of 200,000 entries holds about 300 MiB live. Under a limit of
-// 128 MiB the collector then ran back to back: 104 collections in that
-// listing's 13 s, as much CPU as Go lets a collector at its limit take.
-// The quarter keeps collections as far apart as GOGC=25 would.
-func limitFor(floor, live, overhead int64) int64 {
-	return max(floor, live+overhead+max(limitHeadroom, live/4))
+// heap and inUse bytes of the runtime's other memory in use (stacks,
+// metadata, the free room in spans of live objects): floor, or, when it is
+// more, inUse and the live heap plus percent of it (at least limitHeadroom)
+// for garbage. percent is GOGC where the user set it, followPercent with
+// GOGC off. The mount keeps a node, its entry and its chunk map for each
+// file the kernel holds, about 1.4 KiB each: a listing of 200,000 entries
+// holds about 300 MiB live. Under a fixed limit of 128 MiB the collector
+// then ran back to back, as much as Go lets a collector at its limit run:
+// 104 collections in two passes of `ls -l` (13 s).
+func limitFor(floor, live, inUse int64, percent int) int64 {
+	if percent <= 0 {
+		percent = followPercent
+	}
+	return max(floor, live+inUse+max(limitHeadroom, live*int64(percent)/100))
 }
 
 // limitFollower sets the soft limit from limitFor after each collection.
-// It needs no lock: one hook is pending at a time, since each hook arms the
-// next as it ends. stop ends it at the next collection.
+// One hook is pending at a time, since each hook arms the next as it ends;
+// mu makes stop final (a hook running then sets no limit after it).
 type limitFollower struct {
-	floor   int64
-	stopped atomic.Bool
+	floor int64
+
+	mu      sync.Mutex
+	stopped bool
 	samples []metrics.Sample
 }
 
 // collected marks a collection: a new one is made for each, and its
-// cleanup runs once a collection found it unreachable.
-type collected struct{ _ [16]byte }
+// cleanup runs once a collection found it unreachable. It holds a pointer
+// so that it is never a tiny allocation (pointer-free and under 16 bytes),
+// whose cleanup may never run.
+type collected struct{ _ *collected }
 
 // arm sets the hook for the next collection.
 func (l *limitFollower) arm() {
 	runtime.AddCleanup(new(collected), func(l *limitFollower) {
-		if l.stopped.Load() {
-			return
+		if l.adjust() {
+			l.arm()
 		}
-		l.adjust()
-		l.arm()
 	}, l)
 }
 
 // stop ends the hook: tests start followers of their own.
-func (l *limitFollower) stop() { l.stopped.Store(true) }
+func (l *limitFollower) stop() {
+	l.mu.Lock()
+	l.stopped = true
+	l.mu.Unlock()
+}
 
-// adjust sets the limit from the last collection's live heap.
-func (l *limitFollower) adjust() {
+// followed are the runtime metrics adjust reads, in the order it reads them.
+var followed = []string{
+	"/gc/heap/live:bytes",
+	"/memory/classes/total:bytes",
+	"/memory/classes/heap/released:bytes",
+	"/memory/classes/heap/free:bytes",
+	"/memory/classes/heap/objects:bytes",
+	"/gc/gogc:percent",
+}
+
+// adjust sets the limit from the last collection's live heap; false once
+// the follower is stopped.
+func (l *limitFollower) adjust() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return false
+	}
 	if l.samples == nil {
-		for _, name := range []string{
-			"/gc/heap/live:bytes",
-			"/memory/classes/total:bytes",
-			"/memory/classes/heap/released:bytes",
-			"/memory/classes/heap/free:bytes",
-			"/memory/classes/heap/objects:bytes",
-			"/memory/classes/heap/unused:bytes",
-		} {
+		for _, name := range followed {
 			l.samples = append(l.samples, metrics.Sample{Name: name})
 		}
 	}
@@ -164,11 +188,14 @@ func (l *limitFollower) adjust() {
 	var v [6]int64
 	for i, s := range l.samples {
 		if s.Value.Kind() != metrics.KindUint64 {
-			return // not in this Go: the floor stands
+			return true // not in this Go: the floor stands
 		}
 		v[i] = int64(s.Value.Uint64())
 	}
-	live, total, released, free, objects, unused := v[0], v[1], v[2], v[3], v[4], v[5]
-	overhead := max(total-released-free-objects-unused, 0)
-	debug.SetMemoryLimit(limitFor(l.floor, live, overhead))
+	live, total, released, free, objects, gogc := v[0], v[1], v[2], v[3], v[4], v[5]
+	// objects counts garbage not yet swept; live is what the collection
+	// marked. What is left is in use whatever the garbage.
+	inUse := max(total-released-free-objects, 0)
+	debug.SetMemoryLimit(limitFor(l.floor, live, inUse, int(gogc)))
+	return true
 }

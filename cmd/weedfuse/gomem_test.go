@@ -30,18 +30,21 @@ func TestGoMemoryFor(t *testing.T) {
 func TestLimitFor(t *testing.T) {
 	const mib = 1 << 20
 	for _, tc := range []struct {
-		name           string
-		live, overhead int64
-		want           int64
+		name        string
+		live, inUse int64
+		percent     int
+		want        int64
 	}{
-		{"small heap: the floor", 20 * mib, 8 * mib, goMemoryLimit},
-		{"just under the floor", 96 * mib, 8 * mib, goMemoryLimit},
-		{"the headroom's least", 40 * mib, 80 * mib, 136 * mib},
-		{"a quarter of a large heap", 300 * mib, 12 * mib, 387 * mib},
+		{"small heap: the floor", 20 * mib, 8 * mib, -1, goMemoryLimit},
+		{"just under the floor", 96 * mib, 8 * mib, -1, goMemoryLimit},
+		{"the headroom's least", 40 * mib, 80 * mib, -1, 136 * mib},
+		{"a quarter of a large heap", 300 * mib, 12 * mib, -1, 387 * mib},
+		{"the user's GOGC", 300 * mib, 12 * mib, 200, 912 * mib},
+		{"GOGC=25 as off", 300 * mib, 12 * mib, 25, 387 * mib},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := limitFor(goMemoryLimit, tc.live, tc.overhead); got != tc.want {
-				t.Errorf("limitFor(%d MiB, %d MiB) = %d MiB, want %d MiB", tc.live/mib, tc.overhead/mib, got/mib, tc.want/mib)
+			if got := limitFor(goMemoryLimit, tc.live, tc.inUse, tc.percent); got != tc.want {
+				t.Errorf("limitFor(%d MiB, %d MiB, %d) = %d MiB, want %d MiB", tc.live/mib, tc.inUse/mib, tc.percent, got/mib, tc.want/mib)
 			}
 		})
 	}
