@@ -132,3 +132,17 @@ func TestCPUUse(t *testing.T) {
 		t.Errorf("statTicks: got %d, want %d", got, 1234+567)
 	}
 }
+
+// TestSummaryRSS checks that a metadata workload's peak RSS stays out of
+// the bound's row and has its own.
+func TestSummaryRSS(t *testing.T) {
+	res := &results{steps: []step{{id: "a"}, {id: "huge", metadata: true}}}
+	for k := range numKinds {
+		res.val[k] = map[string][]float64{}
+		res.rss[k] = map[string][]float64{"a": {300, 390}, "huge": {700}}
+	}
+	s := summarize(res)
+	if s.rss[weedfuse] != 390 || s.metaRSS[weedfuse] != 700 {
+		t.Errorf("peaks %v and %v, want 390 over the bound's workloads and 700 for metadata", s.rss[weedfuse], s.metaRSS[weedfuse])
+	}
+}

@@ -37,6 +37,8 @@ const (
 	smallLen = 128 << 10
 	bigDir   = "/bench/big"
 	bigN     = 10_000
+	hugeDir  = "/bench/huge"
+	hugeN    = 100_000
 )
 
 // dataset is what loadData stored, for checking reads through a mount.
@@ -58,6 +60,21 @@ func randomBytes(seed uint64, n int) []byte {
 
 func smallName(i int) string { return fmt.Sprintf("f%04d", i) }
 func bigName(i int) string   { return fmt.Sprintf("e%05d", i) }
+func hugeName(i int) string  { return fmt.Sprintf("h%06d", i) }
+
+// loadHuge stores hugeN entries with inline content in hugeDir, as loadData
+// stores bigDir's.
+func loadHuge(ctx context.Context, c *cluster.Cluster) error {
+	began := time.Now()
+	err := forEach(ctx, hugeN, 16, func(ctx context.Context, i int) error {
+		return c.PutInline(ctx, onFiler(hugeDir+"/"+hugeName(i)), []byte(hugeName(i)+"\n"))
+	})
+	if err != nil {
+		return fmt.Errorf("load %s: %w", hugeDir, err)
+	}
+	log.Printf("data: %d entries in %s in %v", hugeN, hugeDir, time.Since(began).Round(time.Millisecond))
+	return nil
+}
 
 // loadData stores the benchmark's files: a 1 GiB file of random bytes, 2000
 // files of 128 KiB in one directory, and 10,000 tiny entries in another.

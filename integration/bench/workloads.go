@@ -38,6 +38,10 @@ type step struct {
 	// cacheArgs replace the -cacheCapacityMB that both mounts get
 	// otherwise (nil: the common one; empty: each mount's defaults).
 	cacheArgs []string
+	// metadata marks a workload whose memory is the metadata of many
+	// entries, which the bound on weedfuse's RSS does not cover (see the
+	// README): its peak RSS is reported on a row of its own.
+	metadata bool
 }
 
 // steps are the workloads in the order they run.
@@ -77,6 +81,7 @@ func steps(randTime time.Duration) []step {
 		// default, so each entry costs both mounts the same two round
 		// trips for security.selinux and the ACL.
 		lsStep("ls10000-xattr", bigDir, bigN, "-disableXAttr=false"),
+		hugeStep(),
 		beyondRandStep(randTime),
 		chunksStep(randTime),
 		remountStep(),
@@ -140,6 +145,15 @@ func randStep(id, label, short, unit string, j fioJob, target float64) step {
 			return []float64{r.bw / 1e6}, nil
 		},
 	}
+}
+
+// hugeStep lists a directory of hugeN entries, cold: the mount then holds
+// a node and an entry for each one the kernel holds.
+func hugeStep() step {
+	s := lsStep("ls100000", hugeDir, hugeN, "")
+	s.metadata = true
+	s.prepare = func(ctx context.Context, x *stepCtx) error { return loadHuge(ctx, x.c) }
+	return s
 }
 
 // lsStep times `ls -l` of a directory of n entries, cold, with weedfuse
