@@ -288,8 +288,8 @@ func writeSetup(p func(string, ...any), o *options, info *sysInfo, res *results)
 	p("- Cluster: one master, one volume server and one filer (`-maxMB=4`, so 4 MiB chunks) on 127.0.0.1, data on the local disk. ")
 	p("Data: `%s`, 1 GiB of random bytes; `%s`, %d files of 128 KiB; `%s`, %d entries of a few bytes with inline content; ",
 		seqPath, smallDir, smallN, bigDir, bigN)
-	p("for the workloads that load their own (when they ran): `%s/%s`, 2 GiB; `%s`, 1 GiB files written with `?maxMB=` %v (chunks of that many MiB); `%s`, the dataset of 128 KiB files; ",
-		beyondDir, beyondName, chunksDir, chunkSizes, dsDir)
+	p("for the workloads that load their own (when they ran): `%s/%s`, 2 GiB; `%s`, 1 GiB files written with `?maxMB=` %v (chunks of that many MiB); `%s`, the dataset of 128 KiB files; `%s`, %d entries like `%s`'s; ",
+		beyondDir, beyondName, chunksDir, chunkSizes, dsDir, hugeDir, hugeN, bigDir)
 	p("paths as the mounts show them, under the filer's `%s`, which both mount (`-filer.path=%s`) and where `weed s3` would serve `%s` as a bucket.\n", filerRoot, filerRoot, seqDir)
 	p("- Both mounts run side by side on that cluster with their default flags, except `-cacheCapacityMB=%d -cacheDir=<a new empty directory per mount>` for both", res.cacheMB)
 	if len(o.weedArgs) > 0 {
