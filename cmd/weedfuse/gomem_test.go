@@ -36,10 +36,8 @@ func TestLimitFor(t *testing.T) {
 		want        int64
 	}{
 		{"small heap: the floor", 20 * mib, 8 * mib, -1, goMemoryLimit},
-		{"just under the floor", 96 * mib, 8 * mib, -1, goMemoryLimit},
-		{"the headroom's least", 40 * mib, 80 * mib, -1, 136 * mib},
-		{"near the floor: the least room", 110 * mib, 10 * mib, -1, 136 * mib},
-		{"near the floor, the user's GOGC", 110 * mib, 10 * mib, 200, 136 * mib},
+		{"a live heap within the floor keeps it", 120 * mib, 30 * mib, -1, goMemoryLimit},
+		{"just past the floor: a quarter", 132 * mib, 10 * mib, -1, 175 * mib},
 		{"a quarter of a large heap", 300 * mib, 12 * mib, -1, 387 * mib},
 		{"the user's GOGC", 300 * mib, 12 * mib, 200, 912 * mib},
 		{"GOGC=25 as off", 300 * mib, 12 * mib, 25, 387 * mib},
