@@ -35,8 +35,8 @@ type goMemory struct {
 	warm    int
 }
 
-// follow tells whether the limit is the mount's own, which then follows
-// the live heap.
+// follow tells whether the limit is the mount's own, which then follows a
+// live heap past it.
 func (m goMemory) follow() bool { return m.limit > 0 }
 
 // goMemoryFor chooses the settings from the environment (getenv).
@@ -53,8 +53,9 @@ func (m goMemory) follow() bool { return m.limit > 0 }
 // Go's collection every two minutes is off with GOGC off, so an idle
 // mount keeps its garbage, up to the limit.
 //
-// Where the mount sets the limit, it follows the live heap (see limitFor):
-// the nodes of the files the kernel holds are live however many there are.
+// Where the mount sets the limit, it follows a live heap that outgrows it
+// (see limitFor): the nodes of the files the kernel holds are live however
+// many there are.
 //
 // Where the user set either variable, the runtime's own reading of it
 // stands and nothing is warmed, since a collector at GOGC's pace would
