@@ -35,15 +35,11 @@ type goMemory struct {
 	warm    int
 }
 
-// follow tells whether the limit is the mount's own, which then follows a
-// live heap past it.
-func (m goMemory) follow() bool { return m.limit > 0 }
-
 // goMemoryFor chooses the settings from the environment (getenv).
 //
 // Unless GOGC or GOMEMLIMIT is set, the collector runs only when the Go
 // runtime's memory reaches goMemoryLimit (GOGC off, under the limit), and
-// the heap is warmed. The limit bounds the mount's memory either way. A
+// the heap is warmed. The limit bounds the mount's garbage either way. A
 // collector that kept the heap at twice its live size collected a small
 // heap over and over, and let Go's background scavenger hand the warmed
 // pages back, to be faulted in again. A cold `ls -l` of 2000 entries by
@@ -77,10 +73,9 @@ func goMemoryFor(getenv func(string) string) goMemory {
 func tuneGoMemory() {
 	m := goMemoryFor(os.Getenv)
 	if m.limit > 0 {
+		// The limit is the mount's own: it follows a live heap past it.
 		debug.SetMemoryLimit(m.limit)
-	}
-	if m.follow() {
-		(&limitFollower{floor: m.limit}).arm()
+		newLimitFollower(m.limit).arm()
 	}
 	if m.percent != 0 {
 		debug.SetGCPercent(m.percent)
@@ -156,6 +151,16 @@ type limitFollower struct {
 // whose cleanup may never run.
 type collected struct{ _ *collected }
 
+// newLimitFollower returns a follower whose limit never goes below floor;
+// arm starts it.
+func newLimitFollower(floor int64) *limitFollower {
+	l := &limitFollower{floor: floor}
+	for _, name := range followed {
+		l.samples = append(l.samples, metrics.Sample{Name: name})
+	}
+	return l
+}
+
 // arm sets the hook for the next collection.
 func (l *limitFollower) arm() {
 	runtime.AddCleanup(new(collected), func(l *limitFollower) {
@@ -189,11 +194,6 @@ func (l *limitFollower) adjust() bool {
 	defer l.mu.Unlock()
 	if l.stopped {
 		return false
-	}
-	if l.samples == nil {
-		for _, name := range followed {
-			l.samples = append(l.samples, metrics.Sample{Name: name})
-		}
 	}
 	metrics.Read(l.samples)
 	var v [6]int64

@@ -57,7 +57,7 @@ func TestLimitFollower(t *testing.T) {
 	defer debug.SetMemoryLimit(old)
 	const floor = 8 << 20
 	debug.SetMemoryLimit(floor)
-	l := &limitFollower{floor: floor}
+	l := newLimitFollower(floor)
 	defer l.stop()
 	l.arm()
 	keep := make([][]byte, 64)
