@@ -134,46 +134,60 @@ func (d *dir) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle,
 	return newDirStream(d), 0, 0
 }
 
-// dirPage is how many entries a listing fetches at a time: a directory of
-// any size streams through without being held in memory whole.
+// dirPage is how many entries a listing asks the filer for at a time: a
+// directory of any size streams through without being held in memory
+// whole (see listFeed).
 const dirPage = 1024
 
 // listPageTimeout bounds the fetch of one page of a listing. Readdirent
-// waits for a page whatever signals its reader gets, so this is what
+// waits for entries whatever signals its reader gets, so this is what
 // keeps a silent filer from hanging a reader forever.
 const listPageTimeout = 30 * time.Second
 
+// minReply is how many entries a READDIRPLUS reply waits for before it
+// ends early with what has come from the filer. Ending a reply early lets
+// the kernel take in its entries (its dentries and inodes cost more than
+// the mount's nodes) while the next ones stream in; the floor keeps a
+// filer slower than the kernel from costing a round trip an entry.
+const minReply = 128
+
 // dirStream lists a directory: from the cached listing when it is fresh,
-// otherwise from the filer a page at a time, fetching the next page while
-// the kernel takes the current one. go-fuse serializes calls on one
-// handle, so it needs no lock of its own; the page fetch it may have
-// running is its own goroutine, stopped by Releasedir.
+// otherwise from the filer as the entries stream in (listFeed). go-fuse
+// serializes calls on one handle, so it needs no lock of its own; the
+// feed's goroutine is stopped by Releasedir.
 type dirStream struct {
 	d    *dir
-	page []*filerpb.Entry
-	i    int // next index in page
+	page []*filerpb.Entry // entries taken, not yet handed out
+	i    int              // next index in page
 	// off is the offset of the next entry: entries handed out so far.
-	off  uint64
-	done bool // no entries after page
-	cur  *filerpb.Entry
+	off uint64
+	cur *filerpb.Entry
 
-	// next delivers the page after page, when one is being fetched.
-	next   chan pageResult
-	cancel context.CancelFunc
+	// feed streams the listing from the filer; nil once it ended, or when
+	// the listing came from the cache.
+	feed *listFeed
+	// fed counts the entries taken from feed.
+	fed int
+	// end is set when feed ended with the entries now in page, and endErr
+	// is how: the stream's error is handed out after its entries.
+	end    bool
+	endErr error
 	// all collects a listing read from the filer, to be kept once complete
-	// if the directory did not change meanwhile (gen).
-	all []*filerpb.Entry
-	gen uint64
-	// err is a failed page's errno, returned from then on: a listing cut
-	// short must not pass for a complete one.
+	// if the directory did not change meanwhile (gen) and it is small
+	// enough to keep (all is dropped past maxCachedListing).
+	all    []*filerpb.Entry
+	noKeep bool
+	gen    uint64
+	// err is a failed listing's errno, returned from then on: a listing
+	// cut short must not pass for a complete one.
 	err syscall.Errno
 	// dots counts the entries "." and ".." handed out, which come first.
 	dots int
-}
-
-type pageResult struct {
-	page []*filerpb.Entry
-	err  error
+	// reply is the request whose reply is being filled (go-fuse gives all
+	// the Readdirent calls of one request the same context), and inReply
+	// how many entries it has.
+	reply   context.Context
+	inReply int
 }
 
 var (
@@ -186,48 +200,38 @@ var (
 func newDirStream(d *dir) *dirStream {
 	s := &dirStream{d: d}
 	if l, _, ok := d.cachedListing(); ok {
-		s.page, s.done = l, true
+		s.page = l
 		return s
 	}
 	if l := d.staleListing(); l != nil && d.fsys.filerDown() {
-		s.page, s.done = l, true // see filerDown
+		s.page = l // see filerDown
 		return s
 	}
 	_, s.gen, _ = d.cachedListing()
-	s.fetchNext("")
+	s.feed = startListFeed(d)
 	return s
 }
 
-// fetchNext starts fetching the page after name, on the file system's
-// background group; Releasedir (or Close) ends it.
-func (s *dirStream) fetchNext(after string) {
-	fsys := s.d.fsys
-	ctx, cancel := context.WithTimeout(fsys.bg, listPageTimeout)
-	ch := make(chan pageResult, 1)
-	s.next, s.cancel = ch, cancel
-	fsys.bgWG.Add(1)
-	go func() {
-		defer fsys.bgWG.Done()
-		page, err := fsys.meta.ListPage(ctx, s.d.path, after, dirPage)
-		ch <- pageResult{page, err}
-	}()
-}
-
-// stop ends a page fetch under way and waits for it.
+// stop ends the feed, if one is under way, and waits for it.
 func (s *dirStream) stop() {
-	if s.next != nil {
-		s.cancel()
-		<-s.next
-		s.next, s.cancel = nil, nil
+	if s.feed != nil {
+		s.feed.stop()
+		s.feed = nil
 	}
 }
 
 // Readdirent hands out ".", "..", then the entries the mount serves (see
-// FS.served), in the filer's order.
+// FS.served), in the filer's order. It returns nil, ending the reply,
+// when the listing ends, or when the reply has minReply entries and the
+// next has not come yet.
 func (s *dirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if ctx != s.reply {
+		s.reply, s.inReply = ctx, 0
+	}
 	if s.dots < 2 {
 		s.dots++
 		s.off++
+		s.inReply++
 		s.cur = nil
 		de := &fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: s.d.StableAttr().Ino, Off: s.off}
 		if s.dots == 2 {
@@ -247,6 +251,7 @@ func (s *dirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 			continue
 		}
 		s.off++
+		s.inReply++
 		s.cur = e
 		p := s.d.childPath(e.Name)
 		ino := s.d.fsys.inodes.forListing(inodeKey(p, e))
@@ -255,48 +260,70 @@ func (s *dirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 }
 
 // next1 returns the next entry of the listing, served or not, or nil at
-// its end.
+// its end or where the reply ends early (see Readdirent).
 func (s *dirStream) next1() (*filerpb.Entry, syscall.Errno) {
 	if s.err != 0 {
 		return nil, s.err
 	}
-	if s.i == len(s.page) {
-		if s.done || s.next == nil {
+	for s.i == len(s.page) {
+		if s.end {
+			s.end = false
+			s.finish()
+			if s.err != 0 {
+				return nil, s.err
+			}
+			continue
+		}
+		if s.feed == nil {
 			return nil, 0
 		}
 		// No giving up when the request is interrupted: an error after
 		// entries of the same reply makes go-fuse (v2.12.1) hold it as the
 		// reply's overflow, and the errno it keeps then drops one entry
 		// of every later reply, silently (a stress test lost 18 of 2000).
-		// The fetch's own timeout bounds the wait.
-		r := <-s.next
-		s.cancel()
-		s.next, s.cancel = nil, nil
-		if r.err != nil {
-			if l := s.d.staleListing(); l != nil && unavailable(r.err) && len(s.all) == 0 {
-				// No entry of the filer's handed out yet: the last
-				// listing stands in for it whole.
-				s.page, s.i, s.done = l, 0, true
-				return s.next1()
+		// The page's own timeout bounds the wait.
+		got, end, err := s.feed.take(s.inReply < minReply)
+		if len(got) == 0 && !end {
+			return nil, 0 // the reply ends early; the listing goes on
+		}
+		s.page, s.i = got, 0
+		s.fed += len(got)
+		s.end, s.endErr = end, err
+		if !s.noKeep {
+			if s.all = append(s.all, got...); len(s.all) > maxCachedListing {
+				s.all, s.noKeep = nil, true
 			}
-			s.err = toErrno("readdir "+s.d.path, r.err)
-			return nil, s.err
-		}
-		s.page, s.i, s.done = r.page, 0, len(r.page) < dirPage
-		s.all = append(s.all, r.page...)
-		if s.done {
-			s.d.keepListing(s.all, s.gen)
-			s.all = nil
-		} else {
-			s.fetchNext(r.page[len(r.page)-1].Name)
-		}
-		if len(r.page) == 0 {
-			return nil, 0
 		}
 	}
 	e := s.page[s.i]
 	s.i++
 	return e, 0
+}
+
+// finish ends the feed once its last entries are handed out: it keeps the
+// listing, or stands the last one in for a filer that cannot be reached,
+// or sets err.
+func (s *dirStream) finish() {
+	s.feed.stop()
+	s.feed = nil
+	err := s.endErr
+	switch {
+	case err == nil:
+		if !s.noKeep {
+			s.d.keepListing(s.all, s.gen)
+		}
+		s.all = nil
+	case s.fed == 0 && unavailable(err):
+		if l := s.d.staleListing(); l != nil {
+			// No entry of the filer's handed out yet: the last listing
+			// stands in for it whole.
+			s.page, s.i = l, 0
+			return
+		}
+		fallthrough
+	default:
+		s.err = toErrno("readdir "+s.d.path, err)
+	}
 }
 
 // Lookup serves READDIRPLUS from the entry just listed, with no RPC.
@@ -313,6 +340,8 @@ func (s *dirStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	s.stop()
 	*s = *newDirStream(s.d)
 	for s.off < off {
+		// Skipped entries go in no reply: none may end one early.
+		s.reply = nil
 		e, errno := s.Readdirent(ctx)
 		if errno != 0 {
 			return errno
@@ -321,6 +350,7 @@ func (s *dirStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 			break
 		}
 	}
+	s.reply = nil
 	return 0
 }
 

@@ -37,7 +37,10 @@ import (
 // Meta may also tell that no filer is reachable (see filerDown).
 type Meta interface {
 	LookupEntry(ctx context.Context, dir, name string) (*filerpb.Entry, error)
-	ListPage(ctx context.Context, dir, startFrom string, limit int) ([]*filerpb.Entry, error)
+	// List calls fn, from the calling goroutine, with each of up to limit
+	// entries of dir after startFrom (from the first when empty), in name
+	// order, as they come; each entry once, however the call ends.
+	List(ctx context.Context, dir, startFrom string, limit int, fn func(*filerpb.Entry)) error
 	Statistics(ctx context.Context) (*filerpb.StatisticsResponse, error)
 }
 

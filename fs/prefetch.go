@@ -176,7 +176,7 @@ func (d *dir) noteOpen(name string) {
 		defer f.bgWG.Done()
 		ahead, end, tail := from, "", uint64(0)
 		defer func() { d.ds.done(ahead, end, tail) }()
-		page, err := f.meta.ListPage(f.bg, d.path, from, datasetAhead)
+		page, err := f.listPage(d.path, from, datasetAhead)
 		if err != nil {
 			// Not a reader's error: the files' own reads will say more.
 			if !errors.Is(err, context.Canceled) {
@@ -237,6 +237,14 @@ func (d *dir) noteOpen(name string) {
 			end = ""
 		}
 	}()
+}
+
+// listPage lists up to limit entries of dir after from, whole, for the
+// file system's background work.
+func (f *FS) listPage(dir, from string, limit int) ([]*filerpb.Entry, error) {
+	var page []*filerpb.Entry
+	err := f.meta.List(f.bg, dir, from, limit, func(e *filerpb.Entry) { page = append(page, e) })
+	return page, err
 }
 
 // runFillers calls fill for each file from files, workers at a time, and
@@ -334,7 +342,7 @@ func (d *dir) scanList(files chan<- *filerpb.Entry, full *atomic.Bool) bool {
 	f := d.fsys
 	from := ""
 	for !full.Load() {
-		page, err := f.meta.ListPage(f.bg, d.path, from, 1024)
+		page, err := f.listPage(d.path, from, 1024)
 		if err != nil {
 			if !errors.Is(err, context.Canceled) {
 				slog.Debug("dataset scan failed", "dir", d.path, "err", err)

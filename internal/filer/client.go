@@ -359,14 +359,20 @@ func (c *Client) LookupEntry(ctx context.Context, dir, name string) (*filerpb.En
 	return entry, nil
 }
 
-// ListPage returns up to limit entries of dir that sort after startFrom
-// (all from the start when startFrom is empty), in the filer's name order.
-func (c *Client) ListPage(ctx context.Context, dir, startFrom string, limit int) ([]*filerpb.Entry, error) {
-	var page []*filerpb.Entry
+// List calls fn with each of up to limit (> 0) entries of dir that sort
+// after startFrom (all from the start when startFrom is empty), in the
+// filer's name order, as they stream in, from the calling goroutine. A
+// call retried on another filer, or on the same one once it is back,
+// resumes after the last entry fn got, so fn sees each entry once however
+// the call ends.
+func (c *Client) List(ctx context.Context, dir, startFrom string, limit int, fn func(*filerpb.Entry)) error {
+	from, left := startFrom, limit
 	err := c.call(ctx, func(fc filerpb.SeaweedFilerClient) error {
-		page = page[:0]
+		if left <= 0 {
+			return nil // a retry after the last entry came
+		}
 		stream, err := fc.ListEntries(ctx, &filerpb.ListEntriesRequest{
-			Directory: dir, StartFromFileName: startFrom, Limit: uint32(limit),
+			Directory: dir, StartFromFileName: from, Limit: uint32(left),
 		})
 		if err != nil {
 			return err
@@ -380,17 +386,18 @@ func (c *Client) ListPage(ctx context.Context, dir, startFrom string, limit int)
 				return err
 			}
 			if e := resp.GetEntry(); e != nil {
-				page = append(page, e)
+				from, left = e.GetName(), left-1
+				fn(e)
 			}
 		}
 	})
 	if err != nil {
 		if status.Code(err) == codes.NotFound {
-			return nil, fmt.Errorf("list %s: %w", dir, iofs.ErrNotExist)
+			return fmt.Errorf("list %s: %w", dir, iofs.ErrNotExist)
 		}
-		return nil, fmt.Errorf("list %s: %w", dir, err)
+		return fmt.Errorf("list %s: %w", dir, err)
 	}
-	return page, nil
+	return nil
 }
 
 // Locations returns the HTTP addresses of the volume servers holding

@@ -20,9 +20,33 @@ import (
 )
 
 // fakeFiler answers GetFilerConfiguration and LookupDirectoryEntry: every
-// name exists but "missing"; "secret" is refused.
+// name exists but "missing"; "secret" is refused. It lists any directory
+// as fakeListed entries named e0000…; with breakAfter set, a listing's
+// stream breaks as a dying filer's would after that many entries.
 type fakeFiler struct {
 	filerpb.UnimplementedSeaweedFilerServer
+	breakAfter int
+}
+
+const fakeListed = 100
+
+func (f fakeFiler) ListEntries(r *filerpb.ListEntriesRequest, stream grpc.ServerStreamingServer[filerpb.ListEntriesResponse]) error {
+	from := 0
+	if r.StartFromFileName != "" {
+		fmt.Sscanf(r.StartFromFileName, "e%04d", &from)
+		from++
+	}
+	sent := 0
+	for i := from; i < fakeListed && uint32(sent) < r.Limit; i++ {
+		if f.breakAfter > 0 && sent == f.breakAfter {
+			return status.Error(codes.Unavailable, "connection reset")
+		}
+		if err := stream.Send(&filerpb.ListEntriesResponse{Entry: &filerpb.Entry{Name: fmt.Sprintf("e%04d", i)}}); err != nil {
+			return err
+		}
+		sent++
+	}
+	return nil
 }
 
 func (fakeFiler) GetFilerConfiguration(context.Context, *filerpb.GetFilerConfigurationRequest) (*filerpb.GetFilerConfigurationResponse, error) {
@@ -55,6 +79,11 @@ func (fakeFiler) LookupVolume(_ context.Context, r *filerpb.LookupVolumeRequest)
 // serveFake serves a fakeFiler on addr (":0" picks a port) until the test
 // ends or stop is called.
 func serveFake(t *testing.T, addr string) (gotAddr string, stop func(), err error) {
+	return serveFiler(t, addr, fakeFiler{})
+}
+
+// serveFiler serves f on addr as serveFake does.
+func serveFiler(t *testing.T, addr string, f fakeFiler) (gotAddr string, stop func(), err error) {
 	var ln net.Listener
 	for i := 0; i < 50; i++ { // a just-closed port may linger a moment
 		if ln, err = net.Listen("tcp", addr); err == nil {
@@ -66,7 +95,7 @@ func serveFake(t *testing.T, addr string) (gotAddr string, stop func(), err erro
 		return "", nil, err
 	}
 	srv := grpc.NewServer()
-	filerpb.RegisterSeaweedFilerServer(srv, fakeFiler{})
+	filerpb.RegisterSeaweedFilerServer(srv, f)
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
 	return ln.Addr().String(), srv.Stop, nil
@@ -112,6 +141,41 @@ func TestErrors(t *testing.T) {
 	cancel()
 	_, err := c.LookupEntry(cancelled, "/d", "here")
 	assert.ErrorIs(t, err, context.Canceled)
+}
+
+// TestListResumes lists through a filer whose streams break after a few
+// entries, with a sound one beside it: the call goes on from the entry
+// after the last one it passed on, so each entry comes once and in order,
+// and the limit counts the entries of every stream together.
+func TestListResumes(t *testing.T) {
+	flaky, _, err := serveFiler(t, "127.0.0.1:0", fakeFiler{breakAfter: 7})
+	require.NoError(t, err)
+	sound, _, err := serveFake(t, "127.0.0.1:0")
+	require.NoError(t, err)
+	c, err := New(context.Background(), Options{Addresses: []string{spec(t, flaky), spec(t, sound)}})
+	require.NoError(t, err)
+	defer c.Close()
+	for _, tc := range []struct {
+		from  string
+		limit int
+		first int
+		n     int
+	}{
+		{"", 5, 0, 5},           // within the first stream
+		{"", 30, 0, 30},         // the rest from the sound filer
+		{"e0010", 1000, 11, 89}, // to the end of the listing
+		{"e0099", 10, 0, 0},     // nothing after the last
+	} {
+		var got []string
+		c.cur.Store(0) // the flaky filer first, each time
+		err := c.List(context.Background(), "/d", tc.from, tc.limit, func(e *filerpb.Entry) { got = append(got, e.Name) })
+		require.NoError(t, err, "from %q", tc.from)
+		var want []string
+		for i := tc.first; i < tc.first+tc.n; i++ {
+			want = append(want, fmt.Sprintf("e%04d", i))
+		}
+		assert.Equal(t, want, got, "from %q, limit %d", tc.from, tc.limit)
+	}
 }
 
 // TestOutage stops the filer under a client: a call waits up to ReadyWait
