@@ -230,18 +230,34 @@ func (w *fileWriter) wait() error {
 // kernel (before 6.14) or the cache's file system does not have it.
 var noDontCache atomic.Bool
 
-// writevAt writes iovs, in order, at off. A short write is continued, so
-// that a full disk answers ENOSPC.
+// writePiece bounds the bytes of one write system call. The kernel sizes
+// the page-cache folios a buffered write allocates by the write's length:
+// from 128 KiB on (order 5) they come from large free blocks, and on a
+// virtual machine whose host backs guest memory lazily, or takes back the
+// free pages the guest reports (virtio-balloon free page reporting, here
+// for blocks of 128 KiB and up), the first touch of each such page costs a
+// fault in the host. On this project's VM, 2000 files of 128 KiB written
+// by one pwrite each right after the caches were dropped took 1.9–2.5 s of
+// system time, 97 % of it the copy into the new folios, and 0.12–0.14 s
+// written by pieces of 64 KiB (0.15–0.18 s by 16 KiB). A piece of 64 KiB
+// costs a 4 MiB needle 64 system calls instead of 16, a few microseconds
+// each, where its copy takes hundreds.
+const writePiece = 64 << 10
+
+// writevAt writes iovs, in order, at off, in writes of at most writePiece
+// bytes. A short write is continued, so that a full disk answers ENOSPC.
 func (w *fileWriter) writevAt(iovs [][]byte, off int64) error {
 	iovs = slices.Clone(iovs)
+	var piece [][]byte
 	for len(iovs) > 0 {
+		piece = firstBytes(piece[:0], iovs, writePiece)
 		var n int
 		var err error
 		dontCache := w.dontCache && !noDontCache.Load()
 		if dontCache {
-			n, err = unix.Pwritev2(w.fd, iovs, off, unix.RWF_DONTCACHE)
+			n, err = unix.Pwritev2(w.fd, piece, off, unix.RWF_DONTCACHE)
 		} else {
-			n, err = unix.Pwritev(w.fd, iovs, off)
+			n, err = unix.Pwritev(w.fd, piece, off)
 		}
 		switch {
 		case err == unix.EINTR:
@@ -266,6 +282,17 @@ func (w *fileWriter) writevAt(iovs [][]byte, off int64) error {
 		}
 	}
 	return nil
+}
+
+// firstBytes appends to dst the slices that hold the first n bytes of iovs
+// (all of them when they hold fewer), the last one cut where n ends.
+func firstBytes(dst, iovs [][]byte, n int) [][]byte {
+	for i := 0; i < len(iovs) && n > 0; i++ {
+		b := iovs[i][:min(len(iovs[i]), n)]
+		dst = append(dst, b)
+		n -= len(b)
+	}
+	return dst
 }
 
 // Flush writes what is buffered and waits for every write; the file is

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"testing"
 )
 
@@ -29,6 +30,36 @@ func TestFileWriterDontCacheRefused(t *testing.T) {
 	defer os.RemoveAll(dir)
 	testFileWriter(t, dir)
 	t.Logf("RWF_DONTCACHE refused on tmpfs: %v", noDontCache.Load())
+}
+
+func TestFirstBytes(t *testing.T) {
+	b := func(n int) []byte { return make([]byte, n) }
+	lens := func(iovs [][]byte) []int {
+		var l []int
+		for _, v := range iovs {
+			l = append(l, len(v))
+		}
+		return l
+	}
+	for _, tc := range []struct {
+		iovs []int
+		n    int
+		want []int
+	}{
+		{[]int{100}, 64, []int{64}},
+		{[]int{10, 100, 3}, 64, []int{10, 54}},
+		{[]int{10, 54, 3}, 64, []int{10, 54}},
+		{[]int{10, 20}, 64, []int{10, 20}},
+		{[]int{0, 70}, 64, []int{0, 64}},
+	} {
+		var iovs [][]byte
+		for _, n := range tc.iovs {
+			iovs = append(iovs, b(n))
+		}
+		if got := lens(firstBytes(nil, iovs, tc.n)); !slices.Equal(got, tc.want) {
+			t.Errorf("firstBytes(%v, %d) = %v, want %v", tc.iovs, tc.n, got, tc.want)
+		}
+	}
 }
 
 func testFileWriter(t *testing.T, dir string) {
