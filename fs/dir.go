@@ -134,16 +134,6 @@ func (d *dir) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle,
 	return newDirStream(d), 0, 0
 }
 
-// dirPage is how many entries a listing asks the filer for at a time: a
-// directory of any size streams through without being held in memory
-// whole (see listFeed).
-const dirPage = 1024
-
-// listPageTimeout bounds the fetch of one page of a listing. Readdirent
-// waits for entries whatever signals its reader gets, so this is what
-// keeps a silent filer from hanging a reader forever.
-const listPageTimeout = 30 * time.Second
-
 // minReply is how many entries a READDIRPLUS reply waits for before it
 // ends early with what has come from the filer. Ending a reply early lets
 // the kernel take in its entries (its dentries and inodes cost more than
@@ -184,8 +174,10 @@ type dirStream struct {
 	// dots counts the entries "." and ".." handed out, which come first.
 	dots int
 	// reply is the request whose reply is being filled (go-fuse gives all
-	// the Readdirent calls of one request the same context), and inReply
-	// how many entries it has.
+	// the Readdirent calls of one request the same context, a new one for
+	// each request), and inReply how many entries it has. Holding the last
+	// request's context keeps its address from being reused by a later
+	// one, which would then pass for it.
 	reply   context.Context
 	inReply int
 }
@@ -208,6 +200,7 @@ func newDirStream(d *dir) *dirStream {
 		return s
 	}
 	_, s.gen, _ = d.cachedListing()
+	s.noKeep = !d.fsys.watched.Load() // see keepListing
 	s.feed = startListFeed(d)
 	return s
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	iofs "io/fs"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -68,7 +69,7 @@ func (m *streamMeta) List(ctx context.Context, dir, after string, limit int, fn 
 	m.calls.Add(1)
 	from := 0
 	if after != "" {
-		fmt.Sscanf(after, "e%04d", &from)
+		from, _ = strconv.Atoi(after[1:]) // past 9999, names grow a digit
 		from++
 	}
 	for i := from; i < m.n && i < from+limit; i++ {
@@ -151,7 +152,7 @@ func TestFeedWaitsForItsReader(t *testing.T) {
 	f := startListFeed(d)
 	defer f.stop()
 
-	time.Sleep(50 * time.Millisecond)
+	require.Eventually(t, func() bool { return f.waiting() == dirPage }, 5*time.Second, time.Millisecond)
 	assert.EqualValues(t, 1, meta.calls.Load(), "one page, untaken, stops the feed")
 	var all []*filerpb.Entry
 	for {
@@ -183,7 +184,7 @@ func TestListingEnds(t *testing.T) {
 		keeps     bool
 	}{
 		{name: "whole", want: names(0, 300), keeps: true},
-		{name: "cut short", failAt: 150, err: down, want: names(0, 150), wantErrno: syscall.EIO},
+		{name: "cut short", failAt: 150, err: down, kept: []*filerpb.Entry{{Name: "old"}}, want: names(0, 150), wantErrno: syscall.EIO},
 		{name: "refused", failAt: 150, err: fmt.Errorf("list: %w", iofs.ErrPermission), want: names(0, 150), wantErrno: syscall.EACCES},
 		{name: "down, a listing kept", err: down, kept: []*filerpb.Entry{{Name: "old"}}, want: []string{"old"}},
 	} {
@@ -215,4 +216,62 @@ func TestListingEnds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestListingNotKept: a listing read while the directory changed, or one
+// larger than maxCachedListing, is not kept.
+func TestListingNotKept(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		n      int
+		change bool
+	}{
+		{"changed meanwhile", 10, true},
+		{"too large", maxCachedListing + 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			meta := &streamMeta{n: tc.n}
+			fsys := New(meta, nil, nil, Options{MetaTTL: time.Hour})
+			defer fsys.Close()
+			fsys.watched.Store(true)
+			d := &dir{}
+			d.init(fsys, "/d", "/d", &filerpb.Entry{Name: "d", IsDirectory: true})
+			s := newDirStream(d)
+			defer s.Releasedir(context.Background(), 0)
+			if tc.change {
+				d.changed()
+			}
+			n := 0
+			for {
+				r, errno := readReply(t, s, 1<<20)
+				require.Zero(t, errno)
+				if len(r) == 0 {
+					break
+				}
+				n += len(r)
+			}
+			assert.Equal(t, tc.n+2, n)
+			_, _, ok := d.cachedListing()
+			assert.False(t, ok)
+		})
+	}
+}
+
+// TestSeekdir: a seek back restarts the listing and skips to the offset.
+func TestSeekdir(t *testing.T) {
+	meta := &streamMeta{n: 300}
+	fsys := New(meta, nil, nil, Options{})
+	defer fsys.Close()
+	d := &dir{}
+	d.init(fsys, "/d", "/d", &filerpb.Entry{Name: "d", IsDirectory: true})
+	s := newDirStream(d)
+	defer s.Releasedir(context.Background(), 0)
+	got, errno := readReply(t, s, 100)
+	require.Zero(t, errno)
+	require.Len(t, got, 100)
+	// Offset 52: ".", "..", e0000…e0049 were taken.
+	require.Zero(t, s.Seekdir(context.Background(), 52))
+	got, errno = readReply(t, s, 10)
+	require.Zero(t, errno)
+	assert.Equal(t, names(50, 60), got)
 }

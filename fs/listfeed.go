@@ -3,9 +3,20 @@ package fs
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/weedfuse/weedfuse/internal/filerpb"
 )
+
+// dirPage is how many entries a listing asks the filer for at a time: a
+// directory of any size streams through without being held in memory
+// whole.
+const dirPage = 1024
+
+// listPageTimeout bounds the fetch of one page of a listing. Readdirent
+// waits for entries whatever signals its reader gets, so this is what
+// keeps a silent filer from hanging a reader forever.
+const listPageTimeout = 30 * time.Second
 
 // listFeed streams a directory's listing from the filer in the background,
 // a page of dirPage entries at a time, so that readdir can hand the kernel

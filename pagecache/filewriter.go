@@ -230,18 +230,23 @@ func (w *fileWriter) wait() error {
 // kernel (before 6.14) or the cache's file system does not have it.
 var noDontCache atomic.Bool
 
-// writePiece bounds the bytes of one write system call. The kernel sizes
-// the page-cache folios a buffered write allocates by the write's length:
-// from 128 KiB on (order 5) they come from large free blocks, and on a
+// writePiece bounds the bytes of one write system call. On a file system
+// with large folios (ext4 since Linux 6.16), a buffered write allocates
+// page-cache folios sized by its length, within the offset's alignment:
+// from 128 KiB on (order 5), they are split from large free blocks. On a
 // virtual machine whose host backs guest memory lazily, or takes back the
-// free pages the guest reports (virtio-balloon free page reporting, here
-// for blocks of 128 KiB and up), the first touch of each such page costs a
-// fault in the host. On this project's VM, 2000 files of 128 KiB written
-// by one pwrite each right after the caches were dropped took 1.9–2.5 s of
-// system time, 97 % of it the copy into the new folios, and 0.12–0.14 s
-// written by pieces of 64 KiB (0.15–0.18 s by 16 KiB). A piece of 64 KiB
-// costs a 4 MiB needle 64 system calls instead of 16, a few microseconds
-// each, where its copy takes hundreds.
+// free blocks the guest reports (virtio-balloon free page reporting; on
+// this project's VM, kernel 6.18, for blocks of order 5 and up), the first
+// touch of such memory can cost a fault in the host; that is the likely
+// reason for what was measured here. 2000 files of 128 KiB, each written
+// by one pwrite right after the caches were dropped, took 1.9–2.5 s of
+// system time, 97 % of it the copy into the new folios; written by pieces
+// of 64 KiB they took 0.12–0.14 s, and by 16 KiB 0.15–0.18 s; 16,384 such
+// files took 5.7–6.0 s and 1.4–1.5 s. A piece of 64 KiB costs a 4 MiB
+// needle 64 system calls instead of 16, a few microseconds each, where its
+// copy takes hundreds. (Through RWF_DONTCACHE, the needles of a buffered
+// reader, each piece also starts its own writeback; that path was not
+// measured apart.)
 const writePiece = 64 << 10
 
 // writevAt writes iovs, in order, at off, in writes of at most writePiece
@@ -249,7 +254,15 @@ const writePiece = 64 << 10
 func (w *fileWriter) writevAt(iovs [][]byte, off int64) error {
 	iovs = slices.Clone(iovs)
 	var piece [][]byte
-	for len(iovs) > 0 {
+	for {
+		// An empty slice at the front would make a write of no bytes,
+		// which reads as a short one.
+		for len(iovs) > 0 && len(iovs[0]) == 0 {
+			iovs = iovs[1:]
+		}
+		if len(iovs) == 0 {
+			return nil
+		}
 		piece = firstBytes(piece[:0], iovs, writePiece)
 		var n int
 		var err error
@@ -281,7 +294,6 @@ func (w *fileWriter) writevAt(iovs [][]byte, off int64) error {
 			}
 		}
 	}
-	return nil
 }
 
 // firstBytes appends to dst the slices that hold the first n bytes of iovs

@@ -62,6 +62,46 @@ func TestFirstBytes(t *testing.T) {
 	}
 }
 
+// TestWritevAt writes slices of awkward sizes, empty ones among them,
+// across writePiece boundaries, and reads them back.
+func TestWritevAt(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, sizes := range [][]int{
+		{},
+		{0},
+		{0, writePiece + 3, 0, 5, 0},
+		{writePiece - 1, 1, writePiece, 2*writePiece + 1},
+		{1, 2, 3},
+	} {
+		var iovs [][]byte
+		var want []byte
+		for _, n := range sizes {
+			b := make([]byte, n)
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+			iovs = append(iovs, b)
+			want = append(want, b...)
+		}
+		path := tempName(t.TempDir(), "f")
+		w, err := createFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.writevAt(iovs, 0); err != nil {
+			t.Fatalf("sizes %v: %v", sizes, err)
+		}
+		w.Close()
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("sizes %v: read back %d bytes, not the %d written", sizes, len(got), len(want))
+		}
+	}
+}
+
 func testFileWriter(t *testing.T, dir string) {
 	slots, err := newArena(64*(64<<10), 64<<10)
 	if err != nil {

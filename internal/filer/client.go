@@ -379,7 +379,9 @@ func (c *Client) List(ctx context.Context, dir, startFrom string, limit int, fn 
 		}
 		for {
 			resp, err := stream.Recv()
-			if err == io.EOF {
+			if err == io.EOF || (err != nil && left == 0) {
+				// Every entry asked for came: a stream broken after the
+				// last is no reason to fail, nor to wait for a filer.
 				return nil
 			}
 			if err != nil {

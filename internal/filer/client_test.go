@@ -22,7 +22,8 @@ import (
 // fakeFiler answers GetFilerConfiguration and LookupDirectoryEntry: every
 // name exists but "missing"; "secret" is refused. It lists any directory
 // as fakeListed entries named e0000…; with breakAfter set, a listing's
-// stream breaks as a dying filer's would after that many entries.
+// stream breaks as a dying filer's would after that many entries. It has
+// no directory /missing.
 type fakeFiler struct {
 	filerpb.UnimplementedSeaweedFilerServer
 	breakAfter int
@@ -36,15 +37,22 @@ func (f fakeFiler) ListEntries(r *filerpb.ListEntriesRequest, stream grpc.Server
 		fmt.Sscanf(r.StartFromFileName, "e%04d", &from)
 		from++
 	}
+	if r.Directory == "/missing" {
+		return status.Error(codes.NotFound, "no such directory")
+	}
 	sent := 0
+	broken := func() bool { return f.breakAfter > 0 && sent == f.breakAfter }
 	for i := from; i < fakeListed && uint32(sent) < r.Limit; i++ {
-		if f.breakAfter > 0 && sent == f.breakAfter {
+		if broken() {
 			return status.Error(codes.Unavailable, "connection reset")
 		}
 		if err := stream.Send(&filerpb.ListEntriesResponse{Entry: &filerpb.Entry{Name: fmt.Sprintf("e%04d", i)}}); err != nil {
 			return err
 		}
 		sent++
+	}
+	if broken() { // even after the last entry asked for
+		return status.Error(codes.Unavailable, "connection reset")
 	}
 	return nil
 }
@@ -162,6 +170,7 @@ func TestListResumes(t *testing.T) {
 		n     int
 	}{
 		{"", 5, 0, 5},           // within the first stream
+		{"", 7, 0, 7},           // all asked for, then the stream breaks
 		{"", 30, 0, 30},         // the rest from the sound filer
 		{"e0010", 1000, 11, 89}, // to the end of the listing
 		{"e0099", 10, 0, 0},     // nothing after the last
@@ -176,6 +185,8 @@ func TestListResumes(t *testing.T) {
 		}
 		assert.Equal(t, want, got, "from %q, limit %d", tc.from, tc.limit)
 	}
+	err = c.List(context.Background(), "/missing", "", 10, func(*filerpb.Entry) {})
+	assert.ErrorIs(t, err, iofs.ErrNotExist)
 }
 
 // TestOutage stops the filer under a client: a call waits up to ReadyWait
