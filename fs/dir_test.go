@@ -22,12 +22,8 @@ import (
 // go-fuse would turn an error after some entries into lost entries.
 func TestReaddirentOutlivesInterrupt(t *testing.T) {
 	meta := &streamMeta{n: dirPage + 10, holdAt: dirPage, release: make(chan struct{})}
-	fsys := New(meta, nil, nil, Options{})
-	defer fsys.Close()
-	d := &dir{}
-	d.init(fsys, "/d", "/d", &filerpb.Entry{Name: "d", IsDirectory: true})
-	s := newDirStream(d)
-	defer s.Releasedir(context.Background(), 0)
+	d := testDir(t, meta, Options{}, false)
+	s := openDir(t, d)
 
 	var got []string
 	for len(got) < dirPage+2 {
@@ -88,6 +84,24 @@ func (m *streamMeta) List(ctx context.Context, dir, after string, limit int, fn 
 	return nil
 }
 
+// testDir is a directory /d of a file system over meta, closed when the
+// test ends; watched says whether the file system trusts its listings.
+func testDir(t *testing.T, meta Meta, opts Options, watched bool) *dir {
+	fsys := New(meta, nil, nil, opts)
+	t.Cleanup(fsys.Close)
+	fsys.watched.Store(watched)
+	d := &dir{}
+	d.init(fsys, "/d", "/d", &filerpb.Entry{Name: "d", IsDirectory: true})
+	return d
+}
+
+// openDir opens d for listing until the test ends.
+func openDir(t *testing.T, d *dir) *dirStream {
+	s := newDirStream(d)
+	t.Cleanup(func() { s.Releasedir(context.Background(), 0) })
+	return s
+}
+
 // readReply calls Readdirent as go-fuse does for one READDIRPLUS request:
 // with one context, until it returns nil or max entries came.
 func readReply(t *testing.T, s *dirStream, max int) (names []string, errno syscall.Errno) {
@@ -117,12 +131,8 @@ func names(from, to int) []string {
 // on where it stopped; before that, a reply waits.
 func TestReplyEndsEarly(t *testing.T) {
 	meta := &streamMeta{n: 300, holdAt: 200, release: make(chan struct{})}
-	fsys := New(meta, nil, nil, Options{})
-	defer fsys.Close()
-	d := &dir{}
-	d.init(fsys, "/d", "/d", &filerpb.Entry{Name: "d", IsDirectory: true})
-	s := newDirStream(d)
-	defer s.Releasedir(context.Background(), 0)
+	d := testDir(t, meta, Options{}, false)
+	s := openDir(t, d)
 
 	// The first 200 come; the reply holds them all and ends, the filer
 	// being held.
@@ -145,10 +155,7 @@ func TestReplyEndsEarly(t *testing.T) {
 // that a large directory read slowly is not held whole.
 func TestFeedWaitsForItsReader(t *testing.T) {
 	meta := &streamMeta{n: 5 * dirPage}
-	fsys := New(meta, nil, nil, Options{})
-	defer fsys.Close()
-	d := &dir{}
-	d.init(fsys, "/d", "/d", &filerpb.Entry{Name: "d", IsDirectory: true})
+	d := testDir(t, meta, Options{}, false)
 	f := startListFeed(d)
 	defer f.stop()
 
@@ -190,14 +197,9 @@ func TestListingEnds(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			meta := &streamMeta{n: 300, failAt: tc.failAt, err: tc.err}
-			fsys := New(meta, nil, nil, Options{MetaTTL: time.Hour})
-			defer fsys.Close()
-			fsys.watched.Store(true)
-			d := &dir{}
-			d.init(fsys, "/d", "/d", &filerpb.Entry{Name: "d", IsDirectory: true})
+			d := testDir(t, meta, Options{MetaTTL: time.Hour}, true)
 			d.listing = tc.kept // and old: not fresh
-			s := newDirStream(d)
-			defer s.Releasedir(context.Background(), 0)
+			s := openDir(t, d)
 			var got []string
 			var errno syscall.Errno
 			for {
@@ -231,13 +233,8 @@ func TestListingNotKept(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			meta := &streamMeta{n: tc.n}
-			fsys := New(meta, nil, nil, Options{MetaTTL: time.Hour})
-			defer fsys.Close()
-			fsys.watched.Store(true)
-			d := &dir{}
-			d.init(fsys, "/d", "/d", &filerpb.Entry{Name: "d", IsDirectory: true})
-			s := newDirStream(d)
-			defer s.Releasedir(context.Background(), 0)
+			d := testDir(t, meta, Options{MetaTTL: time.Hour}, true)
+			s := openDir(t, d)
 			if tc.change {
 				d.changed()
 			}
@@ -260,12 +257,8 @@ func TestListingNotKept(t *testing.T) {
 // TestSeekdir: a seek back restarts the listing and skips to the offset.
 func TestSeekdir(t *testing.T) {
 	meta := &streamMeta{n: 300}
-	fsys := New(meta, nil, nil, Options{})
-	defer fsys.Close()
-	d := &dir{}
-	d.init(fsys, "/d", "/d", &filerpb.Entry{Name: "d", IsDirectory: true})
-	s := newDirStream(d)
-	defer s.Releasedir(context.Background(), 0)
+	d := testDir(t, meta, Options{}, false)
+	s := openDir(t, d)
 	got, errno := readReply(t, s, 100)
 	require.Zero(t, errno)
 	require.Len(t, got, 100)
