@@ -765,6 +765,7 @@ type diskWriter struct {
 	crcs      []uint32 // of the blocks done
 	cur       uint32   // CRC of the block in progress
 	err       error    // the first write error; the needle is then not kept
+	room      []byte   // what Fill last lent, until Filled
 	// dropBehind writes the file past the page cache (RWF_DONTCACHE:
 	// the kernel lets each page go once it is on disk), for a needle
 	// fetched for a buffered reader, whose bytes the kernel keeps in its
@@ -813,6 +814,44 @@ func (w *diskWriter) take(p []byte, kept bool) {
 		w.err = err
 		return
 	}
+	w.sumBlocks(p)
+}
+
+// Fill implements needle.FillWriter: the room left in the file's buffer,
+// none once a write failed.
+func (w *diskWriter) Fill() []byte {
+	if w.err != nil {
+		return nil
+	}
+	if w.f == nil {
+		if w.err = w.open(); w.err != nil {
+			return nil
+		}
+	}
+	room, err := w.f.Fill()
+	if err != nil {
+		w.err = err
+		return nil
+	}
+	w.room = room
+	return room
+}
+
+// Filled implements needle.FillWriter.
+func (w *diskWriter) Filled(n int) {
+	if w.err != nil {
+		return
+	}
+	// Summed before Filled, which may hand the buffer to a write.
+	w.sumBlocks(w.room[:n])
+	w.room = nil
+	if err := w.f.Filled(n); err != nil {
+		w.err = err
+	}
+}
+
+// sumBlocks adds p, the next bytes of the needle, to the block checksums.
+func (w *diskWriter) sumBlocks(p []byte) {
 	bs := w.d.bs
 	for q := p; len(q) > 0; {
 		in := bs - w.n%bs // room left in the current block

@@ -54,9 +54,11 @@ type fileWriter struct {
 
 const (
 	writeBufSize = 256 << 10
-	// writeBufsKept bounds the idle buffers kept for reuse: 64
-	// concurrent readers keep a few needles being written at once.
-	writeBufsKept = 4
+	// writeBufsKept bounds the idle buffers kept for reuse: a shuffled
+	// loader's first epoch writes 16 to 24 needles at once (the scan's
+	// workers and the loader's opens), and with 4 kept it mapped a buffer
+	// anew for one needle in 16, each page of it a fault and a clearing.
+	writeBufsKept = 16
 )
 
 // writeBufs holds idle buffers. They are mmapped, outside the Go heap (one
@@ -155,6 +157,33 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return done, nil
+}
+
+// Fill returns the room left in the buffer being filled, never empty, for
+// the caller to read the next bytes into: Write without its copy. Filled
+// then takes the first n bytes of it as written.
+func (w *fileWriter) Fill() ([]byte, error) {
+	if err := w.submitKept(); err != nil {
+		return nil, err
+	}
+	if w.buf == nil {
+		b, err := getWriteBuf()
+		if err != nil {
+			return nil, err
+		}
+		w.buf = b
+	}
+	// Write and Filled submit a full buffer at once.
+	return w.buf[w.n:], nil
+}
+
+// Filled takes n bytes of the room Fill returned as written.
+func (w *fileWriter) Filled(n int) error {
+	w.n += n
+	if w.n == len(w.buf) {
+		return w.submit(w.n)
+	}
+	return nil
 }
 
 // WriteKept writes p, which stays unchanged until Flush or Close returns.

@@ -9,8 +9,8 @@ import (
 )
 
 // TestFileWriter writes files of awkward sizes in awkward pieces, some
-// copied (Write) and some kept in place (WriteKept, from the arena's
-// slots, as a fetch hands them), in the second round past the page cache,
+// copied (Write), some kept in place (WriteKept, from the arena's slots,
+// as a fetch hands them) and some read into its buffer (Fill), in the second round past the page cache,
 // and reads them back.
 func TestFileWriter(t *testing.T) {
 	testFileWriter(t, t.TempDir())
@@ -126,7 +126,21 @@ func testFileWriter(t *testing.T, dir string) {
 			}
 			used := 0
 			for p := want; len(p) > 0; {
-				if rng.IntN(2) == 0 { // a run of aligned slots, kept
+				mode := rng.IntN(3)
+				if mode == 1 { // read into the writer's own buffer
+					room, err := w.Fill()
+					if err != nil || len(room) == 0 {
+						t.Fatalf("size %d: Fill = %d bytes, %v", size, len(room), err)
+					}
+					k := min(len(p), len(room), 1+rng.IntN(300<<10))
+					copy(room, p[:k])
+					if err := w.Filled(k); err != nil {
+						t.Fatalf("size %d: Filled: %v", size, err)
+					}
+					p = p[k:]
+					continue
+				}
+				if mode == 0 { // a run of aligned slots, kept
 					k := min(len(p), (1+rng.IntN(20))*(64<<10))
 					if used+k > len(slots.mem) {
 						// Kept bytes stay until written: wait for

@@ -65,3 +65,15 @@ type NeedleSink interface {
 type KeptWriter interface {
 	WriteKept(p []byte)
 }
+
+// FillWriter is what a NeedleSink also implements to have the fetch read
+// the needle's bytes straight into the sink's own buffer, rather than hand
+// them to Write, which copies them there. Fill returns room for the next
+// bytes, or nothing when the sink takes no more this way (the fetch then
+// goes on with Write); Filled takes the first n bytes of the room Fill
+// last returned as written, as Write would. Like Write, neither can fail
+// the fetch.
+type FillWriter interface {
+	Fill() []byte
+	Filled(n int)
+}

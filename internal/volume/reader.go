@@ -420,37 +420,61 @@ type needleSum struct {
 }
 
 func (s *needleSum) Write(p []byte) (int, error) {
-	s.crc = needle.CRC32C(s.crc, p)
-	if s.md5 != nil {
-		s.md5.Write(p)
-	}
+	s.sum(p)
 	if s.sink != nil {
 		s.sink.Write(p)
 	}
 	return len(p), nil
 }
 
+// sum adds p to the sums.
+func (s *needleSum) sum(p []byte) {
+	s.crc = needle.CRC32C(s.crc, p)
+	if s.md5 != nil {
+		s.md5.Write(p)
+	}
+}
+
 // writeKept is Write for bytes of the request's Dsts, which the sink may
 // keep where they lie (see needle.KeptWriter).
 func (s *needleSum) writeKept(p []byte) {
 	if k, ok := s.sink.(needle.KeptWriter); ok {
-		s.crc = needle.CRC32C(s.crc, p)
-		if s.md5 != nil {
-			s.md5.Write(p)
-		}
+		s.sum(p)
 		k.WriteKept(p)
 		return
 	}
 	s.Write(p)
 }
 
-// ReadFrom writes all of r to s through a pooled buffer: io.CopyN would
-// allocate 32 KiB per needle (a twentieth of what a shuffled loader's first
-// epoch allocated).
+// ReadFrom writes all of r to s: into the sink's own buffer where it lends
+// one (needle.FillWriter), which saves copying every byte of a needle
+// fetched for the disk tier alone once more; through a pooled buffer
+// otherwise, since io.CopyN would allocate 32 KiB per needle (a twentieth
+// of what a shuffled loader's first epoch allocated).
 func (s *needleSum) ReadFrom(r io.Reader) (int64, error) {
+	var n int64
+	if f, ok := s.sink.(needle.FillWriter); ok {
+		for {
+			room := f.Fill()
+			if len(room) == 0 {
+				break
+			}
+			k, err := r.Read(room)
+			if k > 0 {
+				s.sum(room[:k])
+				f.Filled(k)
+				n += int64(k)
+			}
+			if err == io.EOF {
+				return n, nil
+			}
+			if err != nil {
+				return n, err
+			}
+		}
+	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
-	var n int64
 	for {
 		k, err := r.Read(*bp)
 		if k > 0 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -870,5 +871,56 @@ func TestReadChunkIntoMiddle(t *testing.T) {
 		if s := r.Stats(); s.Corrupt != 1 {
 			t.Errorf("Fetch(%d): stats %+v, want the flipped replica caught", tt.off, s)
 		}
+	}
+}
+
+// fillSink is a needle.FillWriter that lends rooms of random sizes, and
+// none at all on some calls, when the fetch goes on with Write.
+type fillSink struct {
+	rng           *rand.Rand
+	got           []byte
+	room          []byte
+	fills, resets int
+}
+
+func (s *fillSink) Write(p []byte) (int, error) { s.got = append(s.got, p...); return len(p), nil }
+func (s *fillSink) Reset()                      { s.got = s.got[:0]; s.resets++ }
+
+func (s *fillSink) Fill() []byte {
+	if s.rng.IntN(4) == 0 {
+		return nil
+	}
+	s.room = make([]byte, 1+s.rng.IntN(70_000))
+	return s.room
+}
+
+func (s *fillSink) Filled(n int) {
+	s.got = append(s.got, s.room[:n]...)
+	s.fills++
+}
+
+// TestFetchFillsTheSink: a sink that lends its buffer gets the needle read
+// into it, and what a corrupt replica sent is still caught, reset and
+// fetched again from the next one.
+func TestFetchFillsTheSink(t *testing.T) {
+	data := needletest.RandomBytes(t, 300_000)
+	bad, good := newFakeVolume(t), newFakeVolume(t)
+	bad.put(testFID, fakeNeedle{data: data})
+	bad.setFault(corrupt)
+	good.put(testFID, fakeNeedle{data: data})
+	r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
+	sink := &fillSink{rng: rand.New(rand.NewPCG(1, 2))}
+	c := needle.Chunk{FileID: testFID, Size: int64(len(data))}
+	if _, err := r.Fetch(context.Background(), needle.Request{Chunk: c, Whole: sink}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sink.got, data) {
+		t.Errorf("the sink holds %d bytes that differ from the needle's %d", len(sink.got), len(data))
+	}
+	if sink.fills == 0 || sink.resets != 2 {
+		t.Errorf("%d fills and %d resets; want some fills, and a reset for each replica", sink.fills, sink.resets)
+	}
+	if s := r.Stats(); s.Corrupt != 1 {
+		t.Errorf("the corrupt replica was not counted: %+v", s)
 	}
 }
