@@ -57,6 +57,18 @@ func chunksStep(randTime time.Duration) step {
 				if err := x.c.PutChunked(ctx, onFiler(chunksDir+"/"+chunksName(mb)), data, mb); err != nil {
 					return err
 				}
+				// The workload is worth its name only if the file is
+				// made of chunks of that size (the filer's HTTP upload
+				// writes larger ones past 1000 chunks, and before
+				// 2026-12-05 this file of "1 MiB chunks" was made of 256
+				// of 4 MiB).
+				e, err := x.c.Entry(ctx, onFiler(chunksDir), chunksName(mb))
+				if err != nil {
+					return err
+				}
+				if n, want := len(e.GetChunks()), chunksSize/(mb<<20); n != want {
+					return fmt.Errorf("%s: %d chunks, not %d of %d MiB", chunksName(mb), n, want, mb)
+				}
 			}
 			log.Printf("data: %s, 1 GiB in chunks of %v MiB, in %v", chunksDir, chunkSizes, time.Since(began).Round(time.Millisecond))
 			return nil

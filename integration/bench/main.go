@@ -63,7 +63,7 @@ func parseOptions() (*options, error) {
 	weedArgs := flag.String("weed.args", "", "extra weed mount flags, space-separated")
 	only := flag.String("only", "", "run only the workloads whose id matches this regular expression (ids: "+strings.Join(stepIDs(), ", ")+", http)")
 	flag.BoolVar(&o.peers, "peers", false, "also run every workload on rclone mount and s3fs over weed s3, and on JuiceFS (install them with make bench-deps)")
-	flag.BoolVar(&o.hold, "hold", false, "load the data, mount both, print where, and wait for Ctrl-C instead of measuring (for profiling by hand)")
+	flag.BoolVar(&o.hold, "hold", false, "load the data (with that of the workloads -only selects), mount both, print where, and wait for Ctrl-C instead of measuring (for profiling by hand)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", flag.Arg(0))
@@ -167,6 +167,10 @@ func run() (err error) {
 	}
 
 	if o.hold {
+		// The data of the workloads -only selects too, to profile them.
+		if err := prepareSteps(ctx, o, c, m, newResults(o)); err != nil {
+			return err
+		}
 		fmt.Printf("filer %s (gRPC %s); weed mount at %s (pid %d), weedfuse at %s (pid %d); Ctrl-C ends\n",
 			c.FilerAddr(), c.FilerGRPCAddr(), m.dir(weedMount), m.weed.Pid(), m.dir(weedfuse), m.wf.Pid())
 		<-ctx.Done()

@@ -55,11 +55,8 @@ func (r *results) metrics() []metric {
 	return ms
 }
 
-// runAll runs every selected workload o.runs times. Each run measures the
-// raw HTTP ceiling, then takes the workloads one by one, each on weed mount
-// and then on weedfuse, so that both see the same conditions as nearly as
-// a shared machine allows.
-func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter, ds *dataset) (*results, error) {
+// newResults returns empty results for the workloads o selects.
+func newResults(o *options) *results {
 	res := &results{runs: o.runs, http: map[httpCase][]float64{}, httpCPU: map[httpCase][]cpuUse{}, cacheMB: o.cacheMB, refs: map[string][]float64{}}
 	for _, s := range steps(o.randTime) {
 		if o.only.MatchString(s.id) {
@@ -69,6 +66,27 @@ func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter, ds 
 	for k := range numKinds {
 		res.val[k], res.rss[k], res.cpu[k], res.cacheDisk[k] = map[string][]float64{}, map[string][]float64{}, map[string][]cpuUse{}, map[string][]float64{}
 	}
+	return res
+}
+
+// prepareSteps loads the data of res.steps, the selected workloads.
+func prepareSteps(ctx context.Context, o *options, c *cluster.Cluster, m *mounter, res *results) error {
+	for _, s := range res.steps {
+		if s.prepare != nil {
+			if err := s.prepare(ctx, &stepCtx{m: m, c: c, res: res, work: m.root, o: o}); err != nil {
+				return fmt.Errorf("prepare %s: %w", s.id, err)
+			}
+		}
+	}
+	return nil
+}
+
+// runAll runs every selected workload o.runs times. Each run measures the
+// raw HTTP ceiling, then takes the workloads one by one, each on weed mount
+// and then on weedfuse, so that both see the same conditions as nearly as
+// a shared machine allows.
+func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter, ds *dataset) (*results, error) {
+	res := newResults(o)
 	var chunks []chunkURL
 	if o.only.MatchString("http") {
 		var err error
@@ -76,12 +94,8 @@ func runAll(ctx context.Context, o *options, c *cluster.Cluster, m *mounter, ds 
 			return nil, err
 		}
 	}
-	for _, s := range res.steps {
-		if s.prepare != nil {
-			if err := s.prepare(ctx, &stepCtx{m: m, c: c, res: res, work: m.root, o: o}); err != nil {
-				return nil, fmt.Errorf("prepare %s: %w", s.id, err)
-			}
-		}
+	if err := prepareSteps(ctx, o, c, m, res); err != nil {
+		return nil, err
 	}
 	// After the prepares: JuiceFS copies what they stored.
 	if o.peers {

@@ -69,10 +69,34 @@ func TestSingleVolume(t *testing.T) {
 			t.Errorf("size %d mode %o, want %d and 644", e.Attributes.FileSize, e.Attributes.FileMode, len(big))
 		}
 
+		// Data of more chunks than one upload may hold goes up in parts
+		// and comes out one file of chunks of the size asked for.
+		defer func(n int) { maxUploadChunks = n }(maxUploadChunks)
+		maxUploadChunks = 2
+		check(t, c.PutChunked(ctx, "/roundtrip/parts", big, 1))
+		got, err := c.Get(ctx, "/roundtrip/parts")
+		check(t, err)
+		if !bytes.Equal(big, got) {
+			t.Errorf("parts: read %d bytes back, want the %d put", len(got), len(big))
+		}
+		e, err = c.Entry(ctx, "/roundtrip", "parts")
+		check(t, err)
+		if n := len(e.GetChunks()); n != 5 || e.Attributes.FileSize != uint64(len(big)) {
+			t.Errorf("parts: %d chunks and %d bytes, want 5 of 1 MiB and %d", n, e.Attributes.FileSize, len(big))
+		}
+		for _, ch := range e.GetChunks() {
+			if ch.GetSize() != 1<<20 {
+				t.Errorf("parts: a chunk of %d bytes, want 1 MiB", ch.GetSize())
+			}
+		}
+		if _, err := c.Entry(ctx, "/roundtrip", ".parts.part0"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("parts: the first part's entry is still there (%v)", err)
+		}
+
 		local := filepath.Join(t.TempDir(), "big")
 		check(t, os.WriteFile(local, big, 0o644))
 		check(t, c.PutFile(ctx, "/roundtrip/file with space?", local))
-		got, err := c.Get(ctx, "/roundtrip/file with space?")
+		got, err = c.Get(ctx, "/roundtrip/file with space?")
 		check(t, err)
 		if !bytes.Equal(big, got) {
 			t.Errorf("PutFile: read %d bytes back, want %d", len(got), len(big))

@@ -32,10 +32,70 @@ func (c *Cluster) Put(ctx context.Context, path string, data []byte) error {
 }
 
 // PutChunked is Put with chunks of maxMB MiB, as `weed upload -maxMB` or
-// `weed filer.copy -maxMB` write them.
-func (c *Cluster) PutChunked(ctx context.Context, path string, data []byte, maxMB int) error {
-	return c.putQuery(ctx, path, bytes.NewReader(data), int64(len(data)), url.Values{"maxMB": {strconv.Itoa(maxMB)}})
+// `weed filer.copy -maxMB` write them. The filer's HTTP upload writes
+// larger chunks than maxMB asks for where they would number 1000 or more
+// (weed 4.48: 900 MiB with maxMB=1 came out as 900 chunks of 1 MiB, 1000
+// MiB as 250 chunks of 4 MiB), so longer data goes up in parts of at most
+// maxUploadChunks chunks, under names of their own, and the file is then
+// made over gRPC of all their chunks, as `weed filer.copy` makes its
+// files; the parts' entries are deleted, not their chunks.
+func (c *Cluster) PutChunked(ctx context.Context, p string, data []byte, maxMB int) error {
+	q := func() url.Values { return url.Values{"maxMB": {strconv.Itoa(maxMB)}} }
+	chunk := maxMB << 20
+	part := maxUploadChunks * chunk
+	if len(data) <= part {
+		return c.putQuery(ctx, p, bytes.NewReader(data), int64(len(data)), q())
+	}
+	dir, name := splitPath(p)
+	var chunks []*filerpb.FileChunk
+	var attrs *filerpb.FuseAttributes
+	var parts []string
+	for off := 0; off < len(data); off += part {
+		end := min(off+part, len(data))
+		partName := fmt.Sprintf(".%s.part%d", name, len(parts))
+		parts = append(parts, path.Join(dir, partName))
+		if err := c.putQuery(ctx, path.Join(dir, partName), bytes.NewReader(data[off:end]), int64(end-off), q()); err != nil {
+			return err
+		}
+		e, err := c.Entry(ctx, dir, partName)
+		if err != nil {
+			return fmt.Errorf("put %s: %w", p, err)
+		}
+		for _, ch := range e.GetChunks() {
+			if ch.GetSize() > uint64(chunk) || ch.GetIsChunkManifest() {
+				return fmt.Errorf("put %s: the filer wrote a chunk of %d bytes, over %d MiB", p, ch.GetSize(), maxMB)
+			}
+			ch.Offset += int64(off)
+			chunks = append(chunks, ch)
+		}
+		if attrs == nil {
+			attrs = e.GetAttributes()
+		}
+	}
+	// The parts' whole-file MD5 describes none of the file.
+	attrs.FileSize, attrs.Md5 = uint64(len(data)), nil
+	resp, err := c.filer.CreateEntry(ctx, &filerpb.CreateEntryRequest{
+		Directory: dir,
+		Entry:     &filerpb.Entry{Name: name, Chunks: chunks, Attributes: attrs},
+	})
+	if err == nil && resp.Error != "" {
+		err = errors.New(resp.Error)
+	}
+	if err != nil {
+		return fmt.Errorf("put %s: %w", p, err)
+	}
+	for _, pp := range parts {
+		if err := c.delete(ctx, pp, url.Values{"skipChunkDeletion": {"true"}}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+// maxUploadChunks is how many chunks PutChunked has the filer write in
+// one upload at most (see PutChunked); a test lowers it to cut small data
+// into parts.
+var maxUploadChunks = 900
 
 // PutOn is Put with the file's chunks on volume server i: the filer asks
 // the master for file ids there (dataNode), in volumes of collection (""
@@ -144,7 +204,12 @@ func (c *Cluster) Get(ctx context.Context, path string) ([]byte, error) {
 // Delete removes path, recursively if it is a directory. A missing path is
 // not an error.
 func (c *Cluster) Delete(ctx context.Context, path string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.filerURL(path, url.Values{"recursive": {"true"}}), nil)
+	return c.delete(ctx, path, url.Values{"recursive": {"true"}})
+}
+
+// delete is Delete with the query q.
+func (c *Cluster) delete(ctx context.Context, path string, q url.Values) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.filerURL(path, q), nil)
 	if err != nil {
 		return fmt.Errorf("delete %s: %w", path, err)
 	}
