@@ -40,10 +40,6 @@ import (
 //     where it would be a second copy of the same bytes, when the fetch
 //     keeps all of it in memory too (at most MaxFetch): the reader then
 //     never reads it back from the disk tier while it streams.
-//  5. A stream through a file that the disk tier cannot hold keeps only
-//     what lies in the first quarter of the tier on disk, as weed mount
-//     keeps chunks (Cache.KeepsStream); past it, a whole needle that the
-//     fetch keeps all of in memory goes to memory only (planPass).
 //
 // Measured side by side with weed mount (bench/results.md, beyond-rand4k:
 // 4 KiB random reads of a 2 GiB file at default flags): 64 KiB ranges for
@@ -63,13 +59,10 @@ const (
 	// planStream is planWhole with the disk tier's copy written past the
 	// page cache (rule 4).
 	planStream
-	// planPass is planStream with no copy on disk (rule 5).
-	planPass
 )
 
-// whole reports whether p fetches the whole needle (into the disk tier,
-// but for planPass).
-func (p plan) whole() bool { return p == planWhole || p == planStream || p == planPass }
+// whole reports whether p fetches the whole needle into the disk tier.
+func (p plan) whole() bool { return p == planWhole || p == planStream }
 
 // planLocked chooses how to fetch a missing block of ch.
 func (c *Cache) planLocked(ch needle.Chunk, access Access) plan {
@@ -78,8 +71,6 @@ func (c *Cache) planLocked(ch needle.Chunk, access Access) plan {
 		return planDisk
 	case access == memoryFill:
 		return planMemory
-	case access == Passing && ch.Size <= c.opts.MaxFetch:
-		return planPass
 	case access == Buffered && ch.Size <= c.opts.MaxFetch:
 		return planStream
 	case c.opts.Strict, access != Random, !ch.Plain(), ch.Size <= wholeNeedle:
@@ -112,7 +103,7 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch needle.Chunk, start int64, 
 		}
 	}
 	var sink *diskWriter
-	if c.disk != nil && p != planPass {
+	if c.disk != nil {
 		sink = c.disk.writer(ch.Key(), ch.Size, false)
 		if sink != nil {
 			sink.dropBehind = p == planStream
