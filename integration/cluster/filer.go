@@ -40,11 +40,11 @@ func (c *Cluster) Put(ctx context.Context, path string, data []byte) error {
 // made over gRPC of all their chunks, as `weed filer.copy` makes its
 // files; the parts' entries are deleted, not their chunks.
 func (c *Cluster) PutChunked(ctx context.Context, p string, data []byte, maxMB int) error {
-	q := func() url.Values { return url.Values{"maxMB": {strconv.Itoa(maxMB)}} }
+	q := url.Values{"maxMB": {strconv.Itoa(maxMB)}}
 	chunk := maxMB << 20
 	part := maxUploadChunks * chunk
 	if len(data) <= part {
-		return c.putQuery(ctx, p, bytes.NewReader(data), int64(len(data)), q())
+		return c.putQuery(ctx, p, bytes.NewReader(data), int64(len(data)), q)
 	}
 	dir, name := splitPath(p)
 	var chunks []*filerpb.FileChunk
@@ -54,7 +54,7 @@ func (c *Cluster) PutChunked(ctx context.Context, p string, data []byte, maxMB i
 		end := min(off+part, len(data))
 		partName := fmt.Sprintf(".%s.part%d", name, len(parts))
 		parts = append(parts, path.Join(dir, partName))
-		if err := c.putQuery(ctx, path.Join(dir, partName), bytes.NewReader(data[off:end]), int64(end-off), q()); err != nil {
+		if err := c.putQuery(ctx, path.Join(dir, partName), bytes.NewReader(data[off:end]), int64(end-off), q); err != nil {
 			return err
 		}
 		e, err := c.Entry(ctx, dir, partName)

@@ -384,8 +384,13 @@ func (r *Reader) readRangeInto(ctx context.Context, vid uint32, c needle.Chunk, 
 			for _, dst := range dsts {
 				kept += int64(len(dst))
 			}
-			if _, err := io.CopyN(&sum, body, off); err != nil {
-				return fmt.Errorf("body ended before byte %d: %w", off, unexpectedEOF(err))
+			// A copy of no bytes is skipped: ReadFrom would borrow the
+			// sink's buffer (needle.FillWriter) for nothing, and start
+			// writing the kept slices before they fill one write.
+			if off > 0 {
+				if _, err := io.CopyN(&sum, body, off); err != nil {
+					return fmt.Errorf("body ended before byte %d: %w", off, unexpectedEOF(err))
+				}
 			}
 			for _, dst := range dsts {
 				if got, err := io.ReadFull(body, dst); err != nil {
@@ -393,8 +398,10 @@ func (r *Reader) readRangeInto(ctx context.Context, vid uint32, c needle.Chunk, 
 				}
 				sum.writeKept(dst)
 			}
-			if _, err := io.CopyN(&sum, body, c.Size-off-kept); err != nil {
-				return fmt.Errorf("body ended before byte %d: %w", c.Size, unexpectedEOF(err))
+			if rest := c.Size - off - kept; rest > 0 {
+				if _, err := io.CopyN(&sum, body, rest); err != nil {
+					return fmt.Errorf("body ended before byte %d: %w", c.Size, unexpectedEOF(err))
+				}
 			}
 			r.fetches.Add(1)
 			r.fetchedBytes.Add(c.Size)

@@ -27,6 +27,16 @@ func newTestReader(t testing.TB, loc Locator, opts Options) *Reader {
 	return r
 }
 
+// faultyFirst serves n from two volume servers, the first with fault f,
+// to a reader that tries them in that order.
+func faultyFirst(t testing.TB, n fakeNeedle, f fault) (bad, good *fakeVolume, r *Reader) {
+	bad, good = newFakeVolume(t), newFakeVolume(t)
+	bad.put(testFID, n)
+	bad.setFault(f)
+	good.put(testFID, n)
+	return bad, good, newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
+}
+
 // readAll reads the whole chunk through Fetch.
 func readAll(t testing.TB, r *Reader, c needle.Chunk) []byte {
 	t.Helper()
@@ -119,11 +129,7 @@ func TestReadChunkCacheOff(t *testing.T) {
 
 func TestReadChunkShortBodyFailsOver(t *testing.T) {
 	data := needletest.RandomBytes(t, 200_000)
-	short, good := newFakeVolume(t), newFakeVolume(t)
-	short.put(testFID, fakeNeedle{data: data})
-	short.setFault(shortBody)
-	good.put(testFID, fakeNeedle{data: data})
-	r := newTestReader(t, newFakeLocator([]string{short.addr, good.addr}), quickOptions)
+	short, good, r := faultyFirst(t, fakeNeedle{data: data}, shortBody)
 
 	dst := make([]byte, 100_000)
 	n, err := readChunk(r, context.Background(), needle.Chunk{FileID: testFID, Size: int64(len(data))}, 50_000, dst)
@@ -164,11 +170,7 @@ func TestReadChunkShortBodyIsAnError(t *testing.T) {
 func TestReadChunkCRCMismatchFailsOver(t *testing.T) {
 	data := needletest.RandomBytes(t, 1<<20)
 	for _, form := range []crcForm{crcRaw, crcMasked} {
-		bad, good := newFakeVolume(t), newFakeVolume(t)
-		bad.put(testFID, fakeNeedle{data: data, crc: form})
-		bad.setFault(corrupt)
-		good.put(testFID, fakeNeedle{data: data, crc: form})
-		r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
+		bad, good, r := faultyFirst(t, fakeNeedle{data: data, crc: form}, corrupt)
 		c := needle.Chunk{FileID: testFID, Size: int64(len(data))}
 
 		dst := make([]byte, 4096)
@@ -219,11 +221,7 @@ func TestReadChunkMaskedCRC(t *testing.T) {
 // as the only check, and it is made.
 func TestReadChunkNoCRCChecksETag(t *testing.T) {
 	data := needletest.RandomBytes(t, 100_000)
-	bad, good := newFakeVolume(t), newFakeVolume(t)
-	bad.put(testFID, fakeNeedle{data: data, crc: crcNone})
-	bad.setFault(corrupt)
-	good.put(testFID, fakeNeedle{data: data, crc: crcNone})
-	r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
+	bad, _, r := faultyFirst(t, fakeNeedle{data: data, crc: crcNone}, corrupt)
 
 	dst := make([]byte, 10)
 	if _, err := readChunk(r, context.Background(), needle.Chunk{FileID: testFID, Size: int64(len(data)), ETag: needletest.MD5ETag(data)}, 0, dst); err != nil {
@@ -527,11 +525,7 @@ func TestReadChunkCompressed(t *testing.T) {
 func TestReadChunkCompressedCorruptFailsOver(t *testing.T) {
 	text := needletest.TextBytes(300_000)
 	gz := needletest.Gzip(text)
-	bad, good := newFakeVolume(t), newFakeVolume(t)
-	bad.put(testFID, fakeNeedle{data: gz, gzipped: true})
-	bad.setFault(corrupt)
-	good.put(testFID, fakeNeedle{data: gz, gzipped: true})
-	r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
+	_, _, r := faultyFirst(t, fakeNeedle{data: gz, gzipped: true}, corrupt)
 	if got := readAll(t, r, needle.Chunk{FileID: testFID, Size: int64(len(text)), Compressed: true}); !bytes.Equal(got, text) {
 		t.Error("bytes differ")
 	}
@@ -574,11 +568,7 @@ func TestReadChunkEncryptedCorruptFailsOver(t *testing.T) {
 	plain := needletest.RandomBytes(t, 5000)
 	sealed := needletest.Seal(t, key, plain)
 	for _, form := range []crcForm{crcRaw, crcNone} {
-		bad, good := newFakeVolume(t), newFakeVolume(t)
-		bad.put(testFID, fakeNeedle{data: sealed, crc: form})
-		bad.setFault(corrupt)
-		good.put(testFID, fakeNeedle{data: sealed, crc: form})
-		r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
+		_, _, r := faultyFirst(t, fakeNeedle{data: sealed, crc: form}, corrupt)
 		if got := readAll(t, r, needle.Chunk{FileID: testFID, Size: 5000, CipherKey: key}); !bytes.Equal(got, plain) {
 			t.Errorf("crc form %d: bytes differ", form)
 		}
@@ -769,12 +759,7 @@ func BenchmarkReadChunk(b *testing.B) {
 // straight from one answer, and fails over when the answer is corrupt.
 func TestReadChunkIntoScatters(t *testing.T) {
 	data := needletest.RandomBytes(t, 300_000)
-	bad := newFakeVolume(t)
-	bad.put(testFID, fakeNeedle{data: data})
-	bad.setFault(corrupt)
-	good := newFakeVolume(t)
-	good.put(testFID, fakeNeedle{data: data})
-	r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
+	_, _, r := faultyFirst(t, fakeNeedle{data: data}, corrupt)
 	c := needle.Chunk{FileID: testFID, Size: int64(len(data))}
 
 	dsts := [][]byte{make([]byte, 100_000), make([]byte, 100_000), make([]byte, 100_000)}
@@ -881,13 +866,15 @@ type fillSink struct {
 	got           []byte
 	room          []byte
 	fills, resets int
+	calls         int // of Fill
 }
 
 func (s *fillSink) Write(p []byte) (int, error) { s.got = append(s.got, p...); return len(p), nil }
 func (s *fillSink) Reset()                      { s.got = s.got[:0]; s.resets++ }
 
 func (s *fillSink) Fill() []byte {
-	if s.rng.IntN(4) == 0 {
+	// Some rooms first, so that both ways are taken in one needle.
+	if s.calls++; s.calls%4 == 0 {
 		return nil
 	}
 	s.room = make([]byte, 1+s.rng.IntN(70_000))
@@ -904,11 +891,7 @@ func (s *fillSink) Filled(n int) {
 // fetched again from the next one.
 func TestFetchFillsTheSink(t *testing.T) {
 	data := needletest.RandomBytes(t, 300_000)
-	bad, good := newFakeVolume(t), newFakeVolume(t)
-	bad.put(testFID, fakeNeedle{data: data})
-	bad.setFault(corrupt)
-	good.put(testFID, fakeNeedle{data: data})
-	r := newTestReader(t, newFakeLocator([]string{bad.addr, good.addr}), quickOptions)
+	_, _, r := faultyFirst(t, fakeNeedle{data: data}, corrupt)
 	sink := &fillSink{rng: rand.New(rand.NewPCG(1, 2))}
 	c := needle.Chunk{FileID: testFID, Size: int64(len(data))}
 	if _, err := r.Fetch(context.Background(), needle.Request{Chunk: c, Whole: sink}); err != nil {
