@@ -107,7 +107,7 @@ func (f *file) read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 	}
 	buf := dest[:min(int64(len(dest)), v.size-off)]
 	v.readahead(off, int64(len(buf)))
-	v.access = f.readahead().Access(off, v.ahead)
+	v.access = f.readahead().Access(off, v.aheadAt(off))
 	if err := v.readAt(ctx, buf, off); err != nil {
 		return nil, toErrno(fmt.Sprintf("read %s [%d,+%d)", f.filerPath(), off, len(buf)), err)
 	}
@@ -168,6 +168,15 @@ type version struct {
 	ahead pagecache.Ahead
 }
 
+// aheadAt is where readahead at off goes: for a buffered reader, past the
+// part of the file that the disk cache keeps of a stream, to memory only.
+func (fv version) aheadAt(off int64) pagecache.Ahead {
+	if fv.ahead == pagecache.KernelAhead && !fv.f.fsys.chunks.KeepsStream(fv.size, off) {
+		return pagecache.PassingAhead
+	}
+	return fv.ahead
+}
+
 // readahead tells the stream detector about a read and starts fetching
 // what it asks for, before the read itself waits on its own bytes.
 func (fv version) readahead(off, n int64) {
@@ -183,7 +192,7 @@ func (fv version) readahead(off, n int64) {
 		if v.Hole {
 			continue
 		}
-		if got := fv.f.fsys.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len, fv.ahead); got < v.ChunkOff+v.Len {
+		if got := fv.f.fsys.chunks.Prefetch(v.Chunk, v.ChunkOff, v.Len, fv.aheadAt(v.FileOff)); got < v.ChunkOff+v.Len {
 			fv.f.readahead().Rewind(v.FileOff + max(got-v.ChunkOff, 0))
 			return
 		}

@@ -55,6 +55,9 @@ type ChunkReader interface {
 	// fetches; it stops early when it is out of prefetchers or budget.
 	// ahead says where readahead of a chunk held on disk goes.
 	Prefetch(c needle.Chunk, off, n int64, ahead pagecache.Ahead) int64
+	// KeepsStream reports whether the disk cache keeps what a stream
+	// reads at off of a file of size bytes.
+	KeepsStream(size, off int64) bool
 	// Forget drops the cached bytes of a chunk no file uses any more.
 	Forget(c needle.Chunk)
 	// FillDisk fetches a chunk whole into the disk cache and waits,

@@ -449,6 +449,8 @@ func TestBufferedPlan(t *testing.T) {
 		{chunks[1], Buffered, planStream},
 		{chunks[2], Buffered, planStream},
 		{chunks[3], Buffered, planWhole}, // its end would be read back from disk
+		{chunks[1], Passing, planPass},
+		{chunks[3], Passing, planWhole}, // as Buffered
 		{chunks[1], Sequential, planWhole},
 		{chunks[1], Random, planRange},
 		{chunks[0], Random, planWhole}, // small: whole at any access
@@ -458,6 +460,53 @@ func TestBufferedPlan(t *testing.T) {
 		c.mu.Unlock()
 		require.Equal(t, tc.want, got, "%d bytes, access %d", tc.ch.Size, tc.access)
 	}
+	// Needles that pass through memory alone hold at most a quarter of it
+	// (16 MiB here): past that a passing stream's needle goes to disk.
+	c.mu.Lock()
+	c.passing = 1
+	past := c.planLocked(chunks[1], Passing)
+	c.passing = 0
+	within := c.planLocked(chunks[0], Passing)
+	c.mu.Unlock()
+	require.Equal(t, planStream, past, "past the share")
+	require.Equal(t, planPass, within, "within it")
+}
+
+func passingBytes(c *Cache) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.passing
+}
+
+// TestPassingShare: concurrent passing streams hold at most their share of
+// memory, and the bytes they count are given back when their fetches end.
+func TestPassingShare(t *testing.T) {
+	f, chunks := newTierFake(1<<20, 1<<20, 1<<20, 1<<20, 1<<20, 1<<20)
+	c := newCache(t, f, diskOpts(t.TempDir(), 16<<20, 256<<20))
+	f.gate = make(chan struct{})
+	var wg sync.WaitGroup
+	got := make([][]byte, len(chunks))
+	for i, ch := range chunks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dst := make([]byte, ch.Size)
+			if n, err := c.ReadChunkAt(context.Background(), ch, 0, dst, Passing); err == nil && n == len(dst) {
+				got[i] = dst
+			}
+		}()
+	}
+	// Four pass, and wait at the gate (fetches with no sink); the other
+	// two go to disk, past it.
+	require.Eventually(t, func() bool { return f.calls.Load() == 4 && c.Stats().Disk.Writes == 2 },
+		10*time.Second, time.Millisecond)
+	require.EqualValues(t, 4<<20, passingBytes(c), "passing bytes under way")
+	close(f.gate)
+	wg.Wait()
+	for i, ch := range chunks {
+		require.Equal(t, f.chunks[ch.FileID], got[i], "chunk %d", i)
+	}
+	require.Zero(t, passingBytes(c), "passing bytes after the fetches")
 }
 
 // TestBufferedStreamGoesPastPageCache: a needle fetched for a buffered
@@ -490,6 +539,52 @@ func TestBufferedStreamGoesPastPageCache(t *testing.T) {
 		require.Equal(t, f.chunks[tc.ch.FileID], got)
 		require.Equal(t, before+tc.ch.Size, checked(), "access %d: checked at open %v", tc.access, !tc.readBack)
 	}
+}
+
+// TestKeepsStream: a stream's needles are kept on disk while the file fits
+// in the tier, and otherwise in the first quarter of its capacity only.
+func TestKeepsStream(t *testing.T) {
+	f, _ := newTierFake(1)
+	c := newCache(t, f, diskOpts(t.TempDir(), 16<<20, 128<<20))
+	for _, tc := range []struct {
+		size, off int64
+		want      bool
+	}{
+		{128 << 20, 127 << 20, true},
+		{1 << 30, 0, true},
+		{1 << 30, 32<<20 - 1, true},
+		{1 << 30, 32 << 20, false},
+		{1 << 30, 900 << 20, false},
+	} {
+		require.Equal(t, tc.want, c.KeepsStream(tc.size, tc.off), "size %d, off %d", tc.size, tc.off)
+	}
+	none := newCache(t, f, Options{Capacity: 16 << 20, BlockSize: 64 << 10})
+	require.True(t, none.KeepsStream(1<<40, 1<<39), "no disk tier: nothing to spare it")
+}
+
+// TestPassingStream: a needle that a stream passes through is read whole,
+// right, into memory, and nothing of it goes to disk.
+func TestPassingStream(t *testing.T) {
+	f, chunks := newTierFake(1<<20+5, 4<<20)
+	c := newCache(t, f, diskOpts(t.TempDir(), 16<<20, 64<<20))
+	for _, ch := range chunks {
+		calls := f.calls.Load()
+		require.Equal(t, f.chunks[ch.FileID], readAll(t, c, ch, Passing))
+		require.Equal(t, calls+1, f.calls.Load(), "%d bytes: one fetch", ch.Size)
+		require.False(t, c.disk.hasData(ch.Key()), "%d bytes: written to disk", ch.Size)
+	}
+	require.Zero(t, f.wholes.Load(), "a fetch was handed a sink")
+	// Read 1 MiB at a time, as a stream reads, a needle costs one fetch.
+	c = newCache(t, f, diskOpts(t.TempDir(), 16<<20, 64<<20))
+	ch, calls := chunks[1], f.calls.Load()
+	for off := int64(0); off < ch.Size; off += 1 << 20 {
+		dst := make([]byte, 1<<20)
+		n, err := c.ReadChunkAt(context.Background(), ch, off, dst, Passing)
+		require.NoError(t, err)
+		require.Equal(t, f.chunks[ch.FileID][off:off+int64(n)], dst[:n])
+	}
+	require.Equal(t, calls+1, f.calls.Load(), "read in pieces: fetches")
+	require.Zero(t, c.Stats().Disk.Writes)
 }
 
 // onDisk returns a cache over a disk tier (in dir) that holds the one

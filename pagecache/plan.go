@@ -40,6 +40,15 @@ import (
 //     where it would be a second copy of the same bytes, when the fetch
 //     keeps all of it in memory too (at most MaxFetch): the reader then
 //     never reads it back from the disk tier while it streams.
+//  5. A stream through a file that the disk tier cannot hold keeps only
+//     what lies in the first quarter of the tier on disk, as weed mount
+//     keeps chunks (Cache.KeepsStream); past it, a whole needle that the
+//     fetch keeps all of in memory goes to memory only (planPass), while
+//     the needles such fetches hold add up to at most 1/passShare of the
+//     memory tier. Past that, as when many streams read at once, it goes
+//     the way of rule 4: a needle held in memory alone that is evicted
+//     before its reader reaches it costs a whole fetch again, where one
+//     on disk costs a read of the disk tier.
 //
 // Measured side by side with weed mount (bench/results.md, beyond-rand4k:
 // 4 KiB random reads of a 2 GiB file at default flags): 64 KiB ranges for
@@ -48,6 +57,13 @@ import (
 // and at 1.51x once ranged GETs left net/http for internal/volume's own
 // client; whole needles, the rule before, at 0.1x.
 type plan uint8
+
+// passShare: planPass runs hold at most 1/passShare of the memory tier.
+// A stream's readahead stays within 1/8 of it (ReadaheadMax), so one or
+// two streams pass; 64 readers of one 1 GiB file (bench, readers64) held
+// needles in memory alone until they were evicted unread, and ran at
+// 0.83-0.95x weed mount where they had run at 1.06-1.21x.
+const passShare = 4
 
 const (
 	planWhole plan = iota
@@ -59,10 +75,13 @@ const (
 	// planStream is planWhole with the disk tier's copy written past the
 	// page cache (rule 4).
 	planStream
+	// planPass is planStream with no copy on disk (rule 5).
+	planPass
 )
 
-// whole reports whether p fetches the whole needle into the disk tier.
-func (p plan) whole() bool { return p == planWhole || p == planStream }
+// whole reports whether p fetches the whole needle (into the disk tier,
+// but for planPass).
+func (p plan) whole() bool { return p == planWhole || p == planStream || p == planPass }
 
 // planLocked chooses how to fetch a missing block of ch.
 func (c *Cache) planLocked(ch needle.Chunk, access Access) plan {
@@ -71,7 +90,9 @@ func (c *Cache) planLocked(ch needle.Chunk, access Access) plan {
 		return planDisk
 	case access == memoryFill:
 		return planMemory
-	case access == Buffered && ch.Size <= c.opts.MaxFetch:
+	case access == Passing && ch.Size <= c.opts.MaxFetch && c.passing+ch.Size <= c.opts.Capacity/passShare:
+		return planPass
+	case (access == Buffered || access == Passing) && ch.Size <= c.opts.MaxFetch:
 		return planStream
 	case c.opts.Strict, access != Random, !ch.Plain(), ch.Size <= wholeNeedle:
 		return planWhole
@@ -103,7 +124,7 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch needle.Chunk, start int64, 
 		}
 	}
 	var sink *diskWriter
-	if c.disk != nil {
+	if c.disk != nil && p != planPass {
 		sink = c.disk.writer(ch.Key(), ch.Size, false)
 		if sink != nil {
 			sink.dropBehind = p == planStream
