@@ -58,7 +58,8 @@ import (
 // client; whole needles, the rule before, at 0.1x.
 type plan uint8
 
-// passShare: planPass runs hold at most 1/passShare of the memory tier.
+// passShare: the needles of planPass runs being fetched hold at most
+// 1/passShare of the memory tier.
 // A stream's readahead stays within 1/8 of it (ReadaheadMax), so one or
 // two streams pass; 64 readers of one 1 GiB file (bench, readers64) held
 // needles in memory alone until they were evicted unread, and ran at
@@ -75,7 +76,9 @@ const (
 	// planStream is planWhole with the disk tier's copy written past the
 	// page cache (rule 4).
 	planStream
-	// planPass is planStream with no copy on disk (rule 5).
+	// planPass fetches the whole needle into memory only, as planMemory
+	// does, for a reader's stream (rule 5); its fetches are counted in
+	// Cache.passing.
 	planPass
 )
 
@@ -114,7 +117,7 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch needle.Chunk, start int64, 
 		}
 		p = planWhole
 	}
-	if p == planMemory {
+	if p == planMemory || p == planPass {
 		return c.f.Fetch(ctx, needle.Request{Chunk: ch, Off: start, Dsts: dsts})
 	}
 	if p == planRange {
@@ -124,7 +127,7 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch needle.Chunk, start int64, 
 		}
 	}
 	var sink *diskWriter
-	if c.disk != nil && p != planPass {
+	if c.disk != nil {
 		sink = c.disk.writer(ch.Key(), ch.Size, false)
 		if sink != nil {
 			sink.dropBehind = p == planStream
