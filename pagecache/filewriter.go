@@ -29,8 +29,11 @@ import (
 // then competed for the disk with the volume server's reads, and the files
 // came back from disk rather than from the page cache when read again
 // (cold 0.66x and warm 0.67x weed mount, against 0.95x and 1.17x).
-// Writing a shuffled scan's small files with O_DIRECT was dropped too:
-// its loader then read each file cold from disk (the README's epoch 1).
+// Against RWF_DONTCACHE, O_DIRECT lost again (a cold GiB of 4 MiB
+// needles by hand, three alternated pairs: 320-434 against 496-546 MB/s,
+// with up to twice the mount's CPU). Writing a shuffled scan's small files with
+// O_DIRECT was dropped too: its loader then read each file cold from disk
+// (the README's epoch 1).
 // RWF_DONTCACHE (dontCache) is the middle way, for needles whose reader
 // the kernel's page cache serves anyway (diskWriter.dropBehind): written
 // through the page cache as any file, each page let go once on disk.
