@@ -29,6 +29,9 @@ type tierFake struct {
 	*fakeFetcher
 	wholes, ranges atomic.Int64
 	flipRanges     atomic.Bool
+	// wholeGate, when not nil, holds each fetch with a sink halfway
+	// through its needle until it is closed.
+	wholeGate chan struct{}
 }
 
 func newTierFake(sizes ...int) (*tierFake, []needle.Chunk) {
@@ -54,6 +57,13 @@ func (f *tierFake) Fetch(ctx context.Context, r needle.Request) (int, error) {
 		}
 		r.Whole.Reset()
 		r.Whole.Write(src[:len(src)/2]) // in two pieces, as a stream comes
+		if f.wholeGate != nil {
+			select {
+			case <-f.wholeGate:
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		}
 		r.Whole.Write(src[len(src)/2:])
 		return needle.Scatter(r.Dsts, src[r.Off:]), nil
 	}
@@ -507,6 +517,40 @@ func TestPassingShare(t *testing.T) {
 		require.Equal(t, f.chunks[ch.FileID], got[i], "chunk %d", i)
 	}
 	require.Zero(t, passingBytes(c), "passing bytes after the fetches")
+}
+
+// TestPassJoinsWrite: a passing read of a needle that a fill is writing
+// into the disk tier waits for that write and reads the disk tier's copy,
+// rather than fetch the needle a second time.
+func TestPassJoinsWrite(t *testing.T) {
+	f, chunks := newTierFake(1 << 20)
+	ch := chunks[0]
+	c := newCache(t, f, diskOpts(t.TempDir(), 16<<20, 256<<20))
+	f.wholeGate = make(chan struct{})
+	filled := make(chan error, 1)
+	go func() {
+		_, err := c.FillDisk(context.Background(), ch, false)
+		filled <- err
+	}()
+	require.Eventually(t, func() bool { return f.wholes.Load() == 1 }, 10*time.Second, time.Millisecond)
+	read := make(chan []byte, 1)
+	go func() {
+		dst := make([]byte, ch.Size)
+		if n, err := c.ReadChunkAt(context.Background(), ch, 0, dst, Passing); err != nil || n != len(dst) {
+			dst = nil
+		}
+		read <- dst
+	}()
+	fetches := func() int64 { return f.calls.Load() + f.wholes.Load() }
+	require.Never(t, func() bool { return fetches() > 1 }, 200*time.Millisecond, time.Millisecond,
+		"the read fetched the needle while its write was under way")
+	require.Eventually(t, func() bool { return passingBytes(c) == ch.Size }, 10*time.Second, time.Millisecond,
+		"the read plans to pass, and waits")
+	close(f.wholeGate)
+	require.NoError(t, <-filled)
+	require.Equal(t, f.chunks[ch.FileID], <-read)
+	require.EqualValues(t, 1, fetches(), "fetches of the needle")
+	require.Zero(t, passingBytes(c))
 }
 
 // TestBufferedStreamGoesPastPageCache: a needle fetched for a buffered

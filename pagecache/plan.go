@@ -78,7 +78,9 @@ const (
 	planStream
 	// planPass fetches the whole needle into memory only, as planMemory
 	// does, for a reader's stream (rule 5); its fetches are counted in
-	// Cache.passing.
+	// Cache.passing. Like every plan that fetches the whole needle, it
+	// reads the disk tier's copy instead when a write of the needle is
+	// under way already (fromWrite).
 	planPass
 )
 
@@ -118,6 +120,11 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch needle.Chunk, start int64, 
 		p = planWhole
 	}
 	if p == planMemory || p == planPass {
+		if ok, err := c.fromWrite(ctx, ch, start, dsts); err != nil {
+			return 0, err
+		} else if ok {
+			return total, nil
+		}
 		return c.f.Fetch(ctx, needle.Request{Chunk: ch, Off: start, Dsts: dsts})
 	}
 	if p == planRange {
@@ -131,20 +138,10 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch needle.Chunk, start int64, 
 		sink = c.disk.writer(ch.Key(), ch.Size, false)
 		if sink != nil {
 			sink.dropBehind = p == planStream
-		} else {
-			// The needle is being fetched whole into the disk tier
-			// already (a stream's earlier run, or a fill): wait for it
-			// and read from there, rather than fetch it all again.
-			if done := c.disk.written(ch.Key()); done != nil {
-				select {
-				case <-done:
-				case <-ctx.Done():
-					return 0, ctx.Err()
-				}
-				if c.disk.read(ch.Key(), start, dsts) {
-					return total, nil
-				}
-			}
+		} else if ok, err := c.fromWrite(ctx, ch, start, dsts); err != nil {
+			return 0, err
+		} else if ok {
+			return total, nil
 		}
 	}
 	req := needle.Request{Chunk: ch, Off: start, Dsts: dsts}
@@ -159,6 +156,27 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch needle.Chunk, start int64, 
 	}
 	sink.commit(ch.Size)
 	return n, nil
+}
+
+// fromWrite serves dsts, the blocks of ch from start, from the disk tier
+// when the needle is being fetched whole into it already (a stream's
+// earlier run, or a fill): it waits for that write and reads from there,
+// rather than fetch it all again. It reports false, with no error, when
+// no write is under way or the needle did not land; an error is ctx's.
+func (c *Cache) fromWrite(ctx context.Context, ch needle.Chunk, start int64, dsts [][]byte) (bool, error) {
+	if c.disk == nil {
+		return false, nil
+	}
+	done := c.disk.written(ch.Key())
+	if done == nil {
+		return false, nil
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	return c.disk.read(ch.Key(), start, dsts), nil
 }
 
 // fetchRange reads the blocks of a range and checks each against the
