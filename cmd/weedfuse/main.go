@@ -211,14 +211,16 @@ func run(cfg *config) error {
 			slog.Info("readahead stays at the kernel's", "err", err)
 		}
 	}
-	// The harnesses wait for this line (msg=mounted): the mount is set up
-	// once it shows.
-	slog.Info("mounted", "filer", fc.Addresses()[0].HTTP, "path", root, "dir", dir, "mode", "read-only")
 	wfs.Watch(fc)
 	defer wfs.Close()
 	srv := startHTTP(cfg, mx.Handler())
 	defer srv.close()
 	defer announceMounted(dir, mx.Handler())()
+	// The harnesses wait for this line (msg=mounted): the mount, its
+	// metrics and its control socket are set up once it shows. (Logged
+	// before the metrics listener, it let a test scrape a port that was
+	// not listening yet.)
+	slog.Info("mounted", "filer", fc.Addresses()[0].HTTP, "path", root, "dir", dir, "mode", "read-only")
 
 	done := make(chan struct{})
 	go func() {
