@@ -119,33 +119,29 @@ func (c *Cache) fetchPlanned(ctx context.Context, ch needle.Chunk, start int64, 
 		}
 		p = planWhole
 	}
-	if p == planMemory || p == planPass {
-		if ok, err := c.fromWrite(ctx, ch, start, dsts); err != nil {
-			return 0, err
-		} else if ok {
-			return total, nil
-		}
-		return c.f.Fetch(ctx, needle.Request{Chunk: ch, Off: start, Dsts: dsts})
-	}
 	if p == planRange {
 		n, err := c.fetchRange(ctx, ch, start, dsts)
 		if err == nil || !errors.Is(err, needle.ErrNotServed) && !errors.Is(err, needle.ErrCorrupt) {
 			return n, err
 		}
 	}
+	// A plan that keeps the needle on disk writes it there as it comes,
+	// unless the tier will not take it; memory's plans keep it in memory
+	// alone. A fetch that writes nothing joins a write of the needle
+	// under way, if there is one.
 	var sink *diskWriter
-	if c.disk != nil {
-		sink = c.disk.writer(ch.Key(), ch.Size, false)
-		if sink != nil {
+	if c.disk != nil && p != planMemory && p != planPass {
+		if sink = c.disk.writer(ch.Key(), ch.Size, false); sink != nil {
 			sink.dropBehind = p == planStream
-		} else if ok, err := c.fromWrite(ctx, ch, start, dsts); err != nil {
-			return 0, err
-		} else if ok {
-			return total, nil
 		}
 	}
 	req := needle.Request{Chunk: ch, Off: start, Dsts: dsts}
 	if sink == nil {
+		if ok, err := c.fromWrite(ctx, ch, start, dsts); err != nil {
+			return 0, err
+		} else if ok {
+			return total, nil
+		}
 		return c.f.Fetch(ctx, req)
 	}
 	req.Whole = sink
