@@ -586,7 +586,8 @@ func TestBufferedStreamGoesPastPageCache(t *testing.T) {
 }
 
 // TestKeepsStream: a stream's needles are kept on disk while the file fits
-// in the tier, and otherwise in the first quarter of its capacity only.
+// in the tier with its tables, and otherwise in the first quarter of its
+// capacity only.
 func TestKeepsStream(t *testing.T) {
 	f, _ := newTierFake(1)
 	c := newCache(t, f, diskOpts(t.TempDir(), 16<<20, 128<<20))
@@ -594,7 +595,9 @@ func TestKeepsStream(t *testing.T) {
 		size, off int64
 		want      bool
 	}{
-		{128 << 20, 127 << 20, true},
+		{127 << 20, 126 << 20, true},
+		{128 << 20, 127 << 20, false}, // fits, but not with its tables
+		{128 << 20, 32<<20 - 1, true},
 		{1 << 30, 0, true},
 		{1 << 30, 32<<20 - 1, true},
 		{1 << 30, 32 << 20, false},
