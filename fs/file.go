@@ -168,11 +168,11 @@ type version struct {
 	ahead pagecache.Ahead
 }
 
-// aheadAt is where readahead at off goes: past the part of the file that
-// the disk cache keeps of a stream, to memory only.
+// aheadAt is where readahead at off goes: for a buffered reader, past the
+// part of the file that the disk cache keeps of a stream, to memory only.
 func (fv version) aheadAt(off int64) pagecache.Ahead {
-	if !fv.f.fsys.chunks.KeepsStream(fv.size, off) {
-		return fv.ahead.Passing()
+	if fv.ahead == pagecache.KernelAhead && !fv.f.fsys.chunks.KeepsStream(fv.size, off) {
+		return pagecache.PassingAhead
 	}
 	return fv.ahead
 }

@@ -345,9 +345,9 @@ const (
 	// handle): the disk tier's copy of what it fetches is written past
 	// the page cache (see plan).
 	Buffered
-	// Passing is Buffered or Sequential for a stream through a file that
-	// the disk tier cannot hold, past the part of it that the tier keeps
-	// (see KeepsStream): its whole needles go to memory only (planPass).
+	// Passing is Buffered for a stream through a file that the disk
+	// tier cannot hold, past the part of it that the tier keeps (see
+	// KeepsStream): its whole needles go to memory only (planPass).
 	Passing
 	// memoryFill is a background fill of a whole needle into memory
 	// (fillMemory), no reader's access.
@@ -766,51 +766,34 @@ const (
 	// PassingAhead is KernelAhead for a stream whose needles the disk
 	// tier does not keep (Passing).
 	PassingAhead
-	// PassingMemoryAhead is MemoryAhead for a stream whose needles the
-	// disk tier does not keep (Passing).
-	PassingMemoryAhead
 )
-
-// Passing is a for a stream whose needles the disk tier does not keep
-// (see KeepsStream).
-func (a Ahead) Passing() Ahead {
-	switch a {
-	case KernelAhead:
-		return PassingAhead
-	case MemoryAhead:
-		return PassingMemoryAhead
-	}
-	return a
-}
-
-// kernel reports whether readahead of a needle on disk is the kernel's.
-func (a Ahead) kernel() bool { return a == KernelAhead || a == PassingAhead }
 
 // stream is the Access of a stream whose reader reads as a says: the
 // kernel's readahead for a buffered reader, into its page cache
-// (Buffered), or the memory tier's copies for an O_DIRECT one
-// (Sequential); Passing for either past what the disk tier keeps.
+// (Buffered), or the memory tier's copies for an O_DIRECT one.
 func (a Ahead) stream() Access {
 	switch a {
 	case KernelAhead:
 		return Buffered
-	case PassingAhead, PassingMemoryAhead:
+	case PassingAhead:
 		return Passing
 	}
 	return Sequential
 }
 
-// KeepsStream reports whether the disk tier keeps the needles a stream
-// reads at off through a file of size bytes: always while the file fits
-// in the tier with its tables (tableShare), and otherwise (as weed mount
-// keeps a chunk) only in the first quarter of the tier's capacity. Past
-// that, a stream would fill the tier with needles that a later stream
+// KeepsStream reports whether the disk tier keeps the needles a buffered
+// stream reads at off through a file of size bytes: always while the file
+// fits in the tier with its tables (tableShare), and otherwise (as weed
+// mount keeps a chunk) only in the first quarter of the tier's capacity.
+// Past that, a stream would fill the tier with needles that a later stream
 // evicts before it reaches them, and the writing cost more than it could
 // save: a cold buffered read of 1 GiB in 1 MiB chunks at the default 128
 // MiB ran at 340-393 MB/s with 2.0-2.4 s of the mount's CPU while it wrote
 // all of it, and at 659-719 MB/s with 1.2-1.6 s with no disk tier (three
-// runs each by hand; weed mount 512-562 MB/s). The rule is the same for a
-// buffered and an O_DIRECT reader (Ahead.Passing).
+// runs each by hand; weed mount 512-562 MB/s). An O_DIRECT stream keeps
+// all it reads: passing it too made a cold GiB at 1024 MiB 1.21x weed
+// mount where it was 0.92x, but its second read (no page cache keeps it)
+// 0.64x where it was 1.02x, three quarters of it fetched again.
 func (c *Cache) KeepsStream(size, off int64) bool {
 	if c.disk == nil {
 		return true
@@ -839,7 +822,7 @@ func (c *Cache) Prefetch(ch needle.Chunk, off, n int64, ahead Ahead) int64 {
 	if off < 0 || off >= end || c.ctx.Err() != nil || ch.CheckSize() != nil {
 		return off + n
 	}
-	if ahead.kernel() && c.disk != nil {
+	if ahead != MemoryAhead && c.disk != nil {
 		// Read from disk in the reader's goroutine (readDiskDirect):
 		// the kernel reads ahead, as for a local file. The name is a
 		// hash, made once for both.

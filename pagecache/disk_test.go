@@ -634,33 +634,6 @@ func TestPassingStream(t *testing.T) {
 	require.Zero(t, c.Stats().Disk.Writes)
 }
 
-// TestPassingAheadFromDisk: readahead of a needle on disk for a stream the
-// disk tier does not keep goes where its reader's kind says, as for one it
-// keeps: to the kernel for a buffered reader, into memory for an O_DIRECT
-// one.
-func TestPassingAheadFromDisk(t *testing.T) {
-	for _, tc := range []struct {
-		ahead  Ahead
-		memory bool
-	}{
-		{KernelAhead.Passing(), false},
-		{MemoryAhead.Passing(), true},
-	} {
-		_, f, c, ch, wholes := onDisk(t, 4<<20, 64<<20)
-		c.Forget(ch) // memory forgets; the disk tier keeps it
-		c.rc.Wait()
-		before := c.Stats().PrefetchedBytes
-		require.Equal(t, ch.Size, c.Prefetch(ch, 0, ch.Size, tc.ahead))
-		if tc.memory {
-			require.Eventually(t, func() bool { return c.Stats().PrefetchedBytes == before+uint64(ch.Size) },
-				10*time.Second, 10*time.Millisecond, "ahead %d: read ahead into memory", tc.ahead)
-		} else {
-			require.Equal(t, before, c.Stats().PrefetchedBytes, "ahead %d: read ahead into memory", tc.ahead)
-		}
-		require.Equal(t, wholes, f.wholes.Load(), "ahead %d: a needle on disk was fetched", tc.ahead)
-	}
-}
-
 // onDisk returns a cache over a disk tier (in dir) that holds the one
 // needle of size bytes, read whole once, and the wholes fetched so far.
 func onDisk(t *testing.T, size int, memory int64) (dir string, f *tierFake, c *Cache, ch needle.Chunk, wholes int64) {

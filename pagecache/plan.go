@@ -40,11 +40,10 @@ import (
 //     where it would be a second copy of the same bytes, when the fetch
 //     keeps all of it in memory too (at most MaxFetch): the reader then
 //     never reads it back from the disk tier while it streams.
-//  5. A stream, buffered or O_DIRECT, through a file that the disk tier
-//     cannot hold (with its tables) keeps only what lies in the first
-//     quarter of the tier on disk, as weed mount keeps chunks
-//     (Cache.KeepsStream); past it, a whole needle that the fetch keeps
-//     all of in memory goes to memory only (planPass), while
+//  5. A stream through a file that the disk tier cannot hold keeps only
+//     what lies in the first quarter of the tier on disk, as weed mount
+//     keeps chunks (Cache.KeepsStream); past it, a whole needle that the
+//     fetch keeps all of in memory goes to memory only (planPass), while
 //     the needles such fetches hold add up to at most 1/passShare of the
 //     memory tier. Past that, as when many streams read at once, it goes
 //     the way of rule 4: a needle held in memory alone that is evicted

@@ -88,9 +88,6 @@ func TestReadaheadAccess(t *testing.T) {
 		{"a stream, buffered", []int64{50 * mb, 51 * mb}, 52 * mb, KernelAhead, Buffered},
 		{"a stream, O_DIRECT", []int64{50 * mb, 51 * mb}, 52 * mb, MemoryAhead, Sequential},
 		{"random reads", []int64{500 * mb, 70 * mb}, 300 * mb, KernelAhead, Random},
-		{"a stream past what the disk keeps, buffered", []int64{50 * mb, 51 * mb}, 52 * mb, KernelAhead.Passing(), Passing},
-		{"a stream past what the disk keeps, O_DIRECT", []int64{50 * mb, 51 * mb}, 52 * mb, MemoryAhead.Passing(), Passing},
-		{"random reads past what the disk keeps", []int64{500 * mb, 70 * mb}, 300 * mb, MemoryAhead.Passing(), Random},
 	} {
 		r := NewReadahead(mb, 4*mb)
 		for _, off := range tc.reads {
