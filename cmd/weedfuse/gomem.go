@@ -6,7 +6,6 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
-	"time"
 )
 
 // goMemoryLimit is the soft limit on the Go runtime's own memory (heap,
@@ -125,38 +124,15 @@ const followPercent = 25
 // buffers while they read, and with room above them (a quarter of the live
 // heap, then 16 MiB) their peak RSS went from 393-394 to 410-414 MiB, over
 // the memory tier's bound of 406.
-//
-// Once a collection took more than thrashShare of the CPU since the one
-// before, the limit follows the live heap within the floor too (follow),
-// until the live heap falls below half the floor: a cold `ls -l` of
-// 100,000 entries holds about 113 MiB live, just under the floor, and the
-// collector ran back to back from 63 MiB live on, half the mount's CPU (10
-// collections in 1.1 s, each 60-90 ms).
-func limitFor(floor, live, inUse int64, percent int, follow bool) int64 {
-	if live <= floor && !follow {
+func limitFor(floor, live, inUse int64, percent int) int64 {
+	if live <= floor {
 		return floor
 	}
 	if percent <= 0 {
 		percent = followPercent
 	}
-	room := int64(limitHeadroom)
-	if follow {
-		room = thrashHeadroom
-	}
-	return max(floor, live+inUse+max(room, live*int64(percent)/100))
+	return live + inUse + max(limitHeadroom, live*int64(percent)/100)
 }
-
-// thrashHeadroom is the least room for garbage that limitFor leaves above
-// the live heap of a collector that was thrashing: with a quarter of a
-// live heap of 80 MiB, the limit stayed at the floor.
-const thrashHeadroom = 64 << 20
-
-// thrashShare is the share of the machine's CPU (its cores times the wall
-// time) that the collector may take between two collections before
-// limitFor lets the limit follow a live heap within the floor. The cores,
-// not GOMAXPROCS, which counts go-fuse's waiting readers too (fs's
-// readerProcs: 5 on 2 cores).
-const thrashShare = 0.25
 
 // limitFollower sets the soft limit from limitFor after each collection.
 // One hook is pending at a time, since each hook arms the next as it ends;
@@ -167,13 +143,6 @@ type limitFollower struct {
 	mu      sync.Mutex
 	stopped bool
 	samples []metrics.Sample
-	// gcCPU is the collector's CPU (followedCPU) at the last collection,
-	// at when it was read; following is set from a collection that took
-	// more than thrashShare of the CPU until the live heap falls below
-	// half the floor.
-	gcCPU     float64
-	at        time.Time
-	following bool
 }
 
 // collected marks a collection: a new one is made for each, and its
@@ -186,7 +155,7 @@ type collected struct{ _ *collected }
 // arm starts it.
 func newLimitFollower(floor int64) *limitFollower {
 	l := &limitFollower{floor: floor}
-	for _, name := range append(followed, followedCPU...) {
+	for _, name := range followed {
 		l.samples = append(l.samples, metrics.Sample{Name: name})
 	}
 	return l
@@ -218,10 +187,6 @@ var followed = []string{
 	"/gc/gogc:percent",
 }
 
-// followedCPU is the runtime's estimate of the CPU its collector took,
-// which adjust reads after followed.
-var followedCPU = []string{"/cpu/classes/gc/total:cpu-seconds"}
-
 // adjust sets the limit from the last collection's live heap; false once
 // the follower is stopped.
 func (l *limitFollower) adjust() bool {
@@ -232,7 +197,7 @@ func (l *limitFollower) adjust() bool {
 	}
 	metrics.Read(l.samples)
 	var v [6]int64
-	for i, s := range l.samples[:len(followed)] {
+	for i, s := range l.samples {
 		if s.Value.Kind() != metrics.KindUint64 {
 			return true // not in this Go: the floor stands
 		}
@@ -242,26 +207,6 @@ func (l *limitFollower) adjust() bool {
 	// objects counts garbage not yet swept; live is what the collection
 	// marked. What is left is in use whatever the garbage.
 	inUse := max(total-released-free-objects, 0)
-	if l.thrashing() {
-		l.following = true
-	} else if live < l.floor/2 {
-		l.following = false
-	}
-	debug.SetMemoryLimit(limitFor(l.floor, live, inUse, int(gogc), l.following))
+	debug.SetMemoryLimit(limitFor(l.floor, live, inUse, int(gogc)))
 	return true
-}
-
-// thrashing reports whether the collector took more than thrashShare of
-// the CPU since the last call (false where the runtime gives no figures),
-// and remembers the counters for the next.
-func (l *limitFollower) thrashing() bool {
-	s := l.samples[len(followed)]
-	if s.Value.Kind() != metrics.KindFloat64 {
-		return false
-	}
-	gc, now := s.Value.Float64(), time.Now()
-	dGC, dWall := gc-l.gcCPU, now.Sub(l.at).Seconds()
-	first := l.at.IsZero()
-	l.gcCPU, l.at = gc, now
-	return !first && dWall > 0 && dGC > thrashShare*dWall*float64(runtime.NumCPU())
 }

@@ -33,21 +33,17 @@ func TestLimitFor(t *testing.T) {
 		name        string
 		live, inUse int64
 		percent     int
-		follow      bool
 		want        int64
 	}{
-		{"small heap: the floor", 20 * mib, 8 * mib, -1, false, goMemoryLimit},
-		{"a live heap within the floor keeps it", 120 * mib, 30 * mib, -1, false, goMemoryLimit},
-		{"just past the floor: a quarter", 132 * mib, 10 * mib, -1, false, 175 * mib},
-		{"a quarter of a large heap", 300 * mib, 12 * mib, -1, false, 387 * mib},
-		{"the user's GOGC", 300 * mib, 12 * mib, 200, false, 912 * mib},
-		{"GOGC=25 as off", 300 * mib, 12 * mib, 25, false, 387 * mib},
-		{"following within the floor: 64 MiB of room", 80 * mib, 10 * mib, -1, true, 154 * mib},
-		{"following a large heap: a quarter", 300 * mib, 12 * mib, -1, true, 387 * mib},
-		{"following a small heap: the floor", 40 * mib, 8 * mib, -1, true, goMemoryLimit},
+		{"small heap: the floor", 20 * mib, 8 * mib, -1, goMemoryLimit},
+		{"a live heap within the floor keeps it", 120 * mib, 30 * mib, -1, goMemoryLimit},
+		{"just past the floor: a quarter", 132 * mib, 10 * mib, -1, 175 * mib},
+		{"a quarter of a large heap", 300 * mib, 12 * mib, -1, 387 * mib},
+		{"the user's GOGC", 300 * mib, 12 * mib, 200, 912 * mib},
+		{"GOGC=25 as off", 300 * mib, 12 * mib, 25, 387 * mib},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := limitFor(goMemoryLimit, tc.live, tc.inUse, tc.percent, tc.follow); got != tc.want {
+			if got := limitFor(goMemoryLimit, tc.live, tc.inUse, tc.percent); got != tc.want {
 				t.Errorf("limitFor(%d MiB, %d MiB, %d) = %d MiB, want %d MiB", tc.live/mib, tc.inUse/mib, tc.percent, got/mib, tc.want/mib)
 			}
 		})
