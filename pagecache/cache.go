@@ -807,8 +807,9 @@ func (c *Cache) KeepsStream(size, off int64) bool {
 // 1/tableShare of them. A file fits in the tier when its tables fit too:
 // the bench's 1 GiB file of 4 MiB needles in a tier of 1024 MiB fitted
 // without them, evicted its own first needle as its last landed, and a
-// second read of it then evicted each needle just before reaching it
-// (LRU's flood), fetching and writing all of it again.
+// second read of it after the caches were dropped fetched about a third
+// of it again, each miss written anew evicting a needle the read had yet
+// to reach (LRU's flood).
 const tableShare = smallNeedle / sumCost
 
 // Prefetch starts fetching the blocks of [off, off+n) of ch that are neither
