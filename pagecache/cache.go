@@ -783,7 +783,7 @@ func (a Ahead) stream() Access {
 
 // KeepsStream reports whether the disk tier keeps the needles a buffered
 // stream reads at off through a file of size bytes: always while the file
-// fits in the tier with its tables (tableShare), and otherwise (as weed
+// fits in the tier with its tables (disk.holds), and otherwise (as weed
 // mount keeps a chunk) only in the first quarter of the tier's capacity.
 // Past that, a stream would fill the tier with needles that a later stream
 // evicts before it reaches them, and the writing cost more than it could
@@ -798,19 +798,8 @@ func (c *Cache) KeepsStream(size, off int64) bool {
 	if c.disk == nil {
 		return true
 	}
-	capacity := c.disk.capacity
-	return size+size/tableShare <= capacity || off < capacity/4
+	return c.disk.holds(size) || off < c.disk.capacity/4
 }
-
-// tableShare bounds what the disk tier charges for a file's tables beside
-// its bytes: a .sum (sumCost) for each needle over smallNeedle, at most
-// 1/tableShare of them. A file fits in the tier when its tables fit too:
-// the bench's 1 GiB file of 4 MiB needles in a tier of 1024 MiB fitted
-// without them, evicted its own first needle as its last landed, and a
-// second read of it after the caches were dropped fetched about a third
-// of it again, each miss written anew evicting a needle the read had yet
-// to reach (LRU's flood).
-const tableShare = smallNeedle / sumCost
 
 // Prefetch starts fetching the blocks of [off, off+n) of ch that are neither
 // cached nor in flight, without waiting. It gives up when all prefetchers

@@ -130,9 +130,22 @@ func (e *diskEntry) cost() int64 {
 	return e.size + sumCost
 }
 
+// holds reports whether a file of size bytes fits in the tier with what
+// its needles' tables are charged (cost): a .sum for each needle over
+// smallNeedle, as a stream's are, at most 1/tableShare of its bytes. The
+// bench's 1 GiB file of 4 MiB needles in a tier of 1024 MiB fitted without
+// them, evicted its own first needle as its last landed, and a second read
+// of it after the caches were dropped fetched about a third of it again,
+// each miss written anew evicting a needle the read had yet to reach
+// (LRU's flood).
+func (d *disk) holds(size int64) bool { return size+size/tableShare <= d.capacity }
+
 const (
 	// sumCost is what a .sum file is charged: a file system block.
 	sumCost = 4096
+	// tableShare bounds the share of a file's bytes that its tables are
+	// charged, for needles over smallNeedle (holds).
+	tableShare = smallNeedle / sumCost
 	// diskPause is how long writes stop after the disk filled up.
 	diskPause = 10 * time.Second
 )
