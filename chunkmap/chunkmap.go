@@ -112,6 +112,22 @@ func build(ctx context.Context, chunks []*filerpb.FileChunk, f Fetcher, lim limi
 	return settle(r.leaves)
 }
 
+// Whole returns the chunk that is all of a file of size bytes, when chunks
+// is that one chunk alone: a data chunk (not a manifest) with a file id, at
+// offset 0, of size bytes. It is what Build's map would show over the
+// whole file, without building one: a file of one chunk is the commonest
+// file, and opening it with FUSE passthrough needs nothing more.
+func Whole(chunks []*filerpb.FileChunk, size int64) (needle.Chunk, bool) {
+	if len(chunks) != 1 || size <= 0 {
+		return needle.Chunk{}, false
+	}
+	c := chunks[0]
+	if c.GetIsChunkManifest() || c.GetOffset() != 0 || c.GetSize() != uint64(size) || FileID(c) == "" {
+		return needle.Chunk{}, false
+	}
+	return ChunkFromFiler(c), true
+}
+
 // checkRange rejects a chunk whose bytes do not fit in [0, MaxInt64]; such a
 // list is corrupt, and serving some reading of it would hide that.
 func checkRange(c *filerpb.FileChunk) error {

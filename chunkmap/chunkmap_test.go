@@ -235,3 +235,45 @@ func TestNeedleKey(t *testing.T) {
 		}
 	}
 }
+
+// TestWhole: Whole takes a chunk for the whole file exactly when Build's map
+// shows that one chunk over all of it, and gives the same descriptor.
+func TestWhole(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	for _, tc := range []struct {
+		name   string
+		chunks []*filerpb.FileChunk
+		size   int64
+		whole  bool
+	}{
+		{"one chunk", []*filerpb.FileChunk{ch("a", 0, 10, 1)}, 10, true},
+		{"by Fid", []*filerpb.FileChunk{{Fid: &filerpb.FileId{VolumeId: 7, FileKey: 1, Cookie: 2}, Size: 10, CipherKey: key, IsCompressed: true, ETag: "e"}}, 10, true},
+		{"file longer", []*filerpb.FileChunk{ch("a", 0, 10, 1)}, 12, false},
+		{"file shorter", []*filerpb.FileChunk{ch("a", 0, 10, 1)}, 8, false},
+		{"at an offset", []*filerpb.FileChunk{ch("a", 2, 10, 1)}, 12, false},
+		{"two chunks", []*filerpb.FileChunk{ch("a", 0, 5, 1), ch("b", 5, 5, 1)}, 10, false},
+		{"overwritten whole", []*filerpb.FileChunk{ch("a", 0, 10, 1), ch("b", 0, 10, 2)}, 10, false},
+		{"no file id", []*filerpb.FileChunk{ch("", 0, 10, 1)}, 10, false},
+		{"manifest", []*filerpb.FileChunk{{FileId: "m", Size: 10, IsChunkManifest: true}}, 10, false},
+		{"empty", []*filerpb.FileChunk{ch("a", 0, 0, 1)}, 0, false},
+		{"none", nil, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := Whole(tc.chunks, tc.size)
+			if ok != tc.whole {
+				t.Fatalf("Whole: got %v, want %v", ok, tc.whole)
+			}
+			if !ok {
+				return
+			}
+			vs := mustBuild(t, tc.chunks).Views(nil, 0, tc.size, tc.size)
+			if len(vs) != 1 || vs[0].Hole || vs[0].ChunkOff != 0 || vs[0].Len != tc.size {
+				t.Fatalf("Build's views: %s", render(vs))
+			}
+			want := vs[0].Chunk
+			if got.FileID != want.FileID || got.Size != want.Size || string(got.CipherKey) != string(want.CipherKey) || got.Compressed != want.Compressed || got.ETag != want.ETag {
+				t.Errorf("got %+v, want Build's %+v", got, want)
+			}
+		})
+	}
+}

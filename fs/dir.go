@@ -18,54 +18,71 @@ type dir struct {
 	ds dataset
 
 	listMu sync.Mutex
-	// listing is the directory's complete listing, served to readdir while
-	// it is fresh (see listingTTL); listGen counts metadata events in the
-	// directory, so that a listing read while one arrived is not kept.
-	listing  []*filerpb.Entry
-	listTime time.Time
-	listGen  uint64
+	// listing is the directory's complete listing, served to readdir and
+	// look-ups while it is current and fresh (cachedListing); nil when
+	// there is none. It passes to the file system's listingStore when the
+	// kernel forgets the node, and back to the directory's next node.
+	listing *keptListing
 }
 
 // maxCachedListing bounds the listings kept in memory, as weed mount's
-// -cacheDirMaxEntries does: larger directories always stream from the filer.
+// -cacheDirMaxEntries does: larger directories always stream from the
+// filer. It also bounds the entries of the listings kept for directories
+// the kernel forgot (listingStore).
 const maxCachedListing = 100_000
 
-// cachedListing returns the directory's listing if it is still fresh.
-func (d *dir) cachedListing() ([]*filerpb.Entry, uint64, bool) {
+// initDir readies a new node for directory p, taking back the listing its
+// forgotten predecessor left, if there is one.
+func (d *dir) initDir(f *FS, p, key string, e *filerpb.Entry) {
+	d.init(f, p, key, e)
+	d.listing = f.listings.take(p)
+}
+
+// cachedListing returns the directory's listing if it is current and fresh.
+func (d *dir) cachedListing() (*keptListing, bool) {
 	d.listMu.Lock()
 	defer d.listMu.Unlock()
-	if d.listing != nil && d.fsys.watched.Load() && time.Since(d.listTime) < d.fsys.opts.MetaTTL {
-		return d.listing, d.listGen, true
+	k := d.listing
+	if k != nil && d.fsys.watched.Load() && time.Since(k.at) < d.fsys.opts.MetaTTL && d.fsys.listings.current(d.path, k.gen) {
+		return k, true
 	}
-	return nil, d.listGen, false
+	return nil, false
 }
 
 // staleListing returns the directory's last complete listing, however
-// old: what there is while the filer is down.
+// old, unless an event has changed the directory since: what there is
+// while the filer is down.
 func (d *dir) staleListing() []*filerpb.Entry {
 	d.listMu.Lock()
 	defer d.listMu.Unlock()
-	return d.listing
+	if d.listing == nil || !d.fsys.listings.current(d.path, d.listing.gen) {
+		return nil
+	}
+	return d.listing.entries
 }
 
-// keepListing stores a complete listing read while the generation was gen.
+// keepListing stores a complete listing asked for under change counter gen.
 func (d *dir) keepListing(l []*filerpb.Entry, gen uint64) {
-	if len(l) > maxCachedListing || !d.fsys.watched.Load() {
+	if len(l) > maxCachedListing || !d.fsys.watched.Load() || !d.fsys.listings.current(d.path, gen) {
 		return
 	}
+	k := newKept(d.path, l, gen)
 	d.listMu.Lock()
-	if d.listGen == gen {
-		d.listing, d.listTime = l, time.Now()
-	}
+	d.listing = k
 	d.listMu.Unlock()
 }
 
-// changed drops the cached listing: an entry of the directory changed.
-func (d *dir) changed() {
+// OnForget hands the directory's listing to the file system's store, for
+// its next node, and gives the inode number back.
+func (d *dir) OnForget() {
 	d.listMu.Lock()
+	k := d.listing
 	d.listing = nil
-	d.listGen++
 	d.listMu.Unlock()
+	if k != nil && time.Since(k.at) < d.fsys.opts.MetaTTL {
+		d.fsys.listings.retain(k)
+	}
+	d.node.OnForget()
 }
 
 var (
@@ -80,8 +97,9 @@ var (
 
 func (d *dir) childPath(name string) string { return childPath(d.path, name) }
 
-// Lookup asks the filer for dir/name, or reuses a child the kernel already
-// knows whose entry is still fresh. A hidden system entry is not there.
+// Lookup reuses a child the kernel already knows whose entry is still
+// fresh, or finds dir/name in the directory's current listing, or asks the
+// filer. A hidden system entry is not there.
 func (d *dir) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if len(name) > maxNameLen {
 		return nil, syscall.ENAMETOOLONG
@@ -103,6 +121,16 @@ func (d *dir) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 				return ch, 0
 			}
 			known, stale = ch, e
+		}
+	}
+	if k, ok := d.cachedListing(); ok {
+		// A current listing knows every name: a loader that lists its
+		// dataset and opens the files costs the filer nothing more.
+		if e, known := k.find(name); known {
+			if e == nil {
+				return nil, syscall.ENOENT
+			}
+			return d.child(ctx, name, e, out), 0
 		}
 	}
 	e, err := d.fsys.meta.LookupEntry(ctx, d.path, name)
@@ -163,8 +191,9 @@ type dirStream struct {
 	end    bool
 	endErr error
 	// all collects a listing read from the filer, to be kept once complete
-	// if the directory did not change meanwhile (gen) and it is small
-	// enough to keep (all is dropped past maxCachedListing).
+	// if the directory did not change meanwhile (gen: its change counter
+	// when the stream began) and it is small enough to keep (all is
+	// dropped past maxCachedListing).
 	all    []*filerpb.Entry
 	noKeep bool
 	gen    uint64
@@ -191,15 +220,15 @@ var (
 
 func newDirStream(d *dir) *dirStream {
 	s := &dirStream{d: d}
-	if l, _, ok := d.cachedListing(); ok {
-		s.page = l
+	if k, ok := d.cachedListing(); ok {
+		s.page = k.entries
 		return s
 	}
 	if l := d.staleListing(); l != nil && d.fsys.filerDown() {
 		s.page = l // see filerDown
 		return s
 	}
-	_, s.gen, _ = d.cachedListing()
+	s.gen = d.fsys.listings.gen(d.path)
 	s.noKeep = !d.fsys.watched.Load() // see keepListing
 	s.feed = startListFeed(d)
 	return s

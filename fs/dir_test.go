@@ -198,7 +198,10 @@ func TestListingEnds(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			meta := &streamMeta{n: 300, failAt: tc.failAt, err: tc.err}
 			d := testDir(t, meta, Options{MetaTTL: time.Hour}, true)
-			d.listing = tc.kept // and old: not fresh
+			if tc.kept != nil {
+				d.listing = newKept(d.path, tc.kept, d.fsys.listings.gen(d.path))
+				d.listing.at = time.Time{} // old: not fresh
+			}
 			s := openDir(t, d)
 			var got []string
 			var errno syscall.Errno
@@ -211,10 +214,10 @@ func TestListingEnds(t *testing.T) {
 			}
 			assert.Equal(t, append([]string{".", ".."}, tc.want...), got)
 			assert.Equal(t, tc.wantErrno, errno)
-			l, _, ok := d.cachedListing()
+			k, ok := d.cachedListing()
 			assert.Equal(t, tc.keeps, ok)
 			if tc.keeps {
-				assert.Len(t, l, 300)
+				assert.Len(t, k.entries, 300)
 			}
 		})
 	}
@@ -236,7 +239,7 @@ func TestListingNotKept(t *testing.T) {
 			d := testDir(t, meta, Options{MetaTTL: time.Hour}, true)
 			s := openDir(t, d)
 			if tc.change {
-				d.changed()
+				d.fsys.dirChanged(d.path)
 			}
 			n := 0
 			for {
@@ -248,7 +251,7 @@ func TestListingNotKept(t *testing.T) {
 				n += len(r)
 			}
 			assert.Equal(t, tc.n+2, n)
-			_, _, ok := d.cachedListing()
+			_, ok := d.cachedListing()
 			assert.False(t, ok)
 		})
 	}

@@ -129,6 +129,7 @@ type FS struct {
 	opts      Options
 	root      *dir
 	inodes    *inodeTable
+	listings  *listingStore
 	// watched is true while a metadata subscription keeps caches fresh;
 	// watchLagNs is how old the last event was when it arrived.
 	watched atomic.Bool
@@ -171,7 +172,7 @@ func New(meta Meta, chunks ChunkReader, manifests chunkmap.Fetcher, opts Options
 	if opts.MountTime.IsZero() {
 		opts.MountTime = time.Now()
 	}
-	f := &FS{meta: meta, chunks: chunks, manifests: manifests, opts: opts, inodes: newInodeTable(opts.Root)}
+	f := &FS{meta: meta, chunks: chunks, manifests: manifests, opts: opts, inodes: newInodeTable(opts.Root), listings: newListingStore(maxCachedListing)}
 	f.bg, f.bgCancel = context.WithCancel(context.Background())
 	return f
 }
@@ -505,7 +506,7 @@ func (f *FS) newNode(ctx context.Context, parent *gofs.Inode, p, key string, ino
 	switch mode & syscall.S_IFMT {
 	case syscall.S_IFDIR:
 		d := &dir{}
-		d.init(f, p, key, e)
+		d.initDir(f, p, key, e)
 		emb = d
 	case syscall.S_IFLNK:
 		l := &symlink{}

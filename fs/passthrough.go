@@ -201,6 +201,9 @@ func (f *file) wholeChunk(ctx context.Context) (needle.Chunk, bool) {
 	if time.Since(time.Unix(e.GetAttributes().GetMtime(), 0)) < passthroughMinAge {
 		return needle.Chunk{}, false
 	}
+	if ch, ok := chunkmap.Whole(e.GetChunks(), int64(fileSize(e))); ok {
+		return ch, true // no map to build
+	}
 	m, size, err := f.chunkMap(ctx, e)
 	if err != nil || size == 0 {
 		return needle.Chunk{}, false

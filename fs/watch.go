@@ -156,6 +156,16 @@ func (f *FS) apply(ctx context.Context, ev *filerpb.SubscribeMetadataResponse, n
 	if newDir != oldDir {
 		f.dirChanged(newDir)
 	}
+	// A directory deleted, made or moved takes the listings kept by its
+	// path and beneath it along: they would serve a directory made again
+	// there. (Its attributes changing in place change no listing.)
+	moved := oldE == nil || newE == nil || newDir != oldDir || newE.GetName() != oldE.GetName()
+	if moved && oldE.GetIsDirectory() {
+		f.listings.treeChanged(childPath(oldDir, oldE.GetName()))
+	}
+	if moved && newE.GetIsDirectory() {
+		f.listings.treeChanged(childPath(newDir, newE.GetName()))
+	}
 	if oldE != nil && (newE == nil || newDir != oldDir || newE.GetName() != oldE.GetName()) {
 		// Deleted, or renamed away: the old name must go from the kernel,
 		// and its node, which may linger in the tree, must ask again.
@@ -202,14 +212,8 @@ func (f *FS) apply(ctx context.Context, ev *filerpb.SubscribeMetadataResponse, n
 	return note(func() { ino.NotifyContent(-1, 0) }) // attributes
 }
 
-// dirChanged drops the cached listing of directory p, if the kernel knows it.
-func (f *FS) dirChanged(p string) {
-	if ino := f.inodeAt(p); ino != nil {
-		if d, ok := ino.Operations().(*dir); ok {
-			d.changed()
-		}
-	}
-}
+// dirChanged makes every cached listing of directory p stale.
+func (f *FS) dirChanged(p string) { f.listings.changed(p) }
 
 // invalidateName tells the kernel to drop its dentry dir/name, if it knows dir.
 func (f *FS) invalidateName(dir, name string, note func(func()) error) error {

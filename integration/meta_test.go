@@ -98,6 +98,65 @@ func TestMetadataFollowsFiler(t *testing.T) {
 	})
 }
 
+// TestListingOutlivesForget: a directory's listing outlives the kernel's
+// hold on its node (drop_caches forgets it), as a loader's epochs need,
+// and still follows the filer: a file made or deleted while no node held
+// the listing shows, and a directory deleted and made again beneath a kept
+// listing shows its new contents, not its old ones.
+func TestListingOutlivesForget(t *testing.T) {
+	c := cluster.StartT(t, cluster.Options{})
+	ctx := ctxT(t, 2*time.Minute)
+	for _, p := range []string{"/kept/a", "/kept/b", "/kept/c", "/kept/sub/x", "/kept/sub/deep/y"} {
+		require.NoError(t, c.Put(ctx, p, []byte(p)))
+	}
+	m := startMount(t, c)
+	names := func(dir string) string {
+		ents, err := os.ReadDir(filepath.Join(m.Dir, dir))
+		if err != nil {
+			return err.Error()
+		}
+		var out []string
+		for _, e := range ents {
+			out = append(out, e.Name())
+		}
+		return strings.Join(out, " ")
+	}
+	forget := func() {
+		unix.Sync()
+		require.NoError(t, os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0))
+	}
+	require.Equal(t, "a b c sub", names("kept"))
+	require.Equal(t, "deep x", names("kept/sub"))
+	require.Equal(t, "y", names("kept/sub/deep"))
+	forget()
+	// Kept listings answer again, and so do look-ups of their names.
+	require.Equal(t, "a b c sub", names("kept"))
+	got, err := os.ReadFile(filepath.Join(m.Dir, "kept", "b"))
+	require.NoError(t, err)
+	require.Equal(t, "/kept/b", string(got))
+	_, err = os.Stat(filepath.Join(m.Dir, "kept", "nope"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+
+	forget()
+	require.NoError(t, c.Put(ctx, "/kept/d", []byte("/kept/d")))
+	require.NoError(t, c.Delete(ctx, "/kept/a"))
+	eventually(t, 30*time.Second, "a change made while the listing was kept", func() bool {
+		return names("kept") == "b c d sub"
+	})
+	got, err = os.ReadFile(filepath.Join(m.Dir, "kept", "d"))
+	require.NoError(t, err)
+	require.Equal(t, "/kept/d", string(got))
+
+	require.Equal(t, "deep x", names("kept/sub"))
+	require.Equal(t, "y", names("kept/sub/deep"))
+	forget()
+	require.NoError(t, c.Delete(ctx, "/kept/sub"))
+	require.NoError(t, c.Put(ctx, "/kept/sub/deep/z", []byte("/kept/sub/deep/z")))
+	eventually(t, 30*time.Second, "a directory made again beneath kept listings", func() bool {
+		return names("kept/sub") == "deep" && names("kept/sub/deep") == "z"
+	})
+}
+
 // TestXattrs reads extended attributes through the mount: weed mount stores
 // attribute "name" as the entry's Extended["xattr-name"], and the mount
 // answers from the cached entry when -disableXAttr=false.

@@ -1,0 +1,161 @@
+package fs
+
+import (
+	"container/list"
+	"hash/maphash"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weedfuse/weedfuse/internal/filerpb"
+)
+
+// listingGens is how many change counters listingStore hashes directory
+// paths onto. Two directories that share one only drop each other's
+// listings more often.
+const listingGens = 4096
+
+// listingStore says whether a directory's listing is still current, and
+// keeps the listings of directories the kernel has forgotten.
+//
+// Currency: every listing carries the change counter of its directory's
+// path as it was when the listing was asked for; a metadata event in the
+// directory bumps the counter (changed), which makes every listing of the
+// path stale at once, whichever node or store holds it. So a listing
+// streamed while an event arrived, or one handed between a forgotten node,
+// the store and a new node while an event passed them, is never served as
+// current.
+//
+// Retention: the kernel forgets a directory's node when it drops its
+// dentries (memory pressure, drop_caches between a loader's epochs), and the
+// node's listing went with it: the next listing streamed from the filer
+// again, and a look-up of each name asked the filer. A forgotten node's
+// current listing is kept here, up to maxCachedListing entries in all
+// (the least recently kept go first), until the directory's next node
+// takes it back.
+//
+// Its methods are safe for concurrent use.
+type listingStore struct {
+	seed maphash.Seed
+	gens [listingGens]atomic.Uint64
+
+	mu       sync.Mutex
+	kept     map[string]*list.Element // of *keptListing, by path
+	lru      list.List                // front: the newest
+	entries  int                      // in kept listings
+	capacity int
+}
+
+// keptListing is a directory's complete listing, in the filer's order, as
+// of time at, when the path's change counter was gen.
+type keptListing struct {
+	path    string
+	entries []*filerpb.Entry
+	at      time.Time
+	gen     uint64
+	// sorted: names ascend, so a name can be searched for (every filer
+	// store lists in name order; this is checked, not assumed).
+	sorted bool
+}
+
+func newListingStore(capacity int) *listingStore {
+	return &listingStore{seed: maphash.MakeSeed(), kept: map[string]*list.Element{}, capacity: capacity}
+}
+
+func (s *listingStore) counter(p string) *atomic.Uint64 {
+	return &s.gens[maphash.String(s.seed, p)%listingGens]
+}
+
+// gen is the change counter of directory p now: a listing asked for now
+// carries it.
+func (s *listingStore) gen(p string) uint64 { return s.counter(p).Load() }
+
+// current says whether a listing of p that carries gen is current.
+func (s *listingStore) current(p string, gen uint64) bool { return s.gen(p) == gen }
+
+// changed makes every listing of directory p stale.
+func (s *listingStore) changed(p string) {
+	s.counter(p).Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if el, ok := s.kept[p]; ok {
+		s.removeLocked(el)
+	}
+}
+
+// treeChanged makes every listing of directory p stale, and drops those
+// kept for the directories beneath it: p was deleted, made or moved, and a
+// directory made again beneath it must not be served what was there.
+// (Nodes the kernel still holds there learn of it by their own events.)
+func (s *listingStore) treeChanged(p string) {
+	s.changed(p)
+	prefix := p + "/"
+	if p == "/" {
+		prefix = p
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for path, el := range s.kept {
+		if strings.HasPrefix(path, prefix) {
+			s.removeLocked(el)
+		}
+	}
+}
+
+// newKept makes l, a complete listing of p asked for under gen, ready to
+// keep or serve.
+func newKept(p string, l []*filerpb.Entry, gen uint64) *keptListing {
+	sorted := sort.SliceIsSorted(l, func(i, j int) bool { return l[i].GetName() < l[j].GetName() })
+	return &keptListing{path: p, entries: l, at: time.Now(), gen: gen, sorted: sorted}
+}
+
+// find returns the entry named name, and whether the listing can tell
+// (it is sorted): an entry not found in a current listing does not exist.
+func (k *keptListing) find(name string) (*filerpb.Entry, bool) {
+	if !k.sorted {
+		return nil, false
+	}
+	i := sort.Search(len(k.entries), func(i int) bool { return k.entries[i].GetName() >= name })
+	if i < len(k.entries) && k.entries[i].GetName() == name {
+		return k.entries[i], true
+	}
+	return nil, true
+}
+
+// retain keeps k, the listing of a node the kernel forgot, if it is
+// current and small enough.
+func (s *listingStore) retain(k *keptListing) {
+	if k == nil || len(k.entries) > s.capacity || !s.current(k.path, k.gen) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if el, ok := s.kept[k.path]; ok {
+		s.removeLocked(el)
+	}
+	s.kept[k.path] = s.lru.PushFront(k)
+	s.entries += len(k.entries)
+	for s.entries > s.capacity {
+		s.removeLocked(s.lru.Back())
+	}
+}
+
+// take hands the kept listing of p, if there is one, to p's new node.
+func (s *listingStore) take(p string) *keptListing {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	el, ok := s.kept[p]
+	if !ok {
+		return nil
+	}
+	s.removeLocked(el)
+	return el.Value.(*keptListing)
+}
+
+func (s *listingStore) removeLocked(el *list.Element) {
+	k := s.lru.Remove(el).(*keptListing)
+	delete(s.kept, k.path)
+	s.entries -= len(k.entries)
+}
