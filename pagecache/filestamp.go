@@ -27,6 +27,11 @@ func stampOf(info fs.FileInfo) fileStamp {
 	if !ok {
 		return fileStamp{}
 	}
+	return stampOfStat(st)
+}
+
+// stampOfStat returns the stamp of the file st describes.
+func stampOfStat(st *syscall.Stat_t) fileStamp {
 	return fileStamp{dev: st.Dev, ino: st.Ino, size: st.Size, ctime: time.Unix(st.Ctim.Unix()).UnixNano()}
 }
 
