@@ -79,9 +79,7 @@ func (d *dir) OnForget() {
 	k := d.listing
 	d.listing = nil
 	d.listMu.Unlock()
-	if k != nil && time.Since(k.at) < d.fsys.opts.MetaTTL {
-		d.fsys.listings.retain(k)
-	}
+	d.fsys.listings.retain(k)
 	d.node.OnForget()
 }
 

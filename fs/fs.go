@@ -172,7 +172,7 @@ func New(meta Meta, chunks ChunkReader, manifests chunkmap.Fetcher, opts Options
 	if opts.MountTime.IsZero() {
 		opts.MountTime = time.Now()
 	}
-	f := &FS{meta: meta, chunks: chunks, manifests: manifests, opts: opts, inodes: newInodeTable(opts.Root), listings: newListingStore(maxCachedListing)}
+	f := &FS{meta: meta, chunks: chunks, manifests: manifests, opts: opts, inodes: newInodeTable(opts.Root), listings: newListingStore(maxCachedListing, opts.MetaTTL)}
 	f.bg, f.bgCancel = context.WithCancel(context.Background())
 	return f
 }

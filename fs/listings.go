@@ -34,7 +34,9 @@ const listingGens = 4096
 // again, and a look-up of each name asked the filer. A forgotten node's
 // current listing is kept here, up to maxCachedListing entries in all
 // (the least recently kept go first), until the directory's next node
-// takes it back.
+// takes it back or it is older than ttl (-cacheMetaTtlSec), when it could
+// serve nothing more (a node held by the kernel keeps its own listing
+// for a filer that went away).
 //
 // Its methods are safe for concurrent use.
 type listingStore struct {
@@ -46,6 +48,7 @@ type listingStore struct {
 	lru      list.List                // front: the newest
 	entries  int                      // in kept listings
 	capacity int
+	ttl      time.Duration
 }
 
 // keptListing is a directory's complete listing, in the filer's order, as
@@ -60,8 +63,8 @@ type keptListing struct {
 	sorted bool
 }
 
-func newListingStore(capacity int) *listingStore {
-	return &listingStore{seed: maphash.MakeSeed(), kept: map[string]*list.Element{}, capacity: capacity}
+func newListingStore(capacity int, ttl time.Duration) *listingStore {
+	return &listingStore{seed: maphash.MakeSeed(), kept: map[string]*list.Element{}, capacity: capacity, ttl: ttl}
 }
 
 func (s *listingStore) counter(p string) *atomic.Uint64 {
@@ -140,12 +143,22 @@ func (s *listingStore) retain(k *keptListing) {
 	for s.entries > s.capacity {
 		s.removeLocked(s.lru.Back())
 	}
+	s.expireLocked()
+}
+
+// expireLocked drops the kept listings past ttl, oldest first: those kept
+// before them are older still, bar a listing read long before it was kept.
+func (s *listingStore) expireLocked() {
+	for el := s.lru.Back(); el != nil && time.Since(el.Value.(*keptListing).at) >= s.ttl; el = s.lru.Back() {
+		s.removeLocked(el)
+	}
 }
 
 // take hands the kept listing of p, if there is one, to p's new node.
 func (s *listingStore) take(p string) *keptListing {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.expireLocked()
 	el, ok := s.kept[p]
 	if !ok {
 		return nil

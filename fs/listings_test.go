@@ -25,7 +25,7 @@ func entries(names ...string) []*filerpb.Entry {
 // TestListingStore: a kept listing goes back to the directory's next node
 // only while no event touched the directory, within the store's bound.
 func TestListingStore(t *testing.T) {
-	s := newListingStore(5)
+	s := newListingStore(5, time.Hour)
 	keep := func(p string, names ...string) *keptListing {
 		k := newKept(p, entries(names...), s.gen(p))
 		s.retain(k)
@@ -62,6 +62,10 @@ func TestListingStore(t *testing.T) {
 	keep("/r", "x")
 	s.treeChanged("/")
 	assert.Nil(t, s.take("/r"), "beneath the root")
+
+	k = keep("/old", "x")
+	k.at = time.Now().Add(-2 * time.Hour)
+	assert.Nil(t, s.take("/old"), "past the ttl")
 }
 
 // TestKeptListingFind: a sorted listing tells which names exist; one out of
