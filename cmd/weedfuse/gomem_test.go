@@ -30,21 +30,24 @@ func TestGoMemoryFor(t *testing.T) {
 func TestLimitFor(t *testing.T) {
 	const mib = 1 << 20
 	for _, tc := range []struct {
-		name        string
-		live, inUse int64
-		percent     int
-		want        int64
+		name              string
+		live, inUse, meta int64
+		percent           int
+		want              int64
 	}{
-		{"small heap: the floor", 20 * mib, 8 * mib, -1, goMemoryLimit},
-		{"a live heap within the floor keeps it", 120 * mib, 30 * mib, -1, goMemoryLimit},
-		{"just past the floor: a quarter", 132 * mib, 10 * mib, -1, 175 * mib},
-		{"a quarter of a large heap", 300 * mib, 12 * mib, -1, 387 * mib},
-		{"the user's GOGC", 300 * mib, 12 * mib, 200, 912 * mib},
-		{"GOGC=25 as off", 300 * mib, 12 * mib, 25, 387 * mib},
+		{"small heap: the floor", 20 * mib, 8 * mib, 0, -1, goMemoryLimit},
+		{"a live heap within the floor keeps it", 120 * mib, 30 * mib, 0, -1, goMemoryLimit},
+		{"metadata within the floor: a quarter of it above", 113 * mib, 10 * mib, 136 * mib, -1, goMemoryLimit + 34*mib},
+		{"request buffers, with few nodes, earn next to nothing", 110 * mib, 10 * mib, 8 * 1400, -1, goMemoryLimit + 2800},
+		{"just past the floor: a quarter", 132 * mib, 10 * mib, 0, -1, 175 * mib},
+		{"past the floor, metadata as the rest", 132 * mib, 10 * mib, 100 * mib, -1, 175 * mib},
+		{"a quarter of a large heap", 300 * mib, 12 * mib, 0, -1, 387 * mib},
+		{"the user's GOGC", 300 * mib, 12 * mib, 0, 200, 912 * mib},
+		{"GOGC=25 as off", 300 * mib, 12 * mib, 0, 25, 387 * mib},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := limitFor(goMemoryLimit, tc.live, tc.inUse, tc.percent); got != tc.want {
-				t.Errorf("limitFor(%d MiB, %d MiB, %d) = %d MiB, want %d MiB", tc.live/mib, tc.inUse/mib, tc.percent, got/mib, tc.want/mib)
+			if got := limitFor(goMemoryLimit, tc.live, tc.inUse, tc.meta, tc.percent); got != tc.want {
+				t.Errorf("limitFor(%d MiB, %d MiB, %d MiB, %d) = %d MiB, want %d MiB", tc.live/mib, tc.inUse/mib, tc.meta/mib, tc.percent, got/mib, tc.want/mib)
 			}
 		})
 	}

@@ -72,7 +72,7 @@ func run(cfg *config) error {
 	if cfg.verify != "ranges" && cfg.verify != "strict" {
 		return fmt.Errorf("-verify %q: want ranges or strict", cfg.verify)
 	}
-	tuneGoMemory()
+	memLimit := tuneGoMemory()
 	// The root is owned by the mount point's owner, as weed mount's is.
 	var dirSt syscall.Stat_t
 	if err := syscall.Stat(dir, &dirSt); err != nil {
@@ -188,6 +188,7 @@ func run(cfg *config) error {
 	if err := mx.AddTree(wfs); err != nil {
 		return err
 	}
+	memLimit.countMetadata(wfs.MetadataBytes)
 	name := cfg.volumeName
 	if name == "" { // weed mount's
 		name = strings.Join(splitList(cfg.filer), "+") + ":" + root
