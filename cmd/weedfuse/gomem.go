@@ -122,27 +122,24 @@ const followPercent = 25
 
 // limitFor is the soft limit after a collection that found live bytes of
 // heap and inUse bytes of the runtime's other memory in use (stacks,
-// metadata, the free room in spans of live objects): floor while the live
-// heap is within it, and past it inUse and the live heap plus room for
-// garbage, percent of the live heap (at least limitHeadroom); percent is
-// GOGC where the user set it, followPercent with GOGC off.
+// metadata, the free room in spans of live objects), meta of the heap being
+// the nodes of what the kernel holds: while the live heap is within the
+// floor, the floor plus percent of meta; past it, inUse and the live heap
+// plus room for garbage, percent of the live heap (at least limitHeadroom).
+// percent is GOGC where the user set it, followPercent with GOGC off.
 //
 // The mount keeps a node, its entry and its chunk map for each file the
 // kernel holds, about 1.4 KiB each: a listing of 200,000 entries holds
 // about 300 MiB live. Under a fixed limit of 128 MiB the collector then
 // ran back to back, as much as Go lets a collector at its limit run: 114
-// collections in two passes of `ls -l`. A live heap within the floor keeps
-// the floor, however little room it leaves, since that is the bound the
-// README gives: 64 concurrent readers hold about 100 MiB of FUSE request
-// buffers while they read, and with room above them (a quarter of the live
-// heap, then 16 MiB) their peak RSS went from 393-394 to 410-414 MiB, over
-// the memory tier's bound of 406.
-//
-// Within the floor, metadata (the nodes of what the kernel holds, meta
-// bytes of them) earns room of its own, percent of it: a cold `ls -l` of
-// 100,000 entries holds about 113 MiB live, just under the floor, and the
-// collector then ran 10-14 times back to back, half the mount's CPU. Request
-// buffers, which come and go, earn none, so 64 readers keep the floor.
+// collections in two passes of `ls -l`. A cold `ls -l` of 100,000 entries
+// holds about 113 MiB live, just under the floor, where the collector ran
+// 10-14 times back to back, half the mount's CPU: metadata's room is for
+// that. Other memory within the floor earns none, since the floor is the
+// bound the README gives: 64 concurrent readers hold about 100 MiB of FUSE
+// request buffers while they read, and with room above them (a quarter of
+// the live heap, then 16 MiB) their peak RSS went from 393-394 to 410-414
+// MiB, over the memory tier's bound of 406.
 func limitFor(floor, live, inUse, meta int64, percent int) int64 {
 	if percent <= 0 {
 		percent = followPercent
