@@ -212,14 +212,17 @@ func newDisk(dir string, capacity, bs int64, warn func(string)) (*disk, error) {
 
 // paths are the .sum and .dat paths of a name.
 func (d *disk) paths(name string) (sum, dat string) {
-	p := filepath.Join(d.root, name[:2], name)
-	return p + ".sum", p + ".dat"
+	return d.path(name, ".sum"), d.datPath(name)
 }
 
-// datPath is paths' dat alone, made in one piece: a passthrough open asks
-// for it every time.
-func (d *disk) datPath(name string) string {
-	return d.root + string(filepath.Separator) + name[:2] + string(filepath.Separator) + name + ".dat"
+// datPath is the .dat path of a name alone: a passthrough open asks for it
+// every time.
+func (d *disk) datPath(name string) string { return d.path(name, ".dat") }
+
+// path is the path of a name's file with extension ext, made in one
+// allocation: root is clean, and name is hex.
+func (d *disk) path(name, ext string) string {
+	return d.root + string(filepath.Separator) + name[:2] + string(filepath.Separator) + name + ext
 }
 
 // diskName is the file name of a needle key.
