@@ -52,13 +52,13 @@ func (d *dir) cachedListing() (*keptListing, bool) {
 // staleListing returns the directory's last complete listing, however
 // old, unless an event has changed the directory since: what there is
 // while the filer is down.
-func (d *dir) staleListing() []*filerpb.Entry {
+func (d *dir) staleListing() ([]*filerpb.Entry, uint64) {
 	d.listMu.Lock()
 	defer d.listMu.Unlock()
 	if d.listing == nil || !d.fsys.listings.current(d.path, d.listing.gen) {
-		return nil
+		return nil, 0
 	}
-	return d.listing.entries
+	return d.listing.entries, d.listing.gen
 }
 
 // keepListing stores a complete listing asked for under change counter gen.
@@ -106,6 +106,7 @@ func (d *dir) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 		return nil, syscall.ENOENT
 	}
 	p := d.childPath(name)
+	now := time.Now()
 	var known *gofs.Inode
 	var stale *filerpb.Entry
 	if ch := d.GetChild(name); ch != nil {
@@ -113,6 +114,9 @@ func (d *dir) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 			cached() (*filerpb.Entry, bool)
 		}); ok {
 			e, fresh := n.cached()
+			if e != nil && entryExpired(e, now) {
+				e = nil // gone on the filer, with no event
+			}
 			if e != nil && (fresh || d.fsys.filerDown()) {
 				d.fsys.fillAttr(ch.StableAttr().Ino, p, e, &out.Attr)
 				d.fsys.entryTimeouts(out)
@@ -124,13 +128,14 @@ func (d *dir) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 	if k, ok := d.cachedListing(); ok {
 		// A current listing knows every name: a loader that lists its
 		// dataset and opens the files costs the filer nothing more.
-		if e, known := k.find(name); known {
+		if e, known := k.find(name, now); known {
 			if e == nil {
 				return nil, syscall.ENOENT
 			}
-			return d.child(ctx, name, e, out), 0
+			return d.child(ctx, name, e, out, readMark{k.gen, d.fsys.linkEvents.Load()}), 0
 		}
 	}
+	mark := d.mark()
 	e, err := d.fsys.meta.LookupEntry(ctx, d.path, name)
 	if stale != nil && unavailable(err) {
 		d.fsys.fillAttr(known.StableAttr().Ino, p, stale, &out.Attr)
@@ -140,15 +145,36 @@ func (d *dir) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 	if err != nil {
 		return nil, toErrno("lookup "+p, err)
 	}
-	return d.child(ctx, name, e, out), 0
+	return d.child(ctx, name, e, out, mark), 0
 }
 
-// child returns the inode for entry e named name and fills out.
-func (d *dir) child(ctx context.Context, name string, e *filerpb.Entry, out *fuse.EntryOut) *gofs.Inode {
+// readMark is what an entry read from the filer or a listing is checked
+// against once it is in hand: the directory's change counter and the
+// count of hard-link events, from before the read.
+type readMark struct{ gen, links uint64 }
+
+// mark is d's readMark now.
+func (d *dir) mark() readMark {
+	return readMark{d.fsys.listings.gen(d.path), d.fsys.linkEvents.Load()}
+}
+
+// child returns the inode for entry e named name and fills out. If an
+// event that could concern e came after mark (one in the directory, or,
+// for a hard link, one about any link), e may be older than what the event
+// gave the node: the node then asks the filer at its next use rather than
+// keep e as fresh, and the kernel is told to ask again.
+func (d *dir) child(ctx context.Context, name string, e *filerpb.Entry, out *fuse.EntryOut, mark readMark) *gofs.Inode {
 	p := d.childPath(name)
 	ch := d.fsys.child(ctx, d.EmbeddedInode(), p, e)
 	d.fsys.fillAttr(ch.StableAttr().Ino, p, e, &out.Attr)
 	d.fsys.entryTimeouts(out)
+	if !d.fsys.listings.current(d.path, mark.gen) || len(e.GetHardLinkId()) > 0 && d.fsys.linkEvents.Load() != mark.links {
+		if n, ok := ch.Operations().(interface{ expire() }); ok {
+			n.expire()
+		}
+		out.SetEntryTimeout(0)
+		out.SetAttrTimeout(0)
+	}
 	return ch
 }
 
@@ -195,6 +221,11 @@ type dirStream struct {
 	all    []*filerpb.Entry
 	noKeep bool
 	gen    uint64
+	// links is the count of hard-link events when the stream began
+	// (readMark); kept says the entries come from a listing kept from
+	// before it (the directory's counter was gen then).
+	links uint64
+	kept  bool
 	// err is a failed listing's errno, returned from then on: a listing
 	// cut short must not pass for a complete one.
 	err syscall.Errno
@@ -217,13 +248,13 @@ var (
 )
 
 func newDirStream(d *dir) *dirStream {
-	s := &dirStream{d: d}
+	s := &dirStream{d: d, links: d.fsys.linkEvents.Load()}
 	if k, ok := d.cachedListing(); ok {
-		s.page = k.entries
+		s.page, s.kept, s.gen = k.entries, true, k.gen
 		return s
 	}
-	if l := d.staleListing(); l != nil && d.fsys.filerDown() {
-		s.page = l // see filerDown
+	if l, gen := d.staleListing(); l != nil && d.fsys.filerDown() {
+		s.page, s.kept, s.gen = l, true, gen // see filerDown
 		return s
 	}
 	s.gen = d.fsys.listings.gen(d.path)
@@ -267,7 +298,7 @@ func (s *dirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		if e == nil || errno != 0 {
 			return nil, errno
 		}
-		if !s.d.fsys.served(s.d.path, e.Name) {
+		if !s.d.fsys.served(s.d.path, e.Name) || entryExpired(e, time.Now()) {
 			continue
 		}
 		s.off++
@@ -334,7 +365,7 @@ func (s *dirStream) finish() {
 		}
 		s.all = nil
 	case s.fed == 0 && unavailable(err):
-		if l := s.d.staleListing(); l != nil {
+		if l, _ := s.d.staleListing(); l != nil {
 			// No entry of the filer's handed out yet: the last listing
 			// stands in for it whole.
 			s.page, s.i = l, 0
@@ -346,12 +377,15 @@ func (s *dirStream) finish() {
 	}
 }
 
-// Lookup serves READDIRPLUS from the entry just listed, with no RPC.
+// Lookup serves READDIRPLUS from the entry just listed, with no RPC, but
+// for a hard link's entry from a kept listing while the filer answers:
+// that may predate an event that changed the link under another of its
+// names (see keptListing.find).
 func (s *dirStream) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if s.cur == nil || s.cur.Name != name {
+	if s.cur == nil || s.cur.Name != name || s.kept && len(s.cur.GetHardLinkId()) > 0 && !s.d.fsys.filerDown() {
 		return s.d.Lookup(ctx, name, out)
 	}
-	return s.d.child(ctx, name, s.cur, out), 0
+	return s.d.child(ctx, name, s.cur, out, readMark{s.gen, s.links}), 0
 }
 
 // Seekdir restarts the listing and skips to off; the kernel only seeks

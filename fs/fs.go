@@ -140,6 +140,9 @@ type FS struct {
 	// see passthrough.go.
 	passthrough atomic.Bool
 	watchLagNs  atomic.Int64
+	// linkEvents counts metadata events about hard links, which change a
+	// link's node whichever directory they name (see dir.child).
+	linkEvents atomic.Uint64
 
 	// bg is the context of background work (metadata events, dataset
 	// prefetch); Close cancels it and waits on bgWG.
@@ -269,7 +272,8 @@ func (f *FS) MetadataBytes() int64 { return f.nodes.Load() * nodeCost }
 func (n *node) cached() (*filerpb.Entry, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.entry, time.Since(n.fetched) < n.fsys.metaTTL()
+	now := time.Now()
+	return n.entry, now.Sub(n.fetched) < n.fsys.metaTTL() && !entryExpired(n.entry, now)
 }
 
 // expire makes the next use of the node ask the filer again: its entry was
@@ -412,6 +416,32 @@ func (f *FS) sysMode(e *filerpb.Entry) uint32 {
 	}
 	return syscall.S_IFREG | perm
 }
+
+// entryExpired reports whether e's TTL (-ttl of its writer) has passed
+// at now: the filer then answers for it as for a deleted entry, and
+// removes it, with no metadata event, so a cached entry or listing must
+// stop serving it by itself, as weed mount's metadata cache does. The TTL
+// counts in seconds from the entry's creation, as the filer counts it
+// (weed mount's cache adds it as nanoseconds, which hides such an entry
+// as soon as it is made). An object that an S3 lifecycle rule expires
+// (s3ExpiresKey) is left to the filer, whose rule for it also depends on
+// the bucket's versioning: it is never hidden here.
+func entryExpired(e *filerpb.Entry, now time.Time) bool {
+	a := e.GetAttributes()
+	ttl := a.GetTtlSec()
+	if ttl <= 0 {
+		return false
+	}
+	if _, s3 := e.GetExtended()[s3ExpiresKey]; s3 {
+		return false
+	}
+	return !now.Before(time.Unix(a.GetCrtime()+int64(ttl), 0))
+}
+
+// s3ExpiresKey marks, in an entry's extended attributes, an object whose
+// TTL an S3 lifecycle rule set (SeaweedFS's filer ages those from their
+// mtime, and not at all in a versioned bucket).
+const s3ExpiresKey = "X-Seaweedfs-Expires-S3"
 
 // fileSize is the larger of the recorded size, the chunks' extent and the
 // inline content, as the filer itself computes it.

@@ -98,6 +98,16 @@ func (t *inodeTable) nodeFor(key string, mode uint32, make func(ino uint64) gofs
 	return s.node, true
 }
 
+// nodeByKey returns the node that holds key's number, or nil.
+func (t *inodeTable) nodeByKey(key string) gofs.InodeEmbedder {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s, ok := t.byKey[key]; ok {
+		return s.node
+	}
+	return nil
+}
+
 // forListing returns key's number for a directory entry that no node may
 // hold yet.
 func (t *inodeTable) forListing(key string) uint64 {

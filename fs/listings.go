@@ -114,15 +114,26 @@ func newKept(p string, l []*filerpb.Entry, gen uint64) *keptListing {
 	return &keptListing{path: p, entries: l, at: time.Now(), gen: gen, sorted: sorted}
 }
 
-// find returns the entry named name, and whether the listing can tell
-// (it is sorted): an entry not found in a current listing does not exist.
-func (k *keptListing) find(name string) (*filerpb.Entry, bool) {
+// find returns the entry named name, and whether the listing can tell:
+// an entry not found in a current listing does not exist. It cannot tell
+// when it is not sorted, nor for a hard link, whose entry (its bytes)
+// changes with events in whichever directory holds another of its names:
+// such an entry is asked of the filer. An entry past its TTL is not found
+// (entryExpired).
+func (k *keptListing) find(name string, now time.Time) (*filerpb.Entry, bool) {
 	if !k.sorted {
 		return nil, false
 	}
 	i := sort.Search(len(k.entries), func(i int) bool { return k.entries[i].GetName() >= name })
 	if i < len(k.entries) && k.entries[i].GetName() == name {
-		return k.entries[i], true
+		e := k.entries[i]
+		switch {
+		case len(e.GetHardLinkId()) > 0:
+			return nil, false
+		case entryExpired(e, now):
+			return nil, true
+		}
+		return e, true
 	}
 	return nil, true
 }

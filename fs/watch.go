@@ -156,6 +156,9 @@ func (f *FS) apply(ctx context.Context, ev *filerpb.SubscribeMetadataResponse, n
 	if newDir != oldDir {
 		f.dirChanged(newDir)
 	}
+	if len(oldE.GetHardLinkId()) > 0 || len(newE.GetHardLinkId()) > 0 {
+		f.linkEvents.Add(1)
+	}
 	// A directory deleted, made or moved takes the listings kept by its
 	// path and beneath it along: they would serve a directory made again
 	// there. (Its attributes changing in place change no listing.)
@@ -196,7 +199,17 @@ func (f *FS) apply(ctx context.Context, ev *filerpb.SubscribeMetadataResponse, n
 	if ino == nil || ino.StableAttr().Mode != f.sysMode(newE)&syscall.S_IFMT || !sameKey(ino, inodeKey(p, newE)) {
 		// Unknown to the kernel but for a possible negative dentry, or
 		// now of another type: the kernel must look the name up again.
-		return f.invalidateName(newDir, newE.GetName(), note)
+		if err := f.invalidateName(newDir, newE.GetName(), note); err != nil || len(newE.GetHardLinkId()) == 0 {
+			return err
+		}
+		// A hard link: the kernel may know its node by another of its
+		// names only, which the event does not name. The node is found
+		// by the link, and takes the new entry.
+		emb := f.inodes.nodeByKey(inodeKey(p, newE))
+		if emb == nil || emb.EmbeddedInode().StableAttr().Mode != f.sysMode(newE)&syscall.S_IFMT {
+			return nil
+		}
+		ino = emb.EmbeddedInode()
 	}
 	en, ok := ino.Operations().(interface {
 		setEntry(*filerpb.Entry) *filerpb.Entry
