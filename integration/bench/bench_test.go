@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -144,5 +145,29 @@ func TestSummaryRSS(t *testing.T) {
 	s := summarize(res)
 	if s.rss[weedfuse] != 390 || s.metaRSS[weedfuse] != 700 {
 		t.Errorf("peaks %v and %v, want 390 over the bound's workloads and 700 for metadata", s.rss[weedfuse], s.metaRSS[weedfuse])
+	}
+}
+
+// TestSpaceFor: a run that includes the start workload needs room for weed
+// mount's preallocated 50,000 MiB cache; one that leaves it out, or only
+// holds the cluster, does not.
+func TestSpaceFor(t *testing.T) {
+	for _, tc := range []struct {
+		only string
+		hold bool
+		free int64
+		ok   bool
+	}{
+		{"", false, startSpace, true},
+		{"", false, startSpace - 1, false},
+		{"^start$", false, 10 << 30, false},
+		{"^(dataset|ls2000)$", false, 10 << 30, true},
+		{"", true, 10 << 30, true},
+	} {
+		o := &options{only: regexp.MustCompile(tc.only), hold: tc.hold}
+		err := spaceFor("/tmp", tc.free, o)
+		if (err == nil) != tc.ok {
+			t.Errorf("only %q hold %v free %d: %v", tc.only, tc.hold, tc.free, err)
+		}
 	}
 }

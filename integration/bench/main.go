@@ -103,6 +103,31 @@ func checkPrerequisites() error {
 	return nil
 }
 
+// startSpace is the free space the start workload needs beside the rest:
+// weed mount allocates its whole -cacheCapacityMB=50000 on disk when it
+// mounts (fallocate of its cache volumes), and fails when it cannot (the
+// bench stopped eight minutes in, where the disk had 55 GB free).
+const startSpace = 50000<<20 + 16<<30
+
+// checkSpace fails early when the file system under work cannot hold what
+// the selected workloads write.
+func checkSpace(work string, o *options) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(work, &st); err != nil {
+		return nil // unknown: the run finds out
+	}
+	return spaceFor(filepath.Dir(work), int64(st.Bavail)*st.Bsize, o)
+}
+
+// spaceFor says why free bytes in dir are too few for the run o asks for.
+func spaceFor(dir string, free int64, o *options) error {
+	if o.hold || !o.only.MatchString("start") || free >= startSpace {
+		return nil
+	}
+	return fmt.Errorf("%s has %d MiB free; the start workload needs %d MiB (weed mount allocates its -cacheCapacityMB=50000 at mount, and the data and other caches take the rest): free some, or leave it out with -only",
+		dir, free>>20, int64(startSpace)>>20)
+}
+
 func run() (err error) {
 	o, err := parseOptions()
 	if err != nil {
@@ -118,6 +143,10 @@ func run() (err error) {
 
 	work, err := os.MkdirTemp("", "weedfuse-bench-")
 	if err != nil {
+		return err
+	}
+	if err := checkSpace(work, o); err != nil {
+		os.Remove(work)
 		return err
 	}
 	// Deferred first, so it runs last: after the mounts and the cluster,
