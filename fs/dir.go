@@ -55,7 +55,7 @@ func (d *dir) cachedListing() (*keptListing, bool) {
 func (d *dir) staleListing() ([]*filerpb.Entry, uint64) {
 	d.listMu.Lock()
 	defer d.listMu.Unlock()
-	if d.listing == nil || !d.fsys.listings.current(d.path, d.listing.gen) {
+	if d.listing == nil || !d.fsys.listings.unchanged(d.path, d.listing.gen) {
 		return nil, 0
 	}
 	return d.listing.entries, d.listing.gen

@@ -26,7 +26,8 @@ const listingGens = 4096
 // path stale at once, whichever node or store holds it. So a listing
 // streamed while an event arrived, or one handed between a forgotten node,
 // the store and a new node while an event passed them, is never served as
-// current.
+// current. A break of the metadata stream makes every listing stale for
+// look-ups (broke), but not for serving while the filer is down.
 //
 // Retention: the kernel forgets a directory's node when it drops its
 // dentries (memory pressure, drop_caches between a loader's epochs), and the
@@ -42,6 +43,9 @@ const listingGens = 4096
 type listingStore struct {
 	seed maphash.Seed
 	gens [listingGens]atomic.Uint64
+	// epoch counts the breaks of the metadata stream (broke); it is in
+	// every gen, above any count of a path's events (epochShift).
+	epoch atomic.Uint64
 
 	mu       sync.Mutex
 	kept     map[string]*list.Element // of *keptListing, by path
@@ -71,12 +75,32 @@ func (s *listingStore) counter(p string) *atomic.Uint64 {
 	return &s.gens[maphash.String(s.seed, p)%listingGens]
 }
 
-// gen is the change counter of directory p now: a listing asked for now
-// carries it.
-func (s *listingStore) gen(p string) uint64 { return s.counter(p).Load() }
+// epochShift places the epoch in a gen: 2^40 events of one path would
+// reach it.
+const epochShift = 40
 
-// current says whether a listing of p that carries gen is current.
+// gen is the change counter of directory p now, with the stream's epoch: a
+// listing asked for now carries it.
+func (s *listingStore) gen(p string) uint64 {
+	return s.counter(p).Load() + s.epoch.Load()<<epochShift
+}
+
+// current says whether a listing of p that carries gen is current: no
+// event in p came since, and the metadata stream did not break.
 func (s *listingStore) current(p string, gen uint64) bool { return s.gen(p) == gen }
+
+// unchanged says whether no event in p came since gen, whatever the stream
+// did: such a listing is what there is while the filer is down, but not
+// current once the stream broke.
+func (s *listingStore) unchanged(p string, gen uint64) bool {
+	return s.counter(p).Load() == gen&(1<<epochShift-1)
+}
+
+// broke says the metadata stream broke. Its missed events come again,
+// replayed from the last one seen, only after it is back and counts as up
+// (watched), so no listing from before may pass for current meanwhile;
+// they stay kept for a filer that went away (dir.staleListing).
+func (s *listingStore) broke() { s.epoch.Add(1) }
 
 // changed makes every listing of directory p stale.
 func (s *listingStore) changed(p string) {
@@ -138,10 +162,11 @@ func (k *keptListing) find(name string, now time.Time) (*filerpb.Entry, bool) {
 	return nil, true
 }
 
-// retain keeps k, the listing of a node the kernel forgot, if it is
-// current and small enough.
+// retain keeps k, the listing of a node the kernel forgot, if no event in
+// its directory came since it was listed and it is small enough (one from
+// before a break of the stream is kept for a filer that went away).
 func (s *listingStore) retain(k *keptListing) {
-	if k == nil || len(k.entries) > s.capacity || !s.current(k.path, k.gen) {
+	if k == nil || len(k.entries) > s.capacity || !s.unchanged(k.path, k.gen) {
 		return
 	}
 	s.mu.Lock()

@@ -283,3 +283,34 @@ func TestS3LifecycleEntryLeftToFiler(t *testing.T) {
 	lookupID(t, raw, 1, "d")
 	assert.Equal(t, []string{".", "..", "obj"}, listAll(t, fsys.inodeAt("/d").Operations().(*dir)))
 }
+
+// TestListingAfterStreamBreak: once the metadata stream broke, a listing
+// from before it no longer answers look-ups (its missed events are
+// replayed only after the stream is back), but still stands in for a
+// filer that went away, on its node and after the node was forgotten.
+func TestListingAfterStreamBreak(t *testing.T) {
+	d := testDir(t, &streamMeta{}, Options{MetaTTL: time.Hour}, true)
+	d.keepListing(entries("a", "b"), d.fsys.listings.gen(d.path))
+	_, ok := d.cachedListing()
+	require.True(t, ok)
+	d.fsys.listings.broke()
+	_, ok = d.cachedListing()
+	assert.False(t, ok, "current after the stream broke")
+	l, _ := d.staleListing()
+	assert.Len(t, l, 2, "for a filer that went away")
+
+	d.OnForget()
+	next := &dir{}
+	next.initDir(d.fsys, d.path, d.path, d.entry)
+	_, ok = next.cachedListing()
+	assert.False(t, ok)
+	l, _ = next.staleListing()
+	assert.Len(t, l, 2)
+
+	// A listing asked for before the break is not kept after it.
+	gen := d.fsys.listings.gen(d.path)
+	d.fsys.listings.broke()
+	next.keepListing(entries("c"), gen)
+	l, _ = next.staleListing()
+	assert.Len(t, l, 2)
+}

@@ -106,6 +106,7 @@ func (f *FS) subscribeLoop(ctx context.Context, sub Subscriber, notes chan<- fun
 		}
 		mu.Unlock()
 		f.watched.Store(false)
+		f.listings.broke()
 		if ctx.Err() != nil {
 			return
 		}
