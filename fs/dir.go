@@ -106,7 +106,6 @@ func (d *dir) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 		return nil, syscall.ENOENT
 	}
 	p := d.childPath(name)
-	now := time.Now()
 	var known *gofs.Inode
 	var stale *filerpb.Entry
 	if ch := d.GetChild(name); ch != nil {
@@ -114,9 +113,6 @@ func (d *dir) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 			cached() (*filerpb.Entry, bool)
 		}); ok {
 			e, fresh := n.cached()
-			if e != nil && entryExpired(e, now) {
-				e = nil // gone on the filer, with no event
-			}
 			if e != nil && (fresh || d.fsys.filerDown()) {
 				d.fsys.fillAttr(ch.StableAttr().Ino, p, e, &out.Attr)
 				d.fsys.entryTimeouts(out)
@@ -128,7 +124,7 @@ func (d *dir) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 	if k, ok := d.cachedListing(); ok {
 		// A current listing knows every name: a loader that lists its
 		// dataset and opens the files costs the filer nothing more.
-		if e, known := k.find(name, now); known {
+		if e, known := k.find(name, time.Time{}); known {
 			if e == nil {
 				return nil, syscall.ENOENT
 			}
@@ -298,7 +294,7 @@ func (s *dirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		if e == nil || errno != 0 {
 			return nil, errno
 		}
-		if !s.d.fsys.served(s.d.path, e.Name) || entryExpired(e, time.Now()) {
+		if !s.d.fsys.served(s.d.path, e.Name) || entryExpired(e, time.Time{}) {
 			continue
 		}
 		s.off++

@@ -268,12 +268,17 @@ const nodeCost = 1400
 // request buffers come and go. Safe for concurrent use.
 func (f *FS) MetadataBytes() int64 { return f.nodes.Load() * nodeCost }
 
-// cached returns the node's entry and whether it is still fresh.
+// cached returns the node's entry and whether it is still fresh; no entry
+// once it is past its TTL (entryExpired), which not even a filer that went
+// away stands in for.
 func (n *node) cached() (*filerpb.Entry, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	now := time.Now()
-	return n.entry, now.Sub(n.fetched) < n.fsys.metaTTL() && !entryExpired(n.entry, now)
+	if entryExpired(n.entry, now) {
+		return nil, false
+	}
+	return n.entry, now.Sub(n.fetched) < n.fsys.metaTTL()
 }
 
 // expire makes the next use of the node ask the filer again: its entry was
@@ -425,7 +430,9 @@ func (f *FS) sysMode(e *filerpb.Entry) uint32 {
 // (weed mount's cache adds it as nanoseconds, which hides such an entry
 // as soon as it is made). An object that an S3 lifecycle rule expires
 // (s3ExpiresKey) is left to the filer, whose rule for it also depends on
-// the bucket's versioning: it is never hidden here.
+// the bucket's versioning: it is never hidden here. A zero now stands for
+// the time now, read only for an entry with a TTL (a listing asks for
+// every entry).
 func entryExpired(e *filerpb.Entry, now time.Time) bool {
 	a := e.GetAttributes()
 	ttl := a.GetTtlSec()
@@ -434,6 +441,9 @@ func entryExpired(e *filerpb.Entry, now time.Time) bool {
 	}
 	if _, s3 := e.GetExtended()[s3ExpiresKey]; s3 {
 		return false
+	}
+	if now.IsZero() {
+		now = time.Now()
 	}
 	return !now.Before(time.Unix(a.GetCrtime()+int64(ttl), 0))
 }

@@ -142,8 +142,8 @@ func newKept(p string, l []*filerpb.Entry, gen uint64) *keptListing {
 // an entry not found in a current listing does not exist. It cannot tell
 // when it is not sorted, nor for a hard link, whose entry (its bytes)
 // changes with events in whichever directory holds another of its names:
-// such an entry is asked of the filer. An entry past its TTL is not found
-// (entryExpired).
+// such an entry is asked of the filer. An entry past its TTL at now is not
+// found (entryExpired; a zero now is the time now).
 func (k *keptListing) find(name string, now time.Time) (*filerpb.Entry, bool) {
 	if !k.sorted {
 		return nil, false

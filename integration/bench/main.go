@@ -104,10 +104,10 @@ func checkPrerequisites() error {
 }
 
 // startSpace is the free space the start workload needs beside the rest:
-// weed mount allocates its whole -cacheCapacityMB=50000 on disk when it
-// mounts (fallocate of its cache volumes), and fails when it cannot (the
-// bench stopped eight minutes in, where the disk had 55 GB free).
-const startSpace = 50000<<20 + 16<<30
+// weed mount allocates its whole -cacheCapacityMB (startCacheMB) on disk
+// when it mounts (fallocate of its cache volumes), and fails when it cannot
+// (the bench stopped eight minutes in, where the disk had 55 GB free).
+const startSpace = startCacheMB<<20 + 16<<30
 
 // checkSpace fails early when the file system under work cannot hold what
 // the selected workloads write.
@@ -124,8 +124,8 @@ func spaceFor(dir string, free int64, o *options) error {
 	if o.hold || !o.only.MatchString("start") || free >= startSpace {
 		return nil
 	}
-	return fmt.Errorf("%s has %d MiB free; the start workload needs %d MiB (weed mount allocates its -cacheCapacityMB=50000 at mount, and the data and other caches take the rest): free some, or leave it out with -only",
-		dir, free>>20, int64(startSpace)>>20)
+	return fmt.Errorf("%s has %d MiB free; the start workload needs %d MiB (weed mount allocates its -cacheCapacityMB=%d at mount, and the data and other caches take the rest): free some, or leave it out with -only",
+		dir, free>>20, int64(startSpace)>>20, startCacheMB)
 }
 
 func run() (err error) {

@@ -60,12 +60,16 @@ func remountStep() step {
 	}
 }
 
-// startStep mounts with -cacheCapacityMB=50000, a disk cache size weed
-// mount users set, and reports how long the mount took to serve its root.
+// startCacheMB is the start workload's -cacheCapacityMB: a disk cache size
+// weed mount users set.
+const startCacheMB = 50000
+
+// startStep mounts with -cacheCapacityMB=startCacheMB and reports how long
+// the mount took to serve its root.
 func startStep() step {
 	return step{
 		id:        "start",
-		cacheArgs: []string{"-cacheCapacityMB=50000"},
+		cacheArgs: []string{fmt.Sprintf("-cacheCapacityMB=%d", startCacheMB)},
 		metrics: []metric{{id: "start-50000", label: "mount with -cacheCapacityMB=50000, until the root answers", short: "mount, 50,000 MiB cache",
 			unit: "s", lower: true}},
 		run: func(ctx context.Context, root string, cpu *cpuMeter, x *stepCtx) ([]float64, error) {
