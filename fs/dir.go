@@ -25,11 +25,9 @@ type dir struct {
 	listing *keptListing
 }
 
-// maxCachedListing bounds the listings kept in memory, as weed mount's
-// -cacheDirMaxEntries does: larger directories always stream from the
-// filer. It also bounds the entries of the listings kept for directories
-// the kernel forgot (listingStore).
-const maxCachedListing = 100_000
+// defaultMaxCachedListing is Options.MaxCachedListing's default, weed
+// mount's -cacheDirMaxEntries.
+const defaultMaxCachedListing = 100_000
 
 // initDir readies a new node for directory p, taking back the listing its
 // forgotten predecessor left, if there is one.
@@ -63,7 +61,7 @@ func (d *dir) staleListing() ([]*filerpb.Entry, uint64) {
 
 // keepListing stores a complete listing asked for under change counter gen.
 func (d *dir) keepListing(l []*filerpb.Entry, gen uint64) {
-	if len(l) > maxCachedListing || !d.fsys.watched.Load() || !d.fsys.listings.current(d.path, gen) {
+	if len(l) > d.fsys.opts.MaxCachedListing || !d.fsys.watched.Load() || !d.fsys.listings.current(d.path, gen) {
 		return
 	}
 	k := newKept(d.path, l, gen)
@@ -213,7 +211,7 @@ type dirStream struct {
 	// all collects a listing read from the filer, to be kept once complete
 	// if the directory did not change meanwhile (gen: its change counter
 	// when the stream began) and it is small enough to keep (all is
-	// dropped past maxCachedListing).
+	// dropped past Options.MaxCachedListing).
 	all    []*filerpb.Entry
 	noKeep bool
 	gen    uint64
@@ -337,7 +335,7 @@ func (s *dirStream) next1() (*filerpb.Entry, syscall.Errno) {
 		s.fed += len(got)
 		s.end, s.endErr = end, err
 		if !s.noKeep {
-			if s.all = append(s.all, got...); len(s.all) > maxCachedListing {
+			if s.all = append(s.all, got...); len(s.all) > s.d.fsys.opts.MaxCachedListing {
 				s.all, s.noKeep = nil, true
 			}
 		}

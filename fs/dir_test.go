@@ -224,7 +224,7 @@ func TestListingEnds(t *testing.T) {
 }
 
 // TestListingNotKept: a listing read while the directory changed, or one
-// larger than maxCachedListing, is not kept.
+// larger than Options.MaxCachedListing, is not kept.
 func TestListingNotKept(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -232,7 +232,7 @@ func TestListingNotKept(t *testing.T) {
 		change bool
 	}{
 		{"changed meanwhile", 10, true},
-		{"too large", maxCachedListing + 1, false},
+		{"too large", defaultMaxCachedListing + 1, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			meta := &streamMeta{n: tc.n}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"path"
-	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -32,7 +31,11 @@ type file struct {
 	// most of a listed directory's files are never read through the mount.
 	ra atomic.Pointer[pagecache.Readahead]
 
-	mapMu sync.Mutex
+	// mapMu guards the map fields below. A map is built under it, which
+	// may fetch manifests for up to Options.ManifestTimeout, so it is a
+	// lock that a reader whose request ends (interrupted) stops waiting
+	// for.
+	mapMu ctxMutex
 	// cmap is the chunk map built for the chunk list whose fingerprint is
 	// mapKey; it serves every read until the list changes. mapEntry is the
 	// entry it was last checked against: entries are never changed in
@@ -136,8 +139,10 @@ func fingerprint(e *filerpb.Entry) uint64 {
 // chunkMap returns the map for e's chunk list, built once per list, and
 // e's size.
 func (f *file) chunkMap(ctx context.Context, e *filerpb.Entry) (*chunkmap.Map, int64, error) {
-	f.mapMu.Lock()
-	defer f.mapMu.Unlock()
+	if err := f.mapMu.lock(ctx); err != nil {
+		return nil, 0, fmt.Errorf("chunk map of %s: %w", f.filerPath(), err)
+	}
+	defer f.mapMu.unlock()
 	if f.cmap != nil && f.mapEntry == e {
 		return f.cmap, f.mapSize, nil
 	}
@@ -146,7 +151,13 @@ func (f *file) chunkMap(ctx context.Context, e *filerpb.Entry) (*chunkmap.Map, i
 		f.mapEntry, f.mapSize = e, int64(fileSize(e))
 		return f.cmap, f.mapSize, nil
 	}
-	m, err := chunkmap.Build(ctx, e.GetChunks(), f.fsys.manifests)
+	// A FUSE request's context has no deadline, and the volume reader
+	// bounds only stalls: a server that trickles a manifest would hold
+	// this reader, and every reader of the file behind mapMu, for as long
+	// as the blob lasts.
+	bctx, cancel := context.WithTimeout(ctx, f.fsys.opts.ManifestTimeout)
+	defer cancel()
+	m, err := chunkmap.Build(bctx, e.GetChunks(), f.fsys.manifests)
 	if err != nil {
 		return nil, 0, fmt.Errorf("chunk map of %s: %w", f.filerPath(), err)
 	}

@@ -119,6 +119,29 @@ type Options struct {
 	// Ops, when set, is told of every FUSE operation the tree answers
 	// (see observe.go).
 	Ops OpObserver
+	// MaxCachedListing is weed mount's -cacheDirMaxEntries: a directory
+	// with more entries than this keeps no listing (each listing streams
+	// from the filer, and each name is looked up there); it also bounds
+	// the entries of all listings kept for forgotten directories
+	// (listingStore). Default 100,000, weed mount's (math.MaxInt keeps
+	// every listing, as -cacheDirMaxEntries=0 does).
+	MaxCachedListing int
+	// ForgottenListingTTL is how long the listing of a directory the
+	// kernel forgot is kept for its next node (weed mount's
+	// -dirIdleEvictSec bounds how long it keeps idle directories); at
+	// most, and by default, MetaTTL, after which it could serve nothing.
+	ForgottenListingTTL time.Duration
+	// Quota caps the size df shows, in bytes, as weed mount's
+	// -collectionQuotaMB does (0: the cluster's size).
+	Quota uint64
+	// LogicalSizes has df show data sizes, without replicas and EC parity,
+	// as weed mount's -df.logical does (where the filer sends them).
+	LogicalSizes bool
+	// ManifestTimeout bounds the fetches of a file's chunk manifests when
+	// its chunk map is built, as pagecache's FetchTimeout bounds a chunk's:
+	// a volume server that trickles a manifest holds no reader past it.
+	// Default 1 minute.
+	ManifestTimeout time.Duration
 }
 
 // FS holds what all nodes share.
@@ -177,7 +200,16 @@ func New(meta Meta, chunks ChunkReader, manifests chunkmap.Fetcher, opts Options
 	if opts.MountTime.IsZero() {
 		opts.MountTime = time.Now()
 	}
-	f := &FS{meta: meta, chunks: chunks, manifests: manifests, opts: opts, inodes: newInodeTable(opts.Root), listings: newListingStore(maxCachedListing, opts.MetaTTL)}
+	if opts.MaxCachedListing <= 0 {
+		opts.MaxCachedListing = defaultMaxCachedListing
+	}
+	if opts.ManifestTimeout <= 0 {
+		opts.ManifestTimeout = time.Minute
+	}
+	if opts.ForgottenListingTTL <= 0 || opts.ForgottenListingTTL > opts.MetaTTL {
+		opts.ForgottenListingTTL = opts.MetaTTL
+	}
+	f := &FS{meta: meta, chunks: chunks, manifests: manifests, opts: opts, inodes: newInodeTable(opts.Root), listings: newListingStore(opts.MaxCachedListing, opts.ForgottenListingTTL)}
 	f.bg, f.bgCancel = context.WithCancel(context.Background())
 	return f
 }

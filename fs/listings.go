@@ -33,11 +33,12 @@ const listingGens = 4096
 // dentries (memory pressure, drop_caches between a loader's epochs), and the
 // node's listing went with it: the next listing streamed from the filer
 // again, and a look-up of each name asked the filer. A forgotten node's
-// current listing is kept here, up to maxCachedListing entries in all
-// (the least recently kept go first), until the directory's next node
-// takes it back or it is older than ttl (-cacheMetaTtlSec), when it could
-// serve nothing more (a node held by the kernel keeps its own listing
-// for a filer that went away).
+// current listing is kept here, up to Options.MaxCachedListing entries in
+// all (the least recently kept go first), until the directory's next node
+// takes it back or it is older than ttl (Options.ForgottenListingTTL:
+// -cacheMetaTtlSec, or -dirIdleEvictSec if shorter), past which it could
+// serve nothing more (a node held by the kernel keeps its own listing for a
+// filer that went away).
 //
 // Its methods are safe for concurrent use.
 type listingStore struct {
@@ -200,7 +201,13 @@ func (s *listingStore) take(p string) *keptListing {
 		return nil
 	}
 	s.removeLocked(el)
-	return el.Value.(*keptListing)
+	// expireLocked goes by when listings were kept; a listing kept late
+	// may have been read from the filer long before.
+	k := el.Value.(*keptListing)
+	if time.Since(k.at) > s.ttl {
+		return nil
+	}
+	return k
 }
 
 func (s *listingStore) removeLocked(el *list.Element) {

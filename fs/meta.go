@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"math"
 	"strings"
 	"syscall"
 	"time"
@@ -77,12 +78,22 @@ func (f *FS) filerStatfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 		}
 	}
 	const bsize = 4096
-	total := st.GetTotalSize() / bsize
-	used := min(st.GetUsedSize()/bsize, total)
+	total, used := st.GetTotalSize(), st.GetUsedSize()
+	if f.opts.LogicalSizes && st.GetLogicalTotalSize() > 0 {
+		total, used = st.GetLogicalTotalSize(), st.GetLogicalUsedSize()
+	}
+	// As weed mount: a quota below the space caps it, but never below
+	// what is used.
+	if q := f.opts.Quota; q > 0 && total > q {
+		total = max(q, used)
+	}
 	out.Bsize, out.Frsize = bsize, bsize
-	out.Blocks, out.Bfree, out.Bavail = total, total-used, total-used
-	out.Files = st.GetFileCount() + 1<<20
-	out.Ffree = 1 << 20
+	out.Blocks = total / bsize
+	free := out.Blocks - min(used/bsize, out.Blocks)
+	out.Bfree, out.Bavail = free, free
+	// weed mount's: no bound on files.
+	out.Files = math.MaxInt64
+	out.Ffree = math.MaxInt64 - min(st.GetFileCount(), math.MaxInt64)
 	out.NameLen = 255
 	return 0
 }

@@ -55,8 +55,8 @@ func TestFlags(t *testing.T) {
 		{"bad umask", []string{"-umask=999", "-dir=" + dir}, 1, []string{"-umask"}},
 		{"bad map.uid", []string{"-map.uid=1000", "-dir=" + dir}, 1, []string{"-map.uid", "<local>:<filer>"}},
 		{"bad map.gid", []string{"-map.gid=x:0", "-dir=" + dir}, 1, []string{"-map.gid"}},
-		{"ignored weed mount flags warn", []string{"-filer=127.0.0.1:1", "-dir=" + dir, "-dirAutoCreate", "-collection=x", "-writebackCache", "-chunkSizeLimitMB=8"},
-			1, []string{"-collection is a weed mount flag", "-writebackCache is a weed mount flag", "no filer reachable"}},
+		{"ignored weed mount flags warn", []string{"-filer=127.0.0.1:1", "-dir=" + dir, "-dirAutoCreate", "-concurrentWriters=4", "-writebackCache", "-chunkSizeLimitMB=8"},
+			1, []string{"-concurrentWriters is a weed mount flag", "-writebackCache is a weed mount flag", "no filer reachable"}},
 		{"double dash", []string{"--filer=127.0.0.1:1", "--dir=" + dir, "--dirAutoCreate"}, 1, []string{"127.0.0.1:1"}},
 		{"grpc port form", []string{"-filer=127.0.0.1:1.2", "-dir=" + dir, "-dirAutoCreate"}, 1, []string{"127.0.0.1:2"}},
 	} {

@@ -551,7 +551,12 @@ func (c *Cache) readDirect(ctx context.Context, ch needle.Chunk, off, end, first
 	if from != off || to != end {
 		buf = make([]byte, to-from)
 	}
-	n, err := c.f.Fetch(ctx, needle.Request{Chunk: ch, Off: from, Dsts: [][]byte{buf}, Range: true})
+	// The reader's context (a FUSE request's) has no deadline: like every
+	// other fetch, this one is bounded by FetchTimeout, so that a server
+	// that trickles bytes (never a stall) holds no reader past it.
+	fctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
+	n, err := c.f.Fetch(fctx, needle.Request{Chunk: ch, Off: from, Dsts: [][]byte{buf}, Range: true})
+	cancel()
 	if errors.Is(err, needle.ErrNotServed) {
 		// No step reads ranges (an RDMA-only chain): the blocks are
 		// fetched whole instead.

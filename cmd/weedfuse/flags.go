@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -42,6 +43,18 @@ type config struct {
 	mapUID               string
 	mapGID               string
 
+	// weed mount's flags that shape what df shows and what memory the
+	// mount takes.
+	collection         string
+	replication        string
+	ttlSec             int
+	diskType           string
+	collectionQuotaMB  int
+	dfLogical          bool
+	memoryLimitMB      int
+	cacheDirMaxEntries int
+	dirIdleEvictSec    int
+
 	// weedfuse's own flags.
 	readAheadKB int
 	verifyETag  bool
@@ -66,18 +79,14 @@ type config struct {
 // one-line warning. The value says whether the flag is boolean (takes no
 // argument).
 var ignoredFlags = map[string]bool{
-	"asyncDio": true, "autofs": true, "cacheSymlink": true, "df.logical": true,
+	"asyncDio": true, "autofs": true, "cacheSymlink": true,
 	"dlm": true, "peer.enable": true, "posix.dirNLink": true, "sys.novncache": true,
-	"writebackCache":     true,
-	"cacheDirMaxEntries": false, "cacheDirWrite": false, "chunkSizeLimitMB": false,
-	"collection": false, "collectionQuotaMB": false, "concurrentWriters": false,
-	"cpuprofile": false, "dirIdleEvictSec": false, "disk": false,
-	"fuse.congestionThreshold": false, "localSocket": false,
-	"memoryLimitMB": false, "memprofile": false,
-	"metadataFlushSeconds": false, "peer.advertise": false, "peer.dataCenter": false,
-	"peer.listen": false, "peer.rack": false,
-	"replication": false, "ttl": false, "windows.gid": false, "windows.uid": false,
-	"writeBufferSizeMB": false,
+	"writebackCache": true,
+	"cacheDirWrite":  false, "chunkSizeLimitMB": false, "concurrentWriters": false,
+	"cpuprofile": false, "fuse.congestionThreshold": false, "localSocket": false,
+	"memprofile": false, "metadataFlushSeconds": false, "peer.advertise": false,
+	"peer.dataCenter": false, "peer.listen": false, "peer.rack": false,
+	"windows.gid": false, "windows.uid": false, "writeBufferSizeMB": false,
 }
 
 // ignored is a flag.Value that warns once when set.
@@ -119,20 +128,29 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.cacheDir, "cacheDir", os.TempDir(), "local cache directory for file chunks")
 	fs.IntVar(&c.readerCacheSizeMB, "readerCacheSizeMB", 256, "memory budget in MiB for cached and in-flight chunk blocks across all files")
 	fs.IntVar(&c.cacheMetaTTLSec, "cacheMetaTtlSec", 60, "metadata cache validity seconds")
-	fs.BoolVar(&c.nonempty, "nonempty", false, "allow mounting over a non-empty directory")
+	fs.BoolVar(&c.nonempty, "nonempty", false, "allow mounting over a non-empty directory (weedfuse, as weed mount on Linux, mounts over one either way)")
 	fs.BoolVar(&c.dirAutoCreate, "dirAutoCreate", false, "create the mount directory if it does not exist")
 	fs.BoolVar(&c.debug, "debug", false, "serve profiling data and metrics on localhost:<debug.port>")
 	fs.IntVar(&c.debugPort, "debug.port", 6061, "http port for debugging")
 	fs.BoolVar(&c.debugFuse, "debug.fuse", false, "log raw FUSE requests and responses")
 	fs.DurationVar(&c.readRetryTime, "readRetryTime", 6*time.Second, "maximum read retry wait time")
 	fs.IntVar(&c.maxBackground, "fuse.maxBackground", 128, "FUSE max_background: in-flight asynchronous requests")
-	fs.BoolVar(&c.defaultPermissions, "defaultPermissions", true, "enforce permissions by the operating system")
+	fs.BoolVar(&c.defaultPermissions, "defaultPermissions", true, "enforce permissions by the operating system (weedfuse always lets the kernel check them; weed mount checks them itself when false)")
 	fs.BoolVar(&c.disableXAttr, "disableXAttr", true, "disable xattr (weedfuse's default; -disableXAttr=false serves the xattrs weed mount stores, at two FUSE round trips per file of every ls -l)")
 	fs.StringVar(&c.volumeName, "volumeName", "", "name of the mount shown by mount and df")
 	fs.StringVar(&c.optionsFile, "options", "", "a file of command line options, each line in optionName=optionValue format")
 	fs.BoolVar(&c.includeSystemEntries, "includeSystemEntries", false, "show filer system entries (/topics, /etc) in directory listings and lookups")
 	fs.StringVar(&c.mapUID, "map.uid", "", "map local uid to uid on filer, comma-separated <local_uid>:<filer_uid>")
 	fs.StringVar(&c.mapGID, "map.gid", "", "map local gid to gid on filer, comma-separated <local_gid>:<filer_gid>")
+	fs.StringVar(&c.collection, "collection", "", "collection: df shows its space (weed mount also writes into it)")
+	fs.StringVar(&c.replication, "replication", "", "replication (e.g. 000, 001): sent with df's request, as weed mount sends it")
+	fs.IntVar(&c.ttlSec, "ttl", 0, "file ttl in seconds: sent with df's request, as weed mount sends it")
+	fs.StringVar(&c.diskType, "disk", "", "[hdd|ssd|<tag>] disk type: sent with df's request, as weed mount sends it")
+	fs.IntVar(&c.collectionQuotaMB, "collectionQuotaMB", 0, "quota for the collection: caps the size df shows")
+	fs.BoolVar(&c.dfLogical, "df.logical", false, "report data sizes to df and the quota, instead of the space they occupy with replicas and ec parity")
+	fs.IntVar(&c.memoryLimitMB, "memoryLimitMB", 0, "soft Go runtime memory limit in MiB; 0 preserves GOMEMLIMIT (or weedfuse's own, see README)")
+	fs.IntVar(&c.cacheDirMaxEntries, "cacheDirMaxEntries", 100000, "a directory with more children than this keeps no listing in memory and is read from the filer; 0 keeps every listing")
+	fs.IntVar(&c.dirIdleEvictSec, "dirIdleEvictSec", 600, "seconds a listing of a directory the kernel forgot is kept (at most -cacheMetaTtlSec; 0: -cacheMetaTtlSec)")
 
 	fs.IntVar(&c.readAheadKB, "readAheadKB", 4096, "weedfuse: kernel readahead for the mount (bdi read_ahead_kb); 0 keeps the kernel's")
 	fs.BoolVar(&c.verifyETag, "verifyETag", false, "weedfuse: check every chunk against the filer's e_tag MD5 too (the volume server's CRC32C is always checked; MD5 costs ~1.4 ms of CPU per MiB)")
@@ -176,6 +194,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			return nil, err
 		}
 	}
+	c.dir, c.cacheDir = expandHome(c.dir), expandHome(c.cacheDir)
 	return c, nil
 }
 
@@ -191,20 +210,48 @@ func applyOptionsFile(fs *flag.FlagSet, file string, set map[string]bool) error 
 		if s == "" || strings.HasPrefix(s, "#") {
 			continue
 		}
-		name, value, ok := strings.Cut(s, "=")
-		name = strings.TrimLeft(strings.TrimSpace(name), "-")
-		if !ok {
-			value = "true"
-		}
+		name, value, ok := cutOption(s)
+		name = strings.TrimLeft(name, "-")
 		if set[name] {
 			continue
 		}
-		if fs.Lookup(name) == nil {
+		f := fs.Lookup(name)
+		if f == nil {
 			return fmt.Errorf("-options %s:%d: unknown option %q", file, line, name)
+		}
+		// A boolean with no value ("nonempty", "nonempty=") is set, as
+		// on weed's command line.
+		if b, isBool := f.Value.(interface{ IsBoolFlag() bool }); (!ok || value == "") && isBool && b.IsBoolFlag() {
+			value = "true"
 		}
 		if err := fs.Set(name, strings.TrimSpace(value)); err != nil {
 			return fmt.Errorf("-options %s:%d: %w", file, line, err)
 		}
 	}
 	return sc.Err()
+}
+
+// cutOption splits an -options line as weed's own reader does: the name
+// ends at the first '=', ':' or space, and the value is what follows that
+// one character, trimmed.
+func cutOption(line string) (name, value string, ok bool) {
+	i := strings.IndexAny(line, "=: ")
+	if i < 0 {
+		return line, "", false
+	}
+	return line[:i], strings.TrimSpace(line[i+1:]), true
+}
+
+// expandHome resolves a leading "~" in a path to the user's home, as weed
+// mount does for -dir and -cacheDir (a unit file or a shell that did not
+// expand it otherwise leaves a directory named "~").
+func expandHome(p string) string {
+	if p != "~" && !strings.HasPrefix(p, "~/") {
+		return p
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return p
+	}
+	return filepath.Join(home, p[1:])
 }

@@ -34,9 +34,16 @@ type goMemory struct {
 	limit   int64
 	percent int
 	warm    int
+	// user: the limit is the user's (-memoryLimitMB), which the mount
+	// applies as it is, not the mount's own, which follows metadata.
+	user bool
 }
 
-// goMemoryFor chooses the settings from the environment (getenv).
+// goMemoryFor chooses the settings from weed mount's -memoryLimitMB
+// (limitMB) and the environment (getenv).
+//
+// A -memoryLimitMB above 0 is weed mount's soft limit on the Go runtime:
+// it is taken as a GOMEMLIMIT the user set (below), at GOGC's pace.
 //
 // Unless GOGC or GOMEMLIMIT is set, the collector runs only when the Go
 // runtime's memory reaches goMemoryLimit (GOGC off, under the limit), and
@@ -59,7 +66,10 @@ type goMemory struct {
 // hand the pages back. GOMEMLIMIT alone keeps GOGC's default: with a
 // large limit, or none, a collector that ran only at the limit would let
 // the heap grow without bound.
-func goMemoryFor(getenv func(string) string) goMemory {
+func goMemoryFor(limitMB int, getenv func(string) string) goMemory {
+	if limitMB > 0 {
+		return goMemory{limit: int64(limitMB) << 20, user: true}
+	}
 	if getenv("GOMEMLIMIT") != "" || getenv("GOGC") != "" {
 		m := goMemory{}
 		if getenv("GOMEMLIMIT") == "" {
@@ -70,12 +80,15 @@ func goMemoryFor(getenv func(string) string) goMemory {
 	return goMemory{limit: goMemoryLimit, percent: -1, warm: heapWarm}
 }
 
-// tuneGoMemory applies goMemoryFor's settings. It returns the follower of
-// the mount's own limit, or nil where there is none.
-func tuneGoMemory() *limitFollower {
-	m := goMemoryFor(os.Getenv)
+// tuneGoMemory applies goMemoryFor's settings for -memoryLimitMB=limitMB.
+// It returns the follower of the mount's own limit, or nil where there is
+// none (the limit is the user's, or there is no limit).
+func tuneGoMemory(limitMB int) *limitFollower {
+	m := goMemoryFor(limitMB, os.Getenv)
 	var l *limitFollower
-	if m.limit > 0 {
+	if m.user {
+		debug.SetMemoryLimit(m.limit)
+	} else if m.limit > 0 {
 		// The limit is the mount's own: it follows a live heap past it.
 		debug.SetMemoryLimit(m.limit)
 		l = newLimitFollower(m.limit)

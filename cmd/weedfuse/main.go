@@ -11,10 +11,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served on the -debug port only
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -65,14 +67,17 @@ func run(cfg *config) error {
 	if err != nil {
 		return err
 	}
-	dir, err := prepareMountpoint(cfg)
+	dir, err := prepareMountpoint(cfg, umask)
 	if err != nil {
 		return err
 	}
 	if cfg.verify != "ranges" && cfg.verify != "strict" {
 		return fmt.Errorf("-verify %q: want ranges or strict", cfg.verify)
 	}
-	memLimit := tuneGoMemory()
+	if !cfg.defaultPermissions {
+		slog.Info("-defaultPermissions=false: the kernel still checks permissions (weed mount checks the mode bits itself at open, with the same outcome)")
+	}
+	memLimit := tuneGoMemory(cfg.memoryLimitMB)
 	// The root is owned by the mount point's owner, as weed mount's is.
 	var dirSt syscall.Stat_t
 	if err := syscall.Stat(dir, &dirSt); err != nil {
@@ -107,6 +112,12 @@ func run(cfg *config) error {
 		DataCenter: cfg.dataCenter,
 		PublicURL:  cfg.volumeServerAccess == "publicUrl",
 		ClientName: "weedfuse:" + dir,
+		Space: filer.Space{
+			Collection:  cfg.collection,
+			Replication: cfg.replication,
+			DiskType:    cfg.diskType,
+			TTLSec:      cfg.ttlSec,
+		},
 	})
 	if err != nil {
 		return err
@@ -128,7 +139,7 @@ func run(cfg *config) error {
 
 	httpReader := volume.New(fc, volume.Options{
 		VerifyETag:       cfg.verifyETag,
-		ReadRetryTime:    cfg.readRetryTime,
+		ReadRetryTime:    max(cfg.readRetryTime, time.Second), // weed mount's floor
 		ReadSigningKey:   sec.ReadSigningKey,
 		ReadExpiresAfter: sec.ReadExpiresAfter,
 		TLS:              httpsTLS,
@@ -184,6 +195,13 @@ func run(cfg *config) error {
 		UIDMap:               uidMap,
 		GIDMap:               gidMap,
 		IncludeSystemEntries: cfg.includeSystemEntries,
+		Quota:                uint64(max(cfg.collectionQuotaMB, 0)) << 20,
+		LogicalSizes:         cfg.dfLogical,
+
+		// How much metadata it keeps, as weed mount's flags bound its
+		// own.
+		MaxCachedListing:    maxCachedListing(cfg.cacheDirMaxEntries),
+		ForgottenListingTTL: time.Duration(max(cfg.dirIdleEvictSec, 0)) * time.Second,
 	})
 	if err := mx.AddTree(wfs); err != nil {
 		return err
@@ -194,9 +212,12 @@ func run(cfg *config) error {
 		name = strings.Join(splitList(cfg.filer), "+") + ":" + root
 	}
 	server, err := wfs.Mount(dir, rootEntry, weedfs.MountOptions{
-		Name:               name,
-		AllowOther:         cfg.allowOthers,
-		DefaultPermissions: cfg.defaultPermissions,
+		Name:       name,
+		AllowOther: cfg.allowOthers,
+		// Always: with -defaultPermissions=false weed mount checks the
+		// mode bits itself at open, and a mount that made no check would
+		// let every local user (-allowOthers) read every file.
+		DefaultPermissions: true,
 		MaxBackground:      cfg.maxBackground,
 		Debug:              cfg.debugFuse,
 		// Entries and attributes carry the file system's own timeout,
@@ -259,14 +280,25 @@ func diskCacheDir(cacheDir string, filers []filer.Address) string {
 	return filepath.Join(cacheDir, "weedfuse", hex.EncodeToString(h[:8]))
 }
 
-func prepareMountpoint(cfg *config) (string, error) {
+func prepareMountpoint(cfg *config, umask uint64) (string, error) {
 	dir, err := filepath.Abs(cfg.dir)
 	if err != nil {
 		return "", fmt.Errorf("-dir %q: %w", cfg.dir, err)
 	}
 	st, err := os.Stat(dir)
+	if errors.Is(err, syscall.ENOTCONN) {
+		// A mount whose process died (a crash, a kill -9) is left at dir:
+		// weed mount unmounts it before mounting, so that a restart after
+		// a crash just works. Detached, it goes once nothing uses it.
+		if uerr := detach(dir); uerr != nil {
+			return "", fmt.Errorf("-dir %s: %w; unmounting the dead mount there: %w", dir, err, uerr)
+		}
+		slog.Info("unmounted a dead mount at the mount point", "dir", dir)
+		st, err = os.Stat(dir)
+	}
 	if errors.Is(err, os.ErrNotExist) && cfg.dirAutoCreate {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		// As weed mount makes it: 0777 less -umask.
+		if err := os.MkdirAll(dir, os.FileMode(0o777&^umask)); err != nil {
 			return "", fmt.Errorf("-dir %s: %w", dir, err)
 		}
 		st, err = os.Stat(dir)
@@ -277,17 +309,8 @@ func prepareMountpoint(cfg *config) (string, error) {
 	if !st.IsDir() {
 		return "", fmt.Errorf("-dir %s: not a directory", dir)
 	}
-	if !cfg.nonempty {
-		f, err := os.Open(dir)
-		if err != nil {
-			return "", fmt.Errorf("-dir %s: %w", dir, err)
-		}
-		names, _ := f.Readdirnames(1)
-		f.Close()
-		if len(names) > 0 {
-			return "", fmt.Errorf("-dir %s: not empty (use -nonempty to mount over it)", dir)
-		}
-	}
+	// Like weed mount on Linux, the mount goes over a non-empty directory
+	// with or without -nonempty (fuse3 has no such check).
 	return dir, nil
 }
 
@@ -349,4 +372,32 @@ func startHTTP(cfg *config, metrics http.Handler) httpServers {
 		serve(cfg.metricsAddr, mux)
 	}
 	return out
+}
+
+// maxCachedListing is fs.Options.MaxCachedListing for -cacheDirMaxEntries,
+// whose 0 keeps every listing.
+func maxCachedListing(flag int) int {
+	if flag <= 0 {
+		return math.MaxInt
+	}
+	return flag
+}
+
+// detach lazily unmounts the mount at dir: umount2 as root, fusermount
+// (setuid) as the user who mounted it otherwise, as weed mount does.
+func detach(dir string) error {
+	err := syscall.Unmount(dir, syscall.MNT_DETACH)
+	if err == nil || !errors.Is(err, syscall.EPERM) {
+		return err
+	}
+	for _, bin := range []string{"fusermount3", "fusermount"} {
+		out, ferr := exec.Command(bin, "-u", "-z", dir).CombinedOutput()
+		if ferr == nil {
+			return nil
+		}
+		if !errors.Is(ferr, exec.ErrNotFound) {
+			return fmt.Errorf("%s -u -z: %w: %s", bin, ferr, strings.TrimSpace(string(out)))
+		}
+	}
+	return err
 }

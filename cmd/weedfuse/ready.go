@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -107,15 +108,44 @@ func controlDir() string {
 	return filepath.Join(os.TempDir(), "weedfuse-"+strconv.Itoa(os.Geteuid()))
 }
 
+// controlDirs are the directories a mount's control socket may be in, for
+// a command that looks for it (findMount): controlDir's choice first, then
+// those of a mount run by root or under another environment (systemd sets
+// no XDG_RUNTIME_DIR), since the mount's user need not be the caller.
+func controlDirs() []string {
+	xdg := os.Getenv("XDG_RUNTIME_DIR")
+	if xdg != "" {
+		xdg = filepath.Join(xdg, "weedfuse")
+	}
+	var dirs []string
+	for _, d := range []string{controlDir(), "/run/weedfuse", xdg, filepath.Join(os.TempDir(), "weedfuse-"+strconv.Itoa(os.Geteuid()))} {
+		if d != "" && !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs
+}
+
+// userControlDirs are the directories where a mount run by user uid under
+// a login session (XDG_RUNTIME_DIR, /run/user/UID as systemd-logind makes
+// it) or none keeps its control socket.
+func userControlDirs(uid int) []string {
+	id := strconv.Itoa(uid)
+	return []string{filepath.Join("/run/user", id, "weedfuse"), filepath.Join(os.TempDir(), "weedfuse-"+id)}
+}
+
 // controlSocketPath is where the mount at dir (absolute, clean) serves its
-// metrics: the path escaped into one file name, or its hash when that is
-// too long for a socket address (108 bytes on Linux).
-func controlSocketPath(dir string) string {
-	name := url.PathEscape(dir) + ".sock"
-	p := filepath.Join(controlDir(), name)
+// metrics.
+func controlSocketPath(dir string) string { return controlSocketIn(controlDir(), dir) }
+
+// controlSocketIn is the control socket of the mount at dir in run
+// directory run: the path escaped into one file name, or its hash when
+// that is too long for a socket address (108 bytes on Linux).
+func controlSocketIn(run, dir string) string {
+	p := filepath.Join(run, url.PathEscape(dir)+".sock")
 	if len(p) >= 100 {
 		sum := sha256.Sum256([]byte(dir))
-		p = filepath.Join(controlDir(), hex.EncodeToString(sum[:12])+".sock")
+		p = filepath.Join(run, hex.EncodeToString(sum[:12])+".sock")
 	}
 	return p
 }

@@ -24,18 +24,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// statsCommand is `weedfuse stats DIR`: the counters of the mount at DIR,
-// as rates over each interval, like `juicefs stats`. It reads the mount's
-// /metrics from its control socket (ready.go). On a terminal it redraws one
-// screen in place; otherwise it prints a row per interval, with a header
-// every 20 rows, for logs and pipes.
+// statsCommand is `weedfuse stats PATH`: the counters of the mount that
+// holds PATH, as rates over each interval, like `juicefs stats`. It reads
+// the mount's /metrics from its control socket (findMount). On a terminal
+// it redraws one screen in place; otherwise it prints a row per interval,
+// with a header every 20 rows, for logs and pipes.
 func statsCommand(args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("weedfuse stats", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	interval := fl.Duration("interval", time.Second, "refresh interval")
 	count := fl.Int("count", 0, "stop after this many intervals (0: until interrupted)")
 	fl.Usage = func() {
-		fmt.Fprintln(stderr, "usage: weedfuse stats [-interval=1s] [-count=N] MOUNTPOINT")
+		fmt.Fprintln(stderr, "usage: weedfuse stats [-interval=1s] [-count=N] PATH\n\nPATH is a weedfuse mount point, or a path in the mount.")
 		fl.PrintDefaults()
 	}
 	// Flags may come after the mount point, as in `weedfuse stats /mnt -interval 2s`.
@@ -57,28 +57,31 @@ func statsCommand(args []string, stdout, stderr io.Writer) int {
 		}
 		dir, rest = fl.Arg(0), fl.Args()[1:]
 	}
-	if dir == "" || *interval <= 0 {
+	if dir == "" || *interval <= 0 || *count < 0 {
 		fl.Usage()
 		return 2
 	}
-	abs, err := filepath.Abs(dir)
+	path, err := filepath.Abs(dir)
 	if err != nil {
 		fmt.Fprintln(stderr, "weedfuse stats:", err)
 		return 1
 	}
-	sock := controlSocketPath(abs)
-	if _, err := os.Stat(sock); err != nil {
-		if real, rerr := filepath.EvalSymlinks(abs); rerr == nil && real != abs {
-			sock = controlSocketPath(real)
-		}
+	// A path that does not resolve (a dead mount's) is looked up as given.
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	prev, err := scrape(ctx, sock)
-	if err != nil {
-		fmt.Fprintf(stderr, "weedfuse stats: no weedfuse mount at %s answers (%v)\n", abs, err)
+	m, err := findMount(ctx, path)
+	if errors.Is(err, errNoMount) {
+		fmt.Fprintf(stderr, "weedfuse stats: no weedfuse mount at %s answers\n", path)
 		return 1
 	}
+	if err != nil {
+		fmt.Fprintf(stderr, "weedfuse stats: %s: %v\n", path, err)
+		return 1
+	}
+	prev := m.first
 	tty := isTerminal(stdout)
 	rows := 0
 	for i := 0; *count == 0 || i < *count; i++ {
@@ -87,18 +90,18 @@ func statsCommand(args []string, stdout, stderr io.Writer) int {
 			return 0
 		case <-time.After(*interval):
 		}
-		cur, err := scrape(ctx, sock)
+		cur, err := scrape(ctx, m.sock)
 		if err != nil {
 			if ctx.Err() != nil {
 				return 0
 			}
-			fmt.Fprintf(stderr, "weedfuse stats: %s: %v\n", abs, err)
+			fmt.Fprintf(stderr, "weedfuse stats: %s: %v\n", m.dir, err)
 			return 1
 		}
 		r := rates(prev, cur)
 		prev = cur
 		if tty {
-			fmt.Fprint(stdout, "\x1b[H\x1b[2J"+r.screen(abs, *interval))
+			fmt.Fprint(stdout, "\x1b[H\x1b[2J"+r.screen(m.dir, *interval))
 			continue
 		}
 		if rows%20 == 0 {

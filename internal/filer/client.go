@@ -54,6 +54,16 @@ type Options struct {
 	// TLS, when set, dials the filers' gRPC with it (mutual TLS from
 	// security.toml's [grpc.client] and [grpc] ca); nil dials plaintext.
 	TLS *tls.Config
+	// Space says which volumes Statistics sizes, as weed mount's
+	// -collection, -replication, -ttl and -disk do for df.
+	Space Space
+}
+
+// Space selects the volumes whose space Statistics reports: those of a
+// collection, replication, TTL and disk type ("" and 0: any).
+type Space struct {
+	Collection, Replication, DiskType string
+	TTLSec                            int
 }
 
 // ErrUnavailable is wrapped by the errors of calls that found no filer
@@ -477,12 +487,20 @@ func (c *Client) Invalidate(vid uint32) {
 	c.volMu.Unlock()
 }
 
-// Statistics reports the cluster's total and used bytes and file count.
+// Statistics reports the total and used bytes and the file count of the
+// volumes Options.Space selects.
 func (c *Client) Statistics(ctx context.Context) (*filerpb.StatisticsResponse, error) {
+	req := &filerpb.StatisticsRequest{
+		Collection:  c.opts.Space.Collection,
+		Replication: c.opts.Space.Replication,
+		DiskType:    c.opts.Space.DiskType,
+	}
+	// weed mount asks with its -ttl in seconds, "0s" when it has none.
+	req.Ttl = strconv.Itoa(c.opts.Space.TTLSec) + "s"
 	var resp *filerpb.StatisticsResponse
 	err := c.call(ctx, func(fc filerpb.SeaweedFilerClient) error {
 		var err error
-		resp, err = fc.Statistics(ctx, &filerpb.StatisticsRequest{})
+		resp, err = fc.Statistics(ctx, req)
 		return err
 	})
 	if err != nil {

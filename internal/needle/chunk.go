@@ -51,6 +51,21 @@ func (c Chunk) CheckSize() error {
 	return nil
 }
 
+// ErrBadCipherKey marks a chunk whose CipherKey has a length AES does not
+// take. It is bad metadata, the same for every replica, so it does not
+// wrap ErrCorrupt: no replica is to blame and none is worth a request.
+var ErrBadCipherKey = errors.New("cipher key of a length AES does not take (16, 24 or 32 bytes)")
+
+// CheckCipherKey refuses a chunk whose CipherKey, when set, is not 16, 24
+// or 32 bytes long, before any fetch: no reply could be decrypted with it.
+func (c Chunk) CheckCipherKey() error {
+	switch len(c.CipherKey) {
+	case 0, 16, 24, 32:
+		return nil
+	}
+	return fmt.Errorf("chunk %s has a %d-byte cipher key: %w", c.FileID, len(c.CipherKey), ErrBadCipherKey)
+}
+
 // Key names the decoded bytes of the chunk's needle: the file id, plus what
 // changes how its stored bytes decode (the cipher key and the compression
 // flag). Two entries naming one needle with different keys or flags must

@@ -22,3 +22,21 @@ func TestHugeChunkLimits(t *testing.T) {
 		t.Errorf("CheckSize at the ceiling: %v", err)
 	}
 }
+
+// Only the key lengths AES takes pass, and no key at all.
+func TestCheckCipherKeyLengths(t *testing.T) {
+	for n := range 40 {
+		c := Chunk{FileID: "3,01637037d6", CipherKey: make([]byte, n)}
+		err := c.CheckCipherKey()
+		switch n {
+		case 0, 16, 24, 32:
+			if err != nil {
+				t.Errorf("%d-byte key: %v", n, err)
+			}
+		default:
+			if !errors.Is(err, ErrBadCipherKey) || errors.Is(err, ErrCorrupt) {
+				t.Errorf("%d-byte key: err = %v, want ErrBadCipherKey and not ErrCorrupt", n, err)
+			}
+		}
+	}
+}

@@ -55,6 +55,9 @@ func decodeNeedle(c Chunk, stored []byte, gzipEncoded bool) ([]byte, error) {
 	data := stored
 	encrypted := len(c.CipherKey) > 0
 	if encrypted {
+		if err := c.CheckCipherKey(); err != nil {
+			return nil, fmt.Errorf("decode: %w", err)
+		}
 		plain, err := decrypt(c.CipherKey, stored)
 		if err != nil {
 			return nil, fmt.Errorf("decode chunk %s: decrypt: %w", c.FileID, err)
@@ -80,13 +83,12 @@ func CheckLength(c Chunk, logical []byte) error {
 	return nil
 }
 
-// decrypt opens AES-GCM data sealed with the nonce prepended.
+// decrypt opens AES-GCM data sealed with the nonce prepended. The key's
+// length was checked (Chunk.CheckCipherKey).
 func decrypt(key, sealed []byte) ([]byte, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
-		// A key of the wrong length is bad metadata, not a bad replica,
-		// but no replica can serve it either way.
-		return nil, fmt.Errorf("cipher key: %w: %w", err, ErrCorrupt)
+		return nil, fmt.Errorf("cipher key: %w", err)
 	}
 	gcm, err := cipher.NewGCM(block)
 	if err != nil {

@@ -91,7 +91,6 @@ func TestDecodeCorrupt(t *testing.T) {
 		{"size mismatch", Chunk{Size: int64(len(text)) + 1}, text},
 		{"gcm tag fails", Chunk{Size: int64(len(text)), CipherKey: key, Compressed: true}, flipped},
 		{"wrong key", Chunk{Size: int64(len(text)), CipherKey: needletest.RandomBytes(t, 32), Compressed: true}, sealed},
-		{"bad key length", Chunk{Size: int64(len(text)), CipherKey: []byte("short"), Compressed: true}, sealed},
 		{"sealed too short", Chunk{Size: 1, CipherKey: key}, sealed[:20]},
 		{"gzip truncated", Chunk{Size: int64(len(text)), Compressed: true}, gz[:len(gz)/2]},
 		{"gzip crc", Chunk{Size: int64(len(text)), Compressed: true}, badCRC},
@@ -113,6 +112,18 @@ func TestDecodeCorrupt(t *testing.T) {
 				t.Errorf("error %q does not name the file id", err)
 			}
 		})
+	}
+}
+
+// A cipher key of a length AES does not take is bad metadata, not a bad
+// copy: it is refused as such, and no replica is blamed for it.
+func TestDecodeBadKeyLengthIsNotCorrupt(t *testing.T) {
+	key := needletest.RandomBytes(t, 32)
+	text := needletest.TextBytes(1000)
+	c := Chunk{FileID: "3,01637037d6", Size: int64(len(text)), CipherKey: key[:5]}
+	_, err := decode(c, needletest.Seal(t, key, text))
+	if !errors.Is(err, ErrBadCipherKey) || errors.Is(err, ErrCorrupt) {
+		t.Errorf("err = %v, want ErrBadCipherKey and not ErrCorrupt", err)
 	}
 }
 

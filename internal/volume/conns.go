@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -35,8 +36,9 @@ import (
 //
 // Deadlines stand in for the context that net/http would watch: a request
 // is abandoned when its stall time passes without a byte, and its context
-// is looked at every pollInterval while it waits, since watching a FUSE
-// request's context costs a goroutine per request.
+// is looked at before each read of the socket and every pollInterval while
+// it waits, since watching a FUSE request's context costs a goroutine per
+// request.
 //
 // It is safe for concurrent use; a connection carries one request at a
 // time, taken from the pool and put back after an answer read to its end.
@@ -58,6 +60,42 @@ type conn struct {
 	br   *bufio.Reader
 	req  []byte    // the request being sent
 	idle time.Time // when it was put back in the pool
+
+	// raw is nc's descriptor, for quiet; nil where nc has none. peek is
+	// made once per connection, and peeked and peekBuf are its result
+	// and buffer, so that quiet allocates nothing.
+	raw     syscall.RawConn
+	peek    func(fd uintptr)
+	peeked  bool
+	peekBuf [1]byte
+}
+
+// newConn wraps a new connection to a volume server.
+func newConn(nc net.Conn) *conn {
+	c := &conn{nc: nc}
+	c.pr.nc = nc
+	c.br = bufio.NewReaderSize(&c.pr, 16<<10)
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	c.peek = func(fd uintptr) {
+		_, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		c.peeked = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+	}
+	return c
+}
+
+// quiet reports whether nothing (no byte, no EOF, no error) has arrived
+// on the idle connection: one recvfrom with MSG_PEEK|MSG_DONTWAIT, which
+// finds an empty socket without waiting and leaves any bytes in place.
+// (RawConn.Control, unlike Read, ignores the read deadline the last
+// request left behind.)
+func (c *conn) quiet() bool {
+	if c.raw == nil {
+		return false
+	}
+	c.peeked = false
+	return c.raw.Control(c.peek) == nil && c.peeked
 }
 
 const (
@@ -117,29 +155,45 @@ func (p *connPool) get(ctx context.Context, addr, path string, hdr [][2]string, 
 	}
 }
 
-// take returns an idle connection to addr, or a new one.
+// take returns an idle connection to addr on which nothing arrived while
+// it was idle, or a new one.
 func (p *connPool) take(ctx context.Context, addr string) (*conn, bool, error) {
+	for c := p.takeIdle(addr); c != nil; c = p.takeIdle(addr) {
+		// A connection that received bytes while idle (an answer sent
+		// twice, by a server or a proxy before it) would hand them to
+		// the next request as its answer: a copy of another needle of the
+		// same size passes its own CRC, so the bytes would be wrong with
+		// no error. One that reached EOF was closed by the server. Either
+		// is closed rather than reused, as net/http does.
+		if c.quiet() {
+			return c, true, nil
+		}
+		c.nc.Close()
+	}
+	nc, err := p.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return newConn(nc), false, nil
+}
+
+// takeIdle removes from the pool and returns the most recently used idle
+// connection to addr that has not been idle for idleTimeout, or nil. It
+// closes the older ones it passes.
+func (p *connPool) takeIdle(addr string) *conn {
 	now := time.Now()
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	for conns := p.idle[addr]; len(conns) > 0; conns = p.idle[addr] {
 		c := conns[len(conns)-1]
 		conns[len(conns)-1] = nil
 		p.idle[addr] = conns[:len(conns)-1]
 		if now.Sub(c.idle) < idleTimeout {
-			p.mu.Unlock()
-			return c, true, nil
+			return c
 		}
 		c.nc.Close()
 	}
-	p.mu.Unlock()
-	nc, err := p.dialer.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, false, err
-	}
-	c := &conn{nc: nc}
-	c.pr.nc = nc
-	c.br = bufio.NewReaderSize(&c.pr, 16<<10)
-	return c, false, nil
+	return nil
 }
 
 // put returns a connection whose answer was read to its end to the pool.
@@ -338,7 +392,7 @@ func printable(s string) bool {
 func isDigit(b byte) bool { return '0' <= b && b <= '9' }
 
 // pollReader reads a connection for one request at a time, in waits of at
-// most pollInterval: between them it looks at the request's context, and
+// most pollInterval: before each it looks at the request's context, and
 // it gives up when its stall time passes without a byte.
 type pollReader struct {
 	nc    net.Conn
@@ -355,6 +409,13 @@ func (p *pollReader) start(ctx context.Context, stall time.Duration) {
 
 func (p *pollReader) Read(b []byte) (int, error) {
 	for {
+		// Looked at on every pass, not only when a wait times out: a
+		// server that sends a byte more often than pollInterval never
+		// lets one time out, and would hold a cancelled request for as
+		// long as its body lasts.
+		if err := p.ctx.Err(); err != nil {
+			return 0, err
+		}
 		now := time.Now()
 		wait := min(pollInterval, p.last.Add(p.stall).Sub(now))
 		if wait <= 0 {
@@ -373,9 +434,6 @@ func (p *pollReader) Read(b []byte) (int, error) {
 			return n, err
 		}
 		if !isTimeout(err) {
-			return 0, err
-		}
-		if err := p.ctx.Err(); err != nil {
 			return 0, err
 		}
 	}

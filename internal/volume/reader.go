@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,8 +108,8 @@ type Reader struct {
 	conns *connPool
 	box   *penaltyBox
 	whole *needle.NeedleCache
-	// flight shares one fetch of a needle, keyed by file id, among the
-	// readers that miss whole at the same time.
+	// flight shares one fetch of a needle among the readers of chunks of
+	// one size that miss whole at the same time (see needle).
 	flight singleflight.Group
 	// decoding bounds the heap that needles read whole into memory (to be
 	// gunzipped or decrypted, or longer than their chunk) hold at once,
@@ -276,6 +277,12 @@ func (r *Reader) fetchWhole(ctx context.Context, c needle.Chunk, off int64, dsts
 		total += len(d)
 	}
 	if err := c.CheckSize(); err != nil {
+		r.failed.Add(1)
+		return 0, fmt.Errorf("read chunk: %w", err)
+	}
+	// A key no replica can decrypt with is refused before any request, so
+	// that no replica is fetched whole and blamed for it.
+	if err := c.CheckCipherKey(); err != nil {
 		r.failed.Add(1)
 		return 0, fmt.Errorf("read chunk: %w", err)
 	}
@@ -508,15 +515,21 @@ var copyBufs = sync.Pool{New: func() any {
 // concurrent reader of the needle. The slice is shared: it must not be
 // written.
 //
-// Cache and flight are keyed by needle.Chunk.Key: the file id and what changes
+// The cache is keyed by needle.Chunk.Key: the file id and what changes
 // how its bytes decode, so that two entries naming one needle with
 // different cipher keys or compression flags never share decoded bytes.
 // Size differs between a chunk and its truncated self, which is why the
-// whole needle is kept and the length is checked for each caller.
+// whole needle is kept and the length is checked for each caller. The
+// flight is keyed by Size too: the shared fetch checks the needle against
+// the Size of the chunk that started it (needle.DecodeVerified), and a
+// chunk that claims more than its needle holds (bad metadata in one
+// file) must not fail, and blame every replica for, a correct read of
+// the same needle through another.
 func (r *Reader) needle(ctx context.Context, vid uint32, c needle.Chunk) ([]byte, error) {
 	data, ok := r.whole.Get(c.Key())
 	for !ok {
-		v, err, _ := r.flight.Do(c.Key(), func() (any, error) {
+		flightKey := c.Key() + "#" + strconv.FormatInt(c.Size, 10)
+		v, err, _ := r.flight.Do(flightKey, func() (any, error) {
 			// The needle's stored and decoded bytes, at most the bound:
 			// a needle larger than it runs alone.
 			cost := min(2*max(c.Size, 1<<20), r.opts.MaxDecodeBytes)
@@ -570,6 +583,10 @@ func (r *Reader) needle(ctx context.Context, vid uint32, c needle.Chunk) ([]byte
 // one returned when it passes. Safe for concurrent use.
 func (r *Reader) ReadNeedleChecked(ctx context.Context, c needle.Chunk, check func([]byte) error) ([]byte, error) {
 	c.Size = 0 // no length to check: the blob is read to its end
+	if err := c.CheckCipherKey(); err != nil {
+		r.failed.Add(1)
+		return nil, fmt.Errorf("read needle: %w", err)
+	}
 	vid, _, _, err := needle.ParseFileID(c.FileID)
 	if err != nil {
 		r.failed.Add(1)

@@ -1,8 +1,9 @@
 // Package needletest makes the needle bytes that tests of fetchers need:
 // random and compressible payloads, gzip, AES-GCM sealing as weed seals a
-// chunk, and a filer's MD5 e_tag. internal/needle's tests and
-// internal/volume's share it, as net/http's tests share httptest. It
-// imports nothing of ours.
+// chunk, and a filer's MD5 e_tag; and a volume server that trickles its
+// answers (Trickler), for the deadlines of every fetch path.
+// internal/needle's tests, internal/volume's, pagecache's and fs's share it,
+// as net/http's tests share httptest. It imports nothing of ours.
 package needletest
 
 import (
