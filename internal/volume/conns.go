@@ -393,18 +393,27 @@ func isDigit(b byte) bool { return '0' <= b && b <= '9' }
 
 // pollReader reads a connection for one request at a time, in waits of at
 // most pollInterval: before each it looks at the request's context, and
-// it gives up when its stall time passes without a byte.
+// it gives up when its stall time passes without progress (progressBytes
+// more).
 type pollReader struct {
 	nc    net.Conn
 	ctx   context.Context
 	stall time.Duration
-	last  time.Time // when the request was sent or bytes last came
+	last  time.Time // when the request was sent or the last progress came
 	got   int64     // bytes received for this request
+	mark  int64     // got at the last progress
 }
+
+// progressBytes is what counts as progress for a stall: not a byte, which
+// a server that trickles its answer (a byte every 200 ms) would send for
+// ever without a stall, but 64 KiB, or the answer's end. A link slower
+// than 64 KiB per StallTimeout (13 KB/s at the default 5 s) is abandoned
+// for the next replica, as a stalled one is.
+const progressBytes = 64 << 10
 
 // start arms the reader for a request made under ctx.
 func (p *pollReader) start(ctx context.Context, stall time.Duration) {
-	p.ctx, p.stall, p.last, p.got = ctx, stall, time.Now(), 0
+	p.ctx, p.stall, p.last, p.got, p.mark = ctx, stall, time.Now(), 0, 0
 }
 
 func (p *pollReader) Read(b []byte) (int, error) {
@@ -427,7 +436,9 @@ func (p *pollReader) Read(b []byte) (int, error) {
 		n, err := p.nc.Read(b)
 		if n > 0 {
 			p.got += int64(n)
-			p.last = time.Now()
+			if p.got-p.mark >= progressBytes {
+				p.mark, p.last = p.got, time.Now()
+			}
 			if isTimeout(err) {
 				err = nil
 			}

@@ -55,3 +55,19 @@ func TestTrickledAnswerEndsWithItsContext(t *testing.T) {
 		})
 	}
 }
+
+// TestTrickledAnswerStallsWithoutADeadline: with no deadline on the
+// context at all (a FUSE request's has none), a server that sends a byte
+// every 50 ms is cut off after StallTimeout, since progress is 64 KiB, not
+// a byte; the same bytes at full speed are read.
+func TestTrickledAnswerStallsWithoutADeadline(t *testing.T) {
+	const size = 4096
+	c := needle.Chunk{FileID: testFID, Size: size}
+	s := needletest.NewTrickler(t, size, 50*time.Millisecond)
+	r := newTestReader(t, newFakeLocator([]string{s.Addr()}), Options{StallTimeout: 300 * time.Millisecond, ReadRetryTime: time.Millisecond})
+	start := time.Now()
+	_, err := readRange(r, context.Background(), c, 0, [][]byte{make([]byte, size)})
+	if d := time.Since(start); err == nil || d > 3*time.Second {
+		t.Errorf("returned %v after %v; want a stall error within a few StallTimeouts", err, d)
+	}
+}

@@ -52,10 +52,11 @@ type Options struct {
 	// Default 6s.
 	ReadRetryTime time.Duration
 	// StallTimeout is how long one request may go without progress (a
-	// connection, response headers, or more body bytes) before it is
-	// abandoned and the next replica tried. It bounds stalls rather than
-	// whole transfers, so large chunks on a slow link still complete.
-	// Default 5s.
+	// connection, response headers, or 64 KiB more of the answer:
+	// progressBytes) before it is abandoned and the next replica tried.
+	// It bounds stalls rather than whole transfers, so large chunks on a
+	// slow link still complete, and a server that trickles its answer
+	// still holds no reader for long. Default 5s.
 	StallTimeout time.Duration
 	// MaxIdleConnsPerHost sizes the keep-alive pool per volume server;
 	// it should cover the reads in flight at once. Default 128.
@@ -817,11 +818,13 @@ type progressReader struct {
 	r       io.Reader
 	stall   *time.Timer
 	timeout time.Duration
+	since   int64 // bytes since the last progress (progressBytes)
 }
 
 func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
-	if n > 0 {
+	if p.since += int64(n); p.since >= progressBytes {
+		p.since = 0
 		p.stall.Reset(p.timeout)
 	}
 	return n, err
