@@ -245,6 +245,9 @@ func TestWarmupLongRun(t *testing.T) {
 		if !strings.Contains(o.String(), "warmed up") {
 			t.Errorf("Ctrl-C: no summary of what was warmed before it (stdout %q)", o.String())
 		}
+		if code := cmd.ProcessState.ExitCode(); code != 130 {
+			t.Errorf("Ctrl-C: exit %d, want 130 (128 + SIGINT, as a shell reports it)", code)
+		}
 	})
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -91,11 +92,22 @@ func warmupMain(args []string, stdout, stderr io.Writer) int {
 	w.report(stdout)
 	switch {
 	case ctx.Err() != nil:
-		return 130
+		return signalExit(ctx)
 	case w.failed.Load() > 0:
 		return 1
 	}
 	return 0
+}
+
+// signalExit is the exit status after ctx, from signal.NotifyContext for
+// SIGINT and SIGTERM, was cancelled: 128 + the signal, as a shell reports
+// a process it killed. NotifyContext's cause names the signal (by its text:
+// the cause's type is unexported).
+func signalExit(ctx context.Context) int {
+	if strings.HasPrefix(context.Cause(ctx).Error(), syscall.SIGTERM.String()) {
+		return 128 + int(syscall.SIGTERM)
+	}
+	return 128 + int(syscall.SIGINT)
 }
 
 // warmupBuf is the size of each read.
