@@ -250,6 +250,10 @@ func (c *conn) get(ctx context.Context, stall time.Duration, addr, path string, 
 	if err != nil {
 		return false, err
 	}
+	// A whole head is progress, as it is on net/http's path: a server that
+	// took its time to answer (a remote tier) gets StallTimeout anew for
+	// its body.
+	c.pr.progressed()
 	if h.code/100 == 3 || h.code/100 == 1 || h.coded || h.length < 0 {
 		return false, errUseHTTP
 	}
@@ -416,6 +420,9 @@ func (p *pollReader) start(ctx context.Context, stall time.Duration) {
 	p.ctx, p.stall, p.last, p.got, p.mark = ctx, stall, time.Now(), 0, 0
 }
 
+// progressed counts what was received so far as progress.
+func (p *pollReader) progressed() { p.mark, p.last = p.got, time.Now() }
+
 func (p *pollReader) Read(b []byte) (int, error) {
 	for {
 		// Looked at on every pass, not only when a wait times out: a
@@ -437,7 +444,7 @@ func (p *pollReader) Read(b []byte) (int, error) {
 		if n > 0 {
 			p.got += int64(n)
 			if p.got-p.mark >= progressBytes {
-				p.mark, p.last = p.got, time.Now()
+				p.progressed()
 			}
 			if isTimeout(err) {
 				err = nil

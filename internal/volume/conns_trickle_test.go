@@ -1,7 +1,12 @@
 package volume
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"fmt"
+	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -69,5 +74,43 @@ func TestTrickledAnswerStallsWithoutADeadline(t *testing.T) {
 	_, err := readRange(r, context.Background(), c, 0, [][]byte{make([]byte, size)})
 	if d := time.Since(start); err == nil || d > 3*time.Second {
 		t.Errorf("returned %v after %v; want a stall error within a few StallTimeouts", err, d)
+	}
+}
+
+// TestSlowHeadThenBodyIsNotAStall: a whole head is progress. A server that
+// takes most of StallTimeout to answer (a needle on a remote tier) and then
+// most of it again to send 128 KiB is read: the body's StallTimeout starts
+// at its head, not at the request.
+func TestSlowHeadThenBodyIsNotAStall(t *testing.T) {
+	const stall = 600 * time.Millisecond
+	body := needletest.RandomBytes(t, 128<<10)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(nc)); err != nil {
+			return
+		}
+		time.Sleep(stall * 2 / 3)
+		fmt.Fprintf(nc, "HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\nContent-Range: bytes 0-%d/%d\r\n\r\n", len(body), len(body)-1, len(body))
+		// The first 64 KiB after most of a stall, the rest at once.
+		time.Sleep(stall * 2 / 3)
+		nc.Write(body)
+	}()
+	r := newTestReader(t, newFakeLocator([]string{ln.Addr().String()}), Options{StallTimeout: stall, ReadRetryTime: time.Millisecond})
+	got := make([]byte, len(body))
+	c := needle.Chunk{FileID: testFID, Size: int64(len(body))}
+	if _, err := readRange(r, context.Background(), c, 0, [][]byte{got}); err != nil {
+		t.Fatalf("a head after 2/3 of StallTimeout and a body 2/3 of it later: %v", err)
+	}
+	if !bytes.Equal(got, body) {
+		t.Error("wrong bytes")
 	}
 }
