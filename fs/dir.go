@@ -122,7 +122,7 @@ func (d *dir) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 	if k, ok := d.cachedListing(); ok {
 		// A current listing knows every name: a loader that lists its
 		// dataset and opens the files costs the filer nothing more.
-		if e, known := k.find(name, time.Time{}); known {
+		if e, known := k.find(name); known {
 			if e == nil {
 				return nil, syscall.ENOENT
 			}

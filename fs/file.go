@@ -32,10 +32,10 @@ type file struct {
 	// most of a listed directory's files are never read through the mount.
 	ra atomic.Pointer[pagecache.Readahead]
 
-	// buildMu is held while a map is built, which may fetch manifests for
-	// up to Options.ManifestTimeout: a lock that a reader whose request
-	// ends (interrupted) stops waiting for. Lock order: buildMu, then
-	// mapMu.
+	// buildMu is held while a map is built, which may fetch manifests
+	// (each fetch bounded by the volume reader's stall rule, the whole by
+	// nothing but their number): a lock that a reader whose request ends
+	// (interrupted) stops waiting for. Lock order: buildMu, then mapMu.
 	buildMu ctxMutex
 	// mapMu guards the map fields below; it is held only to read or set
 	// them (every read takes it: a channel lock here cost random 4 KiB
@@ -155,13 +155,7 @@ func (f *file) chunkMap(ctx context.Context, e *filerpb.Entry) (*chunkmap.Map, i
 	if m, size, ok := f.builtMap(e, &key); ok { // built while this waited
 		return m, size, nil
 	}
-	// A FUSE request's context has no deadline, and the volume reader
-	// bounds only stalls: a server that trickles a manifest would hold
-	// this reader, and every reader of the file behind buildMu, for as
-	// long as the blob lasts.
-	bctx, cancel := context.WithTimeout(ctx, f.fsys.opts.ManifestTimeout)
-	defer cancel()
-	m, err := chunkmap.Build(bctx, e.GetChunks(), f.fsys.manifests)
+	m, err := chunkmap.Build(ctx, e.GetChunks(), f.fsys.manifests)
 	if err != nil {
 		return nil, 0, fmt.Errorf("chunk map of %s: %w", f.filerPath(), err)
 	}

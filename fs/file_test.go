@@ -18,20 +18,20 @@ func (l fixedLocator) Locations(context.Context, uint32) ([]string, error) {
 }
 func (fixedLocator) Invalidate(uint32) {}
 
-// TestTrickledManifestTimesOutAndFreesWaitingReaders: a read of a file
-// whose chunk list holds a manifest builds its chunk map (file.chunkMap),
-// and volume.Reader bounds only stalls, while a FUSE request's context has
-// no deadline. A volume server that sends the manifest blob a byte every
-// 200 ms (below StallTimeout, above connPool's 100 ms poll) would hold the
-// read for as long as the blob lasts (1 MiB: 58 h): the build is bounded
-// by Options.ManifestTimeout instead. Every other reader of the file waits
-// for mapMu meanwhile, and leaves as soon as its own request is
+// TestTrickledManifestEndsAndFreesWaitingReaders: a read of a file whose
+// chunk list holds a manifest builds its chunk map (file.chunkMap) under
+// the FUSE request's context, which has no deadline. A volume server that
+// sends the manifest blob a byte every 200 ms (below StallTimeout by the
+// byte, above connPool's 100 ms poll) would hold the read for as long as
+// the blob lasts (1 MiB: 58 h) were a byte progress; the volume reader's
+// stall rule (64 KiB) cuts it off instead. Every other reader of the file
+// waits for the build meanwhile, and leaves as soon as its own request is
 // interrupted (its context cancelled).
-func TestTrickledManifestTimesOutAndFreesWaitingReaders(t *testing.T) {
+func TestTrickledManifestEndsAndFreesWaitingReaders(t *testing.T) {
 	srv := needletest.NewTrickler(t, 1<<20, 200*time.Millisecond)
 	r := volume.New(fixedLocator{srv.Addr()}, volume.Options{StallTimeout: 500 * time.Millisecond, ReadRetryTime: time.Millisecond})
 	defer r.Close()
-	fsys := New(newFilerMap(), forgetful{}, r, Options{ManifestTimeout: time.Second})
+	fsys := New(newFilerMap(), forgetful{}, r, Options{})
 	defer fsys.Close()
 
 	e := &filerpb.Entry{Name: "f", Attributes: &filerpb.FuseAttributes{FileSize: 100},

@@ -137,11 +137,6 @@ type Options struct {
 	// LogicalSizes has df show data sizes, without replicas and EC parity,
 	// as weed mount's -df.logical does (where the filer sends them).
 	LogicalSizes bool
-	// ManifestTimeout bounds the fetches of a file's chunk manifests when
-	// its chunk map is built, as pagecache's FetchTimeout bounds a chunk's:
-	// a volume server that trickles a manifest holds no reader past it.
-	// Default 1 minute.
-	ManifestTimeout time.Duration
 }
 
 // FS holds what all nodes share.
@@ -202,9 +197,6 @@ func New(meta Meta, chunks ChunkReader, manifests chunkmap.Fetcher, opts Options
 	}
 	if opts.MaxCachedListing <= 0 {
 		opts.MaxCachedListing = defaultMaxCachedListing
-	}
-	if opts.ManifestTimeout <= 0 {
-		opts.ManifestTimeout = time.Minute
 	}
 	if opts.ForgottenListingTTL <= 0 || opts.ForgottenListingTTL > opts.MetaTTL {
 		opts.ForgottenListingTTL = opts.MetaTTL

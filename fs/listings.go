@@ -143,9 +143,9 @@ func newKept(p string, l []*filerpb.Entry, gen uint64) *keptListing {
 // an entry not found in a current listing does not exist. It cannot tell
 // when it is not sorted, nor for a hard link, whose entry (its bytes)
 // changes with events in whichever directory holds another of its names:
-// such an entry is asked of the filer. An entry past its TTL at now is not
-// found (entryExpired; a zero now is the time now).
-func (k *keptListing) find(name string, now time.Time) (*filerpb.Entry, bool) {
+// such an entry is asked of the filer. An entry past its TTL is not found
+// (entryExpired).
+func (k *keptListing) find(name string) (*filerpb.Entry, bool) {
 	if !k.sorted {
 		return nil, false
 	}
@@ -155,7 +155,7 @@ func (k *keptListing) find(name string, now time.Time) (*filerpb.Entry, bool) {
 		switch {
 		case len(e.GetHardLinkId()) > 0:
 			return nil, false
-		case entryExpired(e, now):
+		case entryExpired(e, time.Time{}):
 			return nil, true
 		}
 		return e, true

@@ -83,7 +83,7 @@ func TestKeptListingFind(t *testing.T) {
 		{[]string{"b", "a"}, "a", false, false},
 	} {
 		t.Run(fmt.Sprint(tc.names, tc.name), func(t *testing.T) {
-			e, sure := newKept("/d", entries(tc.names...), 0).find(tc.name, time.Now())
+			e, sure := newKept("/d", entries(tc.names...), 0).find(tc.name)
 			assert.Equal(t, tc.sure, sure)
 			assert.Equal(t, tc.found, e != nil)
 			if e != nil {

@@ -284,11 +284,7 @@ func (f *FS) smallFile(ctx context.Context, e *filerpb.Entry) (*chunkmap.Map, in
 	if f.sysMode(e)&syscall.S_IFMT != syscall.S_IFREG {
 		return nil, 0, false
 	}
-	// Under the bound a reader's build has (file.chunkMap): a trickled
-	// manifest would hold a fill slot until unmount.
-	bctx, cancel := context.WithTimeout(ctx, f.opts.ManifestTimeout)
-	defer cancel()
-	m, err := chunkmap.Build(bctx, e.GetChunks(), f.manifests)
+	m, err := chunkmap.Build(ctx, e.GetChunks(), f.manifests)
 	if err != nil {
 		return nil, 0, false
 	}

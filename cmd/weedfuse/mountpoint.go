@@ -34,15 +34,11 @@ type mountRef struct {
 // keeps its socket where others cannot reach it, which is said so.
 func findMount(ctx context.Context, path string) (mountRef, error) {
 	dirs := []string{path}
-	mp, fstype, err := mountPoint(path)
-	if err == nil && mp != path {
-		dirs = append(dirs, mp)
+	mnt, err := mountPoint(path)
+	if err == nil && mnt.dir != path {
+		dirs = append(dirs, mnt.dir)
 	}
-	runs := controlDirs()
-	if uid, ok := mountUser(mp); ok && uid != os.Geteuid() {
-		// The mount's user's own directories, which root may reach.
-		runs = append(runs, userControlDirs(uid)...)
-	}
+	mp, fstype, runs := mnt.dir, mnt.fstype, controlDirs(mnt.owner)
 	var denied string
 	for _, dir := range dirs {
 		for _, run := range runs {
@@ -70,21 +66,29 @@ func findMount(ctx context.Context, path string) (mountRef, error) {
 	return mountRef{}, errNoMount
 }
 
-// mountPoint returns the mount point that holds path (absolute, with its
-// symlinks resolved) and its file system type.
-func mountPoint(path string) (dir, fstype string, err error) {
+// mountEntry is a mount as /proc/self/mountinfo tells it: its mount
+// point, file system type, and the user who made it (a FUSE mount's
+// user_id= option; -1 where there is none).
+type mountEntry struct {
+	dir, fstype string
+	owner       int
+}
+
+// mountPoint returns the mount that holds path (absolute, with its
+// symlinks resolved).
+func mountPoint(path string) (mountEntry, error) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return "", "", fmt.Errorf("mount point of %s: %w", path, err)
+		return mountEntry{owner: -1}, fmt.Errorf("mount point of %s: %w", path, err)
 	}
-	dir, fstype = mountPointIn(string(b), path)
-	return dir, fstype, nil
+	return mountPointIn(string(b), path), nil
 }
 
 // mountPointIn is mountPoint in the text of a mountinfo file: the longest
 // mount point that is path or one of its parents; of mounts stacked on one
 // point, the last, which is the one seen.
-func mountPointIn(mountinfo, path string) (dir, fstype string) {
+func mountPointIn(mountinfo, path string) mountEntry {
+	m := mountEntry{owner: -1}
 	for line := range strings.Lines(mountinfo) {
 		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
 		f := strings.Fields(line)
@@ -100,11 +104,23 @@ func mountPointIn(mountinfo, path string) (dir, fstype string) {
 		}
 		mp := unescapeOctal(f[4])
 		inside := mp == "/" || path == mp || strings.HasPrefix(path, mp+"/")
-		if inside && len(mp) >= len(dir) {
-			dir, fstype = mp, f[sep+1]
+		if inside && len(mp) >= len(m.dir) {
+			m = mountEntry{dir: mp, fstype: f[sep+1], owner: userID(f[len(f)-1])}
 		}
 	}
-	return dir, fstype
+	return m
+}
+
+// userID is the user_id= of a mount's super options, or -1.
+func userID(superopts string) int {
+	for _, opt := range strings.Split(superopts, ",") {
+		if v, ok := strings.CutPrefix(opt, "user_id="); ok {
+			if n, err := strconv.Atoi(v); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
 }
 
 // unescapeOctal undoes mountinfo's escapes of a space, tab, newline and
@@ -125,33 +141,4 @@ func unescapeOctal(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-// mountUser returns the user who mounted the FUSE mount at mp: its
-// user_id= super option in /proc/self/mountinfo.
-func mountUser(mp string) (int, bool) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil || mp == "" {
-		return 0, false
-	}
-	return mountUserIn(string(b), mp)
-}
-
-// mountUserIn is mountUser in the text of a mountinfo file; of mounts
-// stacked on mp, the last.
-func mountUserIn(mountinfo, mp string) (uid int, ok bool) {
-	for line := range strings.Lines(mountinfo) {
-		f := strings.Fields(line)
-		if len(f) < 5 || unescapeOctal(f[4]) != mp {
-			continue
-		}
-		for _, opt := range strings.Split(f[len(f)-1], ",") {
-			if v, found := strings.CutPrefix(opt, "user_id="); found {
-				if n, err := strconv.Atoi(v); err == nil {
-					uid, ok = n, true
-				}
-			}
-		}
-	}
-	return uid, ok
 }

@@ -27,9 +27,9 @@ func TestMountPointIn(t *testing.T) {
 		{"/mnt/my data/f", "/mnt/my data", "fuse.seaweedfs"},
 	}
 	for _, tt := range tests {
-		dir, fstype := mountPointIn(mountinfo, tt.path)
-		assert.Equal(t, tt.dir, dir, tt.path)
-		assert.Equal(t, tt.fstype, fstype, tt.path)
+		m := mountPointIn(mountinfo, tt.path)
+		assert.Equal(t, tt.dir, m.dir, tt.path)
+		assert.Equal(t, tt.fstype, m.fstype, tt.path)
 	}
 }
 
@@ -44,8 +44,9 @@ func TestFindMount(t *testing.T) {
 	t.Setenv("WEEDFUSE_RUN_DIR", t.TempDir())
 	path, err := filepath.EvalSymlinks(t.TempDir())
 	require.NoError(t, err)
-	mnt, _, err := mountPoint(path)
+	m0, err := mountPoint(path)
 	require.NoError(t, err)
+	mnt := m0.dir
 	require.NotEqual(t, path, mnt)
 	ctl, err := serveControl(mnt, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("weedfuse_cache_capacity_bytes{tier=\"disk\"} 1048576\n"))
@@ -64,14 +65,9 @@ func TestFindMount(t *testing.T) {
 
 // The mount's user comes from its user_id= super option, so that root
 // finds the socket of a mount a user runs.
-func TestMountUserIn(t *testing.T) {
+func TestMountOwner(t *testing.T) {
 	info := mountinfo + "44 40 0:39 / /mnt/user rw - fuse.seaweedfs b:8888:/ rw,user_id=1000,group_id=1000\n"
-	uid, ok := mountUserIn(info, "/mnt/user")
-	assert.True(t, ok)
-	assert.Equal(t, 1000, uid)
-	uid, ok = mountUserIn(info, "/mnt/my data")
-	assert.True(t, ok)
-	assert.Equal(t, 0, uid)
-	_, ok = mountUserIn(info, "/mnt")
-	assert.False(t, ok, "tmpfs has no user_id")
+	assert.Equal(t, 1000, mountPointIn(info, "/mnt/user/f").owner)
+	assert.Equal(t, 0, mountPointIn(info, "/mnt/my data").owner)
+	assert.Equal(t, -1, mountPointIn(info, "/mnt").owner, "tmpfs has no user_id")
 }

@@ -105,33 +105,37 @@ func controlDir() string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, "weedfuse")
 	}
-	return filepath.Join(os.TempDir(), "weedfuse-"+strconv.Itoa(os.Geteuid()))
+	return tempControlDir(os.Geteuid())
+}
+
+// tempControlDir is the control directory of user uid where there is no
+// runtime directory.
+func tempControlDir(uid int) string {
+	return filepath.Join(os.TempDir(), "weedfuse-"+strconv.Itoa(uid))
 }
 
 // controlDirs are the directories a mount's control socket may be in, for
 // a command that looks for it (findMount): controlDir's choice first, then
 // those of a mount run by root or under another environment (systemd sets
-// no XDG_RUNTIME_DIR), since the mount's user need not be the caller.
-func controlDirs() []string {
-	xdg := os.Getenv("XDG_RUNTIME_DIR")
-	if xdg != "" {
-		xdg = filepath.Join(xdg, "weedfuse")
+// no XDG_RUNTIME_DIR), since the mount's user need not be the caller; and
+// where owner, the mount's user (-1: not known), is another, that user's
+// (/run/user/UID, as systemd-logind makes a runtime directory), which root
+// may reach.
+func controlDirs(owner int) []string {
+	cands := []string{controlDir(), "/run/weedfuse", "", tempControlDir(os.Geteuid())}
+	if xdg := os.Getenv("XDG_RUNTIME_DIR"); xdg != "" {
+		cands[2] = filepath.Join(xdg, "weedfuse")
+	}
+	if owner >= 0 && owner != os.Geteuid() {
+		cands = append(cands, filepath.Join("/run/user", strconv.Itoa(owner), "weedfuse"), tempControlDir(owner))
 	}
 	var dirs []string
-	for _, d := range []string{controlDir(), "/run/weedfuse", xdg, filepath.Join(os.TempDir(), "weedfuse-"+strconv.Itoa(os.Geteuid()))} {
+	for _, d := range cands {
 		if d != "" && !slices.Contains(dirs, d) {
 			dirs = append(dirs, d)
 		}
 	}
 	return dirs
-}
-
-// userControlDirs are the directories where a mount run by user uid under
-// a login session (XDG_RUNTIME_DIR, /run/user/UID as systemd-logind makes
-// it) or none keeps its control socket.
-func userControlDirs(uid int) []string {
-	id := strconv.Itoa(uid)
-	return []string{filepath.Join("/run/user", id, "weedfuse"), filepath.Join(os.TempDir(), "weedfuse-"+id)}
 }
 
 // controlSocketPath is where the mount at dir (absolute, clean) serves its
