@@ -6,10 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-
-	"github.com/BurntSushi/toml"
 )
 
 // Authentication of the control connection (protocol 3). Before the server
@@ -128,48 +124,18 @@ var errAuth = errors.New("rdma authentication failed")
 // minSecret is the shortest [rdma] key accepted.
 const minSecret = 16
 
-// SecurityFile is the part of SeaweedFS's security.toml that weedrdma and
-// the mount read for RDMA:
+// CheckSecret checks the [rdma] key of security.toml (read with the rest of
+// the file by volume.LoadSecurityTOML, as RDMAKey), which weedrdma and the
+// mounts share:
 //
 //	[rdma]
 //	key = "a long random string shared by every weedrdma and mount"
-type SecurityFile struct {
-	RDMA struct {
-		Key string `toml:"key"`
-	} `toml:"rdma"`
-}
-
-// LoadSecret reads [rdma] key from the security.toml at path. A file
-// without the key is not an error: the secret is then nil. A key shorter
-// than 16 bytes is.
-func LoadSecret(path string) ([]byte, error) {
-	var f SecurityFile
-	if _, err := toml.DecodeFile(path, &f); err != nil {
-		return nil, fmt.Errorf("rdma: %s: %w", path, err)
+//
+// An empty key is no secret and no error; a key shorter than 16 bytes is an
+// error.
+func CheckSecret(key []byte) error {
+	if len(key) > 0 && len(key) < minSecret {
+		return fmt.Errorf("rdma: [rdma] key is %d bytes, want at least %d", len(key), minSecret)
 	}
-	if f.RDMA.Key == "" {
-		return nil, nil
-	}
-	if len(f.RDMA.Key) < minSecret {
-		return nil, fmt.Errorf("rdma: %s: [rdma] key is %d bytes, want at least %d", path, len(f.RDMA.Key), minSecret)
-	}
-	return []byte(f.RDMA.Key), nil
-}
-
-// FindSecurityFile returns the first security.toml where SeaweedFS looks for
-// one (the working directory, ~/.seaweedfs, /usr/local/etc/seaweedfs,
-// /etc/seaweedfs), or "" when there is none.
-func FindSecurityFile() string {
-	dirs := []string{"."}
-	if home, err := os.UserHomeDir(); err == nil {
-		dirs = append(dirs, filepath.Join(home, ".seaweedfs"))
-	}
-	dirs = append(dirs, "/usr/local/etc/seaweedfs", "/etc/seaweedfs")
-	for _, d := range dirs {
-		p := filepath.Join(d, "security.toml")
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
-			return p
-		}
-	}
-	return ""
+	return nil
 }

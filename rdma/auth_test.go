@@ -1,8 +1,6 @@
 package rdma
 
 import (
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -58,29 +56,20 @@ func TestProofs(t *testing.T) {
 	}
 }
 
-func TestLoadSecret(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
+func TestCheckSecret(t *testing.T) {
+	for _, tc := range []struct {
+		key  string
+		fail bool
+	}{
+		{"", false}, // no secret
+		{"short", true},
+		{"0123456789abcde", true}, // 15 bytes
+		{"0123456789abcdef", false},
+		{"0123456789abcdef-secret", false},
+	} {
+		err := CheckSecret([]byte(tc.key))
+		if (err != nil) != tc.fail || (err != nil && !strings.Contains(err.Error(), "at least")) {
+			t.Errorf("CheckSecret(%q) = %v, want failure %v", tc.key, err, tc.fail)
 		}
-		return p
-	}
-	p := write("ok.toml", "[jwt.signing.read]\nkey = \"jwt\"\n\n[rdma]\nkey = \"0123456789abcdef-secret\"\n")
-	if k, err := LoadSecret(p); err != nil || string(k) != "0123456789abcdef-secret" {
-		t.Fatalf("LoadSecret: %q %v", k, err)
-	}
-	if k, err := LoadSecret(write("none.toml", "[jwt.signing]\nkey = \"x\"\n")); err != nil || k != nil {
-		t.Fatalf("no [rdma] key: %q %v", k, err)
-	}
-	if _, err := LoadSecret(write("short.toml", "[rdma]\nkey = \"short\"\n")); err == nil || !strings.Contains(err.Error(), "at least") {
-		t.Fatalf("short key: %v", err)
-	}
-	if _, err := LoadSecret(write("bad.toml", "[rdma\nkey = 1\n")); err == nil {
-		t.Fatal("bad TOML accepted")
-	}
-	if _, err := LoadSecret(filepath.Join(dir, "missing.toml")); err == nil {
-		t.Fatal("missing file accepted")
 	}
 }

@@ -61,15 +61,12 @@ func newVolumeHTTP(addr string, tlsCfg *tls.Config) *volumeHTTP {
 func (v *volumeHTTP) close() { v.hc.CloseIdleConnections() }
 
 func (v *volumeHTTP) request(ctx context.Context, method, fid, jwt string) (*http.Request, error) {
-	// readDeleted=true as the HTTP path (and weed mount) asks: a file being
-	// read may have been overwritten, and its old needles stay readable
-	// until vacuum.
-	req, err := http.NewRequestWithContext(ctx, method, v.base+"/"+fid+"?readDeleted=true", nil)
+	req, err := http.NewRequestWithContext(ctx, method, v.base+needle.GetPath(fid), nil)
 	if err != nil {
 		return nil, err
 	}
-	if jwt != "" {
-		req.Header.Set("Authorization", "Bearer "+jwt)
+	if auth := needle.Bearer(jwt); auth != "" {
+		req.Header.Set("Authorization", auth)
 	}
 	return req, nil
 }
@@ -105,13 +102,8 @@ func (v *volumeHTTP) fetch(ctx context.Context, fid, jwt string, dst []byte) (st
 		return storedNeedle{}, &upstreamError{status: resp.StatusCode, msg: strings.TrimSpace(string(msg))}
 	}
 	var st storedNeedle
-	switch ce := resp.Header.Get("Content-Encoding"); {
-	case ce == "" || strings.EqualFold(ce, "identity"):
-	case strings.EqualFold(ce, "gzip"):
-		st.gzip = true
-	default:
-		// Coded bytes must never pass for needle bytes.
-		return storedNeedle{}, fmt.Errorf("unrequested Content-Encoding %q: %w", ce, errUpstreamCorrupt)
+	if st.gzip, err = needle.ContentGzip(resp.Header.Get("Content-Encoding")); err != nil {
+		return storedNeedle{}, fmt.Errorf("%w: %w", errUpstreamCorrupt, err)
 	}
 	if resp.ContentLength > int64(len(dst)) {
 		return storedNeedle{}, &tooLargeError{size: resp.ContentLength, slot: int64(len(dst))}
@@ -132,9 +124,8 @@ func (v *volumeHTTP) fetch(ctx context.Context, fid, jwt string, dst []byte) (st
 	}
 	st.size, st.crc = n, needle.CRC32C(0, dst[:n])
 	st.sum, st.hasSum = needle.NeedleCRC(resp.Header.Get("ETag"))
-	if st.hasSum && !needle.CRCSumMatches(st.crc, st.sum) {
-		return storedNeedle{}, fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",
-			st.crc, n, resp.Header.Get("ETag"), errUpstreamCorrupt)
+	if _, err := needle.CheckStoredCRC(resp.Header.Get("ETag"), st.crc, n); err != nil {
+		return storedNeedle{}, fmt.Errorf("%w: %w", errUpstreamCorrupt, err)
 	}
 	return st, nil
 }

@@ -23,14 +23,11 @@ func newRDMAClient(cfg *config, fc *filer.Client, sec volume.SecurityConfig) (*r
 	}
 	// The shared secret for weedrdma ([rdma] key) lives in the same
 	// security.toml as the read JWT key.
-	var secret []byte
-	if sec.Path != "" {
-		if secret, err = rdma.LoadSecret(sec.Path); err != nil {
-			return nil, err
-		}
+	if err := rdma.CheckSecret(sec.RDMAKey); err != nil {
+		return nil, err
 	}
 	c, err := rdma.NewClient(rdma.ClientOptions{
-		Secret:        secret,
+		Secret:        sec.RDMAKey,
 		Sidecars:      sidecars,
 		Locator:       fc,
 		MaxConcurrent: cfg.rdmaMaxConcurrent,
@@ -56,8 +53,10 @@ func newRDMAClient(cfg *config, fc *filer.Client, sec volume.SecurityConfig) (*r
 		d := c.Device()
 		auth := "none"
 		switch {
-		case len(secret) > 0:
+		case len(sec.RDMAKey) > 0 && sec.Path != "":
 			auth = "shared secret from " + sec.Path
+		case len(sec.RDMAKey) > 0:
+			auth = "shared secret from the environment"
 		case cfg.rdmaTLSCA != "":
 			auth = "TLS"
 		}

@@ -90,28 +90,31 @@ func main() {
 		}
 		return
 	}
-	secPath := *security
-	if secPath == "" {
-		secPath = rdma.FindSecurityFile()
+	// One reading of security.toml, as the mount's: the first file where
+	// weed looks (or -security's), then the WEED_* environment overrides.
+	var (
+		sec volume.SecurityConfig
+		err error
+	)
+	if *security != "" {
+		sec, err = volume.LoadSecurityFile(*security)
+	} else {
+		sec, err = volume.LoadSecurityTOML()
 	}
-	var secret []byte
-	if secPath != "" {
-		var err error
-		if secret, err = rdma.LoadSecret(secPath); err != nil {
-			fmt.Fprintln(os.Stderr, "weedrdma:", err)
-			os.Exit(1)
-		}
+	if err == nil {
+		err = rdma.CheckSecret(sec.RDMAKey)
 	}
 	var volumeTLS *tls.Config
-	if secPath != "" {
-		sec, err := volume.LoadSecurityFile(secPath)
-		if err == nil {
-			volumeTLS, err = sec.HTTPS.Config()
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "weedrdma:", err)
-			os.Exit(1)
-		}
+	if err == nil {
+		volumeTLS, err = sec.HTTPS.Config()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "weedrdma:", err)
+		os.Exit(1)
+	}
+	secret, secPath := sec.RDMAKey, sec.Path
+	if secPath == "" {
+		secPath = "the environment"
 	}
 	if err := checkExposure(*listen, len(secret) > 0, *tlsCA != "", *insecure); err != nil {
 		fmt.Fprintln(os.Stderr, "weedrdma:", err)

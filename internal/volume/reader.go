@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -767,11 +766,11 @@ func (r *Reader) request(ctx context.Context, addr string, c needle.Chunk, rng s
 	} else {
 		hdr[0] = [2]string{"Range", rng}
 	}
-	if token := SignReadJWT(r.opts.ReadSigningKey, c.FileID, r.opts.ReadExpiresAfter); token != "" {
-		hdr = append(hdr, [2]string{"Authorization", "Bearer " + token})
+	if auth := needle.Bearer(SignReadJWT(r.opts.ReadSigningKey, c.FileID, r.opts.ReadExpiresAfter)); auth != "" {
+		hdr = append(hdr, [2]string{"Authorization", auth})
 	}
 	if r.conns != nil {
-		err := r.conns.get(ctx, addr, needlePath(c.FileID), hdr, handle)
+		err := r.conns.get(ctx, addr, needle.GetPath(c.FileID), hdr, handle)
 		if !errors.Is(err, errUseHTTP) {
 			if err != nil {
 				return fmt.Errorf("read chunk %s from %s: %w", c.FileID, addr, err)
@@ -784,7 +783,7 @@ func (r *Reader) request(ctx context.Context, addr string, c needle.Chunk, rng s
 	defer cancel(nil)
 	stall := time.AfterFunc(r.opts.StallTimeout, func() { cancel(errStalled) })
 	defer stall.Stop()
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, r.scheme+addr+needlePath(c.FileID), nil)
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, r.scheme+addr+needle.GetPath(c.FileID), nil)
 	if err != nil {
 		return fmt.Errorf("read chunk %s from %s: %w", c.FileID, addr, err)
 	}
@@ -804,13 +803,6 @@ func (r *Reader) request(ctx context.Context, addr string, c needle.Chunk, rng s
 		return fmt.Errorf("read chunk %s from %s: %w", c.FileID, addr, err)
 	}
 	return nil
-}
-
-// needlePath is the path and query of a GET of the needle fid. It asks
-// for readDeleted=true, as weed mount does: a file being read may have been
-// overwritten, and its old needles stay readable until vacuum.
-func needlePath(fid string) string {
-	return "/" + fid + "?readDeleted=true"
 }
 
 // progressReader re-arms the stall timer whenever body bytes arrive.
@@ -851,7 +843,7 @@ func (r *Reader) fetch(ctx context.Context, addr string, c needle.Chunk) ([]byte
 // readNeedle reads a 200 answer's whole stored needle, checks it and
 // decodes it to its logical bytes.
 func (r *Reader) readNeedle(c needle.Chunk, resp *http.Response, body io.Reader) ([]byte, error) {
-	gzipEncoded, err := contentGzip(resp)
+	gzipEncoded, err := needle.ContentGzip(resp.Header.Get("Content-Encoding"))
 	if err != nil {
 		return nil, err
 	}
@@ -861,36 +853,11 @@ func (r *Reader) readNeedle(c needle.Chunk, resp *http.Response, body io.Reader)
 	}
 	r.fetches.Add(1)
 	r.fetchedBytes.Add(int64(len(stored)))
-	crcChecked, err := checkCRC(resp, stored)
+	crcChecked, err := needle.CheckStoredCRC(resp.Header.Get("ETag"), needle.CRC32C(0, stored), len(stored))
 	if err != nil {
 		return nil, err
 	}
 	return needle.DecodeVerified(c, stored, gzipEncoded, crcChecked, r.opts.VerifyETag)
-}
-
-// checkCRC checks stored bytes against the answer's ETag, the needle's
-// CRC32C, and reports whether there was one to check.
-func checkCRC(resp *http.Response, stored []byte) (bool, error) {
-	sum, ok := needle.NeedleCRC(resp.Header.Get("ETag"))
-	if ok && !needle.CRCMatches(stored, sum) {
-		return true, fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w",
-			needle.CRC32C(0, stored), len(stored), resp.Header.Get("ETag"), needle.ErrCorrupt)
-	}
-	return ok, nil
-}
-
-// contentGzip reports whether the body is "Content-Encoding: gzip". Any
-// other coding was not asked for, and coded bytes must never pass for
-// needle bytes.
-func contentGzip(resp *http.Response) (bool, error) {
-	switch ce := resp.Header.Get("Content-Encoding"); {
-	case ce == "" || strings.EqualFold(ce, "identity"):
-		return false, nil
-	case strings.EqualFold(ce, "gzip"):
-		return true, nil
-	default:
-		return false, fmt.Errorf("unrequested Content-Encoding %q: %w", ce, needle.ErrCorrupt)
-	}
 }
 
 // readStored reads a whole body of at most limit bytes.

@@ -37,9 +37,13 @@ const (
 	tomlHTTPSInsecure  = "https.client.insecure_skip_verify"
 )
 
+// tomlRDMAKey is weedfuse's own key, the secret weedrdma and the mounts
+// share ([rdma] key; see package rdma).
+const tomlRDMAKey = "rdma.key"
+
 // securityKeys are every key read, each of which the environment may set.
 var securityKeys = []string{
-	tomlReadKey, tomlReadExpires,
+	tomlReadKey, tomlReadExpires, tomlRDMAKey,
 	tomlGRPCCA, tomlGRPCCert, tomlGRPCKey, tomlGRPCClientCert, tomlGRPCClientKey,
 	tomlHTTPSEnabled, tomlHTTPSCert, tomlHTTPSKey, tomlHTTPSCA, tomlHTTPSInsecure,
 }
@@ -60,6 +64,10 @@ type SecurityConfig struct {
 	GRPC GRPCTLS
 	// HTTPS is [https.client], for volume servers (HTTPSClient.Config).
 	HTTPS HTTPSClient
+	// RDMAKey is [rdma] key (WEED_RDMA_KEY in the environment), the
+	// secret weedrdma and the mounts authenticate each other with; empty
+	// when unset. rdma.CheckSecret says whether it is long enough.
+	RDMAKey []byte
 }
 
 // GRPCTLS holds file paths, as weed takes them (relative to the working
@@ -177,6 +185,9 @@ func (cfg *SecurityConfig) setFrom(values map[string]any) error {
 	}
 	if k := str(tomlReadKey); k != "" {
 		cfg.ReadSigningKey = []byte(k)
+	}
+	if k := str(tomlRDMAKey); k != "" {
+		cfg.RDMAKey = []byte(k)
 	}
 	var secs int64
 	switch v := values[tomlReadExpires].(type) {

@@ -158,6 +158,23 @@ func TestLoadSecurityTOMLEnvironment(t *testing.T) {
 	}
 }
 
+// The weedrdma secret ([rdma] key) is read with the rest of the file, and
+// the environment may set it as it may any other key.
+func TestLoadSecurityTOMLRDMAKey(t *testing.T) {
+	dir := writeSecurityTOML(t, "[jwt.signing.read]\nkey = \"jwt\"\n\n[rdma]\nkey = \"0123456789abcdef-file\"\n")
+	cfg, err := LoadSecurityTOMLFrom([]string{dir})
+	if err != nil || string(cfg.RDMAKey) != "0123456789abcdef-file" || string(cfg.ReadSigningKey) != "jwt" {
+		t.Fatalf("from the file: %+v, %v", cfg, err)
+	}
+	t.Setenv("WEED_RDMA_KEY", "0123456789abcdef-env")
+	if cfg, err = LoadSecurityTOMLFrom([]string{dir}); err != nil || string(cfg.RDMAKey) != "0123456789abcdef-env" {
+		t.Fatalf("the environment over the file: %+v, %v", cfg, err)
+	}
+	if cfg, err = LoadSecurityTOMLFrom([]string{t.TempDir()}); err != nil || string(cfg.RDMAKey) != "0123456789abcdef-env" || cfg.Path != "" {
+		t.Fatalf("the environment alone: %+v, %v", cfg, err)
+	}
+}
+
 func TestSecurityTOMLDirs(t *testing.T) {
 	t.Setenv("HOME", "/home/someone")
 	got := strings.Join(SecurityTOMLDirs(), " ")
