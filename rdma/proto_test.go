@@ -143,7 +143,16 @@ func FuzzFrameDecoder(f *testing.F) {
 	f.Add((&readReply{ID: 3, Status: 502, Err: "crc32c differs"}).encode())
 	f.Add((&hello{Version: protoVersion}).encode())
 	f.Add([]byte{frameRequest, 0, 0, 0, 3, 1, 2, 3})
+	f.Add((&authHello{Version: protoVersion, Nonce: [nonceLen]byte{1}}).encode())
+	f.Add((&authChallenge{Version: protoVersion, Status: 403, Err: "no", Mode: authSecret}).encode())
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The auth frames come before the peer has proved anything.
+		if a, err := decodeAuthHello(data); err == nil && !bytes.Equal(a.encode(), data) {
+			t.Fatalf("auth hello %+v re-encodes differently", a)
+		}
+		if a, err := decodeAuthChallenge(data); err == nil && !bytes.Equal(a.encode(), data) {
+			t.Fatalf("auth challenge %+v re-encodes differently", a)
+		}
 		if h, err := decodeHello(data); err == nil && !bytes.Equal(h.encode(), data) {
 			t.Fatalf("hello %+v re-encodes differently", h)
 		}
