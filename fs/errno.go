@@ -5,13 +5,11 @@ import (
 	"errors"
 	iofs "io/fs"
 	"log/slog"
-	"net/http"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/weedfuse/weedfuse/internal/logs"
-	"github.com/weedfuse/weedfuse/internal/volume"
 )
 
 // errnoTable is the one mapping from errors to errnos, tried in order; an
@@ -29,11 +27,9 @@ var errnoTable = []struct {
 	{"errno", func(err error) bool { var e syscall.Errno; return errors.As(err, &e) && e != 0 }, 0},
 	{"missing", func(err error) bool { return errors.Is(err, iofs.ErrNotExist) }, syscall.ENOENT},
 	// The filer refused (gRPC PermissionDenied, Unauthenticated), or a
-	// volume server refused the read's JWT.
-	{"refused", func(err error) bool {
-		st := volume.HTTPStatus(err)
-		return errors.Is(err, iofs.ErrPermission) || st == http.StatusUnauthorized || st == http.StatusForbidden
-	}, syscall.EACCES},
+	// volume server refused the read's JWT (HTTP 401, 403): both match
+	// fs.ErrPermission.
+	{"refused", func(err error) bool { return errors.Is(err, iofs.ErrPermission) }, syscall.EACCES},
 }
 
 // toErrno is the one place where errors become errnos (see errnoTable).

@@ -1,13 +1,20 @@
 // Package fs is the FUSE adapter: go-fuse nodes for a read-only tree of
-// SeaweedFS filer entries. It is the only importer of go-fuse. It keeps no
-// policy of its own: entries come from a Meta, bytes from a ChunkReader, the
-// byte-to-chunk mapping from chunkmap. Errors become errnos in one place
-// (errno.go).
+// SeaweedFS filer entries. It is the only importer of go-fuse. Entries come
+// from a Meta, bytes from a ChunkReader, the byte-to-chunk mapping from
+// chunkmap. Errors become errnos in one place (errno.go). What it decides
+// itself is what only the kernel's requests show: a directory's listing
+// kept across the kernel's forgetting of its node (listings.go,
+// listfeed.go), and a loader walking or shuffling a directory's files,
+// whose next files it fetches ahead (prefetch.go, scanlog.go).
 //
 // Invariant: a read returns exactly the requested length unless it reaches
 // end of file; a chunk that delivers fewer bytes than the map says it holds
 // is an error (EIO), never zero-filled, because the kernel would silently
 // zero-fill a short reply.
+//
+// Locks: a file's buildMu is taken before its mapMu (a chunk map's build,
+// then its publication); no other lock of this package is held while
+// another is taken.
 package fs
 
 import (

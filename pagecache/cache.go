@@ -28,6 +28,10 @@
 //   - A demand miss claims the whole chunk's missing blocks where none of
 //     the chunk is held: the fetcher reads the whole needle in any case
 //     (the only way to verify it), and then lands it straight in slots.
+//
+// Locks: Cache.mu is taken before arena.mu (claiming slots for a run of
+// blocks) and before disk.mu (the disk tier's index); arena.mu and disk.mu
+// are leaves, never held while another lock is taken.
 package pagecache
 
 import (

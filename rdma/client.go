@@ -19,7 +19,8 @@ import (
 )
 
 // Locator lists the volume servers (HTTP "host:port") that hold a volume.
-// volume.Locator satisfies it.
+// volume.Locator satisfies it. The client calls it from many fetches at
+// once, so it must be safe for concurrent use.
 type Locator interface {
 	Locations(ctx context.Context, vid uint32) ([]string, error)
 }

@@ -88,4 +88,9 @@
 // Everything that is not verbs-specific (framing, slot allocation, the needle
 // cache, circuit breaker, backoff, sidecar mapping, CRC) is plain Go and is
 // tested in both builds.
+//
+// Locks: a client connection's write lock (clientConn.wmu) is taken before
+// its state lock (clientConn.mu), in the payload functions sendWith runs;
+// Client.closeMu is held for reading across a Fetch, during which
+// Client.mu is taken to find a peer. No lock is taken in the other order.
 package rdma

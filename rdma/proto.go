@@ -372,7 +372,7 @@ func readFrame(r *bufio.Reader) (uint8, []byte, error) {
 	}
 	p := make([]byte, n)
 	if _, err := io.ReadFull(r, p); err != nil {
-		return 0, nil, fmt.Errorf("%w: truncated frame: %v", errProtocol, err)
+		return 0, nil, fmt.Errorf("%w: truncated frame: %w", errProtocol, err)
 	}
 	return h[0], p, nil
 }

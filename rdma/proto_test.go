@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
+	"net"
+	"os"
 	"reflect"
 	"testing"
 )
@@ -131,6 +134,23 @@ func TestProtocolRejects(t *testing.T) {
 		t.Errorf("truncated frame: err %v", err)
 	}
 }
+
+// A read deadline that passes in the middle of a frame stays visible as a
+// net.Error timeout through readFrame's error, so the server counts a peer
+// that stalls mid-frame as idle, as one that stalls between frames.
+func TestReadFrameKeepsTimeout(t *testing.T) {
+	r := bufio.NewReader(io.MultiReader(bytes.NewReader([]byte{frameRequest, 0, 0, 0, 9, 1, 2}), timeoutReader{}))
+	_, _, err := readFrame(r)
+	var ne net.Error
+	if !errors.Is(err, errProtocol) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Errorf("stalled frame: err %v, want errProtocol wrapping a timeout", err)
+	}
+}
+
+// timeoutReader fails every read as a passed read deadline does.
+type timeoutReader struct{}
+
+func (timeoutReader) Read([]byte) (int, error) { return 0, os.ErrDeadlineExceeded }
 
 // FuzzFrameDecoder feeds arbitrary bytes through the frame reader and every
 // payload decoder, as a server or client does with what it receives: garbage

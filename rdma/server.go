@@ -224,7 +224,7 @@ func (s *Server) pickWindows() error {
 	s.mwBounded = bounded
 	switch {
 	case !ok && s.opts.Windows == "mw":
-		return fmt.Errorf("device %s: memory windows do not work: %v", name, err)
+		return fmt.Errorf("device %s: memory windows do not work: %w", name, err)
 	case !ok:
 		logf("weedrdma: device %s: memory windows do not work (%v): replies exposed through per-reply MRs", name, err)
 	case !bounded && s.opts.Windows == "mw":

@@ -249,15 +249,15 @@ func quantile(q float64, prev, cur map[float64]float64) float64 {
 
 // stats are the rates of one interval.
 type stats struct {
-	seconds                   float64
-	readOps, readBytes        float64 // per second, as FUSE saw them
-	httpBytes, rdmaBytes      float64 // per second, fetched
-	hits, misses              float64 // block look-ups per second
-	readP50, readP99          float64 // seconds, FUSE read latency
-	fetchP50, fetchP99        map[string]float64
-	inFlight                  float64
-	fuseErrors, fetchErrors   float64 // per second
-	fallbacks, cacheFetchErrs float64 // per second
+	seconds                 float64
+	readOps, readBytes      float64 // per second, as FUSE saw them
+	httpBytes, rdmaBytes    float64 // per second, fetched
+	hits, misses            float64 // block look-ups per second
+	readP50, readP99        float64 // seconds, FUSE read latency
+	fetchP50, fetchP99      map[string]float64
+	inFlight                float64
+	fuseErrors, fetchErrors float64 // per second
+	fallbacks               float64 // per second
 }
 
 var tiers = []string{"http", "rdma"}

@@ -243,7 +243,7 @@ func (w *warmer) fail(p string, err error) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.clearLine()
+	w.clearLineLocked()
 	fmt.Fprintf(w.stderr, "weedfuse warmup: %s: %v\n", p, err)
 }
 
@@ -271,13 +271,13 @@ func (w *warmer) showProgress() (stop func()) {
 		close(done)
 		wg.Wait()
 		w.mu.Lock()
-		w.clearLine()
+		w.clearLineLocked()
 		w.mu.Unlock()
 	}
 }
 
-// clearLine erases the progress line, if one is on screen; w.mu held.
-func (w *warmer) clearLine() {
+// clearLineLocked erases the progress line, if one is on screen; w.mu held.
+func (w *warmer) clearLineLocked() {
 	if w.shown {
 		fmt.Fprint(w.stderr, "\r\x1b[K")
 		w.shown = false

@@ -3,7 +3,8 @@
 // writes <out>/results.md and <out>/results.png (`make bench`).
 //
 // It needs root (FUSE mounts, dropping the kernel's caches), fio, fuse3 and
-// the weed binary. A run takes about 10 minutes; -quick about 2.
+// the weed binary. A run takes about 25 minutes (and about 65 GB free
+// disk); -quick about 2.
 //
 // -peers also runs every workload on rclone mount, s3fs and JuiceFS over
 // `weed s3` (peers.go; `make bench-deps` installs them), and adds their

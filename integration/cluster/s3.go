@@ -17,18 +17,12 @@ import (
 // files there can be read by S3 clients (rclone, s3fs, JuiceFS) as they
 // are.
 type S3Gateway struct {
-	port      int
-	accessKey string
-	secretKey string
-	p         *proc
+	port int
+	p    *proc
 }
 
 // Endpoint is the gateway's URL, http://127.0.0.1:<port>.
 func (g *S3Gateway) Endpoint() string { return "http://" + hostPort("127.0.0.1", g.port) }
-
-// AccessKey and SecretKey are the one identity the gateway accepts.
-func (g *S3Gateway) AccessKey() string { return g.accessKey }
-func (g *S3Gateway) SecretKey() string { return g.secretKey }
 
 // Pid is the gateway's process id.
 func (g *S3Gateway) Pid() int { return g.p.pid() }
@@ -44,7 +38,7 @@ func (c *Cluster) StartS3(ctx context.Context, accessKey, secretKey string) (*S3
 	if err != nil {
 		return nil, fmt.Errorf("start s3: %w", err)
 	}
-	g := &S3Gateway{port: ports[0], accessKey: accessKey, secretKey: secretKey}
+	g := &S3Gateway{port: ports[0]}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {

@@ -70,9 +70,6 @@ func RangedGet(r *http.Request) bool {
 	return r.Method == http.MethodGet && r.Header.Get("Range") != ""
 }
 
-// WholeGet selects GETs without a Range header: reads of a whole needle.
-func WholeGet(r *http.Request) bool { return r.Method == http.MethodGet && r.Header.Get("Range") == "" }
-
 // Stats counts what the proxy saw since Start or the last ResetStats.
 type Stats struct {
 	// Requests counts every request; Ranged and Whole count the GETs with

@@ -10,7 +10,7 @@
 // Adding a counter to a Stats struct is one line in the table of that
 // struct (tables.go), e.g.
 //
-//	counter("weedfuse_cache_hits_total", helpHits, tier("disk"), func(s pagecache.Stats) uint64 { return s.DiskHits }),
+//	counter("weedfuse_cache_hits_total", helpHits, tier("disk"), func(s pagecache.Stats) uint64 { return s.Disk.Hits }),
 //
 // Samples that share a name must share their help text and label names; the
 // registry refuses the collector otherwise, which TestExposition catches.

@@ -50,7 +50,8 @@ func counters[S any, N number](name, help string, l prometheus.Labels, label str
 func tier(name string) prometheus.Labels { return prometheus.Labels{"tier": name} }
 
 // Statser is anything with counters: the page cache, a fetcher, the rdma
-// server.
+// server. Stats is called on every scrape, concurrently with the work it
+// counts (and with another scrape), so it must be safe for concurrent use.
 type Statser[S any] interface {
 	Stats() S
 }

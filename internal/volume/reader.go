@@ -712,19 +712,6 @@ func jitter(d time.Duration) time.Duration {
 	return d*4/5 + rand.N(d*2/5)
 }
 
-// statusError is a volume server's reply with an unexpected HTTP status.
-type statusError struct {
-	code   int
-	status string
-}
-
-func (e *statusError) Error() string { return "HTTP " + e.status }
-
-// Is makes a 404 match fs.ErrNotExist.
-func (e *statusError) Is(target error) bool {
-	return target == fs.ErrNotExist && e.code == http.StatusNotFound
-}
-
 // isPermanent reports errors that another try of the same replica would
 // repeat and that say nothing about its health: a rejected JWT, a bad
 // request. Timeouts, throttling and 5xx are the replica's trouble, and 404s

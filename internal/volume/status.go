@@ -1,15 +1,27 @@
 package volume
 
-import "errors"
+import (
+	"io/fs"
+	"net/http"
+)
 
-// HTTPStatus returns the HTTP status code of the volume server's reply
-// that err reports, or 0 when err is not about such a reply. It lets the
-// FUSE layer tell a refused read (401, 403: a missing or wrong JWT) from
-// a failed one.
-func HTTPStatus(err error) int {
-	var se *statusError
-	if errors.As(err, &se) {
-		return se.code
+// statusError is a volume server's reply with an unexpected HTTP status.
+type statusError struct {
+	code   int
+	status string
+}
+
+func (e *statusError) Error() string { return "HTTP " + e.status }
+
+// Is makes a 404 match fs.ErrNotExist, and a 401 or 403 (a missing or
+// wrong read JWT) fs.ErrPermission, so that the FUSE layer tells a refused
+// read from a failed one by the error alone.
+func (e *statusError) Is(target error) bool {
+	switch target {
+	case fs.ErrNotExist:
+		return e.code == http.StatusNotFound
+	case fs.ErrPermission:
+		return e.code == http.StatusUnauthorized || e.code == http.StatusForbidden
 	}
-	return 0
+	return false
 }

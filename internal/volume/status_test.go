@@ -3,23 +3,28 @@ package volume
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"testing"
-
-	"github.com/stretchr/testify/assert"
 )
 
-func TestHTTPStatus(t *testing.T) {
+func TestStatusErrorIs(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		err  error
-		want int
+		name             string
+		err              error
+		missing, refused bool
 	}{
-		{"nil", nil, 0},
-		{"other", errors.New("boom"), 0},
-		{"401", &statusError{code: 401, status: "401 Unauthorized"}, 401},
-		{"403 wrapped", fmt.Errorf("read chunk 3,01: %w", &statusError{code: 403, status: "403 Forbidden"}), 403},
-		{"in a join", fmt.Errorf("gave up: %w", errors.Join(errors.New("x"), &statusError{code: 401})), 401},
+		{"401", &statusError{code: 401, status: "401 Unauthorized"}, false, true},
+		{"403 wrapped", fmt.Errorf("read chunk 3,01: %w", &statusError{code: 403, status: "403 Forbidden"}), false, true},
+		{"in a join", fmt.Errorf("gave up: %w", errors.Join(errors.New("x"), &statusError{code: 401})), false, true},
+		{"404", fmt.Errorf("read chunk 3,01: %w", &statusError{code: 404, status: "404 Not Found"}), true, false},
+		{"500", &statusError{code: 500, status: "500 Internal Server Error"}, false, false},
+		{"other", errors.New("boom"), false, false},
 	} {
-		assert.Equal(t, tc.want, HTTPStatus(tc.err), tc.name)
+		if got := errors.Is(tc.err, fs.ErrNotExist); got != tc.missing {
+			t.Errorf("%s: errors.Is(ErrNotExist) = %v, want %v", tc.name, got, tc.missing)
+		}
+		if got := errors.Is(tc.err, fs.ErrPermission); got != tc.refused {
+			t.Errorf("%s: errors.Is(ErrPermission) = %v, want %v", tc.name, got, tc.refused)
+		}
 	}
 }
