@@ -176,6 +176,13 @@ func newDisk(dir string, capacity, bs int64, warn func(string)) (*disk, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("disk cache %s: %w", dir, err)
 	}
+	// Every block read back is checked, but against a table that lies in
+	// the same directory: whoever else may write there can plant a needle
+	// with a table of their own bytes, which the mount would then serve
+	// to every reader as the filer's.
+	if err := CheckPrivateDir(dir); err != nil && !claimEmptyDir(dir) {
+		return nil, err
+	}
 	d := &disk{
 		root: filepath.Clean(dir), capacity: capacity, bs: bs, lru: list.New(),
 		byName: map[string]*list.Element{}, writing: map[string]diskWrite{},
@@ -208,6 +215,64 @@ func newDisk(dir string, capacity, bs int64, warn func(string)) (*disk, error) {
 	d.evictLocked()
 	d.mu.Unlock()
 	return d, nil
+}
+
+// CheckPrivateDir returns an error, naming dir, its owner and mode and what
+// to do, unless dir is a directory (not a symlink to one) that this
+// process's effective user owns and that neither its group nor others may
+// write: one where no one else can plant, replace or remove a file, so
+// that what the disk tier reads there is what it wrote.
+func CheckPrivateDir(dir string) error {
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("disk cache %s: %w", dir, err)
+	}
+	euid := os.Geteuid()
+	if st.Mode()&fs.ModeSymlink != 0 {
+		target, _ := os.Readlink(dir)
+		return fmt.Errorf("disk cache %s is a symlink (to %s): the mount keeps cached bytes only in a directory of its own, since whoever can point the link elsewhere chooses what it serves; remove the link, or give -cacheDir the real directory", dir, target)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("disk cache %s is not a directory (mode %s); remove it or give another -cacheDir", dir, st.Mode())
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("disk cache %s: no owner to check", dir)
+	}
+	perm := sys.Mode & 0o7777
+	if int(sys.Uid) != euid {
+		return fmt.Errorf("disk cache %s is owned by uid %d (mode %04o), not by uid %d, which runs the mount: its owner could plant bytes that the mount would serve as files'. Remove it if no one uses it (another user's cache lives under a name of its own), or give -cacheDir a directory of your own", dir, sys.Uid, perm, euid)
+	}
+	if perm&0o022 != 0 {
+		return fmt.Errorf("disk cache %s is writable by group or others (mode %04o): they could plant bytes that the mount would serve as files'. Remove it (its files may have been planted already) or chmod go-w it, then mount again", dir, perm)
+	}
+	return nil
+}
+
+// claimEmptyDir makes dir, this user's but open to others (a tmpfs's root
+// is 1777), private, and reports whether it then passes CheckPrivateDir
+// with nothing in it: nothing planted before, and no one but this user
+// can add anything after. A directory with something in it stays refused:
+// no one can tell what was planted.
+func claimEmptyDir(dir string) bool {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(dir, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFDIR || int(st.Uid) != os.Geteuid() {
+		return false
+	}
+	if err := syscall.Chmod(dir, 0o700); err != nil {
+		return false
+	}
+	// Listed after the chmod: what is not there now cannot come later.
+	f, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	names, err := f.Readdirnames(1)
+	f.Close()
+	if len(names) > 0 || err != io.EOF {
+		return false
+	}
+	return CheckPrivateDir(dir) == nil
 }
 
 // paths are the .sum and .dat paths of a name.
@@ -248,6 +313,15 @@ func (d *disk) scan() int64 {
 	dats := map[string]found{}
 	filepath.WalkDir(d.root, func(p string, de fs.DirEntry, err error) error {
 		if err != nil || de.IsDir() {
+			return nil
+		}
+		if de.Type()&fs.ModeSymlink != 0 {
+			// Not the tier's: it writes regular files and directories.
+			// A link in place of a needle's directory would lead its
+			// writes and reads elsewhere (opens follow all but the
+			// last component), so it goes; removing a link leaves its
+			// target alone.
+			os.Remove(p)
 			return nil
 		}
 		base := de.Name()
@@ -407,7 +481,7 @@ func (d *disk) readTable(sum, dat, key string, inDat bool) (*diskTable, bool, er
 
 // readSum reads the .sum at path, written for key.
 func (d *disk) readSum(path, key string) (*diskTable, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := readNoFollow(path)
 	if err != nil {
 		return nil, err
 	}
@@ -418,11 +492,24 @@ func (d *disk) readSum(path, key string) (*diskTable, error) {
 // written for key.
 func (d *disk) readXattr(path, key string) (*diskTable, error) {
 	buf := make([]byte, xattrSize(int(smallNeedle/d.bs)+1))
-	n, err := unix.Getxattr(path, xattrTable, buf)
+	// Lgetxattr: a link's own attributes, never its target's.
+	n, err := unix.Lgetxattr(path, xattrTable, buf)
 	if err != nil {
 		return nil, fmt.Errorf("disk cache table of %s: %w", path, err)
 	}
 	return parseXattr(buf[:n], key, d.bs)
+}
+
+// readNoFollow is os.ReadFile of a cache file that must not be a symlink
+// (O_NOFOLLOW: ELOOP), so that a link put in place of a table reads
+// nothing from elsewhere.
+func readNoFollow(path string) ([]byte, error) {
+	f, err := openFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
 }
 
 // cacheTableLocked keeps t with the needle's entry, if it is still known.
@@ -459,7 +546,7 @@ func (d *disk) read(key string, off int64, dsts [][]byte) bool {
 	}
 	name := diskName(key)
 	_, dat := d.paths(name)
-	fd, err := unix.Open(dat, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(dat, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		d.misses.Add(1)
 		d.forgetData(name)
@@ -528,7 +615,7 @@ func preadvFull(fd int, bufs [][]byte, off int64) error {
 // nothing but the miss.
 func (d *disk) willNeedNamed(name string, off, n int64) {
 	_, dat := d.paths(name)
-	fd, err := unix.Open(dat, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(dat, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return
 	}
@@ -558,7 +645,7 @@ func (d *disk) openWholeNamed(name, key string, size int64) (*os.File, bool) {
 		return nil, false
 	}
 	began := time.Now()
-	f, err := openFile(d.datPath(name), os.O_RDONLY, 0)
+	f, err := openFile(d.datPath(name), os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		d.misses.Add(1)
 		d.forgetData(name)
@@ -1081,7 +1168,7 @@ func (w *diskWriter) writeSum(path string) error {
 	b := encodeSum(w.key, w.n, w.d.bs, w.crcs)
 	f, err := openFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
-		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
+		if old, err := readNoFollow(path); err == nil && bytes.Equal(old, b) {
 			return nil
 		}
 		f, err = createTemp(filepath.Dir(path), filepath.Base(path))

@@ -167,7 +167,9 @@ func run(cfg *config) error {
 		Warn:     func(s string) { slog.Warn(s) },
 	}
 	if cfg.cacheCapacityMB > 0 && cfg.cacheDir != "" {
-		cacheOpts.DiskDir = diskCacheDir(cfg.cacheDir, fc.Addresses())
+		if cacheOpts.DiskDir, err = prepareDiskCacheDir(cfg.cacheDir, fc.Addresses()); err != nil {
+			return err
+		}
 		cacheOpts.DiskCapacity = int64(cfg.cacheCapacityMB) << 20
 	}
 	cache, err := pagecache.New(chain, cacheOpts)
@@ -270,14 +272,130 @@ func run(cfg *config) error {
 // diskCacheDir is the disk cache's directory under -cacheDir: one per
 // cluster, named for its filers, since file ids are unique only within a
 // cluster. Mounts of one cluster share it (see pagecache's disk tier).
-func diskCacheDir(cacheDir string, filers []filer.Address) string {
+// Mounts of different users do not: each user's are under a name of its
+// own (cacheDirName).
+func diskCacheDir(cacheDir string, filers []filer.Address, euid int) string {
 	names := make([]string, 0, len(filers))
 	for _, a := range filers {
 		names = append(names, a.HTTP)
 	}
 	slices.Sort(names)
 	h := sha256.Sum256([]byte(strings.Join(names, ",")))
-	return filepath.Join(cacheDir, "weedfuse", hex.EncodeToString(h[:8]))
+	return filepath.Join(cacheDir, cacheDirName(euid), hex.EncodeToString(h[:8]))
+}
+
+// cacheDirName is the directory under -cacheDir of the mounts run by user
+// euid: root's keeps the name it always had, so that its caches stay warm
+// across an upgrade; any other user's is named for the user, since the
+// tier refuses a directory it does not own (pagecache.CheckPrivateDir), and
+// with one name for all, whichever user mounted first with the default
+// -cacheDir (/tmp) would have kept every other user's mount from starting.
+func cacheDirName(euid int) string {
+	if euid == 0 {
+		return "weedfuse"
+	}
+	return "weedfuse-" + strconv.Itoa(euid)
+}
+
+// prepareDiskCacheDir makes the disk cache's directory for the filers
+// under -cacheDir, and returns it, or an error, naming the directory, its
+// owner and mode and what to do, where another local user could choose
+// what is in it. The tier checks what it reads against tables that lie
+// beside the bytes, so whoever may write the directory, or swap it, or one
+// above it, for one of their own, could plant needles, with tables to
+// match, that the mount would serve to every reader as the filer's bytes.
+// So:
+//   - -cacheDir, with its symlinks resolved, and every directory above it
+//     are root's or the mount's user's, and writable by no one else,
+//     unless sticky (as /tmp is: there no one may rename or remove
+//     another's entries);
+//   - the mount's directories under it (cacheDirName, and the cluster's)
+//     are the mount's user's own, not symlinks, and not writable by group
+//     or others (pagecache.CheckPrivateDir).
+//
+// What -cacheDir resolves to is what the tier is given, so that a symlink
+// on the way, changed later, changes nothing.
+func prepareDiskCacheDir(cacheDir string, filers []filer.Address) (string, error) {
+	euid := os.Geteuid()
+	abs, err := filepath.Abs(cacheDir)
+	if err != nil {
+		return "", fmt.Errorf("-cacheDir %s: %w", cacheDir, err)
+	}
+	// Before MkdirAll too, which would make what is missing wherever a
+	// planted link leads.
+	if err := checkLinksOwned(abs, euid); err != nil {
+		return "", fmt.Errorf("-cacheDir %s: %w", cacheDir, err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return "", fmt.Errorf("-cacheDir %s: %w", cacheDir, err)
+	}
+	if err := checkLinksOwned(abs, euid); err != nil {
+		return "", fmt.Errorf("-cacheDir %s: %w", cacheDir, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("-cacheDir %s: %w", cacheDir, err)
+	}
+	if err := checkCacheDirChain(real, euid); err != nil {
+		return "", fmt.Errorf("-cacheDir %s: %w", cacheDir, err)
+	}
+	dir := diskCacheDir(real, filers, euid)
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("-cacheDir %s: %w", cacheDir, err)
+		}
+		if err := pagecache.CheckPrivateDir(d); err != nil {
+			return "", fmt.Errorf("-cacheDir %s: %w", cacheDir, err)
+		}
+	}
+	return dir, nil
+}
+
+// checkLinksOwned checks that no symlink on the way to path (absolute) is
+// another user's: one planted in a sticky /tmp (which the kernel follows
+// unless fs.protected_symlinks is set) would choose where the cache goes,
+// say into a directory of root's that root never meant for it.
+func checkLinksOwned(path string, euid int) error {
+	p := string(filepath.Separator)
+	for _, part := range strings.Split(path, string(filepath.Separator)) {
+		if part == "" {
+			continue
+		}
+		p = filepath.Join(p, part)
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); errors.Is(err, syscall.ENOENT) {
+			return nil // the rest is made by this user
+		} else if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if st.Mode&syscall.S_IFMT == syscall.S_IFLNK && st.Uid != 0 && int(st.Uid) != euid {
+			target, _ := os.Readlink(p)
+			return fmt.Errorf("%s is a symlink (to %s) owned by uid %d, neither root nor uid %d, which runs the mount: its owner chooses where the cache goes. Give -cacheDir the real directory", p, target, st.Uid, euid)
+		}
+	}
+	return nil
+}
+
+// checkCacheDirChain checks dir (absolute, its symlinks resolved) and each
+// directory above it: root's or euid's, and writable by group or others
+// only when sticky.
+func checkCacheDirChain(dir string, euid int) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(d, &st); err != nil {
+			return fmt.Errorf("%s: %w", d, err)
+		}
+		mode := st.Mode & 0o7777
+		switch {
+		case st.Uid != 0 && int(st.Uid) != euid:
+			return fmt.Errorf("%s is owned by uid %d (mode %04o), neither root nor uid %d, which runs the mount: its owner could swap the cache's directory for one holding bytes of their choosing, which the mount would serve as files'. Give -cacheDir a directory that only root or uid %d can change, all the way up", d, st.Uid, mode, euid, euid)
+		case mode&0o022 != 0 && mode&syscall.S_ISVTX == 0:
+			return fmt.Errorf("%s is writable by group or others (mode %04o) and not sticky: they could swap the cache's directory for one holding bytes of their choosing, which the mount would serve as files'. chmod go-w (or +t) it, or give -cacheDir another directory", d, mode)
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
 }
 
 func prepareMountpoint(cfg *config, umask uint64) (string, error) {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -131,11 +133,41 @@ func controlDirs(owner int) []string {
 	}
 	var dirs []string
 	for _, d := range cands {
-		if d != "" && !slices.Contains(dirs, d) {
+		// A directory another user controls may hold a socket they
+		// planted, whose answers would be taken for the mount's: root's
+		// own candidate in /tmp is one anyone may create.
+		if d != "" && !slices.Contains(dirs, d) && checkControlDir(d, owner) == nil {
 			dirs = append(dirs, d)
 		}
 	}
 	return dirs
+}
+
+// checkControlDir returns an error, naming dir, its owner and mode, unless
+// dir is missing (no socket to find there) or a directory, not a symlink,
+// that this process's user, root or owner (-1: none) owns and that neither
+// group nor others may write: one where only the mount's user can put a
+// socket.
+func checkControlDir(dir string, owner int) error {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(dir, &st); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("control directory %s: %w", dir, err)
+	}
+	mode := st.Mode & 0o7777
+	switch {
+	case st.Mode&syscall.S_IFMT == syscall.S_IFLNK:
+		return fmt.Errorf("control directory %s is a symlink: remove it", dir)
+	case st.Mode&syscall.S_IFMT != syscall.S_IFDIR:
+		return fmt.Errorf("control directory %s is not a directory: remove it", dir)
+	case int(st.Uid) != os.Geteuid() && st.Uid != 0 && int(st.Uid) != owner:
+		return fmt.Errorf("control directory %s is owned by uid %d (mode %04o), not by uid %d: its owner could serve a socket of their own in the mount's place; remove it (or set $WEEDFUSE_RUN_DIR)", dir, st.Uid, mode, os.Geteuid())
+	case mode&0o022 != 0:
+		return fmt.Errorf("control directory %s is writable by group or others (mode %04o): they could serve a socket of their own in the mount's place; remove it or chmod go-w it", dir, mode)
+	}
+	return nil
 }
 
 // controlSocketPath is where the mount at dir (absolute, clean) serves its
@@ -167,12 +199,24 @@ func serveControl(dir string, metrics http.Handler) (*controlServer, error) {
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return nil, err
 	}
+	// Its own, or another user could swap the socket for theirs, or
+	// connect to it.
+	if err := checkControlDir(filepath.Dir(p), os.Geteuid()); err != nil {
+		return nil, err
+	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
 	ln, err := net.Listen("unix", p)
 	if err != nil {
 		return nil, err
+	}
+	// The directory keeps others out already; the socket's own mode
+	// (the umask's) too, for whoever sets $WEEDFUSE_RUN_DIR to a shared
+	// one.
+	if err := os.Chmod(p, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket %s: %w", p, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metrics)
