@@ -111,7 +111,10 @@ func (f *ignored) Set(v string) error {
 
 // newFlagSet declares every flag. Go's flag package takes -name=value,
 // -name value and --name=value alike, which covers weed's single-dash
-// spellings and pflag's double-dash ones.
+// spellings and pflag's double-dash ones. It is used here, where the house
+// rule names pflag, because pflag reads a single dash as bundled one-letter
+// flags (-filer as -f -i -l ...), and every weed mount command line in use
+// spells its flags with one dash: drop-in comes first.
 func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("weedfuse", flag.ContinueOnError)
 	fs.SetOutput(stderr)
