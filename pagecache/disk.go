@@ -387,6 +387,23 @@ func (d *disk) hasDataNamed(name string) bool {
 	return ok && e.Value.(*diskEntry).size > 0
 }
 
+// usedData is hasData for a read of the needle, which makes it the most
+// recently used: a read that memory answers whole never reaches the disk
+// tier's read (which would), and a needle read only from memory would
+// otherwise age on disk as if unread, and be the first evicted by the
+// next write (a warmup's own needles among them).
+func (d *disk) usedData(key string) bool {
+	name := diskName(key)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.byName[name]
+	if !ok || e.Value.(*diskEntry).size <= 0 {
+		return false
+	}
+	d.lru.MoveToFront(e)
+	return true
+}
+
 // roomFor reports whether n more bytes fit without evicting anything: a
 // background fill that would push out other needles is not worth its
 // bandwidth (a working set larger than the tier would churn it).

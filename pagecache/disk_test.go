@@ -1239,3 +1239,30 @@ func TestFillDiskEvicting(t *testing.T) {
 	_, ok = c.OpenWhole(ctx, chunks[0])
 	require.False(t, ok, "the least recently used needle was kept beyond the tier's capacity")
 }
+
+// A needle on disk whose reads memory answers whole stays the disk tier's
+// most recently used: it must not age there as if unread and be the first
+// evicted by the next write (a warm-up's own needles were).
+func TestMemoryHitKeepsDiskRecency(t *testing.T) {
+	f, chunks := newTierFake(1<<20, 1<<20, 1<<20)
+	a, b, cc := chunks[0], chunks[1], chunks[2]
+	// Room on disk for two needles and their tables, in memory for all.
+	c := newCache(t, f, diskOpts(t.TempDir(), 8<<20, 2<<20+256<<10))
+	read := func(ch needle.Chunk) {
+		t.Helper()
+		require.Equal(t, f.chunks[ch.FileID], readAll(t, c, ch, Sequential))
+		if w := c.disk.written(ch.Key()); w != nil {
+			<-w
+		}
+	}
+	read(a)
+	read(b)
+	require.True(t, c.disk.hasData(a.Key()) && c.disk.hasData(b.Key()), "a and b on disk")
+	wholes := f.wholes.Load()
+	read(a) // from memory alone
+	require.Equal(t, wholes, f.wholes.Load(), "a was fetched again")
+	read(cc) // evicts the least recently used: b
+	require.True(t, c.disk.hasData(a.Key()), "a, read from memory after b, was evicted before b")
+	require.False(t, c.disk.hasData(b.Key()), "b stayed")
+	require.True(t, c.disk.hasData(cc.Key()))
+}

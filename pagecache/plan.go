@@ -438,7 +438,7 @@ func (c *Cache) readDiskDirect(ch needle.Chunk, off, end, first, last int64, dst
 		return 0, false
 	}
 	key := ch.Key()
-	if !c.disk.hasData(key) || c.inflightAny(ch, first, last) {
+	if !c.disk.usedData(key) || c.inflightAny(ch, first, last) {
 		return 0, false
 	}
 	bs := c.opts.BlockSize
