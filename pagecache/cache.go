@@ -222,6 +222,10 @@ type fetch struct {
 	err  error
 	// prefetch marks a readahead fetch: it stays in inflight until taken.
 	prefetch bool
+	// passed marks a block that a whole-needle run passes over, held or
+	// in flight already when the run began: its bytes go to a scratch
+	// buffer (heap) and it is neither cached nor in inflight.
+	passed bool
 }
 
 // data is the block's bytes; the caller holds a reference (or the block is
@@ -545,11 +549,32 @@ func (c *Cache) claimRun(ch needle.Chunk, b, want int64, access Access, prefetch
 			pre = append(pre, ref)
 		}
 	}
-	var run []*fetch
+	// A whole-needle run goes past blocks held (or in flight) already,
+	// their bytes landing in scratch, to the missing blocks beyond: the
+	// needle comes whole whatever the run, so a needle whose blocks
+	// memory kept only here and there (the sampled eviction of a stream
+	// through a file larger than the tier) costs one GET, not one per gap.
+	// The reader waits only on the run's first stretch (prefix): it reads
+	// the held block after it itself, and finds the later ones in flight.
+	var (
+		run     []*fetch
+		scratch []byte
+		prefix  = true
+		covered int64 // blocks from b on in the run's first stretch
+	)
 	for blk := from; blk <= last; blk++ {
 		key := c.blockKey(ch, blk)
 		if blk > b && !c.absentLocked(key) {
-			break
+			if !p.whole() {
+				break
+			}
+			if scratch == nil {
+				scratch = make([]byte, c.opts.BlockSize)
+			}
+			size := int(c.blockLen(ch, blk))
+			run = append(run, &fetch{n: size, heap: scratch[:size], passed: true})
+			prefix = false
+			continue
 		}
 		size := int(c.blockLen(ch, blk))
 		f := &fetch{done: make(chan struct{}), prefetch: prefetch, n: size}
@@ -570,7 +595,7 @@ func (c *Cache) claimRun(ch needle.Chunk, b, want int64, access Access, prefetch
 		} else {
 			// The arena is full: only what the reader waits for goes to
 			// the heap, uncached, so that memory stays bounded.
-			if blk > b && idx >= int64(len(waits)) {
+			if blk > b && (idx >= int64(len(waits)) || !prefix) {
 				break
 			}
 			// A block's capacity: the disk tier reads a chunk's last
@@ -584,12 +609,18 @@ func (c *Cache) claimRun(ch needle.Chunk, b, want int64, access Access, prefetch
 			c.raBytes += c.opts.BlockSize
 		}
 		run = append(run, f)
-		if idx >= 0 && idx < int64(len(waits)) {
+		if prefix && idx >= 0 && idx < int64(len(waits)) {
 			c.arena.addRef(f.ref)
 			waits[idx] = f
 		}
+		if prefix && blk >= b {
+			covered++
+		}
 	}
-	covered := int64(len(run)) - (b - from)
+	// A run cut short by a full arena ends with the blocks it passed.
+	for len(run) > 0 && run[len(run)-1].passed {
+		run = run[:len(run)-1]
+	}
 	if !prefetch && access != memoryFill {
 		c.misses.Add(uint64(covered))
 	}
@@ -716,6 +747,29 @@ func (c *Cache) fetchRun(ch needle.Chunk, b int64, run []*fetch, p plan) {
 			c.prefetched.Add(uint64(n))
 		}
 	}
+	// A block goes to the cache before it leaves the inflight table and
+	// before its readers wake, so that a reader that comes after them
+	// finds it in one or the other. ristretto takes a Set in the
+	// background, though, and a block neither table holds meanwhile is
+	// fetched again: a stream's next read, right behind a needle's fetch,
+	// fetched the needle twice (a sequential pass over a file larger than
+	// the tier sent a tenth more; a test with gaps, one fetch in ten more).
+	// So a whole needle's blocks (demand fetches leave inflight only here)
+	// are set and waited for before they leave it. A ranged run of a
+	// random reader, whose next read is elsewhere, is not worth the wait.
+	// Until then the inflight entry holds a reference of its own: ristretto
+	// may evict a block as soon as it takes it in, and a reader that finds
+	// the entry must not take a slot already freed (and reused).
+	setFirst := err == nil && p.whole()
+	if setFirst {
+		for i, f := range run {
+			if !f.passed && !f.prefetch {
+				c.arena.addRef(f.ref)
+				c.cacheBlock(c.blockKey(ch, b+int64(i)), f)
+			}
+		}
+		c.rc.Wait()
+	}
 	c.mu.Lock()
 	if p == planPass {
 		c.passing -= ch.Size
@@ -724,20 +778,20 @@ func (c *Cache) fetchRun(ch needle.Chunk, b int64, run []*fetch, p plan) {
 	// closing is not a failure of the block.
 	hold := err != nil && c.ctx.Err() == nil
 	for i, f := range run {
+		if f.passed {
+			continue
+		}
 		key := c.blockKey(ch, b+int64(i))
 		f.err = err
 		if hold {
 			c.holdLocked(key, err)
 		}
 		if (!f.prefetch || err != nil) && c.inflight[key] == f {
-			// A block goes to the cache before it leaves the inflight
-			// table and before its readers wake: a reader that comes
-			// after them finds it in one or the other (ristretto's Set
-			// never blocks, nor takes c.mu).
-			if err == nil {
-				c.cacheBlock(key, f)
+			// ristretto's Set never blocks, nor takes c.mu.
+			if err != nil || setFirst {
+				c.arena.release(f.ref) // the fetch's, or the entry's own
 			} else {
-				c.arena.release(f.ref)
+				c.cacheBlock(key, f)
 			}
 			delete(c.inflight, key)
 			if f.prefetch {

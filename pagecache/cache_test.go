@@ -393,3 +393,56 @@ func TestRandomMissCachesWholeChunk(t *testing.T) {
 		t.Errorf("fetches: got %d, want 1 (2 at most, when ristretto dropped a Set)", got)
 	}
 }
+
+// A needle that memory holds only here and there (a stream through a file
+// larger than the tier leaves it so: the eviction samples) costs one fetch
+// when it is read again, not one per gap: the whole needle comes anyway,
+// and the run goes past the held blocks to the missing ones beyond. Three
+// gaps fetched it three times (four times the bytes of a 300 MB file at
+// default flags, by hand). Each read is one call, and ristretto's sets are
+// waited for between them: a block it has not taken in yet is held
+// nowhere, and a read of it then fetches again (see fetchRun).
+func TestGappedNeedleFetchedOnce(t *testing.T) {
+	f, chunks := newFake(4 << 20)
+	ch := chunks[0]
+	c := newCache(t, f, Options{Capacity: 32 << 20, BlockSize: 256 << 10, MaxFetch: 8 << 20})
+	want := f.chunks[ch.FileID]
+	if !bytes.Equal(readWhole(t, c, ch), want) || f.calls.Load() != 1 {
+		t.Fatalf("first read: wrong bytes or %d fetches", f.calls.Load())
+	}
+	// Gaps at blocks 1, 5-6 and 12: held 0, 2-4, 7-11 and 13-15.
+	for _, b := range []int64{1, 5, 6, 12} {
+		c.rc.Del(c.blockKey(ch, b))
+	}
+	c.rc.Wait()
+	held := ""
+	for b := int64(0); b < 16; b++ {
+		if _, ok := c.rc.Get(c.blockKey(ch, b)); ok {
+			held += "x"
+		} else {
+			held += "."
+		}
+	}
+	if !bytes.Equal(readWhole(t, c, ch), want) {
+		t.Fatal("read with gaps: wrong bytes")
+	}
+	if n := f.calls.Load() - 1; n != 1 {
+		t.Fatalf("a needle with 3 gaps fetched %d times (held before: %s)", n, held)
+	}
+	if !bytes.Equal(readWhole(t, c, ch), want) || f.calls.Load() != 2 {
+		t.Fatalf("third read: wrong bytes or %d fetches in all: the gaps were not all filled", f.calls.Load())
+	}
+}
+
+// readWhole reads ch in one call, then lets ristretto take in what the
+// read cached.
+func readWhole(t *testing.T, c *Cache, ch needle.Chunk) []byte {
+	t.Helper()
+	buf := make([]byte, ch.Size)
+	n, err := c.ReadChunk(context.Background(), ch, 0, buf)
+	if err != nil || int64(n) != ch.Size {
+		t.Fatalf("read %d of %d bytes: %v", n, ch.Size, err)
+	}
+	c.rc.Wait()
+	return buf
+}
