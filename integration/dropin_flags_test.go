@@ -215,7 +215,7 @@ func TestOptionsFileInWeedForms(t *testing.T) {
 	if err := os.WriteFile(opts, []byte("umask 077\ncacheCapacityMB: 64\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	code, out, _ := runWeedfuse(t, 30*time.Second, "-options="+opts, "-filer=127.0.0.1:1", "-dir="+dir, "-dirAutoCreate")
+	code, out, _ := runWeedfuse(t, 30*time.Second, "-options="+opts, "-filer=127.0.0.1:1", "-filer.startTimeout=1ns", "-dir="+dir, "-dirAutoCreate")
 	if !strings.Contains(out, "no filer reachable") {
 		t.Errorf("an options file weed mount reads stops weedfuse before it dials the filer (exit %d):\n%s", code, out)
 	}
@@ -225,7 +225,7 @@ func TestOptionsFileInWeedForms(t *testing.T) {
 // read, not accepted and dropped with a warning.
 func TestFlagsThatShowAreNotIgnored(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "mnt")
-	args := []string{"-filer=127.0.0.1:1", "-dir=" + dir, "-dirAutoCreate",
+	args := []string{"-filer=127.0.0.1:1", "-filer.startTimeout=1ns", "-dir=" + dir, "-dirAutoCreate",
 		"-memoryLimitMB=64", "-cacheDirMaxEntries=1000", "-dirIdleEvictSec=30",
 		"-collectionQuotaMB=5", "-df.logical"}
 	_, out, _ := runWeedfuse(t, 30*time.Second, args...)

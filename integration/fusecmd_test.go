@@ -18,7 +18,7 @@ func TestFuseCommandReportsFailure(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "mnt")
 	require.NoError(t, os.Mkdir(dir, 0o755))
 	start := time.Now()
-	out, err := exec.CommandContext(ctxT(t, time.Minute), weedfuseBin, "fuse", dir, "-o", "rw,filer=127.0.0.1:1,_netdev").CombinedOutput()
+	out, err := exec.CommandContext(ctxT(t, time.Minute), weedfuseBin, "fuse", dir, "-o", "rw,filer=127.0.0.1:1,filer.startTimeout=1ns,_netdev").CombinedOutput()
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee, "output:\n%s", out)
 	assert.Equal(t, 1, ee.ExitCode())

@@ -290,7 +290,7 @@ func TestWarmupBadArguments(t *testing.T) {
 	missing := filepath.Join(m.Dir, "missing")
 	code, out, errOut := runWarmup(t, time.Minute, missing, t.TempDir(), filepath.Join(m.Dir, "a"))
 	assert.Equal(t, 1, code)
-	assert.Contains(t, out, "warmed up 1 files")
+	assert.Contains(t, out, "warmed up 1 file,")
 	assert.Contains(t, out, "2 failed")
 	assert.Contains(t, errOut, "weedfuse warmup: "+missing+": no such file or directory\n")
 	assert.Contains(t, errOut, ": not on a weedfuse mount\n")

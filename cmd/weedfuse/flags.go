@@ -32,6 +32,7 @@ type config struct {
 	debugPort          int
 	debugFuse          bool
 	readRetryTime      time.Duration
+	filerStartTimeout  time.Duration
 	maxBackground      int
 	defaultPermissions bool
 	disableXAttr       bool
@@ -118,6 +119,13 @@ func (f *ignored) Set(v string) error {
 func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("weedfuse", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		// The commands first: after a hundred flags they go unseen.
+		fmt.Fprintln(stderr, "Usage: weedfuse [weed mount's flags]   mount a filer directory read-only, as weed mount does")
+		usageSubcommands(stderr)
+		fmt.Fprintln(stderr, "\nFlags (weed mount's, with one dash or two):")
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&c.filer, "filer", "localhost:8888", "comma-separated weed filer locations: host:port or host:port.grpcPort")
 	fs.StringVar(&c.filerPath, "filer.path", "/", "mount this remote path from the filer")
 	fs.StringVar(&c.dir, "dir", ".", "mount the filer at this directory")
@@ -160,6 +168,7 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.verify, "verify", "ranges", "weedfuse: ranges (a random read of a needle in no cache fetches just its blocks, checked against the needle's block table where one is known, else counted as unverified) or strict (every miss fetches and checks the whole needle)")
 	fs.BoolVar(&c.passthrough, "passthrough", true, "weedfuse: let the kernel read a file that is one chunk held whole in the disk cache straight from the cache's file (FUSE passthrough, Linux 6.9+; the file is checked when opened); the mount then answers every open")
 	fs.StringVar(&c.metricsAddr, "metrics.address", "", "weedfuse: serve counters at http://ADDR/metrics (e.g. 127.0.0.1:9327)")
+	fs.DurationVar(&c.filerStartTimeout, "filer.startTimeout", 0, "weedfuse: how long to wait at start for a filer that does not answer (0: until one does, as weed mount)")
 
 	fs.BoolVar(&c.rdmaEnabled, "rdma.enabled", false, "read chunks over RDMA through weedrdma sidecars")
 	fs.StringVar(&c.rdmaSidecar, "rdma.sidecar", "", "weedrdma addresses: a comma list of volumeHost:port=sidecarHost:port, or :PORT for a sidecar on every volume server's host")

@@ -40,7 +40,6 @@ func main() {
 	}
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		usageSubcommands(os.Stderr)
 		os.Exit(0)
 	}
 	if err != nil {
@@ -106,7 +105,7 @@ func run(cfg *config) error {
 	if err != nil {
 		return fmt.Errorf("security config %s: %w", sec.Path, err)
 	}
-	fc, err := filer.New(ctx, filer.Options{
+	fc, err := connectFiler(ctx, cfg.filerStartTimeout, filer.Options{
 		TLS:        grpcTLS,
 		Addresses:  splitList(cfg.filer),
 		DataCenter: cfg.dataCenter,
@@ -239,12 +238,13 @@ func run(cfg *config) error {
 	defer wfs.Close()
 	srv := startHTTP(cfg, mx.Handler())
 	defer srv.close()
-	defer announceMounted(dir, mx.Handler())()
+	unannounce := announceMounted(dir, mx.Handler())
+	defer unannounce()
 	// The harnesses wait for this line (msg=mounted): the mount, its
 	// metrics and its control socket are set up once it shows. (Logged
 	// before the metrics listener, it let a test scrape a port that was
 	// not listening yet.)
-	slog.Info("mounted", "filer", fc.Addresses()[0].HTTP, "path", root, "dir", dir, "mode", "read-only")
+	slog.Info("mounted", "filer", fc.Current().HTTP, "path", root, "dir", dir, "mode", "read-only")
 
 	done := make(chan struct{})
 	go func() {
@@ -257,16 +257,64 @@ func run(cfg *config) error {
 		return nil
 	case <-ctx.Done():
 	}
-	stop() // a second Ctrl-C kills at once
+	// A second signal stops at once, below: keep taking them.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
+	stop()
 	slog.Info("unmounting", "dir", dir)
 	if err := server.Unmount(); err != nil {
 		// Still mounted, maybe still serving: the cache's memory must not
 		// be unmapped under a read, so exit without the deferred closes.
 		fmt.Fprintln(os.Stderr, "weedfuse:", err)
+		unannounce()
 		os.Exit(1)
 	}
-	<-done
+	// The mount is gone from the tree, but a file still open on it keeps
+	// the kernel's connection, and its reads are served until it is
+	// closed, as a lazy unmount does; say so, since the process lives on.
+	select {
+	case <-done:
+		return nil
+	case <-time.After(time.Second):
+		slog.Warn("unmounted, but files are still open on it: serving them until they are closed; signal again to stop now", "dir", dir)
+	}
+	select {
+	case <-done:
+		return nil
+	case sig := <-again:
+		// Reads may be under way in the cache's memory, which the
+		// deferred closes would unmap: exit without them. The kernel
+		// ends the connection, and the open files' reads fail.
+		slog.Warn("stopping with files still open: their reads fail from now on", "dir", dir, "signal", sig.String())
+		unannounce()
+		os.Exit(0)
+	}
 	return nil
+}
+
+// connectFiler connects as filer.New does, and while no filer answers at
+// all (one starting, or restarting), tries again, as weed mount waits for
+// its filer: after 1, 2, … and then every 10 seconds, saying so each time,
+// until one answers, limit (-filer.startTimeout; 0: none) would pass or
+// the mount is stopped. A filer that answers as something else (a
+// master's port, TLS refused) is an error at once: waiting mends nothing.
+func connectFiler(ctx context.Context, limit time.Duration, opts filer.Options) (*filer.Client, error) {
+	began := time.Now()
+	for wait := time.Second; ; wait = min(wait+time.Second, 10*time.Second) {
+		fc, err := filer.New(ctx, opts)
+		if err == nil || !errors.Is(err, filer.ErrUnavailable) {
+			return fc, err
+		}
+		if limit > 0 && time.Since(began)+wait > limit {
+			return nil, err
+		}
+		slog.Warn("waiting for a filer (-filer.startTimeout bounds the wait)", "err", err, "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // diskCacheDir is the disk cache's directory under -cacheDir: one per

@@ -252,6 +252,7 @@ type stats struct {
 	seconds                 float64
 	readOps, readBytes      float64 // per second, as FUSE saw them
 	httpBytes, rdmaBytes    float64 // per second, fetched
+	diskBytes               float64 // per second, read from the disk cache
 	hits, misses            float64 // block look-ups per second
 	readP50, readP99        float64 // seconds, FUSE read latency
 	fetchP50, fetchP99      map[string]float64
@@ -275,6 +276,7 @@ func rates(prev, cur sample) stats {
 		readBytes:   rate("weedfuse_fuse_read_bytes_total", nil),
 		httpBytes:   rate("weedfuse_http_bytes_total", nil),
 		rdmaBytes:   rate("weedfuse_rdma_bytes_total", nil),
+		diskBytes:   rate("weedfuse_disk_hit_bytes_total", nil),
 		hits:        rate("weedfuse_cache_hits_total", nil),
 		misses:      rate("weedfuse_cache_misses_total", nil),
 		inFlight:    cur.sum("weedfuse_fetches_in_flight", nil),
@@ -307,18 +309,18 @@ func (s stats) hitRatio() float64 {
 	return s.hits / (s.hits + s.misses)
 }
 
-// memoryBytes estimates the bytes per second served from the cache: what
-// FUSE returned less what the fetchers brought (which includes readahead,
-// hence the floor at 0).
+// memoryBytes estimates the bytes per second served from memory: what
+// FUSE returned less what the fetchers brought and the disk cache gave
+// (which include readahead, hence the floor at 0).
 func (s stats) memoryBytes() float64 {
-	return math.Max(0, s.readBytes-s.httpBytes-s.rdmaBytes)
+	return math.Max(0, s.readBytes-s.httpBytes-s.rdmaBytes-s.diskBytes)
 }
 
-const rowHeader = "  reads/s    MB/s  mem MB/s http MB/s rdma MB/s   hit%  read p50  read p99 http p50 http p99 rdma p50 rdma p99 inflight  errors/s"
+const rowHeader = "  reads/s    MB/s  mem MB/s disk MB/s http MB/s rdma MB/s   hit%  read p50  read p99 http p50 http p99 rdma p50 rdma p99 inflight  errors/s"
 
 func (s stats) row() string {
-	return fmt.Sprintf("%9.0f %7.1f %9.1f %9.1f %9.1f %6s %9s %9s %8s %8s %8s %8s %8.0f %9.1f",
-		s.readOps, mb(s.readBytes), mb(s.memoryBytes()), mb(s.httpBytes), mb(s.rdmaBytes), pct(s.hitRatio()),
+	return fmt.Sprintf("%9.0f %7.1f %9.1f %9.1f %9.1f %9.1f %6s %9s %9s %8s %8s %8s %8s %8.0f %9.1f",
+		s.readOps, mb(s.readBytes), mb(s.memoryBytes()), mb(s.diskBytes), mb(s.httpBytes), mb(s.rdmaBytes), pct(s.hitRatio()),
 		dur(s.readP50), dur(s.readP99), dur(s.fetchP50["http"]), dur(s.fetchP99["http"]),
 		dur(s.fetchP50["rdma"]), dur(s.fetchP99["rdma"]), s.inFlight, s.fuseErrors+s.fetchErrors)
 }
@@ -327,7 +329,7 @@ func (s stats) screen(dir string, interval time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "weedfuse stats %s    every %v, Ctrl-C to quit\n\n", dir, interval)
 	fmt.Fprintf(&b, "reads        %9.0f /s   %8.1f MB/s   latency p50 %s  p99 %s\n", s.readOps, mb(s.readBytes), dur(s.readP50), dur(s.readP99))
-	fmt.Fprintf(&b, "cache hits   %9s      memory   %8.1f MB/s (est.)\n", pct(s.hitRatio()), mb(s.memoryBytes()))
+	fmt.Fprintf(&b, "cache hits   %9s      memory   %8.1f MB/s (est.)   disk %8.1f MB/s\n", pct(s.hitRatio()), mb(s.memoryBytes()), mb(s.diskBytes))
 	fmt.Fprintf(&b, "fetch http   %9.1f MB/s   latency p50 %s  p99 %s\n", mb(s.httpBytes), dur(s.fetchP50["http"]), dur(s.fetchP99["http"]))
 	fmt.Fprintf(&b, "fetch rdma   %9.1f MB/s   latency p50 %s  p99 %s   fallbacks %.1f/s\n", mb(s.rdmaBytes), dur(s.fetchP50["rdma"]), dur(s.fetchP99["rdma"]), s.fallbacks)
 	fmt.Fprintf(&b, "in flight    %9.0f fetches\n", s.inFlight)

@@ -327,8 +327,12 @@ func (w *warmer) report(stdout io.Writer) {
 		w.mu.Unlock()
 	}
 	secs := time.Since(w.start).Seconds()
-	fmt.Fprintf(stdout, "warmed up %d files, %.1f MiB read in %.1f s (%.1f MiB/s); %d failed\n",
-		w.files.Load(), mib(w.bytes.Load()), secs, mib(w.bytes.Load())/max(secs, 1e-3), w.failed.Load())
+	files := "files"
+	if w.files.Load() == 1 {
+		files = "file"
+	}
+	fmt.Fprintf(stdout, "warmed up %d %s, %.1f MiB read in %.1f s (%.1f MiB/s); %d failed\n",
+		w.files.Load(), files, mib(w.bytes.Load()), secs, mib(w.bytes.Load())/max(secs, 1e-3), w.failed.Load())
 	fmt.Fprintf(stdout, "fetched %.1f MiB from volume servers, wrote %.1f MiB to the disk cache; %.0f evictions\n",
 		mib(fetched), mib(written), evictions)
 }

@@ -52,8 +52,9 @@ master: %s, volume servers %v
 logs:   %s/*.log
 data:   /demo on the filer: %d files, %d directories, %d symlink, including big/random-20MiB.bin and many/ (1000 files)
 
-Mount it with:  weedfuse -filer=%[1]s -dir=./%[9]s
-or the stock:   %[10]s mount -filer=%[1]s -dir=./%[9]s
+A mount by hand: bin/weedfuse -filer=%[1]s -dir=./%[9]s
+or the stock:     %[10]s mount -filer=%[1]s -dir=./%[9]s
+(make demo mounts weedfuse at ./%[9]s itself, below)
 `, c.FilerAddr(), c.FilerGRPCAddr(), c.MasterAddr(), c.VolumeAddrs(), c.Dir(),
 		len(tree.Files), len(tree.Dirs), len(tree.Symlinks), *mnt, c.Weed())
 

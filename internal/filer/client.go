@@ -145,7 +145,9 @@ const maxMsgSize = 1 << 30
 
 // New connects to the filers and fetches the filer configuration from the
 // first one that answers. It fails within about DialTimeout per filer when
-// none is reachable, rather than waiting forever as gRPC would.
+// none is reachable, rather than waiting forever as gRPC would; the error
+// wraps ErrUnavailable when none answered at all, so that a caller may try
+// again later.
 func New(ctx context.Context, opts Options) (*Client, error) {
 	if len(opts.Addresses) == 0 {
 		return nil, errors.New("no filer address given")
@@ -184,6 +186,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		c.conns = append(c.conns, conn)
 	}
 	var errs []string
+	down := true // every filer refused or did not answer in time
 	for i := range c.conns {
 		pctx, cancel := context.WithTimeout(ctx, opts.DialTimeout)
 		// Without WaitForReady a refused connection fails at once, while a
@@ -196,10 +199,19 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 			return c, nil
 		}
 		errs = append(errs, fmt.Sprintf("%s (gRPC %s): %s", c.addrs[i].HTTP, c.addrs[i].GRPC, status.Convert(err).Message()))
+		if code := status.Code(err); code != codes.Unavailable && code != codes.DeadlineExceeded {
+			down = false // it answered, as something else (a master's port, TLS refused)
+		}
 	}
 	c.Close()
-	// One line, so that a failed start says why in one line.
-	return nil, fmt.Errorf("no filer reachable: %s", strings.Join(errs, "; "))
+	// One line, so that a failed start says why in one line. Where no
+	// filer answered at all, the error wraps ErrUnavailable: one starting
+	// or restarting may answer later (weed mount waits for it).
+	msg := strings.Join(errs, "; ")
+	if down && ctx.Err() == nil {
+		return nil, fmt.Errorf("no filer reachable: %s: %w", msg, ErrUnavailable)
+	}
+	return nil, fmt.Errorf("no filer reachable: %s", msg)
 }
 
 // Close releases the connections.
@@ -211,6 +223,10 @@ func (c *Client) Close() {
 
 // Addresses are the filers, in the order given.
 func (c *Client) Addresses() []Address { return c.addrs }
+
+// Current is the filer the client talks to now: the first that answered,
+// or the one it failed over to since.
+func (c *Client) Current() Address { return c.addrs[int(c.cur.Load())%len(c.addrs)] }
 
 // retryable tells whether another filer may do better.
 func retryable(err error) bool {
