@@ -223,8 +223,9 @@ type fetch struct {
 	// prefetch marks a readahead fetch: it stays in inflight until taken.
 	prefetch bool
 	// passed marks a block that a whole-needle run passes over, held or
-	// in flight already when the run began: its bytes go to a scratch
-	// buffer (heap) and it is neither cached nor in inflight.
+	// in flight already when the run began: its bytes go to a slot of its
+	// own, released when the fetch returns, and it is neither cached nor
+	// in inflight.
 	passed bool
 }
 
@@ -550,7 +551,8 @@ func (c *Cache) claimRun(ch needle.Chunk, b, want int64, access Access, prefetch
 		}
 	}
 	// A whole-needle run goes past blocks held (or in flight) already,
-	// their bytes landing in scratch, to the missing blocks beyond: the
+	// their bytes landing in slots of their own, let go once the fetch
+	// returns, to the missing blocks beyond: the
 	// needle comes whole whatever the run, so a needle whose blocks
 	// memory kept only here and there (the sampled eviction of a stream
 	// through a file larger than the tier) costs one GET, not one per gap.
@@ -558,7 +560,6 @@ func (c *Cache) claimRun(ch needle.Chunk, b, want int64, access Access, prefetch
 	// the held block after it itself, and finds the later ones in flight.
 	var (
 		run     []*fetch
-		scratch []byte
 		prefix  = true
 		covered int64 // blocks from b on in the run's first stretch
 	)
@@ -568,11 +569,17 @@ func (c *Cache) claimRun(ch needle.Chunk, b, want int64, access Access, prefetch
 			if !p.whole() {
 				break
 			}
-			if scratch == nil {
-				scratch = make([]byte, c.opts.BlockSize)
-			}
+			// Each in a slot of its own: a sink may keep Dsts where they
+			// lie until the fetch returns (needle.KeptWriter), and
+			// disk.read checks each block after one preadv. A slot, not
+			// the heap, so that memory stays within the arena; with none
+			// free the run ends here.
 			size := int(c.blockLen(ch, blk))
-			run = append(run, &fetch{n: size, heap: scratch[:size], passed: true})
+			ref, ok := c.arena.alloc(size)
+			if !ok {
+				break
+			}
+			run = append(run, &fetch{n: size, ref: ref, passed: true})
 			prefix = false
 			continue
 		}
@@ -619,6 +626,7 @@ func (c *Cache) claimRun(ch needle.Chunk, b, want int64, access Access, prefetch
 	}
 	// A run cut short by a full arena ends with the blocks it passed.
 	for len(run) > 0 && run[len(run)-1].passed {
+		c.arena.release(run[len(run)-1].ref)
 		run = run[:len(run)-1]
 	}
 	if !prefetch && access != memoryFill {
@@ -779,6 +787,7 @@ func (c *Cache) fetchRun(ch needle.Chunk, b int64, run []*fetch, p plan) {
 	hold := err != nil && c.ctx.Err() == nil
 	for i, f := range run {
 		if f.passed {
+			c.arena.release(f.ref) // the fetch has returned: no sink holds it
 			continue
 		}
 		key := c.blockKey(ch, b+int64(i))
@@ -890,7 +899,15 @@ func (c *Cache) Prefetch(ch needle.Chunk, off, n int64, ahead Ahead) int64 {
 		c.mu.Lock()
 		c.trimReadaheadLocked()
 		full := c.raBytes >= c.raBudget
+		_, busy := c.inflight[c.blockKey(ch, b)]
 		c.mu.Unlock()
+		if busy {
+			// In flight already (a run may have passed a held block to
+			// it): joining it needs no prefetcher, and would hold one
+			// until that fetch ends.
+			b++
+			continue
+		}
 		if full {
 			return b * bs
 		}
