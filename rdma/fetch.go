@@ -123,8 +123,7 @@ func (v *volumeHTTP) fetch(ctx context.Context, fid, jwt string, dst []byte) (st
 		}
 	}
 	st.size, st.crc = n, needle.CRC32C(0, dst[:n])
-	st.sum, st.hasSum = needle.NeedleCRC(resp.Header.Get("ETag"))
-	if _, err := needle.CheckStoredCRC(resp.Header.Get("ETag"), st.crc, n); err != nil {
+	if st.sum, st.hasSum, err = needle.CheckStoredCRC(resp.Header.Get("ETag"), st.crc, n); err != nil {
 		return storedNeedle{}, fmt.Errorf("%w: %w", errUpstreamCorrupt, err)
 	}
 	return st, nil

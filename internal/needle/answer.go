@@ -40,13 +40,13 @@ func ContentGzip(contentEncoding string) (bool, error) {
 }
 
 // CheckStoredCRC checks crc, the CRC32C of the n stored bytes of a
-// whole-needle answer, against the answer's ETag header value, and reports
-// whether there was a checksum to check. A mismatch is an error wrapping
-// ErrCorrupt.
-func CheckStoredCRC(etag string, crc uint32, n int) (checked bool, err error) {
+// whole-needle answer, against the answer's ETag header value, and returns
+// the needle's checksum and whether there was one to check. A mismatch is
+// an error wrapping ErrCorrupt.
+func CheckStoredCRC(etag string, crc uint32, n int) (sum uint32, checked bool, err error) {
 	sum, ok := NeedleCRC(etag)
 	if ok && !CRCSumMatches(crc, sum) {
-		return true, fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w", crc, n, etag, ErrCorrupt)
+		return sum, true, fmt.Errorf("crc32c %08x of the %d stored bytes differs from ETag %s: %w", crc, n, etag, ErrCorrupt)
 	}
-	return ok, nil
+	return sum, ok, nil
 }

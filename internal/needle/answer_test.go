@@ -44,7 +44,7 @@ func TestCheckStoredCRC(t *testing.T) {
 		{"masked crc", etag((crc>>15 | crc<<17) + 0xa282ead8), true, false},
 		{"other crc", etag(crc ^ 1), true, true},
 	} {
-		checked, err := CheckStoredCRC(tc.etag, crc, len(data))
+		_, checked, err := CheckStoredCRC(tc.etag, crc, len(data))
 		if checked != tc.checked || errors.Is(err, ErrCorrupt) != tc.corrupt || (err != nil) != tc.corrupt {
 			t.Errorf("%s: CheckStoredCRC(%q) = %v, %v; want checked %v, corrupt %v", tc.name, tc.etag, checked, err, tc.checked, tc.corrupt)
 		}

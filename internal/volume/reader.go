@@ -840,7 +840,7 @@ func (r *Reader) readNeedle(c needle.Chunk, resp *http.Response, body io.Reader)
 	}
 	r.fetches.Add(1)
 	r.fetchedBytes.Add(int64(len(stored)))
-	crcChecked, err := needle.CheckStoredCRC(resp.Header.Get("ETag"), needle.CRC32C(0, stored), len(stored))
+	_, crcChecked, err := needle.CheckStoredCRC(resp.Header.Get("ETag"), needle.CRC32C(0, stored), len(stored))
 	if err != nil {
 		return nil, err
 	}
